@@ -1,0 +1,160 @@
+"""The configuration schema, its defaults, the `smoke` shrink, and validation.
+
+`defaults()` is the single source of every config field (one comment each).
+Config files in `configs/` start from it and change a few fields; `finalize(cfg,
+arg)` applies a `:smoke` argument. `validate(cfg)` checks the whole config before
+any work starts and raises `ConfigError` naming the field and the fix.
+"""
+import re
+from typing import Optional
+
+import ml_collections
+
+from msmgan_jax import data, models
+
+METHODS = ('teacher', 'ce')
+
+
+class ConfigError(ValueError):
+  """A config field is wrong; the message names the field and how to fix it."""
+
+
+def defaults() -> ml_collections.ConfigDict:
+  """Every config field with its default value."""
+  c = ml_collections.ConfigDict()
+  c.method = 'teacher'            # what to train: one of METHODS.
+  c.seed = 0                      # PRNG seed for init, data order and augmentation.
+  c.batch_size = 128              # global training batch size.
+  c.eval_batch_size = 1000        # global eval batch size (the last batch is padded).
+  c.log_every_steps = 50          # training metrics are logged every this many steps.
+  c.checkpoint_every_steps = 500  # latest state is also saved every this many steps.
+
+  c.dataset = d = ml_collections.ConfigDict()
+  d.name = 'fashion_mnist'        # a TFDS name: fashion_mnist, mnist, cifar10, cifar100.
+  d.source = 'auto'               # auto | tfds | local (fashion_mnist from IDX files).
+  d.data_dir = ''                 # TFDS data dir ('' = TFDS default).
+  d.manual_dir = ''               # folder with the Fashion-MNIST IDX .gz files ('' = Debian's).
+  d.train_split = 'train'         # TFDS split (slicing allowed, e.g. 'train[:10%]').
+  d.test_split = 'test'           # split evaluated after each epoch and at the end.
+  d.crop_padding = 2              # random crop after zero padding by this many pixels (0 = off).
+  d.flip = True                   # random horizontal flip.
+  d.shuffle_buffer = 16384        # tf.data shuffle buffer, in examples.
+
+  c.teacher = t = ml_collections.ConfigDict()
+  t.model = 'resnet20'            # a name in msmgan_jax.models.MODELS.
+  t.epochs = 15                   # teacher training epochs.
+  t.lr = 0.1                      # peak SGD learning rate (scaled by batch_size / 128).
+  t.momentum = 0.9                # SGD (Nesterov) momentum.
+  t.weight_decay = 5e-4           # L2 decay on conv and dense kernels.
+  t.warmup_epochs = 0.5           # linear warmup, then cosine decay to 0.
+  t.checkpoints = ()              # anchor checkpoint paths (a teacher trained elsewhere).
+
+  c.stages = s = ml_collections.ConfigDict()
+  s.num = 3                       # M, the number of stages / teacher anchors.
+  s.teacher_epochs = ()           # anchor epochs; () = M evenly spaced, the last at the end.
+
+  c.student = st = ml_collections.ConfigDict()
+  st.model = 'resnet8'            # a name in msmgan_jax.models.MODELS.
+  st.epochs = 15                  # the student's whole budget, in epochs of the train split.
+  st.lr = 0.1                     # peak SGD learning rate (scaled by batch_size / 128).
+  st.momentum = 0.9               # SGD (Nesterov) momentum.
+  st.weight_decay = 5e-4          # L2 decay on conv and dense kernels.
+  st.warmup_epochs = 0.5          # linear warmup, then cosine decay to 0.
+  return c
+
+
+def smoke(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks any config to a run of a few minutes on real data."""
+  cfg.dataset.train_split = 'train[:20%]'
+  cfg.teacher.epochs = 2
+  cfg.teacher.warmup_epochs = 0.1
+  cfg.stages.teacher_epochs = ()
+  cfg.stages.num = min(cfg.stages.num, 2)
+  cfg.student.epochs = 2
+  cfg.student.warmup_epochs = 0.1
+  cfg.log_every_steps = 20
+  cfg.checkpoint_every_steps = 100
+  return cfg
+
+
+def finalize(cfg: ml_collections.ConfigDict, arg: Optional[str]) -> ml_collections.ConfigDict:
+  """Applies a config-file argument (`smoke` or nothing)."""
+  if arg in (None, ''):
+    return cfg
+  if arg == 'smoke':
+    return smoke(cfg)
+  raise ConfigError(f'unknown config argument {arg!r}: use configs/X.py or configs/X.py:smoke')
+
+
+def _check_schema(cfg, ref, prefix=''):
+  for key in cfg.keys():
+    if key not in ref:
+      raise ConfigError(f'unknown config field {prefix}{key!r}; known fields here: '
+                        f'{sorted(ref.keys())}')
+    if isinstance(ref[key], ml_collections.ConfigDict):
+      if not isinstance(cfg[key], ml_collections.ConfigDict):
+        raise ConfigError(f'config field {prefix}{key} must be a group of fields, not {cfg[key]!r}')
+      _check_schema(cfg[key], ref[key], f'{prefix}{key}.')
+
+
+def _require(ok: bool, field: str, msg: str):
+  if not ok:
+    raise ConfigError(f'config field {field}: {msg}')
+
+
+_SPLIT = re.compile(r'^[a-z_]+(\[[0-9%:\-]*\])?$')
+
+
+def anchor_epochs(cfg) -> tuple:
+  """The teacher epochs at which anchors are kept (see METHOD.md section 1)."""
+  if cfg.stages.teacher_epochs:
+    return tuple(int(e) for e in cfg.stages.teacher_epochs)
+  m, e = cfg.stages.num, cfg.teacher.epochs
+  return tuple(round(e * (i + 1) / m) for i in range(m))
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError on the first wrong field of `cfg`."""
+  _check_schema(cfg, defaults())
+  _require(cfg.method in METHODS, 'method', f'{cfg.method!r} is not one of {METHODS}')
+  _require(cfg.dataset.name in data.SUPPORTED, 'dataset.name',
+           f'{cfg.dataset.name!r} is not one of {data.SUPPORTED}')
+  _require(cfg.dataset.source in ('auto', 'tfds', 'local'), 'dataset.source',
+           'use auto, tfds or local')
+  _require(cfg.dataset.source != 'local' or cfg.dataset.name == 'fashion_mnist',
+           'dataset.source', "'local' exists only for fashion_mnist; use auto or tfds")
+  for f in ('train_split', 'test_split'):
+    _require(bool(_SPLIT.match(str(cfg.dataset[f]))), f'dataset.{f}',
+             f'{cfg.dataset[f]!r} is not a TFDS split such as train or train[:10%]')
+  for f in ('batch_size', 'eval_batch_size', 'log_every_steps', 'checkpoint_every_steps',
+            'dataset.shuffle_buffer', 'teacher.epochs', 'student.epochs', 'stages.num'):
+    v = cfg[f] if '.' not in f else cfg[f.split('.')[0]][f.split('.')[1]]
+    _require(isinstance(v, int) and v > 0, f, f'must be a positive integer, got {v!r}')
+  _require(cfg.dataset.crop_padding >= 0, 'dataset.crop_padding', 'must be >= 0')
+  for net in ('teacher', 'student'):
+    _require(cfg[net].model in models.MODELS, f'{net}.model',
+             f'{cfg[net].model!r} is not one of {sorted(models.MODELS)}')
+    for f in ('lr', 'momentum', 'weight_decay', 'warmup_epochs'):
+      _require(cfg[net][f] >= 0, f'{net}.{f}', f'must be >= 0, got {cfg[net][f]!r}')
+    _require(cfg[net].warmup_epochs <= cfg[net].epochs, f'{net}.warmup_epochs',
+             f'must not exceed {net}.epochs ({cfg[net].epochs})')
+  epochs = anchor_epochs(cfg)
+  _require(len(epochs) == cfg.stages.num, 'stages.teacher_epochs',
+           f'gives {len(epochs)} anchors but stages.num is {cfg.stages.num}; give one epoch per stage')
+  _require(all(a < b for a, b in zip((0,) + epochs, epochs)) and epochs[-1] <= cfg.teacher.epochs,
+           'stages.teacher_epochs', f'{epochs} must increase strictly within 1..teacher.epochs '
+           f'({cfg.teacher.epochs})')
+  if cfg.teacher.checkpoints:
+    _require(len(cfg.teacher.checkpoints) == cfg.stages.num, 'teacher.checkpoints',
+             f'gives {len(cfg.teacher.checkpoints)} paths but stages.num is {cfg.stages.num}')
+  if cfg.method != 'teacher':
+    _check_pair(cfg)
+
+
+def _check_pair(cfg):
+  """Teacher and student must have blocks that line up (same K, same downsampling)."""
+  t = models.create_model(cfg.teacher.model, 10)
+  s = models.create_model(cfg.student.model, 10)
+  _require(t.num_blocks == s.num_blocks, 'student.model',
+           f'{cfg.student.model} has {s.num_blocks} blocks but teacher {cfg.teacher.model} has '
+           f'{t.num_blocks}; pick a student with the same number of blocks')

@@ -1,0 +1,117 @@
+"""Teacher training with cross-entropy, keeping M anchor checkpoints along its route.
+
+Anchors (METHOD.md section 1) are saved at `config_lib.anchor_epochs(cfg)` under
+`checkpoints/anchors/<epoch>`; the latest full state (for resume) under
+`checkpoints/teacher`. With `teacher.checkpoints` set, the anchors are loaded from
+those paths instead and no teacher is trained.
+"""
+import dataclasses
+import os
+import time
+
+import jax
+import numpy as np
+
+from msmgan_jax import config as config_lib
+from msmgan_jax import models, optim, train, utils
+
+
+@dataclasses.dataclass
+class Anchor:
+  """One teacher checkpoint guiding one stage."""
+  epoch: int
+  test_accuracy: float
+  path: str
+  variables: dict
+
+
+@dataclasses.dataclass
+class Teacher:
+  model: models.Classifier
+  model_name: str
+  anchors: list
+  test_accuracy: float
+  params: int
+  wall_s: float
+
+  def summary(self) -> dict:
+    return {'model': self.model_name, 'params': self.params,
+            'test_accuracy': self.test_accuracy, 'wall_s': self.wall_s,
+            'anchors': [{'epoch': a.epoch, 'test_accuracy': a.test_accuracy, 'path': a.path}
+                        for a in self.anchors]}
+
+
+def variables_of(state) -> dict:
+  return {'params': state.params, 'batch_stats': state.batch_stats}
+
+
+def load_anchor(path: str, target: dict, model_name: str) -> Anchor:
+  """Loads an anchor saved by `train_teacher` (a `checkpoints/anchors/<epoch>` directory)."""
+  path = os.path.abspath(path)
+  if not os.path.isdir(os.path.join(path, 'state')):
+    raise utils.CheckpointError(
+        f'teacher checkpoint {path} not found (expected a directory with state/ and meta/, '
+        'such as WORKDIR/checkpoints/anchors/EPOCH); fix teacher.checkpoints.')
+  ckpt = utils.Checkpoints(os.path.dirname(path))
+  step = int(os.path.basename(path))
+  meta = ckpt.meta(step)
+  if meta.get('model') != model_name:
+    raise utils.CheckpointError(
+        f'teacher checkpoint {path} holds a {meta.get("model")!r} but teacher.model is '
+        f'{model_name!r}; set teacher.model to match it or give other checkpoints.')
+  variables, meta = ckpt.restore(step, target)
+  return Anchor(meta['epoch'], meta['test_accuracy'], path, variables)
+
+
+def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
+  """Trains (or resumes, or reuses) the teacher of `cfg`; returns it with its anchors."""
+  model = models.create_model(cfg.teacher.model, info.num_classes)
+  target = optim.init_variables(model, jax.random.key(cfg.seed), info.image_shape)
+  n_params = optim.count_params(target['params'])
+  if cfg.teacher.checkpoints:
+    anchors = [load_anchor(p, target, cfg.teacher.model) for p in cfg.teacher.checkpoints]
+    return Teacher(model, cfg.teacher.model, anchors, anchors[-1].test_accuracy, n_params, 0.0)
+
+  spe = train.steps_per_epoch(cfg, info)
+  total = cfg.teacher.epochs * spe
+  anchor_epochs = config_lib.anchor_epochs(cfg)
+  lr = cfg.teacher.lr * cfg.batch_size / 128
+  tx = optim.sgd(optim.lr_schedule(lr, total, int(cfg.teacher.warmup_epochs * spe)),
+                 cfg.teacher.momentum, cfg.teacher.weight_decay)
+  state = utils.replicate(optim.create_state(model, jax.random.key(cfg.seed), info.image_shape, tx),
+                          mesh)
+  latest = utils.Checkpoints(wd.file('checkpoints', 'teacher'), max_to_keep=1)
+  anchor_ckpt = utils.Checkpoints(wd.file('checkpoints', 'anchors'))
+  start, wall = 0, 0.0
+  if latest.latest_step() is not None:
+    state, meta = latest.restore(latest.latest_step(), state)
+    start, wall = int(meta['step']), float(meta['wall_s'])
+    print(f'teacher: resuming at step {start}/{total}')
+  eval_step = train.make_eval_step(model)
+  t0 = time.time() - wall
+  log = lambda split, step, m: wd.metrics.write(step=step, epoch=step / spe, stage=0,
+                                                phase='teacher', split=split, **m)
+
+  def after_step(step, state):
+    if step % spe == 0:
+      epoch = step // spe
+      result = train.evaluate(eval_step, variables_of(state), eval_batches, mesh)
+      print(f'teacher epoch {epoch}: test accuracy {result["accuracy"]:.4f}', flush=True)
+      log('test', step, result)
+      if epoch in anchor_epochs:
+        anchor_ckpt.save(epoch, variables_of(state), {
+            'epoch': epoch, 'test_accuracy': result['accuracy'], 'model': cfg.teacher.model})
+    if step % spe == 0 or step % cfg.checkpoint_every_steps == 0:
+      latest.save(step, state, {'step': step, 'wall_s': time.time() - t0})
+    return state
+
+  if start < total:
+    state = train.train_loop(state, train.make_classifier_step(model), batches=batches,
+                             start=start, stop=total, mesh=mesh, batch_size=cfg.batch_size,
+                             log_every=cfg.log_every_steps,
+                             log=lambda step, m: log('train', step, m), after_step=after_step)
+  wall = float(latest.meta(latest.latest_step())['wall_s'])
+  anchors = [Anchor(e, anchor_ckpt.meta(e)['test_accuracy'], anchor_ckpt.directory + f'/{e}',
+                    anchor_ckpt.restore(e, target)[0]) for e in anchor_epochs]
+  return Teacher(model, cfg.teacher.model, anchors, anchors[-1].test_accuracy, n_params,
+                 round(wall, 2))
