@@ -1,0 +1,64 @@
+"""Shared test setup: quiet TensorFlow, CPU-only JAX, the real TFDS data dir, config helpers."""
+import os
+
+# Before TensorFlow / JAX are imported anywhere in the test session.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+os.environ.setdefault('TFDS_DISABLE_PROGRESS_BAR', '1')
+# Cheap XLA compiles: the tests run tiny models once, so optimisation passes only cost time.
+if 'XLA_FLAGS' not in os.environ:
+  os.environ['XLA_FLAGS'] = ('--xla_backend_optimization_level=0 '
+                             '--xla_llvm_disable_expensive_passes=true')
+
+import pathlib  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _quiet_tf():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  tf.get_logger().setLevel('ERROR')
+  tf.config.set_visible_devices([], 'GPU')
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds.disable_progress_bar()
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.ERROR)
+
+
+_quiet_tf()
+
+
+def dataset_cfg(**overrides):
+  """A copy of `config.defaults().dataset` with `overrides` applied (unknown keys are errors)."""
+  from msmgan_jax import config  # pylint: disable=g-import-not-at-top
+  cfg = config.defaults().dataset
+  for k, v in overrides.items():
+    if k not in cfg:
+      raise KeyError(f'no dataset field {k!r}')
+    cfg[k] = v
+  return cfg
+
+
+@pytest.fixture(scope='session')
+def repo_root() -> pathlib.Path:
+  return REPO_ROOT
+
+
+@pytest.fixture(scope='session')
+def tfds_data_dir() -> str:
+  """The default TFDS data dir, with the offline Fashion-MNIST builder prepared in it.
+
+  Preparing reads Debian's IDX files once (about 10 s); later sessions reuse it.
+  """
+  from tensorflow_datasets.core import constants  # pylint: disable=g-import-not-at-top
+  from msmgan_jax import data  # pylint: disable=g-import-not-at-top
+  data_dir = os.path.expanduser(constants.DATA_DIR)
+  local = data.FashionMnistLocal(data_dir=data_dir)
+  if not local.is_prepared() and data.find_idx_dir(None) is None:
+    pytest.skip(f'Fashion-MNIST is neither prepared in {data_dir} nor installed at '
+                f'{data.DEBIAN_FASHION_MNIST} (apt-get install dataset-fashion-mnist)')
+  data.builder_for(dataset_cfg(data_dir=data_dir, source='local'))
+  return data_dir
