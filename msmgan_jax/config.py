@@ -12,7 +12,9 @@ import ml_collections
 
 from msmgan_jax import data, models
 
-METHODS = ('teacher', 'ce')
+METHODS = ('teacher', 'ce', 'msmgan')
+GAN_LOSSES = ('bce', 'hinge', 'lsgan')
+DISC_KINDS = ('teacher', 'conv')
 
 
 class ConfigError(ValueError):
@@ -22,7 +24,7 @@ class ConfigError(ValueError):
 def defaults() -> ml_collections.ConfigDict:
   """Every config field with its default value."""
   c = ml_collections.ConfigDict()
-  c.method = 'teacher'            # what to train: one of METHODS.
+  c.method = 'msmgan'             # what to train: one of METHODS ('teacher' = teacher only).
   c.seed = 0                      # PRNG seed for init, data order and augmentation.
   c.batch_size = 128              # global training batch size.
   c.eval_batch_size = 1000        # global eval batch size (the last batch is padded).
@@ -52,6 +54,33 @@ def defaults() -> ml_collections.ConfigDict:
   c.stages = s = ml_collections.ConfigDict()
   s.num = 3                       # M, the number of stages / teacher anchors.
   s.teacher_epochs = ()           # anchor epochs; () = M evenly spaced, the last at the end.
+  s.greedy = True                 # layer-wise greedy block phases (False = ablation end to end).
+  s.phase_shares = (0.1, 0.1, 0.1, 0.7)  # stage budget split: block_1..block_K, head.
+  s.block_lr = 0.05               # peak SGD learning rate of the block phases.
+  s.finetune_all = True           # head phase also trains every block ...
+  s.finetune_lr_mult = 0.5        # ... at this multiple of student.lr.
+
+  c.kd = k = ml_collections.ConfigDict()
+  k.tau = 4.0                     # KD temperature.
+  k.beta = 0.9                    # weight of the KD term (CE gets 1 - beta).
+
+  c.gan = g = ml_collections.ConfigDict()
+  g.loss = 'bce'                  # bce (non-saturating) | hinge | lsgan.
+  g.alpha_feat = 1.0              # weight of the feature MSE through the connector.
+  g.alpha_adv = 0.1               # weight of the adversarial term (0 = ablation no GAN).
+
+  c.disc = ds = ml_collections.ConfigDict()
+  ds.kind = 'teacher'             # teacher (anchor's upper blocks + unit) | conv.
+  ds.lr = 2e-4                    # Adam learning rate of the real/fake unit (and conv net).
+  ds.b1 = 0.5                     # Adam beta1.
+  ds.trunk_lr_mult = 0.1          # the teacher trunk learns at this multiple of disc.lr.
+  ds.steps_per_g = 1              # discriminator updates per student update.
+  ds.conv_width = 64              # channels of the conv discriminator.
+
+  c.mutual = mu = ml_collections.ConfigDict()
+  mu.enabled = True               # DML head phase + learning D trunks (False = ablation no mutual).
+  mu.beta_t = 0.5                 # weight of KL(S || T') for the teacher copy.
+  mu.lr = 0.01                    # peak SGD learning rate of the teacher copy.
 
   c.student = st = ml_collections.ConfigDict()
   st.model = 'resnet8'            # a name in msmgan_jax.models.MODELS.
@@ -149,6 +178,29 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
              f'gives {len(cfg.teacher.checkpoints)} paths but stages.num is {cfg.stages.num}')
   if cfg.method != 'teacher':
     _check_pair(cfg)
+  if cfg.method == 'msmgan':
+    _check_msmgan(cfg)
+
+
+def _check_msmgan(cfg):
+  k = models.create_model(cfg.student.model, 10).num_blocks
+  shares = tuple(cfg.stages.phase_shares)
+  _require(len(shares) == k + 1 and all(x > 0 for x in shares), 'stages.phase_shares',
+           f'needs {k + 1} positive shares (block_1..block_{k}, head) for {cfg.student.model}, '
+           f'got {shares}')
+  _require(abs(sum(shares) - 1) < 1e-6, 'stages.phase_shares', f'{shares} must sum to 1')
+  _require(cfg.gan.loss in GAN_LOSSES, 'gan.loss', f'{cfg.gan.loss!r} is not one of {GAN_LOSSES}')
+  _require(cfg.disc.kind in DISC_KINDS, 'disc.kind',
+           f'{cfg.disc.kind!r} is not one of {DISC_KINDS}')
+  _require(isinstance(cfg.disc.steps_per_g, int) and cfg.disc.steps_per_g >= 1,
+           'disc.steps_per_g', 'must be an integer >= 1')
+  for f in ('kd.tau', 'gan.alpha_feat', 'gan.alpha_adv', 'disc.lr', 'disc.trunk_lr_mult',
+            'mutual.beta_t', 'mutual.lr', 'stages.block_lr', 'stages.finetune_lr_mult'):
+    group, name = f.split('.')
+    _require(cfg[group][name] >= 0, f, f'must be >= 0, got {cfg[group][name]!r}')
+  _require(cfg.kd.tau > 0, 'kd.tau', 'must be > 0')
+  _require(0 <= cfg.kd.beta <= 1, 'kd.beta', f'must be in [0, 1], got {cfg.kd.beta}')
+  _require(0 <= cfg.disc.b1 < 1, 'disc.b1', f'must be in [0, 1), got {cfg.disc.b1}')
 
 
 def _check_pair(cfg):

@@ -139,18 +139,20 @@ def _host_split(builder, split: str) -> str:
   return tfds.even_splits(split, n=jax.process_count())[jax.process_index()]
 
 
-def _preprocess(cfg, train: bool):
+def _preprocess(cfg, train: bool, seed: int = 0):
   mean, std = (np.array(s, np.float32) for s in STATS[cfg.name])
 
-  def fn(ex):
+  def fn(index, ex):
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
+        tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)]), 2))
     image = tf.cast(ex['image'], tf.float32) / 255.0
     if train and cfg.crop_padding > 0:
       shape = tf.shape(image)
       p = cfg.crop_padding
       image = tf.pad(image, [[p, p], [p, p], [0, 0]], mode='CONSTANT')
-      image = tf.image.random_crop(image, shape)
+      image = tf.image.stateless_random_crop(image, shape, crop_seed)
     if train and cfg.flip:
-      image = tf.image.random_flip_left_right(image)
+      image = tf.image.stateless_random_flip_left_right(image, flip_seed)
     return {'image': (image - mean) / std, 'label': tf.cast(ex['label'], tf.int32)}
   return fn
 
@@ -160,10 +162,12 @@ def num_examples(builder, split: str) -> int:
   return builder.info.splits[split].num_examples
 
 
-def load(cfg, *, batch_size: int, eval_batch_size: int, seed: int):
-  """Returns `(info, train_iter, eval_fn)`.
+def load(cfg, *, batch_size: int, eval_batch_size: int):
+  """Returns `(info, train_batches, eval_fn)`.
 
-  `train_iter` yields this host's share of each global batch of `batch_size` forever;
+  `train_batches(seed, skip)` yields this host's share of each global batch of
+  `batch_size` forever, the same sequence for the same seed (so a resumed run skips
+  the batches it has seen);
   `eval_fn()` yields padded eval batches with a `mask` over this host's test share.
   """
   builder = builder_for(cfg)
@@ -173,21 +177,24 @@ def load(cfg, *, batch_size: int, eval_batch_size: int, seed: int):
   per_host = batch_size // jax.process_count()
   per_host_eval = eval_batch_size // jax.process_count()
 
-  read_config = tfds.ReadConfig(shuffle_seed=seed)
-  ds = builder.as_dataset(split=_host_split(builder, cfg.train_split), shuffle_files=True,
-                          read_config=read_config)
-  ds = ds.cache().repeat().shuffle(cfg.shuffle_buffer, seed=seed)
-  ds = ds.map(_preprocess(cfg, True), num_parallel_calls=tf.data.AUTOTUNE)
-  ds = ds.batch(per_host, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-  train_iter = iter(tfds.as_numpy(ds))
+  train_split = _host_split(builder, cfg.train_split)
+
+  def train_batches(seed: int, skip: int = 0) -> Iterator[dict]:
+    """This host's training batches for `seed`, deterministic, after skipping `skip` of them."""
+    ds = builder.as_dataset(split=train_split, shuffle_files=True,
+                            read_config=tfds.ReadConfig(shuffle_seed=seed))
+    ds = ds.cache().repeat().shuffle(cfg.shuffle_buffer, seed=seed)
+    ds = ds.enumerate().map(_preprocess(cfg, True, seed), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(per_host, drop_remainder=True).skip(skip).prefetch(tf.data.AUTOTUNE)
+    return iter(tfds.as_numpy(ds))
 
   eval_ds = builder.as_dataset(split=_host_split(builder, cfg.test_split), shuffle_files=False)
-  eval_ds = eval_ds.map(_preprocess(cfg, False), num_parallel_calls=tf.data.AUTOTUNE).cache()
+  eval_ds = eval_ds.enumerate().map(_preprocess(cfg, False), num_parallel_calls=tf.data.AUTOTUNE).cache()
 
   def eval_fn() -> Iterator[dict]:
     for batch in tfds.as_numpy(eval_ds.batch(per_host_eval).prefetch(tf.data.AUTOTUNE)):
       yield pad_batch(batch, per_host_eval)
-  return info, train_iter, eval_fn
+  return info, train_batches, eval_fn
 
 
 def pad_batch(batch: dict, size: int) -> dict:

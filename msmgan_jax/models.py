@@ -112,7 +112,8 @@ class Classifier(nn.Module):
     raise NotImplementedError
 
   @nn.compact
-  def __call__(self, x, train: bool = False, start: int = 0, stop: Optional[int] = None):
+  def __call__(self, x, train: bool = False, start: int = 0, stop: Optional[int] = None,
+               with_head: bool = True):
     stop = self.num_blocks if stop is None else stop
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              epsilon=1e-5, dtype=self.dtype)
@@ -121,7 +122,7 @@ class Classifier(nn.Module):
     for k in range(start, stop):
       x = self.make_block(k, norm)(x)
       feats.append(x)
-    if stop < self.num_blocks:
+    if stop < self.num_blocks or not with_head:
       return None, feats
     logits = Head(self.num_classes, self.dtype, name='head')(x)
     return logits, feats
@@ -200,6 +201,57 @@ MODELS = {
        for d in (16, 40) for w in (1, 2)},
     'cnn': PlainCNN,
 }
+
+
+class Connector(nn.Module):
+  """FitNets regressor C_k: 1x1 conv + BN from student to teacher channels."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = _conv(self.features, (1, 1))(x)
+    return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
+
+
+class Connectors(nn.Module):
+  """One connector per block (`connector1` ... `connectorK`); `k` picks which to run."""
+  features: Sequence[int]
+
+  @nn.compact
+  def __call__(self, x, k: int, train: bool = False):
+    return Connector(self.features[k], name=f'connector{k + 1}')(x, train)
+
+  def init_all(self, rng, student_feats):
+    """Initialises every connector on feature maps shaped like the student's block outputs."""
+    def all_(mdl, xs):
+      return [mdl(x, k) for k, x in enumerate(xs)]
+    return self.init(rng, student_feats, method=all_)
+
+
+class TeacherDisc(nn.Module):
+  """D_k with the teacher as discriminator: the teacher's blocks after k, pooling, real/fake unit."""
+  trunk: Classifier
+  k: int
+  trunk_learns: bool = True  # False: the trunk is frozen, BatchNorm statistics included.
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    _, feats = self.trunk(x, train and self.trunk_learns, start=self.k + 1, with_head=False)
+    h = feats[-1] if feats else x
+    return nn.Dense(1, name='real_fake')(jnp.mean(h, axis=(1, 2)))[:, 0]
+
+
+class ConvDisc(nn.Module):
+  """D_k as a small conv net: two 3x3 conv-BN-LeakyReLU layers, pooling, real/fake unit."""
+  width: int = 64
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    for _ in range(2):
+      x = _conv(self.width, (3, 3), padding=1)(x)
+      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
+      x = nn.leaky_relu(x, 0.2)
+    return nn.Dense(1, name='real_fake')(jnp.mean(x, axis=(1, 2)))[:, 0]
 
 
 def create_model(name: str, num_classes: int, dtype: Any = jnp.float32) -> Classifier:

@@ -106,7 +106,8 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
     return state
 
   if start < total:
-    state = train.train_loop(state, train.make_classifier_step(model), batches=batches,
+    state = train.train_loop(state, train.make_classifier_step(model),
+                             batches=batches(cfg.seed, skip=start),
                              start=start, stop=total, mesh=mesh, batch_size=cfg.batch_size,
                              log_every=cfg.log_every_steps,
                              log=lambda step, m: log('train', step, m), after_step=after_step)

@@ -139,10 +139,15 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     return done
   t0 = time.time()
   info, batches, eval_batches = data.load(cfg.dataset, batch_size=cfg.batch_size,
-                                          eval_batch_size=cfg.eval_batch_size, seed=cfg.seed)
+                                          eval_batch_size=cfg.eval_batch_size)
   mesh = utils.mesh()
   teacher = teacher_lib.train_teacher(cfg, wd, info, batches, eval_batches, mesh)
   summary = {'method': cfg.method, 'dataset': cfg.dataset.name, 'teacher': teacher.summary()}
+  if cfg.method != 'teacher':
+    from msmgan_jax import phases, student  # pylint: disable=g-import-not-at-top
+    summary['variant'] = phases.variant(cfg)
+    summary['student'] = student.Distiller(cfg, wd, info, batches, eval_batches, mesh,
+                                           teacher).run()
   summary['wall_s'] = round(time.time() - t0, 2)
   utils.write_json(wd.file('summary.json'), summary)
   return summary

@@ -1,0 +1,68 @@
+"""Distillation losses: CE, Hinton KD, feature MSE through a connector, GAN losses, DML.
+
+All take logits or feature maps and return scalar means over the batch.
+"""
+import jax
+import jax.numpy as jnp
+import optax
+
+
+def cross_entropy(logits, labels):
+  """Mean softmax cross-entropy with integer labels."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def kd(student_logits, teacher_logits, tau: float):
+  """Hinton KD: tau^2 * KL(softmax(t / tau) || softmax(s / tau)), batch mean."""
+  log_p_t = jax.nn.log_softmax(teacher_logits / tau)
+  log_p_s = jax.nn.log_softmax(student_logits / tau)
+  return tau ** 2 * jnp.mean(jnp.sum(jnp.exp(log_p_t) * (log_p_t - log_p_s), axis=-1))
+
+
+def align(fs, ft):
+  """Average-pools the spatially larger of two NHWC maps down to the other's size."""
+  def pool(x, size):
+    r = x.shape[1] // size
+    return x if r == 1 else jax.lax.reduce_window(
+        x, 0.0, jax.lax.add, (1, r, r, 1), (1, r, r, 1), 'VALID') / (r * r)
+  size = min(fs.shape[1], ft.shape[1])
+  return pool(fs, size), pool(ft, size)
+
+
+def feature_mse(projected_student, teacher_feat):
+  """FitNets regression: mean((C_k(f_s) - f_t)^2) after aligning spatial sizes."""
+  fs, ft = align(projected_student, teacher_feat)
+  return jnp.mean((fs - ft) ** 2)
+
+
+def gan_d(kind: str, d_real, d_fake):
+  """Discriminator loss on real (teacher) and fake (student) scores (logits)."""
+  if kind == 'bce':
+    return jnp.mean(jax.nn.softplus(-d_real)) + jnp.mean(jax.nn.softplus(d_fake))
+  if kind == 'hinge':
+    return jnp.mean(jax.nn.relu(1 - d_real)) + jnp.mean(jax.nn.relu(1 + d_fake))
+  if kind == 'lsgan':
+    return 0.5 * (jnp.mean((d_real - 1) ** 2) + jnp.mean(d_fake ** 2))
+  raise ValueError(f'unknown GAN loss {kind!r}')
+
+
+def gan_g(kind: str, d_fake):
+  """Generator (student) loss on its fake scores: non-saturating BCE, hinge or LSGAN."""
+  if kind == 'bce':
+    return jnp.mean(jax.nn.softplus(-d_fake))
+  if kind == 'hinge':
+    return -jnp.mean(d_fake)
+  if kind == 'lsgan':
+    return 0.5 * jnp.mean((d_fake - 1) ** 2)
+  raise ValueError(f'unknown GAN loss {kind!r}')
+
+
+def gan_threshold(kind: str) -> float:
+  """The score above which a discriminator calls its input real."""
+  return 0.5 if kind == 'lsgan' else 0.0
+
+
+def dml(student_logits, peer_logits, labels, beta: float, tau: float, ce_weight: float = 1.0):
+  """One side of deep mutual learning: ce_weight * CE + beta * KD towards the (fixed) peer."""
+  return (ce_weight * cross_entropy(student_logits, labels)
+          + beta * kd(student_logits, jax.lax.stop_gradient(peer_logits), tau))

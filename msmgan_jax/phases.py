@@ -1,0 +1,76 @@
+"""Phases: the values handed to the one student trainer.
+
+A stage is a list of `Phase`s; a phase says which student parameters train, which
+losses apply and which extra states exist (discriminators, a mutual teacher copy).
+Methods differ only in their phase lists (see `stage_phases`), never in the loop.
+"""
+import dataclasses
+from typing import Tuple
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+  """One phase of a stage.
+
+  Feature phases (`feature_blocks` non-empty) regress student blocks onto the teacher's
+  through connectors, optionally against one discriminator per block. Logit phases
+  train the head (and, with `finetune_all`, every block) with CE, optionally KD from
+  the anchor, optionally against a trainable copy of it (`mutual`).
+  """
+  name: str
+  share: float                          # fraction of the stage's image budget.
+  feature_blocks: Tuple[int, ...] = ()  # 0-based student blocks trained on features.
+  adversarial: bool = False             # feature phases: one GAN per block.
+  kd: bool = False                      # logit phases: distil from the anchor's logits.
+  mutual: bool = False                  # logit phases: DML with a trainable anchor copy.
+  finetune_all: bool = False            # logit phases: blocks train too (lr * mult).
+
+  @property
+  def is_feature(self) -> bool:
+    return bool(self.feature_blocks)
+
+  @property
+  def signature(self) -> tuple:
+    """What the compiled steps depend on: equal signatures share compiled steps."""
+    return (self.feature_blocks, self.adversarial, self.kd, self.mutual, self.finetune_all)
+
+
+def stage_phases(cfg, num_blocks: int) -> list:
+  """The phases of one stage for `cfg.method`."""
+  if cfg.method == 'ce':
+    return [Phase('ce', 1.0, finetune_all=True)]
+  if cfg.method == 'msmgan':
+    shares = tuple(cfg.stages.phase_shares)
+    adv = cfg.gan.alpha_adv > 0
+    if cfg.stages.greedy:
+      blocks = [Phase(f'block_{k + 1}', shares[k], (k,), adversarial=adv)
+                for k in range(num_blocks)]
+    else:
+      blocks = [Phase('blocks', sum(shares[:num_blocks]), tuple(range(num_blocks)),
+                      adversarial=adv)]
+    head = Phase('head', shares[num_blocks], kd=True, mutual=cfg.mutual.enabled,
+                 finetune_all=cfg.stages.finetune_all)
+    return blocks + [head]
+  raise ValueError(f'method {cfg.method!r} trains no student')
+
+
+def phase_steps(cfg, phase: Phase, num_train: int, num_stages: int) -> int:
+  """Steps of `phase`: its share of the stage's part of the student's image budget."""
+  images = cfg.student.epochs * num_train * phase.share / num_stages
+  return max(1, round(images / cfg.batch_size))
+
+
+def variant(cfg) -> list:
+  """Which of METHOD.md's ablations `cfg` is (empty for the full method)."""
+  if cfg.method != 'msmgan':
+    return []
+  out = []
+  if cfg.stages.num == 1:
+    out.append('single_stage')
+  if not cfg.stages.greedy:
+    out.append('end_to_end')
+  if cfg.gan.alpha_adv == 0:
+    out.append('no_gan')
+  if not cfg.mutual.enabled:
+    out.append('no_mutual')
+  return out

@@ -1,0 +1,274 @@
+"""The one student trainer: stages x phases, each phase a value (see phases.py).
+
+For every stage (one teacher anchor, weakest first; a single anchor-less stage for
+`ce`) and every phase of it, fresh functional train states are built from the
+student carried over: `g` (student + connectors under a masked optimizer), `d`
+(discriminators, adversarial feature phases) and `t` (the trainable anchor copy,
+mutual head phase). Checkpoints after every phase and every
+`checkpoint_every_steps` hold all states, the RNG key and the position (stage,
+phase, step), so a rerun continues where the last one stopped.
+"""
+import time
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from msmgan_jax import models, optim, phases as phases_lib, steps as steps_lib, train, utils
+
+
+def _rules(groups: dict) -> list:
+  """(regex, label) rules: each group's patterns, then 'frozen' for everything else."""
+  rules = [(pat, label) for label, pats in groups.items() for pat in pats]
+  if rules:
+    rules.append((f'(?!(?:{"|".join(p for p, _ in rules)})$).*', 'frozen'))
+  else:
+    rules.append(('.*', 'frozen'))
+  return rules
+
+
+def _student_groups(phase, num_blocks) -> dict:
+  """Which student/connector parameter paths train in `phase`, by optimizer group."""
+  if phase.is_feature:
+    return {'train': [p for k in phase.feature_blocks for p in
+                      (f'student/block{k + 1}/.*', f'connectors/connector{k + 1}/.*')]}
+  groups = {'head': ['student/head/.*']}
+  if phase.finetune_all:
+    groups['blocks'] = [f'student/block{k + 1}/.*' for k in range(num_blocks)]
+  return groups
+
+
+class Distiller:
+  """Trains the student of `cfg` through all its stages and phases."""
+
+  def __init__(self, cfg, wd, info, batches, eval_batches, mesh, teacher):
+    self.cfg, self.wd, self.info, self.mesh = cfg, wd, info, mesh
+    self.batches, self.eval_batches, self.teacher = batches, eval_batches, teacher
+    self.student = models.create_model(cfg.student.model, info.num_classes)
+    self.t_model = teacher.model
+    self.connectors = models.Connectors(tuple(self.t_model.block_channels))
+    self.phases = phases_lib.stage_phases(cfg, self.student.num_blocks)
+    self.anchors = teacher.anchors if cfg.method != 'ce' else [None]
+    self.spe = train.steps_per_epoch(cfg, info)
+    self.ckpt = utils.Checkpoints(wd.file('checkpoints', 'student'), max_to_keep=2)
+    self.eval_step = train.make_eval_step(self.student)
+    self._steps = {}
+
+  # States -------------------------------------------------------------------------
+  def init_carry(self):
+    """Fresh student + connector variables (the `g` params/batch_stats layout)."""
+    s_rng, c_rng = jax.random.split(jax.random.key(self.cfg.seed + 1))
+    s_vars = optim.init_variables(self.student, s_rng, self.info.image_shape)
+    _, feats = jax.eval_shape(lambda v: self.student.apply(
+        v, jnp.zeros((1,) + self.info.image_shape)), s_vars)
+    c_vars = jax.jit(self.connectors.init_all)(
+        c_rng, [jnp.zeros(f.shape, f.dtype) for f in feats])
+    return ({'student': s_vars['params'], 'connectors': c_vars['params']},
+            {'student': s_vars['batch_stats'], 'connectors': c_vars['batch_stats']})
+
+  def _discs(self):
+    cfg = self.cfg
+    if cfg.disc.kind == 'teacher':
+      return [models.TeacherDisc(self.t_model, k, cfg.mutual.enabled)
+              for k in range(self.student.num_blocks)]
+    return [models.ConvDisc(cfg.disc.conv_width) for _ in range(self.student.num_blocks)]
+
+  def steps_for(self, phase):
+    """Compiled steps for `phase`, shared by every phase (any stage) of equal signature."""
+    if phase.signature not in self._steps:  # stages differ only in (same-shaped) anchors.
+      self._steps[phase.signature] = steps_lib.PhaseSteps(
+          self.cfg, phase, self.student, self.t_model, self.connectors, self._discs())
+    return self._steps[phase.signature]
+
+  def build_states(self, phase, n_steps, carry, anchor) -> dict:
+    """Fresh functional train states of `phase`, starting from `carry` and `anchor`."""
+    cfg = self.cfg
+    params, batch_stats = carry
+    groups = _student_groups(phase, self.student.num_blocks)
+    if phase.is_feature:
+      sched = optim.lr_schedule(cfg.stages.block_lr, n_steps, 0)
+      transforms = {'train': optim.sgd(sched, cfg.student.momentum, cfg.student.weight_decay)}
+    else:
+      lr = cfg.student.lr * cfg.batch_size / 128
+      warm = int(cfg.student.warmup_epochs * self.spe) if phase.name == 'ce' else 0
+      mult = 1.0 if phase.name == 'ce' else cfg.stages.finetune_lr_mult
+      transforms = {
+          'head': optim.sgd(optim.lr_schedule(lr, n_steps, warm), cfg.student.momentum,
+                            cfg.student.weight_decay),
+          'blocks': optim.sgd(optim.lr_schedule(lr * mult, n_steps, warm), cfg.student.momentum,
+                              cfg.student.weight_decay)}
+      transforms = {k: v for k, v in transforms.items() if k in groups}
+    tx = optim.masked(params, _rules(groups), transforms)
+    states = {'g': optim.TrainState.create(apply_fn=None, params=params, batch_stats=batch_stats,
+                                           tx=tx),
+              'd': None, 't': None, 'rng': jax.random.key_data(self._phase_key(anchor, phase))}
+    if phase.adversarial:
+      states['d'] = self._disc_state(phase, anchor)
+    if phase.mutual:
+      t_tx = optim.sgd(optim.lr_schedule(cfg.mutual.lr, n_steps, 0), cfg.teacher.momentum,
+                       cfg.teacher.weight_decay)
+      copy = jax.tree.map(jnp.copy, anchor.variables)  # steps donate states; anchors stay.
+      states['t'] = optim.TrainState.create(
+          apply_fn=None, params=copy['params'], batch_stats=copy['batch_stats'], tx=t_tx)
+    return utils.replicate(states, self.mesh)
+
+  def _disc_state(self, phase, anchor):
+    """D_k for each phase block: anchor blocks after k (kind 'teacher') + a real/fake unit."""
+    cfg, discs = self.cfg, self._discs()
+    params, stats = {}, {}
+    rng = jax.random.key(cfg.seed + 3)
+    shapes = jax.eval_shape(lambda v: self.t_model.apply(
+        v, jnp.zeros((1,) + self.info.image_shape)), anchor.variables)[1]
+    for k in phase.feature_blocks:
+      v = jax.jit(discs[k].init)(jax.random.fold_in(rng, k),
+                                 jnp.zeros(shapes[k].shape, shapes[k].dtype))
+      p, s = dict(v['params']), dict(v.get('batch_stats', {}))
+      if cfg.disc.kind == 'teacher':
+        copy = jax.tree.map(jnp.copy, anchor.variables)  # steps donate states; anchors stay.
+        p['trunk'] = {n: copy['params'][n] for n in p.get('trunk', {})}
+        if 'trunk' in s:
+          s['trunk'] = {n: copy['batch_stats'][n] for n in s['trunk']}
+      params[f'disc{k + 1}'], stats[f'disc{k + 1}'] = p, s
+    adam = lambda lr: optax.adam(lr, b1=cfg.disc.b1)
+    trunk = 'trunk' if cfg.mutual.enabled else 'frozen'
+    tx = optim.masked(params, [(r'disc\d+/trunk/.*', trunk), (r'(?!disc\d+/trunk/).*', 'unit')],
+                      {'trunk': adam(cfg.disc.lr * cfg.disc.trunk_lr_mult),
+                       'unit': adam(cfg.disc.lr)})
+    return optim.TrainState.create(apply_fn=None, params=params, batch_stats=stats, tx=tx)
+
+  # Running --------------------------------------------------------------------------
+  def step_fn(self, phase, anchor):
+    """(states, batch) -> (states, metrics) for one student update of `phase`."""
+    fns = self.steps_for(phase)
+    anchor_vars = anchor.variables if anchor is not None else None
+    if phase.is_feature:
+      def step(states, batch):
+        prep = fns.prep(anchor_vars, states['g'], batch)
+        metrics = {}
+        if phase.adversarial:
+          for _ in range(self.cfg.disc.steps_per_g):
+            d, metrics = fns.d_step(states['d'], states['g'], prep)
+            states = {**states, 'd': d}
+        g, g_metrics = fns.g_step(states['g'], states['d'], prep)
+        return {**states, 'g': g}, {**metrics, **g_metrics}
+    else:
+      def step(states, batch):
+        g, t, metrics = fns.logit_step(states['g'], states['t'], anchor_vars, batch)
+        return {**states, 'g': g, 't': t}, metrics
+    return step
+
+  def evaluate(self, g_state) -> dict:
+    variables = {'params': g_state.params['student'], 'batch_stats': g_state.batch_stats['student']}
+    return train.evaluate(self.eval_step, variables, self.eval_batches, self.mesh)
+
+  def run(self) -> dict:
+    """Trains every stage and phase (resuming where a checkpoint says); returns the summary."""
+    cfg = self.cfg
+    carry = self.init_carry()
+    pos, records, wall = (0, 0, 0), [], 0.0
+    resume = self.ckpt.latest_step()
+    restored = None
+    if resume is not None:
+      meta = self.ckpt.meta(resume)
+      pos, records, wall = tuple(meta['position']), meta['records'], meta['wall_s']
+      m, i, s = pos
+      phase = self.phases[i]
+      n = phases_lib.phase_steps(cfg, phase, self.info.num_train, len(self.anchors))
+      target = self.build_states(phase, n, carry, self.anchors[m])
+      restored, _ = self.ckpt.restore(resume, target)
+      carry = (restored['g'].params, restored['g'].batch_stats)
+      if s >= n:  # that phase was finished: continue with the next one.
+        restored, pos = None, (m, i + 1, 0) if i + 1 < len(self.phases) else (m + 1, 0, 0)
+      print(f'student: resuming at stage {pos[0] + 1}, phase {pos[1] + 1}, step {pos[2]}')
+    images_before = sum(r['steps'] for r in records) * cfg.batch_size
+    t_start = time.time() - wall
+    for m, anchor in enumerate(self.anchors):
+      for i, phase in enumerate(self.phases):
+        if (m, i) < pos[:2]:
+          continue
+        n = phases_lib.phase_steps(cfg, phase, self.info.num_train, len(self.anchors))
+        start = pos[2] if (m, i) == pos[:2] else 0
+        states = restored if restored is not None else self.build_states(phase, n, carry, anchor)
+        restored = None
+        record = self.run_phase(m, i, phase, anchor, states, start, n, images_before, t_start,
+                                records)
+        images_before += n * cfg.batch_size
+        states = record.pop('_states')
+        carry = (states['g'].params, states['g'].batch_stats)
+        records.append(record)
+        self.ckpt.save((self.ckpt.latest_step() or 0) + 1, states,
+                       self._meta((m, i, n), records, t_start))
+    return self.summary(carry, records, time.time() - t_start)
+
+  def _meta(self, position, records, t_start) -> dict:
+    return {'position': list(position), 'records': records, 'wall_s': time.time() - t_start}
+
+  def run_phase(self, m, i, phase, anchor, states, start, n, images_before, t_start, records):
+    """Runs steps start..n-1 of one phase, then evaluates the student."""
+    cfg = self.cfg
+    trainable = optim.count_params(jax.tree.map(
+        lambda x, lab: x if lab != 'frozen' else None, states['g'].params,
+        optim.label_params(states['g'].params, _rules(_student_groups(
+            phase, self.student.num_blocks)))))
+    log = lambda split, step, metrics: self.wd.metrics.write(
+        step=step, epoch=(images_before + step * cfg.batch_size) / self.info.num_train,
+        stage=m + 1, phase=phase.name, split=split, **metrics)
+
+    def after_step(step, states):
+      if step % cfg.checkpoint_every_steps == 0 and step < n:
+        nxt = (self.ckpt.latest_step() or 0) + 1
+        self.ckpt.save(nxt, states, self._meta((m, i, step), records, t_start))
+      return states
+
+    t0 = time.time()
+    states = train.train_loop(
+        states, self.step_fn(phase, anchor), batches=self.batches(self._data_seed(states), skip=start),
+        start=start, stop=n, mesh=self.mesh, batch_size=cfg.batch_size,
+        log_every=cfg.log_every_steps, log=lambda step, mt: log('train', step, mt),
+        after_step=after_step)
+    wall = time.time() - t0
+    result = self.evaluate(states['g'])
+    log('test', n, result)
+    print(f'stage {m + 1} phase {phase.name}: {n} steps, {wall:.1f}s, student test accuracy '
+          f'{result["accuracy"]:.4f}', flush=True)
+    record = {'name': phase.name, 'trainable_params': trainable, 'steps': n,
+              'wall_s': round(wall, 2),
+              'images_per_s': round((n - start) * cfg.batch_size / max(wall, 1e-9), 1),
+              'test_accuracy': result['accuracy'], 'stage': m + 1}
+    if states['d'] is not None:
+      record['disc_trainable_params'] = optim.count_params(states['d'].params)
+    if states['t'] is not None:
+      record['teacher_copy_params'] = optim.count_params(states['t'].params)
+    record['_states'] = states
+    return record
+
+  def _phase_key(self, anchor, phase):
+    """The PRNG key of a phase (stage and phase folded into config.seed)."""
+    m = 0 if anchor is None else self.anchors.index(anchor)
+    return jax.random.fold_in(jax.random.key(self.cfg.seed + 2), 100 * m + self.phases.index(phase))
+
+  @staticmethod
+  def _data_seed(states) -> int:
+    """The phase's data-order seed, drawn from its checkpointed key (a resume replays it)."""
+    key = jax.random.wrap_key_data(jax.device_get(states['rng']))
+    return int(jax.random.randint(key, (), 0, 2 ** 31 - 1))
+
+  def summary(self, carry, records, wall) -> dict:
+    params, batch_stats = carry
+    final = {'params': params['student'], 'batch_stats': batch_stats['student']}
+    utils.Checkpoints(self.wd.file('checkpoints', 'student_final')).save(
+        0, final, {'model': self.cfg.student.model})
+    n_params = optim.count_params(final['params'])
+    stages = []
+    for m, anchor in enumerate(self.anchors):
+      stages.append({
+          'stage': m + 1,
+          'anchor': None if anchor is None else {'epoch': anchor.epoch, 'path': anchor.path,
+                                                 'test_accuracy': anchor.test_accuracy},
+          'phases': [{k: v for k, v in r.items() if k != 'stage'}
+                     for r in records if r['stage'] == m + 1]})
+    return {'model': self.cfg.student.model, 'params': n_params,
+            'test_accuracy': records[-1]['test_accuracy'],
+            'compression': round(self.teacher.params / n_params, 3),
+            'wall_s': round(wall, 2), 'stages': stages,
+            'checkpoint': self.wd.file('checkpoints', 'student_final', '0')}
