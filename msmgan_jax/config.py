@@ -118,7 +118,7 @@ def finalize(cfg: ml_collections.ConfigDict, arg: Optional[str]) -> ml_collectio
 def _check_schema(cfg, ref, prefix=''):
   for key in cfg.keys():
     if key not in ref:
-      raise ConfigError(f'unknown config field {prefix}{key!r}; known fields here: '
+      raise ConfigError(f'unknown config field {prefix}{key}; known fields here: '
                         f'{sorted(ref.keys())}')
     if isinstance(ref[key], ml_collections.ConfigDict):
       if not isinstance(cfg[key], ml_collections.ConfigDict):
@@ -167,6 +167,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
       _require(cfg[net][f] >= 0, f'{net}.{f}', f'must be >= 0, got {cfg[net][f]!r}')
     _require(cfg[net].warmup_epochs <= cfg[net].epochs, f'{net}.warmup_epochs',
              f'must not exceed {net}.epochs ({cfg[net].epochs})')
+  _require(cfg.stages.num <= cfg.teacher.epochs, 'stages.num',
+           f'{cfg.stages.num} stages need at least as many teacher epochs (teacher.epochs is '
+           f'{cfg.teacher.epochs}); lower stages.num or raise teacher.epochs')
   epochs = anchor_epochs(cfg)
   _require(len(epochs) == cfg.stages.num, 'stages.teacher_epochs',
            f'gives {len(epochs)} anchors but stages.num is {cfg.stages.num}; give one epoch per stage')

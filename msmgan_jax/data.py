@@ -13,6 +13,8 @@ a `mask`).
 import dataclasses
 import gzip
 import os
+import socket
+import urllib.parse
 from typing import Iterator, Optional
 
 import jax
@@ -49,8 +51,12 @@ class DataError(RuntimeError):
 
 def read_idx(path: str) -> np.ndarray:
   """Reads one gzipped IDX file (MNIST format) into a uint8 array."""
-  with gzip.open(path, 'rb') as f:
-    raw = f.read()
+  try:
+    with gzip.open(path, 'rb') as f:
+      raw = f.read()
+  except (OSError, EOFError) as e:  # BadGzipFile is an OSError; a cut stream an EOFError.
+    raise DataError(f'{path} is not a readable gzip file ({e}); reinstall '
+                    'dataset-fashion-mnist or replace the file') from e
   if len(raw) < 4 or raw[:2] != b'\0\0' or raw[2] != 0x08:
     raise DataError(f'{path} is not an unsigned-byte IDX file')
   ndim = raw[3]
@@ -115,6 +121,10 @@ def builder_for(cfg) -> tfds.core.DatasetBuilder:
     if cfg.source == 'local':
       raise DataError(f'Fashion-MNIST IDX files not found. {HOW_TO_GET}')
   builder = tfds.builder(cfg.name, data_dir=data_dir)
+  if not builder.is_prepared() and not _download_hosts_resolve(builder):
+    raise DataError(f'dataset {cfg.name!r} is not prepared in the TFDS data dir '
+                    f'({builder.data_dir}) and its download hosts cannot be reached from here. '
+                    f'{HOW_TO_GET}')
   try:
     builder.download_and_prepare()
   except Exception as e:  # TFDS raises many types for "no network" / "no files".
@@ -122,6 +132,19 @@ def builder_for(cfg) -> tfds.core.DatasetBuilder:
                     f'({builder.data_dir}) and could not be downloaded ({type(e).__name__}: '
                     f'{str(e)[:200]}). {HOW_TO_GET}') from e
   return builder
+
+
+def _download_hosts_resolve(builder) -> bool:
+  """False when none of the builder's download hosts resolves (offline): fail fast, since
+  TFDS would otherwise retry for minutes. True when the builder names no URLs."""
+  hosts = {urllib.parse.urlparse(u).hostname for u in (builder.url_infos or {})}
+  for host in hosts:
+    try:
+      socket.getaddrinfo(host, 443)
+      return True
+    except OSError:
+      pass
+  return not hosts
 
 
 @dataclasses.dataclass(frozen=True)

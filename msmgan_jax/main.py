@@ -16,11 +16,29 @@ EXIT_BAD_INPUT = 2
 
 
 def _parse(argv):
+  """Parses flags; a bad flag, config file or override exits with code 2 and a message."""
+  from msmgan_jax.config import ConfigError  # pylint: disable=g-import-not-at-top
+  path = next((a.split('=', 1)[1] if '=' in a else None for a in argv if a.startswith('--config=')),
+              None) or next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == '--config'), None)
+  if path and not os.path.exists(path.partition(':')[0]):
+    _fail(f'config file {path.partition(":")[0]} not found; pass e.g. --config configs/default.py')
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
+    _CONFIG.value  # Loads the file and applies the --config.a.b=v overrides.
   except flags.Error as e:
-    sys.stderr.write(f'error: {e}\n')
-    sys.exit(EXIT_BAD_INPUT)
+    _fail(str(e))
+  except ConfigError as e:
+    _fail(str(e))
+  except (AttributeError, KeyError) as e:
+    _fail(f'unknown config field in an override ({e}); see msmgan_jax/config.py for the fields')
+  except (ValueError, TypeError) as e:
+    _fail(f'bad config override: {e}')
+  return rest
+
+
+def _fail(msg: str):
+  sys.stderr.write(f'error: {msg}\n')
+  sys.exit(EXIT_BAD_INPUT)
 
 
 def default_workdir(config_arg: str) -> str:

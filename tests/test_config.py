@@ -200,9 +200,6 @@ def test_cli_unknown_model_exits_2_and_creates_nothing(cli):
   assert os.listdir(r['dir']) == [] and r['after'] == r['before'] == {}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason='library bug: main._parse catches only flags.Error; an unknown '
-                          '--config.X.Y override raises AttributeError (exit 1, traceback)')
 def test_cli_unknown_override_exits_2(cli):
   r = cli['unknown_override']
   assert 'nope' in r['stderr']

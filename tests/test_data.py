@@ -245,8 +245,6 @@ def test_read_idx_rejects_bad_content(case, tmp_path):
     data.read_idx(str(path))
 
 
-@pytest.mark.xfail(strict=True, raises=(EOFError, OSError),
-                   reason='library bug: read_idx lets gzip errors escape instead of DataError')
 @pytest.mark.parametrize('case', sorted(BAD_GZIP))
 def test_read_idx_rejects_corrupt_gzip(case, tmp_path):
   path = tmp_path / 'bad.gz'
@@ -296,14 +294,29 @@ def _assert_how_to_get(message):
   assert 'manual_dir' in message
 
 
-def test_missing_mnist_says_how_to_get_it(tmp_path, no_download):
+@pytest.mark.parametrize('online', [False, True])
+def test_missing_mnist_says_how_to_get_it(online, tmp_path, no_download, monkeypatch):
+  # Offline (no download host resolves) fails at once, without TFDS's minutes of retries;
+  # online, a failed download is reported with its cause.
+  monkeypatch.setattr(data, '_download_hosts_resolve', lambda builder: online)
   with pytest.raises(data.DataError) as e:
     data.builder_for(dataset_cfg(name='mnist', data_dir=str(tmp_path)))
-  assert no_download == ['mnist']
   message = str(e.value)
-  assert "'mnist'" in message and str(tmp_path) in message and 'ConnectionError' in message
+  assert "'mnist'" in message and str(tmp_path) in message
   _assert_how_to_get(message)
-  assert isinstance(e.value.__cause__, ConnectionError)
+  if online:
+    assert no_download == ['mnist'] and 'ConnectionError' in message
+    assert isinstance(e.value.__cause__, ConnectionError)
+  else:
+    assert no_download == [] and 'cannot be reached' in message
+
+
+def test_download_hosts_resolve_reads_builder_urls(monkeypatch):
+  class FakeBuilder:
+    url_infos = {'https://unresolvable.invalid/a.gz': None}
+  assert not data._download_hosts_resolve(FakeBuilder())
+  FakeBuilder.url_infos = {}
+  assert data._download_hosts_resolve(FakeBuilder())
 
 
 @pytest.mark.parametrize('source', ['local', 'auto'])
@@ -311,6 +324,7 @@ def test_missing_fashion_mnist_says_how_to_get_it(source, tmp_path, monkeypatch,
   empty = tmp_path / 'no_idx'
   empty.mkdir()
   monkeypatch.setattr(data, 'DEBIAN_FASHION_MNIST', str(empty))
+  monkeypatch.setattr(data, '_download_hosts_resolve', lambda builder: True)
   cfg = dataset_cfg(source=source, data_dir=str(tmp_path / 'tfds'), manual_dir=str(empty))
   with pytest.raises(data.DataError) as e:
     data.builder_for(cfg)
@@ -326,9 +340,6 @@ def test_unknown_dataset_name():
     data.builder_for(dataset_cfg(name='svhn'))
 
 
-@pytest.mark.xfail(strict=True, raises=EOFError,
-                   reason='library bug: a corrupt IDX .gz makes builder_for raise EOFError, '
-                          'not DataError (main.py then exits 1 with a traceback, not 2)')
 def test_corrupt_manual_dir_is_a_data_error(tmp_path):
   idx_dir = tmp_path / 'idx'
   idx_dir.mkdir()
