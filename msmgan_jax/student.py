@@ -52,7 +52,7 @@ class Distiller:
     self.spe = train.steps_per_epoch(cfg, info)
     self.ckpt = utils.Checkpoints(wd.file('checkpoints', 'student'), max_to_keep=2)
     self.eval_step = train.make_eval_step(self.student)
-    self._steps = {}
+    self._steps, self._txs = {}, {}
 
   # States -------------------------------------------------------------------------
   def init_carry(self):
@@ -98,19 +98,28 @@ class Distiller:
           'blocks': optim.sgd(optim.lr_schedule(lr * mult, n_steps, warm), cfg.student.momentum,
                               cfg.student.weight_decay)}
       transforms = {k: v for k, v in transforms.items() if k in groups}
-    tx = optim.masked(params, _rules(groups), transforms)
+    tx = self._tx(('g', phase.signature, n_steps), lambda: optim.masked(
+        params, _rules(groups), transforms))
     states = {'g': optim.TrainState.create(apply_fn=None, params=params, batch_stats=batch_stats,
                                            tx=tx),
               'd': None, 't': None, 'rng': jax.random.key_data(self._phase_key(anchor, phase))}
     if phase.adversarial:
       states['d'] = self._disc_state(phase, anchor)
     if phase.mutual:
-      t_tx = optim.sgd(optim.lr_schedule(cfg.mutual.lr, n_steps, 0), cfg.teacher.momentum,
-                       cfg.teacher.weight_decay)
+      t_tx = self._tx(('t', phase.signature, n_steps), lambda: optim.sgd(
+          optim.lr_schedule(cfg.mutual.lr, n_steps, 0), cfg.teacher.momentum,
+          cfg.teacher.weight_decay))
       copy = jax.tree.map(jnp.copy, anchor.variables)  # steps donate states; anchors stay.
       states['t'] = optim.TrainState.create(
           apply_fn=None, params=copy['params'], batch_stats=copy['batch_stats'], tx=t_tx)
     return utils.replicate(states, self.mesh)
+
+  def _tx(self, key, make):
+    """One optimizer object per phase signature: a TrainState's `tx` is static in the
+    compiled steps, so a new object in the next stage would recompile them."""
+    if key not in self._txs:
+      self._txs[key] = make()
+    return self._txs[key]
 
   def _disc_state(self, phase, anchor):
     """D_k for each phase block: anchor blocks after k (kind 'teacher') + a real/fake unit."""
@@ -131,9 +140,9 @@ class Distiller:
       params[f'disc{k + 1}'], stats[f'disc{k + 1}'] = p, s
     adam = lambda lr: optax.adam(lr, b1=cfg.disc.b1)
     trunk = 'trunk' if cfg.mutual.enabled else 'frozen'
-    tx = optim.masked(params, [(r'disc\d+/trunk/.*', trunk), (r'(?!disc\d+/trunk/).*', 'unit')],
-                      {'trunk': adam(cfg.disc.lr * cfg.disc.trunk_lr_mult),
-                       'unit': adam(cfg.disc.lr)})
+    tx = self._tx(('d', phase.signature), lambda: optim.masked(
+        params, [(r'disc\d+/trunk/.*', trunk), (r'(?!disc\d+/trunk/).*', 'unit')],
+        {'trunk': adam(cfg.disc.lr * cfg.disc.trunk_lr_mult), 'unit': adam(cfg.disc.lr)}))
     return optim.TrainState.create(apply_fn=None, params=params, batch_stats=stats, tx=tx)
 
   # Running --------------------------------------------------------------------------

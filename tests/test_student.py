@@ -1,0 +1,220 @@
+"""The student trainer: frozen leaves stay frozen, greedy steps are cheaper, steps compile once
+per block index across stages, and an interrupted run resumes to the same result."""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from msmgan_jax import config, data, models, optim, phases, steps, student, teacher, train, utils
+
+INFO = data.DatasetInfo('fashion_mnist', 10, (28, 28, 1), 64, 40)
+
+
+def tiny_cfg(**fields):
+  cfg = config.defaults()
+  cfg.teacher.model, cfg.student.model = 'resnet8', 'cnn'
+  cfg.batch_size, cfg.eval_batch_size = 16, 16
+  cfg.stages.num, cfg.teacher.epochs, cfg.student.epochs = 2, 2, 2
+  cfg.log_every_steps, cfg.checkpoint_every_steps = 2, 1000
+  for path, value in fields.items():
+    group, _, name = path.rpartition('.')
+    (cfg[group] if group else cfg)[name] = value
+  config.validate(cfg)
+  return cfg
+
+
+def synthetic_batches(seed, skip=0):
+  """Deterministic random batches for `seed`, the first `skip` of them skipped."""
+  rng = np.random.default_rng(seed)
+  i = 0
+  while True:
+    batch = {'image': rng.normal(size=(16, 28, 28, 1)).astype(np.float32),
+             'label': rng.integers(0, 10, 16).astype(np.int32)}
+    if i >= skip:
+      yield batch
+    i += 1
+
+
+def synthetic_eval():
+  rng = np.random.default_rng(123)
+  for n in (16, 16, 8):
+    yield data.pad_batch({'image': rng.normal(size=(n, 28, 28, 1)).astype(np.float32),
+                          'label': rng.integers(0, 10, n).astype(np.int32)}, 16)
+
+
+def make_teacher(cfg, num_anchors):
+  model = models.create_model(cfg.teacher.model, 10)
+  anchors = []
+  for m in range(num_anchors):
+    v = optim.init_variables(model, jax.random.key(100 + m), INFO.image_shape)
+    # Non-trivial BatchNorm statistics, so "unchanged" is not "still at init".
+    v = {'params': v['params'], 'batch_stats': jax.tree.map(
+        lambda x: x + 0.1 * (m + 1), v['batch_stats'])}
+    anchors.append(teacher.Anchor(m + 1, 0.5, f'anchor{m}', v))
+  return teacher.Teacher(model, cfg.teacher.model, anchors, 0.5,
+                         optim.count_params(anchors[0].variables['params']), 0.0)
+
+
+def make_distiller(cfg, tmp_path, num_anchors=2):
+  wd = train.Workdir(str(tmp_path))
+  os.makedirs(wd.path, exist_ok=True)
+  return student.Distiller(cfg, wd, INFO, synthetic_batches, synthetic_eval, utils.mesh(),
+                           make_teacher(cfg, num_anchors))
+
+
+def host(tree):
+  return jax.tree.map(np.asarray, jax.device_get(tree))
+
+
+def changed(before, after):
+  """{path: whether any element differs} over the leaves of two trees."""
+  flat_b = jax.tree_util.tree_flatten_with_path(before)[0]
+  flat_a = jax.tree.leaves(after)
+  return {optim.path_str(p): not np.array_equal(b, a) for (p, b), a in zip(flat_b, flat_a)}
+
+
+def run_phase_steps(d, phase, n=3):
+  anchor = d.anchors[0]
+  states = d.build_states(phase, n, d.init_carry(), anchor)
+  before = host(states)
+  anchor_before = host(anchor.variables)
+  step = d.step_fn(phase, anchor)
+  batches = synthetic_batches(0)
+  for _ in range(n):
+    states, metrics = step(states, utils.shard_batch(next(batches), d.mesh))
+  np.testing.assert_equal(host(anchor.variables), anchor_before)  # anchors are never trained.
+  return before, host(states), metrics
+
+
+def test_block_phase_changes_only_block_k_its_connector_and_discriminator(tmp_path):
+  d = make_distiller(tiny_cfg(), tmp_path)
+  phase = d.phases[1]
+  assert phase.name == 'block_2' and phase.adversarial
+  before, after, metrics = run_phase_steps(d, phase)
+  g_params = changed(before['g'].params, after['g'].params)
+  assert g_params and all(v == (p.startswith('student/block2/') or p.startswith(
+      'connectors/connector2/')) for p, v in g_params.items()), g_params
+  g_stats = changed(before['g'].batch_stats, after['g'].batch_stats)
+  assert all(v == (p.startswith('student/block2/') or p.startswith('connectors/connector2/'))
+             for p, v in g_stats.items()), g_stats
+  d_params = changed(before['d'].params, after['d'].params)
+  assert set(p.split('/')[0] for p in d_params) == {'disc2'}
+  assert all(d_params.values())  # the unit and the teacher trunk (mutual learning) both learn.
+  assert any(p.startswith('disc2/trunk/block3/') for p in d_params)
+  assert {'feat_mse_b2', 'g_adv_b2', 'd_loss_b2', 'd_acc_real_b2', 'd_acc_fake_b2'} <= set(metrics)
+
+
+def test_no_mutual_freezes_the_discriminator_trunk(tmp_path):
+  d = make_distiller(tiny_cfg(**{'mutual.enabled': False}), tmp_path)
+  before, after, _ = run_phase_steps(d, d.phases[0])
+  d_params = changed(before['d'].params, after['d'].params)
+  d_stats = changed(before['d'].batch_stats, after['d'].batch_stats)
+  assert all(v == p.startswith('disc1/real_fake/') for p, v in d_params.items()), d_params
+  assert not any(d_stats.values())
+
+
+def test_head_only_phase_keeps_blocks_and_statistics(tmp_path):
+  d = make_distiller(tiny_cfg(**{'stages.finetune_all': False, 'mutual.enabled': False}), tmp_path)
+  phase = d.phases[-1]
+  assert phase.name == 'head' and not phase.finetune_all
+  before, after, _ = run_phase_steps(d, phase)
+  g_params = changed(before['g'].params, after['g'].params)
+  assert all(v == p.startswith('student/head/') for p, v in g_params.items()), g_params
+  assert not any(changed(before['g'].batch_stats, after['g'].batch_stats).values())
+  assert after['t'] is None and after['d'] is None
+
+
+def test_masks_cover_every_parameter_exactly_once():
+  params = {'student': {'block1': {'k': 1}, 'head': {'k': 2}}, 'connectors': {'connector1': {'k': 3}}}
+  rules = student._rules({'train': ['student/block1/.*', 'connectors/connector1/.*']})
+  labels = optim.label_params(params, rules)
+  assert labels == {'student': {'block1': {'k': 'train'}, 'head': {'k': 'frozen'}},
+                    'connectors': {'connector1': {'k': 'train'}}}
+  with pytest.raises(ValueError, match='matches 2 optimizer rules'):
+    optim.label_params(params, [('.*', 'a'), ('student/.*', 'b')])
+  with pytest.raises(ValueError, match='matches 0 optimizer rules'):
+    optim.label_params(params, [('student/.*', 'a')])
+
+
+def _flops(fn, *args):
+  cost = fn.lower(*args).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost['flops'])
+
+
+def _phase_flops(d, phase):
+  """FLOPs of one student update of `phase`: prep + discriminator step + generator step."""
+  anchor = d.anchors[0]
+  states = d.build_states(phase, 2, d.init_carry(), anchor)
+  fns = d.steps_for(phase)
+  batch = utils.shard_batch(next(synthetic_batches(0)), d.mesh)
+  prep = fns.prep(anchor.variables, states['g'], batch)
+  total = _flops(fns.prep, anchor.variables, states['g'], batch)
+  total += _flops(fns.g_step, states['g'], states['d'], prep)
+  if phase.adversarial:
+    total += _flops(fns.d_step, states['d'], states['g'], prep)
+  return total
+
+
+def test_greedy_block_1_step_costs_fewer_flops_than_end_to_end(tmp_path):
+  cfg = tiny_cfg(**{'student.model': 'resnet8', 'teacher.model': 'resnet14'})
+  greedy = make_distiller(cfg, tmp_path / 'g')
+  e2e = make_distiller(tiny_cfg(**{'student.model': 'resnet8', 'teacher.model': 'resnet14',
+                                   'stages.greedy': False}), tmp_path / 'e')
+  assert e2e.phases[0].name == 'blocks'
+  f_block1, f_e2e = _phase_flops(greedy, greedy.phases[0]), _phase_flops(e2e, e2e.phases[0])
+  assert 0 < f_block1 < 0.8 * f_e2e, (f_block1, f_e2e)
+
+
+def test_each_step_traces_once_per_block_index_across_stages(tmp_path):
+  steps.TRACES.clear()
+  d = make_distiller(tiny_cfg(), tmp_path)
+  result = d.run()
+  names = [p['name'] for s in result['stages'] for p in s['phases']]
+  assert names == ['block_1', 'block_2', 'block_3', 'head'] * 2
+  expected = {f'{fn} {p.name}{p.signature}' for p in d.phases[:3] for fn in ('prep', 'g_step',
+                                                                             'd_step')}
+  expected.add(f'logit_step head{d.phases[3].signature}')
+  assert set(steps.TRACES) == expected
+  assert all(count == 1 for count in steps.TRACES.values()), dict(steps.TRACES)
+  for s in result['stages']:
+    for p in s['phases']:
+      assert p['steps'] >= 1 and p['wall_s'] > 0 and p['images_per_s'] > 0
+      assert 0 <= p['test_accuracy'] <= 1
+  block_params = [p['trainable_params'] for p in result['stages'][0]['phases'][:3]]
+  assert block_params == sorted(block_params) and result['params'] > block_params[-1]
+
+
+def test_interrupted_run_resumes_to_the_same_student(tmp_path, monkeypatch):
+  cfg = tiny_cfg(**{'checkpoint_every_steps': 1})
+  reference = make_distiller(cfg, tmp_path / 'ref').run()
+  ref_params = host(utils.Checkpoints(str(tmp_path / 'ref' / 'checkpoints' / 'student_final'))
+                    .restore(0, reference_target(cfg))[0])
+
+  calls = {'n': 0}
+  real_evaluate = train.evaluate
+
+  def crashing_evaluate(*args):
+    calls['n'] += 1
+    if calls['n'] == 6:  # after stage 2's block_2 has trained, before its checkpoint.
+      raise KeyboardInterrupt
+    return real_evaluate(*args)
+  monkeypatch.setattr(train, 'evaluate', crashing_evaluate)
+  with pytest.raises(KeyboardInterrupt):
+    make_distiller(cfg, tmp_path / 'run').run()
+  monkeypatch.setattr(train, 'evaluate', real_evaluate)
+  resumed = make_distiller(cfg, tmp_path / 'run').run()
+  got = host(utils.Checkpoints(str(tmp_path / 'run' / 'checkpoints' / 'student_final'))
+             .restore(0, reference_target(cfg))[0])
+  np.testing.assert_equal(got, ref_params)
+  assert resumed['test_accuracy'] == reference['test_accuracy']
+  assert [p['name'] for s in resumed['stages'] for p in s['phases']] == \
+      [p['name'] for s in reference['stages'] for p in s['phases']]
+
+
+def reference_target(cfg):
+  v = optim.init_variables(models.create_model(cfg.student.model, 10), jax.random.key(0),
+                           INFO.image_shape)
+  return {'params': v['params'], 'batch_stats': v['batch_stats']}
