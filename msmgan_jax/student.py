@@ -45,10 +45,10 @@ class Distiller:
     self.cfg, self.wd, self.info, self.mesh = cfg, wd, info, mesh
     self.batches, self.eval_batches, self.teacher = batches, eval_batches, teacher
     self.student = models.create_model(cfg.student.model, info.num_classes)
-    self.t_model = teacher.model
+    self.t_model = models.create_model(cfg.teacher.model, info.num_classes)
     self.connectors = models.Connectors(tuple(self.t_model.block_channels))
     self.phases = phases_lib.stage_phases(cfg, self.student.num_blocks)
-    self.anchors = teacher.anchors if cfg.method != 'ce' else [None]
+    self.anchors = [None] if cfg.method == 'ce' else teacher.anchors
     self.spe = train.steps_per_epoch(cfg, info)
     self.ckpt = utils.Checkpoints(wd.file('checkpoints', 'student'), max_to_keep=2)
     self.eval_step = train.make_eval_step(self.student)
@@ -278,6 +278,6 @@ class Distiller:
                      for r in records if r['stage'] == m + 1]})
     return {'model': self.cfg.student.model, 'params': n_params,
             'test_accuracy': records[-1]['test_accuracy'],
-            'compression': round(self.teacher.params / n_params, 3),
+            'compression': round(self.teacher.params / n_params, 3) if self.teacher else None,
             'wall_s': round(wall, 2), 'stages': stages,
             'checkpoint': self.wd.file('checkpoints', 'student_final', '0')}

@@ -141,8 +141,12 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   info, batches, eval_batches = data.load(cfg.dataset, batch_size=cfg.batch_size,
                                           eval_batch_size=cfg.eval_batch_size)
   mesh = utils.mesh()
-  teacher = teacher_lib.train_teacher(cfg, wd, info, batches, eval_batches, mesh)
-  summary = {'method': cfg.method, 'dataset': cfg.dataset.name, 'teacher': teacher.summary()}
+  # The `ce` baseline needs no teacher; given checkpoints, it is loaded for reference only.
+  teacher = None
+  if cfg.method != 'ce' or cfg.teacher.checkpoints:
+    teacher = teacher_lib.train_teacher(cfg, wd, info, batches, eval_batches, mesh)
+  summary = {'method': cfg.method, 'dataset': cfg.dataset.name,
+             'teacher': teacher.summary() if teacher else None}
   if cfg.method != 'teacher':
     from msmgan_jax import phases, student  # pylint: disable=g-import-not-at-top
     summary['variant'] = phases.variant(cfg)

@@ -1,0 +1,100 @@
+"""End to end on real Fashion-MNIST slices: the teacher run's workdir contract, resume of a
+finished run, and every ablation's config file (in smoke mode) through the whole pipeline."""
+import importlib.util
+import json
+import os
+
+import pytest
+
+from msmgan_jax import train
+
+TRAIN, TEST = 'train[:3%]', 'test[:10%]'  # 1800 / 1000 real examples.
+
+
+def load_config(repo_root, name, arg='smoke'):
+  spec = importlib.util.spec_from_file_location(name, repo_root / 'configs' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def shrink(cfg, data_dir):
+  cfg.dataset.data_dir, cfg.dataset.train_split, cfg.dataset.test_split = data_dir, TRAIN, TEST
+  cfg.teacher.model = 'resnet8'
+  cfg.batch_size, cfg.eval_batch_size = 64, 500
+  return cfg
+
+
+@pytest.fixture(scope='session')
+def teacher_run(repo_root, tfds_data_dir, tmp_path_factory):
+  cfg = shrink(load_config(repo_root, 'teacher_fmnist'), tfds_data_dir)
+  workdir = str(tmp_path_factory.mktemp('teacher'))
+  return cfg, workdir, train.train_and_evaluate(cfg, workdir)
+
+
+def test_teacher_workdir_contract(teacher_run):
+  cfg, workdir, summary = teacher_run
+  assert sorted(os.listdir(workdir)) == ['checkpoints', 'config.json', 'metrics.jsonl',
+                                         'summary.json']
+  assert json.load(open(os.path.join(workdir, 'config.json'))) == json.loads(cfg.to_json())
+  records = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
+  for r in records:
+    assert {'step', 'epoch', 'stage', 'phase', 'split'} <= set(r)
+  tests = [r for r in records if r['split'] == 'test']
+  assert [r['epoch'] for r in tests] == [1.0, 2.0] and all(r['count'] == 1000 for r in tests)
+  assert any(r['split'] == 'train' and 'loss' in r and 'images_per_s' in r for r in records)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints', 'anchors'))) == ['1', '2']
+  assert summary == json.load(open(os.path.join(workdir, 'summary.json')))
+  t = summary['teacher']
+  assert summary['method'] == 'teacher' and summary['dataset'] == 'fashion_mnist'
+  assert t['model'] == 'resnet8' and t['params'] == 77754  # resnet8, 1 input channel, 10-way head.
+  assert [a['epoch'] for a in t['anchors']] == [1, 2]
+  assert t['test_accuracy'] == t['anchors'][-1]['test_accuracy'] == tests[-1]['accuracy']
+  assert t['test_accuracy'] > 0.5  # 2 epochs on 1800 real images; chance is 0.1.
+  assert summary['wall_s'] > 0
+
+
+def test_finished_run_is_not_redone(teacher_run):
+  cfg, workdir, summary = teacher_run
+  stamp = {f: os.stat(os.path.join(workdir, f)).st_mtime_ns for f in os.listdir(workdir)}
+  assert train.train_and_evaluate(cfg, workdir) == summary
+  assert stamp == {f: os.stat(os.path.join(workdir, f)).st_mtime_ns for f in os.listdir(workdir)}
+
+
+@pytest.mark.parametrize('name,variant', [
+    ('default', []),
+    ('ablation_single_stage', ['single_stage']),
+    ('ablation_end_to_end', ['end_to_end']),
+    ('ablation_no_gan', ['no_gan']),
+    ('ablation_no_mutual', ['no_mutual']),
+])
+def test_method_and_ablations_run_in_smoke_mode(name, variant, repo_root, teacher_run, tmp_path):
+  t_cfg, t_dir, t_summary = teacher_run
+  cfg = shrink(load_config(repo_root, name), t_cfg.dataset.data_dir)
+  anchors = [a['path'] for a in t_summary['teacher']['anchors']]
+  cfg.teacher.epochs = t_cfg.teacher.epochs
+  cfg.teacher.checkpoints = tuple(anchors[-cfg.stages.num:])
+  cfg.stages.teacher_epochs = tuple(a['epoch'] for a in
+                                    t_summary['teacher']['anchors'][-cfg.stages.num:])
+  summary = train.train_and_evaluate(cfg, str(tmp_path))
+  assert summary['method'] == 'msmgan' and summary['variant'] == variant
+  s = summary['student']
+  assert s['model'] == 'resnet8' and s['params'] == 77754
+  assert s['compression'] == 1.0  # resnet8 teaching resnet8 here.
+  assert len(s['stages']) == (1 if 'single_stage' in variant else 2)
+  assert [st['anchor']['path'] for st in s['stages']] == list(cfg.teacher.checkpoints)
+  for st in s['stages']:
+    names = [p['name'] for p in st['phases']]
+    assert names == (['blocks', 'head'] if 'end_to_end' in variant
+                     else ['block_1', 'block_2', 'block_3', 'head'])
+    for p in st['phases']:
+      assert {'name', 'trainable_params', 'steps', 'wall_s', 'images_per_s',
+              'test_accuracy'} <= set(p)
+      assert ('disc_trainable_params' in p) == (p['name'] != 'head' and 'no_gan' not in variant)
+      assert ('teacher_copy_params' in p) == (p['name'] == 'head' and 'no_mutual' not in variant)
+  assert s['test_accuracy'] == s['stages'][-1]['phases'][-1]['test_accuracy'] > 0.3
+  records = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
+  train_keys = set().union(*(r for r in records if r['split'] == 'train' and r['stage'] == 1))
+  assert {'feat_mse_b1', 'feat_mse_b3', 'g_loss'} <= train_keys
+  assert ('d_acc_real_b2' in train_keys) == ('no_gan' not in variant)
+  assert os.path.isdir(tmp_path / 'checkpoints' / 'student_final' / '0')
