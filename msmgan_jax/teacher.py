@@ -45,22 +45,34 @@ def variables_of(state) -> dict:
   return {'params': state.params, 'batch_stats': state.batch_stats}
 
 
-def load_anchor(path: str, target: dict, model_name: str) -> Anchor:
-  """Loads an anchor saved by `train_teacher` (a `checkpoints/anchors/<epoch>` directory)."""
+def _anchor_checkpoint(path: str, model_name: str):
+  """(manager, step) of an anchor directory, after checking it exists and holds `model_name`."""
   path = os.path.abspath(path)
-  if not os.path.isdir(os.path.join(path, 'state')):
+  base = os.path.basename(path)
+  if not base.isdigit() or not os.path.isdir(os.path.join(path, 'state')):
     raise utils.CheckpointError(
         f'teacher checkpoint {path} not found (expected a directory with state/ and meta/, '
         'such as WORKDIR/checkpoints/anchors/EPOCH); fix teacher.checkpoints.')
   ckpt = utils.Checkpoints(os.path.dirname(path))
-  step = int(os.path.basename(path))
-  meta = ckpt.meta(step)
+  meta = ckpt.meta(int(base))
   if meta.get('model') != model_name:
     raise utils.CheckpointError(
         f'teacher checkpoint {path} holds a {meta.get("model")!r} but teacher.model is '
         f'{model_name!r}; set teacher.model to match it or give other checkpoints.')
+  return ckpt, int(base)
+
+
+def check_anchor_paths(cfg) -> None:
+  """Raises CheckpointError for a missing or mismatched `teacher.checkpoints` entry."""
+  for p in cfg.teacher.checkpoints:
+    _anchor_checkpoint(p, cfg.teacher.model)
+
+
+def load_anchor(path: str, target: dict, model_name: str) -> Anchor:
+  """Loads an anchor saved by `train_teacher` (a `checkpoints/anchors/<epoch>` directory)."""
+  ckpt, step = _anchor_checkpoint(path, model_name)
   variables, meta = ckpt.restore(step, target)
-  return Anchor(meta['epoch'], meta['test_accuracy'], path, variables)
+  return Anchor(meta['epoch'], meta['test_accuracy'], os.path.abspath(path), variables)
 
 
 def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:

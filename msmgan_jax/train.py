@@ -131,6 +131,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the whole job described by `cfg` in `workdir`; returns the summary."""
   from msmgan_jax import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   config_lib.validate(cfg)
+  teacher_lib.check_anchor_paths(cfg)
   wd = Workdir(workdir)
   wd.claim(cfg)
   done = utils.read_json(wd.file('summary.json'))

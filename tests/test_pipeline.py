@@ -98,3 +98,46 @@ def test_method_and_ablations_run_in_smoke_mode(name, variant, repo_root, teache
   assert {'feat_mse_b1', 'feat_mse_b3', 'g_loss'} <= train_keys
   assert ('d_acc_real_b2' in train_keys) == ('no_gan' not in variant)
   assert os.path.isdir(tmp_path / 'checkpoints' / 'student_final' / '0')
+
+
+def _student_cfg(repo_root, teacher_run, **teacher_fields):
+  t_cfg, _, t_summary = teacher_run
+  cfg = shrink(load_config(repo_root, 'default'), t_cfg.dataset.data_dir)
+  cfg.teacher.epochs, cfg.stages.num = 2, 2
+  cfg.teacher.checkpoints = tuple(a['path'] for a in t_summary['teacher']['anchors'])
+  for k, v in teacher_fields.items():
+    cfg.teacher[k] = v
+  return cfg
+
+
+def test_anchor_paths_missing_or_of_another_model_are_clear_errors(repo_root, teacher_run,
+                                                                   tmp_path):
+  from msmgan_jax import utils  # pylint: disable=g-import-not-at-top
+  good = _student_cfg(repo_root, teacher_run).teacher.checkpoints
+  cfg = _student_cfg(repo_root, teacher_run, checkpoints=(good[0], str(tmp_path / 'nope')))
+  with pytest.raises(utils.CheckpointError, match='nope not found.*teacher.checkpoints'):
+    train.train_and_evaluate(cfg, str(tmp_path / 'a'))
+  cfg = _student_cfg(repo_root, teacher_run, model='resnet14')
+  with pytest.raises(utils.CheckpointError, match="holds a 'resnet8' but teacher.model is "
+                                                  "'resnet14'"):
+    train.train_and_evaluate(cfg, str(tmp_path / 'b'))
+  # Checked before any work: no workdir was made.
+  assert not os.path.exists(tmp_path / 'a') and not os.path.exists(tmp_path / 'b')
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_loses_nothing(teacher_run, tmp_path):
+  import shutil  # pylint: disable=g-import-not-at-top
+  from msmgan_jax import utils  # pylint: disable=g-import-not-at-top
+  cfg, workdir, _ = teacher_run
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  os.remove(copy / 'summary.json')  # an unfinished run: the next call restores the latest state.
+  latest = copy / 'checkpoints' / 'teacher'
+  step_dir = latest / os.listdir(latest)[0] / 'state'
+  victims = [p for p in step_dir.rglob('*') if p.is_file() and p.stat().st_size > 1000]
+  for p in victims:
+    p.write_bytes(b'\0' * p.stat().st_size)
+  before = {str(p): p.read_bytes() for p in copy.rglob('*') if p.is_file()}
+  with pytest.raises(utils.CheckpointError, match='could not be restored.*move it away'):
+    train.train_and_evaluate(cfg, str(copy))
+  assert {str(p): p.read_bytes() for p in copy.rglob('*') if p.is_file()} == before
