@@ -141,3 +141,21 @@ def test_corrupt_checkpoint_is_a_clear_error_and_loses_nothing(teacher_run, tmp_
   with pytest.raises(utils.CheckpointError, match='could not be restored.*move it away'):
     train.train_and_evaluate(cfg, str(copy))
   assert {str(p): p.read_bytes() for p in copy.rglob('*') if p.is_file()} == before
+
+
+def test_report_tables_runs_and_refuses_unfinished_ones(teacher_run, tmp_path):
+  from msmgan_jax import report  # pylint: disable=g-import-not-at-top
+  _, workdir, summary = teacher_run
+  out = tmp_path / 'results'
+  assert report.main(['--out', str(out), '--machine', 'test box', workdir]) == 0
+  results = json.load(open(out / 'results.json'))
+  assert results['machine'] == 'test box' and len(results['rows']) == 1
+  r = results['rows'][0]
+  assert r['method'] == 'teacher' and r['teacher_acc'] == summary['teacher']['test_accuracy']
+  assert r['student_acc'] is None
+  assert f"| {summary['teacher']['test_accuracy']:.4f} |" in open(out / 'results.md').read()
+  name = os.path.basename(workdir)
+  assert sorted(os.listdir(out / name)) == ['config.json', 'metrics.jsonl', 'summary.json']
+  assert (out / 'accuracy.png').stat().st_size > 1000
+  assert report.main(['--out', str(tmp_path / 'x'), str(tmp_path)]) == 2
+  assert not (tmp_path / 'x').exists()
