@@ -5,6 +5,7 @@ Config files in `configs/` start from it and change a few fields; `finalize(cfg,
 arg)` applies a `:smoke` argument. `validate(cfg)` checks the whole config before
 any work starts and raises `ConfigError` naming the field and the fix.
 """
+import os
 import re
 from typing import Optional
 
@@ -95,10 +96,10 @@ def defaults() -> ml_collections.ConfigDict:
 def smoke(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Shrinks any config to a run of a few minutes on real data."""
   cfg.dataset.train_split = 'train[:20%]'
-  cfg.teacher.epochs = 2
-  cfg.teacher.warmup_epochs = 0.1
-  cfg.stages.teacher_epochs = ()
-  if not cfg.teacher.checkpoints:  # given anchors fix the number of stages.
+  if not cfg.teacher.checkpoints:  # given anchors fix the teacher and the number of stages.
+    cfg.teacher.epochs = 2
+    cfg.teacher.warmup_epochs = 0.1
+    cfg.stages.teacher_epochs = ()
     cfg.stages.num = min(cfg.stages.num, 2)
   cfg.student.epochs = 1
   cfg.student.warmup_epochs = 0.1
@@ -168,6 +169,25 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
       _require(cfg[net][f] >= 0, f'{net}.{f}', f'must be >= 0, got {cfg[net][f]!r}')
     _require(cfg[net].warmup_epochs <= cfg[net].epochs, f'{net}.warmup_epochs',
              f'must not exceed {net}.epochs ({cfg[net].epochs})')
+  import jax  # pylint: disable=g-import-not-at-top
+  for f in ('batch_size', 'eval_batch_size'):
+    _require(cfg[f] % jax.device_count() == 0, f,
+             f'{cfg[f]} does not split evenly over {jax.device_count()} devices; use a multiple')
+  if cfg.teacher.checkpoints:
+    paths = [os.path.abspath(p) for p in cfg.teacher.checkpoints]
+    _require(len(set(paths)) == len(paths), 'teacher.checkpoints',
+             f'{tuple(cfg.teacher.checkpoints)} repeats a path; give one anchor per stage')
+    _require(len(paths) == cfg.stages.num, 'teacher.checkpoints',
+             f'gives {len(paths)} paths but stages.num is {cfg.stages.num}')
+  else:
+    _check_anchor_epochs(cfg)
+  if cfg.method != 'teacher':
+    _check_pair(cfg)
+  if cfg.method == 'msmgan':
+    _check_msmgan(cfg)
+
+
+def _check_anchor_epochs(cfg):
   _require(cfg.stages.num <= cfg.teacher.epochs, 'stages.num',
            f'{cfg.stages.num} stages need at least as many teacher epochs (teacher.epochs is '
            f'{cfg.teacher.epochs}); lower stages.num or raise teacher.epochs')
@@ -177,13 +197,6 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   _require(all(a < b for a, b in zip((0,) + epochs, epochs)) and epochs[-1] <= cfg.teacher.epochs,
            'stages.teacher_epochs', f'{epochs} must increase strictly within 1..teacher.epochs '
            f'({cfg.teacher.epochs})')
-  if cfg.teacher.checkpoints:
-    _require(len(cfg.teacher.checkpoints) == cfg.stages.num, 'teacher.checkpoints',
-             f'gives {len(cfg.teacher.checkpoints)} paths but stages.num is {cfg.stages.num}')
-  if cfg.method != 'teacher':
-    _check_pair(cfg)
-  if cfg.method == 'msmgan':
-    _check_msmgan(cfg)
 
 
 def _check_msmgan(cfg):

@@ -181,8 +181,15 @@ def _preprocess(cfg, train: bool, seed: int = 0):
 
 
 def num_examples(builder, split: str) -> int:
-  """Examples in a (possibly sliced) split, as TFDS counts them."""
-  return builder.info.splits[split].num_examples
+  """Examples in a (possibly sliced) split, as TFDS counts them; DataError if none."""
+  try:
+    n = builder.info.splits[split].num_examples
+  except (KeyError, ValueError, AssertionError) as e:
+    raise DataError(f'split {split!r} of {builder.name} cannot be read ({e}); its splits are '
+                    f'{sorted(builder.info.splits)}, sliced like train[:10%]') from e
+  if n <= 0:
+    raise DataError(f'split {split!r} of {builder.name} holds no examples; fix the slice')
+  return n
 
 
 def load(cfg, *, batch_size: int, eval_batch_size: int):

@@ -122,6 +122,8 @@ class PhaseSteps:
         metrics[f'feat_mse_b{k + 1}'] = mse
         if self.phase.adversarial:
           f, _ = losses.align(proj[i], prep['real'][i])
+          # D judges the student's features with its running BatchNorm statistics, the
+          # normalisation real teacher features get; its d_step trains on real+fake batches.
           scores, _ = self._disc(d_state.params, d_state.batch_stats, k, f, train=False)
           adv = losses.gan_g(gan.loss, scores)
           total += gan.alpha_adv * adv
@@ -136,8 +138,9 @@ class PhaseSteps:
   def _logit_step(self, g_state, t_state, anchor, batch):
     """Student head (or all of it) with CE / KD; in DML the anchor copy learns back.
 
-    Student: CE, or (1 - beta) CE + beta tau^2 KL(T || S) with kd. Mutual copy T':
-    CE + beta_t tau^2 KL(S || T'). Each side sees the other's logits through a
+    Student: CE; with kd (1 - beta) CE + beta tau^2 KL(T || S) (METHOD.md section 2); in
+    DML CE + beta tau^2 KL(T' || S) and the copy T' learns CE + beta_t tau^2 KL(S || T')
+    (section 4). Each side sees the other's logits through a
     stop-gradient, so one joint gradient gives both updates from one forward each.
     """
     p, cfg = self.phase, self.cfg
@@ -162,7 +165,8 @@ class PhaseSteps:
             mutable=['batch_stats'])
         t_loss = losses.dml(t_logits, s_logits, y, cfg.mutual.beta_t, cfg.kd.tau)
       if p.kd:
-        s_loss = losses.dml(s_logits, t_logits, y, cfg.kd.beta, cfg.kd.tau, 1 - cfg.kd.beta)
+        ce_weight = 1.0 if p.mutual else 1 - cfg.kd.beta
+        s_loss = losses.dml(s_logits, t_logits, y, cfg.kd.beta, cfg.kd.tau, ce_weight)
       else:
         s_loss = losses.cross_entropy(s_logits, y)
       return s_loss + t_loss, (s_loss, t_loss, s_logits, t_logits, s_new, t_new)

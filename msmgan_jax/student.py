@@ -80,9 +80,10 @@ class Distiller:
           self.cfg, phase, self.student, self.t_model, self.connectors, self._discs())
     return self._steps[phase.signature]
 
-  def build_states(self, phase, n_steps, carry, anchor) -> dict:
-    """Fresh functional train states of `phase`, starting from `carry` and `anchor`."""
-    cfg = self.cfg
+  def build_states(self, m, i, carry) -> dict:
+    """Fresh functional train states of phase i of stage m, starting from `carry`."""
+    cfg, phase, anchor = self.cfg, self.phases[i], self.anchors[m]
+    n_steps = self.num_steps(phase)
     params, batch_stats = carry
     groups = _student_groups(phase, self.student.num_blocks)
     if phase.is_feature:
@@ -102,7 +103,7 @@ class Distiller:
         params, _rules(groups), transforms))
     states = {'g': optim.TrainState.create(apply_fn=None, params=params, batch_stats=batch_stats,
                                            tx=tx),
-              'd': None, 't': None, 'rng': jax.random.key_data(self._phase_key(anchor, phase))}
+              'd': None, 't': None, 'rng': jax.random.key_data(self._phase_key(m, i))}
     if phase.adversarial:
       states['d'] = self._disc_state(phase, anchor)
     if phase.mutual:
@@ -172,89 +173,96 @@ class Distiller:
 
   def run(self) -> dict:
     """Trains every stage and phase (resuming where a checkpoint says); returns the summary."""
-    cfg = self.cfg
     carry = self.init_carry()
-    pos, records, wall = (0, 0, 0), [], 0.0
+    pos, records, wall, phase_wall = (0, 0, 0), [], 0.0, 0.0
     resume = self.ckpt.latest_step()
     restored = None
-    if resume is not None:
+    if resume is None:  # drop what an interrupted run logged before its first checkpoint.
+      self.wd.metrics.truncate(self.teacher.metrics_offset if self.teacher else 0)
+    else:
       meta = self.ckpt.meta(resume)
       pos, records, wall = tuple(meta['position']), meta['records'], meta['wall_s']
+      phase_wall = meta['phase_wall_s']
+      self.wd.metrics.truncate(meta['metrics_offset'])
       m, i, s = pos
-      phase = self.phases[i]
-      n = phases_lib.phase_steps(cfg, phase, self.info.num_train, len(self.anchors))
-      target = self.build_states(phase, n, carry, self.anchors[m])
-      restored, _ = self.ckpt.restore(resume, target)
+      restored, _ = self.ckpt.restore(resume, self.build_states(m, i, carry))
       carry = (restored['g'].params, restored['g'].batch_stats)
-      if s >= n:  # that phase was finished: continue with the next one.
+      if s >= self.num_steps(self.phases[i]):  # that phase was finished: go on to the next.
         restored, pos = None, (m, i + 1, 0) if i + 1 < len(self.phases) else (m + 1, 0, 0)
       print(f'student: resuming at stage {pos[0] + 1}, phase {pos[1] + 1}, step {pos[2]}')
-    images_before = sum(r['steps'] for r in records) * cfg.batch_size
     t_start = time.time() - wall
-    for m, anchor in enumerate(self.anchors):
-      for i, phase in enumerate(self.phases):
+    for m in range(len(self.anchors)):
+      for i in range(len(self.phases)):
         if (m, i) < pos[:2]:
           continue
-        n = phases_lib.phase_steps(cfg, phase, self.info.num_train, len(self.anchors))
-        start = pos[2] if (m, i) == pos[:2] else 0
-        states = restored if restored is not None else self.build_states(phase, n, carry, anchor)
+        resumed = (m, i) == pos[:2] and restored is not None
+        states = restored if resumed else self.build_states(m, i, carry)
         restored = None
-        record = self.run_phase(m, i, phase, anchor, states, start, n, images_before, t_start,
-                                records)
-        images_before += n * cfg.batch_size
-        states = record.pop('_states')
+        states, record = self.run_phase(m, i, states, pos[2] if resumed else 0,
+                                        phase_wall if resumed else 0.0, records, t_start)
         carry = (states['g'].params, states['g'].batch_stats)
         records.append(record)
         self.ckpt.save((self.ckpt.latest_step() or 0) + 1, states,
-                       self._meta((m, i, n), records, t_start))
+                       self._meta((m, i, record['steps']), records, t_start, record['wall_s']))
     return self.summary(carry, records, time.time() - t_start)
 
-  def _meta(self, position, records, t_start) -> dict:
-    return {'position': list(position), 'records': records, 'wall_s': time.time() - t_start}
+  def num_steps(self, phase) -> int:
+    return phases_lib.phase_steps(self.cfg, phase, self.info.num_train, len(self.anchors))
 
-  def run_phase(self, m, i, phase, anchor, states, start, n, images_before, t_start, records):
-    """Runs steps start..n-1 of one phase, then evaluates the student."""
-    cfg = self.cfg
+  def _meta(self, position, records, t_start, phase_wall) -> dict:
+    return {'position': list(position), 'records': records, 'wall_s': time.time() - t_start,
+            'phase_wall_s': phase_wall, 'metrics_offset': self.wd.metrics.offset()}
+
+  def run_phase(self, m, i, states, start, wall_before, records, t_start):
+    """Runs steps start..n-1 of phase i of stage m, then evaluates the student.
+
+    Returns the final states and the phase's record for the summary. `wall_s` adds the
+    time spent before a resume; `images_per_s` leaves out the first step (compilation).
+    """
+    cfg, phase, anchor = self.cfg, self.phases[i], self.anchors[m]
+    n = self.num_steps(phase)
+    labels = optim.label_params(states['g'].params, _rules(_student_groups(
+        phase, self.student.num_blocks)))
     trainable = optim.count_params(jax.tree.map(
-        lambda x, lab: x if lab != 'frozen' else None, states['g'].params,
-        optim.label_params(states['g'].params, _rules(_student_groups(
-            phase, self.student.num_blocks)))))
+        lambda x, lab: x if lab != 'frozen' else None, states['g'].params, labels))
+    images_before = sum(r['steps'] for r in records) * cfg.batch_size
     log = lambda split, step, metrics: self.wd.metrics.write(
         step=step, epoch=(images_before + step * cfg.batch_size) / self.info.num_train,
         stage=m + 1, phase=phase.name, split=split, **metrics)
+    t0 = time.time()
 
     def after_step(step, states):
       if step % cfg.checkpoint_every_steps == 0 and step < n:
-        nxt = (self.ckpt.latest_step() or 0) + 1
-        self.ckpt.save(nxt, states, self._meta((m, i, step), records, t_start))
+        self.ckpt.save((self.ckpt.latest_step() or 0) + 1, states, self._meta(
+            (m, i, step), records, t_start, wall_before + time.time() - t0))
       return states
 
-    t0 = time.time()
-    states = train.train_loop(
-        states, self.step_fn(phase, anchor), batches=self.batches(self._data_seed(states), skip=start),
-        start=start, stop=n, mesh=self.mesh, batch_size=cfg.batch_size,
-        log_every=cfg.log_every_steps, log=lambda step, mt: log('train', step, mt),
-        after_step=after_step)
+    states, first_step_s = train.train_loop(
+        states, self.step_fn(phase, anchor),
+        batches=self.batches(self._data_seed(states), skip=start), start=start, stop=n,
+        mesh=self.mesh, batch_size=cfg.batch_size, log_every=cfg.log_every_steps,
+        log=lambda step, mt: log('train', step, mt), after_step=after_step)
     wall = time.time() - t0
+    steady = n - start - 1
     result = self.evaluate(states['g'])
     log('test', n, result)
-    print(f'stage {m + 1} phase {phase.name}: {n} steps, {wall:.1f}s, student test accuracy '
-          f'{result["accuracy"]:.4f}', flush=True)
+    print(f'stage {m + 1} phase {phase.name}: {n} steps, {wall_before + wall:.1f}s, student '
+          f'test accuracy {result["accuracy"]:.4f}', flush=True)
     record = {'name': phase.name, 'trainable_params': trainable, 'steps': n,
-              'wall_s': round(wall, 2),
-              'images_per_s': round((n - start) * cfg.batch_size / max(wall, 1e-9), 1),
+              'wall_s': round(wall_before + wall, 2), 'first_step_s': round(first_step_s, 2),
+              'images_per_s': round(
+                  steady * cfg.batch_size / max(wall - first_step_s, 1e-9) if steady > 0
+                  else (n - start) * cfg.batch_size / max(wall, 1e-9), 1),
               'test_accuracy': result['accuracy'], 'stage': m + 1}
     if states['d'] is not None:
       record['disc_trainable_params'] = optim.count_params(states['d'].params)
     if states['t'] is not None:
       record['teacher_copy_params'] = optim.count_params(states['t'].params)
-    record['_states'] = states
-    return record
+    return states, record
 
-  def _phase_key(self, anchor, phase):
-    """The PRNG key of a phase (stage and phase folded into config.seed)."""
-    m = 0 if anchor is None else self.anchors.index(anchor)
-    return jax.random.fold_in(jax.random.key(self.cfg.seed + 2), 100 * m + self.phases.index(phase))
+  def _phase_key(self, m, i):
+    """The PRNG key of phase i of stage m (both folded into config.seed)."""
+    return jax.random.fold_in(jax.random.key(self.cfg.seed + 2), 100 * m + i)
 
   @staticmethod
   def _data_seed(states) -> int:

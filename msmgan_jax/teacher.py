@@ -16,7 +16,7 @@ from msmgan_jax import config as config_lib
 from msmgan_jax import models, optim, train, utils
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Anchor:
   """One teacher checkpoint guiding one stage."""
   epoch: int
@@ -33,6 +33,7 @@ class Teacher:
   test_accuracy: float
   params: int
   wall_s: float
+  metrics_offset: int  # metrics.jsonl size when the teacher was done (students resume past it).
 
   def summary(self) -> dict:
     return {'model': self.model_name, 'params': self.params,
@@ -78,11 +79,13 @@ def load_anchor(path: str, target: dict, model_name: str) -> Anchor:
 def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
   """Trains (or resumes, or reuses) the teacher of `cfg`; returns it with its anchors."""
   model = models.create_model(cfg.teacher.model, info.num_classes)
-  target = optim.init_variables(model, jax.random.key(cfg.seed), info.image_shape)
+  target = utils.replicate(optim.init_variables(model, jax.random.key(cfg.seed),
+                                                info.image_shape), mesh)
   n_params = optim.count_params(target['params'])
   if cfg.teacher.checkpoints:
     anchors = [load_anchor(p, target, cfg.teacher.model) for p in cfg.teacher.checkpoints]
-    return Teacher(model, cfg.teacher.model, anchors, anchors[-1].test_accuracy, n_params, 0.0)
+    return Teacher(model, cfg.teacher.model, anchors, anchors[-1].test_accuracy, n_params, 0.0,
+                   metrics_offset=0)
 
   spe = train.steps_per_epoch(cfg, info)
   total = cfg.teacher.epochs * spe
@@ -98,6 +101,7 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
   if latest.latest_step() is not None:
     state, meta = latest.restore(latest.latest_step(), state)
     start, wall = int(meta['step']), float(meta['wall_s'])
+    wd.metrics.truncate(meta['metrics_offset'])  # drop what was logged after that save.
     print(f'teacher: resuming at step {start}/{total}')
   eval_step = train.make_eval_step(model)
   t0 = time.time() - wall
@@ -114,17 +118,18 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
         anchor_ckpt.save(epoch, variables_of(state), {
             'epoch': epoch, 'test_accuracy': result['accuracy'], 'model': cfg.teacher.model})
     if step % spe == 0 or step % cfg.checkpoint_every_steps == 0:
-      latest.save(step, state, {'step': step, 'wall_s': time.time() - t0})
+      latest.save(step, state, {'step': step, 'wall_s': time.time() - t0,
+                                'metrics_offset': wd.metrics.offset()})
     return state
 
   if start < total:
-    state = train.train_loop(state, train.make_classifier_step(model),
+    state, _ = train.train_loop(state, train.make_classifier_step(model),
                              batches=batches(cfg.seed, skip=start),
                              start=start, stop=total, mesh=mesh, batch_size=cfg.batch_size,
                              log_every=cfg.log_every_steps,
                              log=lambda step, m: log('train', step, m), after_step=after_step)
-  wall = float(latest.meta(latest.latest_step())['wall_s'])
+  meta = latest.meta(latest.latest_step())
   anchors = [Anchor(e, anchor_ckpt.meta(e)['test_accuracy'], anchor_ckpt.directory + f'/{e}',
                     anchor_ckpt.restore(e, target)[0]) for e in anchor_epochs]
   return Teacher(model, cfg.teacher.model, anchors, anchors[-1].test_accuracy, n_params,
-                 round(wall, 2))
+                 round(float(meta['wall_s']), 2), metrics_offset=meta['metrics_offset'])

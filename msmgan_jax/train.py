@@ -63,15 +63,18 @@ def evaluate(eval_step, variables, eval_batches, mesh) -> dict:
 
 def train_loop(states, step_fn, *, batches, start: int, stop: int, mesh, batch_size: int,
                log_every: int, log: Callable, after_step: Callable):
-  """Runs `step_fn` for steps start..stop-1 and returns the final states.
+  """Runs `step_fn` for steps start..stop-1; returns (states, seconds of the first step).
 
-  Every `log_every` steps (and at the end) `log(step, means)` gets the mean metrics and
+  The first step includes compilation, so it is timed apart (one device sync). Every `log_every` steps (and at the end) `log(step, means)` gets the mean metrics and
   the throughput; `after_step(step, states)` (steps counted from 1) decides on
   evaluation and checkpoints. A non-finite metric raises instead of training on.
   """
-  pending, t0 = [], time.time()
+  pending, t0, first_step_s = [], time.time(), 0.0
   for step in range(start, stop):
     states, metrics = step_fn(states, utils.shard_batch(next(batches), mesh))
+    if step == start:
+      jax.block_until_ready(metrics)
+      first_step_s = time.time() - t0
     pending.append(metrics)
     if (step + 1) % log_every == 0 or step + 1 == stop:
       host = jax.device_get(pending)
@@ -83,7 +86,7 @@ def train_loop(states, step_fn, *, batches, start: int, stop: int, mesh, batch_s
       log(step + 1, means)
       pending, t0 = [], time.time()
     states = after_step(step + 1, states)
-  return states
+  return states, first_step_s
 
 
 class Workdir:
@@ -106,6 +109,8 @@ class Workdir:
           f'workdir {self.path} holds a run with another config (fields differ: '
           f'{", ".join(diff[:8])}). Use a new --workdir, or rerun with the same config to resume.')
     if old is None:
+      if os.path.exists(self.path) and not os.path.isdir(self.path):
+        raise config_lib.ConfigError(f'workdir {self.path} is a file; pick a directory')
       if os.path.isdir(self.path) and os.listdir(self.path):
         raise config_lib.ConfigError(
             f'workdir {self.path} is not empty and holds no config.json: it is not a run '
@@ -132,6 +137,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
   from msmgan_jax import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   config_lib.validate(cfg)
   teacher_lib.check_anchor_paths(cfg)
+  info, batches, eval_batches = data.load(cfg.dataset, batch_size=cfg.batch_size,
+                                          eval_batch_size=cfg.eval_batch_size)
   wd = Workdir(workdir)
   wd.claim(cfg)
   done = utils.read_json(wd.file('summary.json'))
@@ -139,8 +146,6 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     print(f'{workdir} already holds a finished run (summary.json); nothing to do.')
     return done
   t0 = time.time()
-  info, batches, eval_batches = data.load(cfg.dataset, batch_size=cfg.batch_size,
-                                          eval_batch_size=cfg.eval_batch_size)
   mesh = utils.mesh()
   # The `ce` baseline needs no teacher; given checkpoints, it is loaded for reference only.
   teacher = None

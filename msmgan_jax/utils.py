@@ -20,6 +20,16 @@ class MetricsWriter:
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, 'metrics.jsonl')
 
+  def offset(self) -> int:
+    """The file's current size: a checkpoint records it to drop later lines on resume."""
+    return os.path.getsize(self.path) if os.path.exists(self.path) else 0
+
+  def truncate(self, offset: int) -> None:
+    """Drops what was logged after `offset` (steps that a resumed run will redo)."""
+    if jax.process_index() == 0 and self.offset() > offset:
+      with open(self.path, 'r+') as f:
+        f.truncate(offset)
+
   def write(self, *, step: int, epoch: float, stage: int, phase: str, split: str, **metrics):
     record = dict(step=int(step), epoch=round(float(epoch), 4), stage=int(stage), phase=phase,
                   split=split, time=round(time.time(), 3))
@@ -62,6 +72,9 @@ class Checkpoints:
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
   def save(self, step: int, state, meta: dict) -> None:
+    """Saves (state, meta) at `step`, replacing a step left by an interrupted run."""
+    if step in self.manager.all_steps():
+      self.manager.delete(step)
     self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
     self.manager.wait_until_finished()

@@ -35,11 +35,30 @@ def apply_changes(cfg, changes):
   return cfg
 
 
+CONFIG_FILES = sorted(p.stem for p in (REPO_ROOT / 'configs').glob('*.py') if p.stem != '__init__')
+
+
 def test_defaults_and_config_files_validate():
   config.validate(config.defaults())
-  for name in ('default', 'teacher_fmnist'):
+  assert len(CONFIG_FILES) >= 8
+  for name in CONFIG_FILES:
     for arg in (None, 'smoke'):
-      config.validate(load_config_file(name, arg))
+      cfg = load_config_file(name, arg)
+      config.validate(cfg)
+      if arg == 'smoke':
+        assert cfg.dataset.train_split == 'train[:20%]' and cfg.student.epochs == 1
+
+
+def test_smoke_keeps_given_anchors_and_their_stages():
+  cfg = load_config_file('msmgan_fmnist_full', 'smoke')
+  assert len(cfg.teacher.checkpoints) == cfg.stages.num == 3 and cfg.teacher.epochs == 15
+
+
+def test_repeated_anchor_paths_are_refused():
+  cfg = config.defaults()
+  cfg.teacher.checkpoints = ('a/1', 'a/1', 'a/2')
+  with pytest.raises(config.ConfigError, match='teacher.checkpoints.*repeats a path'):
+    config.validate(cfg)
 
 
 @pytest.mark.parametrize('changes, field', [

@@ -159,3 +159,19 @@ def test_report_tables_runs_and_refuses_unfinished_ones(teacher_run, tmp_path):
   assert (out / 'accuracy.png').stat().st_size > 1000
   assert report.main(['--out', str(tmp_path / 'x'), str(tmp_path)]) == 2
   assert not (tmp_path / 'x').exists()
+
+
+def test_ce_baseline_trains_the_student_alone(repo_root, tfds_data_dir, tmp_path):
+  cfg = shrink(load_config(repo_root, 'ce_fmnist_full'), tfds_data_dir)
+  summary = train.train_and_evaluate(cfg, str(tmp_path))
+  assert summary['method'] == 'ce' and summary['teacher'] is None and summary['variant'] == []
+  s = summary['student']
+  assert s['compression'] is None and len(s['stages']) == 1
+  assert s['stages'][0]['anchor'] is None
+  (phase,) = s['stages'][0]['phases']
+  # Same image budget as MS-MGANs would get: student.epochs x the train split.
+  assert phase['name'] == 'ce' and phase['steps'] == round(cfg.student.epochs * 1800 / 64)
+  assert phase['trainable_params'] == s['params'] == 77754
+  assert 'disc_trainable_params' not in phase and 'teacher_copy_params' not in phase
+  assert s['test_accuracy'] == phase['test_accuracy'] > 0.3
+  assert not os.path.exists(tmp_path / 'checkpoints' / 'anchors')  # no teacher trained.

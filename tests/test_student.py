@@ -1,5 +1,6 @@
 """The student trainer: frozen leaves stay frozen, greedy steps are cheaper, steps compile once
 per block index across stages, and an interrupted run resumes to the same result."""
+import json
 import os
 
 import jax
@@ -54,7 +55,7 @@ def make_teacher(cfg, num_anchors):
         lambda x: x + 0.1 * (m + 1), v['batch_stats'])}
     anchors.append(teacher.Anchor(m + 1, 0.5, f'anchor{m}', v))
   return teacher.Teacher(model, cfg.teacher.model, anchors, 0.5,
-                         optim.count_params(anchors[0].variables['params']), 0.0)
+                         optim.count_params(anchors[0].variables['params']), 0.0, 0)
 
 
 def make_distiller(cfg, tmp_path, num_anchors=2):
@@ -70,6 +71,7 @@ def host(tree):
 
 def changed(before, after):
   """{path: whether any element differs} over the leaves of two trees."""
+  assert jax.tree.structure(before) == jax.tree.structure(after)
   flat_b = jax.tree_util.tree_flatten_with_path(before)[0]
   flat_a = jax.tree.leaves(after)
   return {optim.path_str(p): not np.array_equal(b, a) for (p, b), a in zip(flat_b, flat_a)}
@@ -77,7 +79,7 @@ def changed(before, after):
 
 def run_phase_steps(d, phase, n=3):
   anchor = d.anchors[0]
-  states = d.build_states(phase, n, d.init_carry(), anchor)
+  states = d.build_states(0, d.phases.index(phase), d.init_carry())
   before = host(states)
   anchor_before = host(anchor.variables)
   step = d.step_fn(phase, anchor)
@@ -147,7 +149,7 @@ def _flops(fn, *args):
 def _phase_flops(d, phase):
   """FLOPs of one student update of `phase`: prep + discriminator step + generator step."""
   anchor = d.anchors[0]
-  states = d.build_states(phase, 2, d.init_carry(), anchor)
+  states = d.build_states(0, d.phases.index(phase), d.init_carry())
   fns = d.steps_for(phase)
   batch = utils.shard_batch(next(synthetic_batches(0)), d.mesh)
   prep = fns.prep(anchor.variables, states['g'], batch)
@@ -187,31 +189,72 @@ def test_each_step_traces_once_per_block_index_across_stages(tmp_path):
   assert block_params == sorted(block_params) and result['params'] > block_params[-1]
 
 
-def test_interrupted_run_resumes_to_the_same_student(tmp_path, monkeypatch):
+def test_interrupted_run_resumes_mid_phase_to_the_same_student(tmp_path, monkeypatch):
   cfg = tiny_cfg(**{'checkpoint_every_steps': 1})
   reference = make_distiller(cfg, tmp_path / 'ref').run()
   ref_params = host(utils.Checkpoints(str(tmp_path / 'ref' / 'checkpoints' / 'student_final'))
                     .restore(0, reference_target(cfg))[0])
-
+  # Per stage: block_1, block_2, block_3 (1 step each), head (3 steps, checkpointed after
+  # steps 1 and 2). Crash at the 11th update: stage 2's head, after its first checkpoint.
+  assert [reference['stages'][0]['phases'][i]['steps'] for i in range(4)] == [1, 1, 1, 3]
   calls = {'n': 0}
-  real_evaluate = train.evaluate
+  real_step_fn = student.Distiller.step_fn
 
-  def crashing_evaluate(*args):
-    calls['n'] += 1
-    if calls['n'] == 6:  # after stage 2's block_2 has trained, before its checkpoint.
-      raise KeyboardInterrupt
-    return real_evaluate(*args)
-  monkeypatch.setattr(train, 'evaluate', crashing_evaluate)
+  def crashing_step_fn(self, phase, anchor):
+    step = real_step_fn(self, phase, anchor)
+
+    def wrapped(states, batch):
+      calls['n'] += 1
+      if calls['n'] == 11:
+        raise KeyboardInterrupt
+      return step(states, batch)
+    return wrapped
+  monkeypatch.setattr(student.Distiller, 'step_fn', crashing_step_fn)
   with pytest.raises(KeyboardInterrupt):
     make_distiller(cfg, tmp_path / 'run').run()
-  monkeypatch.setattr(train, 'evaluate', real_evaluate)
+  monkeypatch.setattr(student.Distiller, 'step_fn', real_step_fn)
+  ckpt = utils.Checkpoints(str(tmp_path / 'run' / 'checkpoints' / 'student'))
+  assert ckpt.meta(ckpt.latest_step())['position'] == [1, 3, 1]
   resumed = make_distiller(cfg, tmp_path / 'run').run()
   got = host(utils.Checkpoints(str(tmp_path / 'run' / 'checkpoints' / 'student_final'))
              .restore(0, reference_target(cfg))[0])
-  np.testing.assert_equal(got, ref_params)
+  np.testing.assert_equal(got, ref_params)  # bit for bit: same data, same states, same steps.
   assert resumed['test_accuracy'] == reference['test_accuracy']
-  assert [p['name'] for s in resumed['stages'] for p in s['phases']] == \
-      [p['name'] for s in reference['stages'] for p in s['phases']]
+  assert [[p['name'], p['steps'], p['test_accuracy']] for s in resumed['stages']
+          for p in s['phases']] == [[p['name'], p['steps'], p['test_accuracy']]
+                                    for s in reference['stages'] for p in s['phases']]
+  # metrics.jsonl holds each event once, as an uninterrupted run writes it.
+  def events(path):
+    return [(r['stage'], r['phase'], r['split'], r['step'])
+            for r in map(json.loads, open(path / 'metrics.jsonl'))]
+  assert events(tmp_path / 'run') == events(tmp_path / 'ref')
+
+
+def test_conv_discriminator_hinge_and_two_d_steps_per_g(tmp_path):
+  d = make_distiller(tiny_cfg(**{'disc.kind': 'conv', 'gan.loss': 'hinge',
+                                 'disc.steps_per_g': 2}), tmp_path)
+  before, after, metrics = run_phase_steps(d, d.phases[2], n=2)
+  assert int(after['d'].step) == 4 and int(after['g'].step) == 2  # two D updates per G update.
+  d_params = changed(before['d'].params, after['d'].params)
+  assert set(p.split('/')[0] for p in d_params) == {'disc3'} and not any('trunk' in p
+                                                                         for p in d_params)
+  # The hinge loss's gradient on the unit's bias is -1 + 1 = 0 while every score is inside
+  # the margins (as here, at init); every other parameter learns.
+  assert all(v for p, v in d_params.items() if p != 'disc3/real_fake/bias'), d_params
+  assert 0 <= metrics['d_acc_real_b3'] <= 1 and np.isfinite(metrics['g_adv_b3'])
+
+
+def test_mutual_head_phase_trains_the_anchor_copy_not_the_anchor(tmp_path):
+  d = make_distiller(tiny_cfg(), tmp_path)
+  phase = d.phases[-1]
+  assert phase.mutual and phase.kd
+  before, after, metrics = run_phase_steps(d, phase)  # asserts the anchor is untouched.
+  t_params = changed(before['t'].params, after['t'].params)
+  assert all(t_params.values())
+  assert any(changed(before['t'].batch_stats, after['t'].batch_stats).values())
+  np.testing.assert_equal(before['t'].params, host(d.anchors[0].variables['params']))
+  assert all(changed(before['g'].params['student'], after['g'].params['student']).values())
+  assert {'loss', 'accuracy', 'teacher_copy_loss', 'teacher_copy_accuracy'} <= set(metrics)
 
 
 def reference_target(cfg):
