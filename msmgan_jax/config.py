@@ -90,6 +90,7 @@ def defaults() -> ml_collections.ConfigDict:
   st.momentum = 0.9               # SGD (Nesterov) momentum.
   st.weight_decay = 5e-4          # L2 decay on conv and dense kernels.
   st.warmup_epochs = 0.5          # linear warmup, then cosine decay to 0.
+  st.eval_every_phase = True      # test accuracy after every phase (False: after each stage).
   return c
 
 
@@ -103,6 +104,7 @@ def smoke(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     cfg.stages.num = min(cfg.stages.num, 2)
   cfg.student.epochs = 1
   cfg.student.warmup_epochs = 0.1
+  cfg.student.eval_every_phase = False
   cfg.log_every_steps = 20
   cfg.checkpoint_every_steps = 100
   return cfg

@@ -52,7 +52,8 @@ class Distiller:
     self.spe = train.steps_per_epoch(cfg, info)
     self.ckpt = utils.Checkpoints(wd.file('checkpoints', 'student'), max_to_keep=2)
     self.eval_step = train.make_eval_step(self.student)
-    self._steps, self._txs = {}, {}
+    self._steps, self._txs, self._disc_inits = {}, {}, {}
+    self.discs = self._discs()
 
   # States -------------------------------------------------------------------------
   def init_carry(self):
@@ -77,7 +78,7 @@ class Distiller:
     """Compiled steps for `phase`, shared by every phase (any stage) of equal signature."""
     if phase.signature not in self._steps:  # stages differ only in (same-shaped) anchors.
       self._steps[phase.signature] = steps_lib.PhaseSteps(
-          self.cfg, phase, self.student, self.t_model, self.connectors, self._discs())
+          self.cfg, phase, self.student, self.t_model, self.connectors, self.discs)
     return self._steps[phase.signature]
 
   def build_states(self, m, i, carry) -> dict:
@@ -124,14 +125,16 @@ class Distiller:
 
   def _disc_state(self, phase, anchor):
     """D_k for each phase block: anchor blocks after k (kind 'teacher') + a real/fake unit."""
-    cfg, discs = self.cfg, self._discs()
+    cfg = self.cfg
     params, stats = {}, {}
     rng = jax.random.key(cfg.seed + 3)
     shapes = jax.eval_shape(lambda v: self.t_model.apply(
         v, jnp.zeros((1,) + self.info.image_shape)), anchor.variables)[1]
     for k in phase.feature_blocks:
-      v = jax.jit(discs[k].init)(jax.random.fold_in(rng, k),
-                                 jnp.zeros(shapes[k].shape, shapes[k].dtype))
+      if k not in self._disc_inits:  # compiled once per block, reused by every stage.
+        self._disc_inits[k] = jax.jit(self.discs[k].init)
+      v = self._disc_inits[k](jax.random.fold_in(rng, k),
+                              jnp.zeros(shapes[k].shape, shapes[k].dtype))
       p, s = dict(v['params']), dict(v.get('batch_stats', {}))
       if cfg.disc.kind == 'teacher':
         copy = jax.tree.map(jnp.copy, anchor.variables)  # steps donate states; anchors stay.
@@ -244,16 +247,20 @@ class Distiller:
         log=lambda step, mt: log('train', step, mt), after_step=after_step)
     wall = time.time() - t0
     steady = n - start - 1
-    result = self.evaluate(states['g'])
-    log('test', n, result)
-    print(f'stage {m + 1} phase {phase.name}: {n} steps, {wall_before + wall:.1f}s, student '
-          f'test accuracy {result["accuracy"]:.4f}', flush=True)
+    result = None
+    if cfg.student.eval_every_phase or i == len(self.phases) - 1:
+      result = self.evaluate(states['g'])
+      log('test', n, result)
+    print(f'stage {m + 1} phase {phase.name}: {n} steps, {wall_before + wall:.1f}s' + (
+        f', student test accuracy {result["accuracy"]:.4f}' if result else ''), flush=True)
     record = {'name': phase.name, 'trainable_params': trainable, 'steps': n,
               'wall_s': round(wall_before + wall, 2), 'first_step_s': round(first_step_s, 2),
               'images_per_s': round(
                   steady * cfg.batch_size / max(wall - first_step_s, 1e-9) if steady > 0
                   else (n - start) * cfg.batch_size / max(wall, 1e-9), 1),
-              'test_accuracy': result['accuracy'], 'stage': m + 1}
+              'stage': m + 1}
+    if result is not None:
+      record['test_accuracy'] = result['accuracy']
     if states['d'] is not None:
       record['disc_trainable_params'] = optim.count_params(states['d'].params)
     if states['t'] is not None:

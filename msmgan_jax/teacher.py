@@ -79,8 +79,7 @@ def load_anchor(path: str, target: dict, model_name: str) -> Anchor:
 def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
   """Trains (or resumes, or reuses) the teacher of `cfg`; returns it with its anchors."""
   model = models.create_model(cfg.teacher.model, info.num_classes)
-  target = utils.replicate(optim.init_variables(model, jax.random.key(cfg.seed),
-                                                info.image_shape), mesh)
+  target = utils.abstract_variables(model, info.image_shape, mesh)  # restore target, no compute.
   n_params = optim.count_params(target['params'])
   if cfg.teacher.checkpoints:
     anchors = [load_anchor(p, target, cfg.teacher.model) for p in cfg.teacher.checkpoints]
@@ -93,10 +92,12 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
   lr = cfg.teacher.lr * cfg.batch_size / 128
   tx = optim.sgd(optim.lr_schedule(lr, total, int(cfg.teacher.warmup_epochs * spe)),
                  cfg.teacher.momentum, cfg.teacher.weight_decay)
-  state = utils.replicate(optim.create_state(model, jax.random.key(cfg.seed), info.image_shape, tx),
-                          mesh)
   latest = utils.Checkpoints(wd.file('checkpoints', 'teacher'), max_to_keep=1)
   anchor_ckpt = utils.Checkpoints(wd.file('checkpoints', 'anchors'))
+  if latest.latest_step() is not None and latest.latest_step() >= total:
+    return _finished(cfg, model, target, n_params, latest, anchor_ckpt, anchor_epochs)
+  state = utils.replicate(optim.create_state(model, jax.random.key(cfg.seed), info.image_shape, tx),
+                          mesh)
   start, wall = 0, 0.0
   if latest.latest_step() is not None:
     state, meta = latest.restore(latest.latest_step(), state)
@@ -128,6 +129,11 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
                              start=start, stop=total, mesh=mesh, batch_size=cfg.batch_size,
                              log_every=cfg.log_every_steps,
                              log=lambda step, m: log('train', step, m), after_step=after_step)
+  return _finished(cfg, model, target, n_params, latest, anchor_ckpt, anchor_epochs)
+
+
+def _finished(cfg, model, target, n_params, latest, anchor_ckpt, anchor_epochs) -> Teacher:
+  """The trained teacher of this workdir, its anchors restored."""
   meta = latest.meta(latest.latest_step())
   anchors = [Anchor(e, anchor_ckpt.meta(e)['test_accuracy'], anchor_ckpt.directory + f'/{e}',
                     anchor_ckpt.restore(e, target)[0]) for e in anchor_epochs]

@@ -113,6 +113,16 @@ def abstract(tree):
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def abstract_variables(model, image_shape, m):
+  """Shapes, dtypes and (replicated) shardings of `model`'s variables, computing nothing."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  shapes = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1,) + tuple(image_shape)), train=False))
+  sharding = NamedSharding(m, P())
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
+                      dict(shapes))
+
+
 def mesh() -> jax.sharding.Mesh:
   """A 1-D ('data',) mesh over all devices."""
   return jax.make_mesh((jax.device_count(),), ('data',))

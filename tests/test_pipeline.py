@@ -88,8 +88,8 @@ def test_method_and_ablations_run_in_smoke_mode(name, variant, repo_root, teache
     assert names == (['blocks', 'head'] if 'end_to_end' in variant
                      else ['block_1', 'block_2', 'block_3', 'head'])
     for p in st['phases']:
-      assert {'name', 'trainable_params', 'steps', 'wall_s', 'images_per_s',
-              'test_accuracy'} <= set(p)
+      assert {'name', 'trainable_params', 'steps', 'wall_s', 'images_per_s'} <= set(p)
+      assert ('test_accuracy' in p) == (p['name'] == 'head')  # smoke: after each stage only.
       assert ('disc_trainable_params' in p) == (p['name'] != 'head' and 'no_gan' not in variant)
       assert ('teacher_copy_params' in p) == (p['name'] == 'head' and 'no_mutual' not in variant)
   assert s['test_accuracy'] == s['stages'][-1]['phases'][-1]['test_accuracy'] > 0.3
@@ -131,9 +131,8 @@ def test_corrupt_checkpoint_is_a_clear_error_and_loses_nothing(teacher_run, tmp_
   cfg, workdir, _ = teacher_run
   copy = tmp_path / 'run'
   shutil.copytree(workdir, copy)
-  os.remove(copy / 'summary.json')  # an unfinished run: the next call restores the latest state.
-  latest = copy / 'checkpoints' / 'teacher'
-  step_dir = latest / os.listdir(latest)[0] / 'state'
+  os.remove(copy / 'summary.json')  # an unfinished run: the next call restores the anchors.
+  step_dir = copy / 'checkpoints' / 'anchors' / '2' / 'state'
   victims = [p for p in step_dir.rglob('*') if p.is_file() and p.stat().st_size > 1000]
   for p in victims:
     p.write_bytes(b'\0' * p.stat().st_size)
