@@ -2,7 +2,9 @@
 as configs/msmgan_fmnist_full.py.
 
 Run:  python -m msmgan_jax.main --config configs/ce_fmnist_full.py --workdir runs/ce_fmnist_full
-Took: see README ("Measured results"); results/ce_fmnist_full/ holds its summary and metrics.
+Took: 1514 s (25 min) on the 2-core x86_64 CPU machine of this project, sharing it with the
+      teacher run. Reached: test accuracy 0.9307.
+results/fmnist_full/ce_fmnist_full/ holds its config, summary and metrics.
 """
 from msmgan_jax import config as config_lib
 
