@@ -61,7 +61,7 @@ def main(argv):
     return EXIT_BAD_INPUT
   workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
   try:
-    summary = train.train_and_evaluate(_CONFIG.value, workdir)
+    train.train_and_evaluate(_CONFIG.value, workdir)
   except (config_lib.ConfigError, data.DataError, utils.CheckpointError) as e:
     sys.stderr.write(f'error: {e}\n')
     return EXIT_BAD_INPUT

@@ -5,9 +5,8 @@ Masks are built from parameter paths: every leaf is labelled by exactly one rule
 optimizer state for them.
 """
 import re
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-import flax
 import jax
 import jax.numpy as jnp
 import optax

@@ -11,8 +11,6 @@ network, except the teacher's upper blocks inside a teacher discriminator.
 step compiles once per block index and is reused by every stage).
 """
 import collections
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 

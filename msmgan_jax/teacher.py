@@ -10,7 +10,6 @@ import os
 import time
 
 import jax
-import numpy as np
 
 from msmgan_jax import config as config_lib
 from msmgan_jax import models, optim, train, utils

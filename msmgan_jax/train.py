@@ -17,12 +17,7 @@ import numpy as np
 import optax
 
 from msmgan_jax import config as config_lib
-from msmgan_jax import data, optim, utils
-
-
-def cross_entropy(logits, labels):
-  """Mean softmax cross-entropy with integer labels."""
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+from msmgan_jax import data, losses, utils
 
 
 def make_classifier_step(model) -> Callable:
@@ -31,7 +26,7 @@ def make_classifier_step(model) -> Callable:
     def loss_fn(params):
       (logits, _), new = model.apply({'params': params, 'batch_stats': state.batch_stats},
                                      batch['image'], train=True, mutable=['batch_stats'])
-      return cross_entropy(logits, batch['label']), (logits, new['batch_stats'])
+      return losses.cross_entropy(logits, batch['label']), (logits, new['batch_stats'])
     (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     state = state.apply_gradients(grads=grads, batch_stats=stats)
     return state, {'loss': loss, 'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label'])}

@@ -1,7 +1,6 @@
 """Input pipelines: mocked TFDS datasets, real offline Fashion-MNIST, IDX reading, missing data."""
 import gzip
 import os
-import shutil
 
 import numpy as np
 import pytest

@@ -4,11 +4,10 @@ import json
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from msmgan_jax import config, data, models, optim, phases, steps, student, teacher, train, utils
+from msmgan_jax import config, data, models, optim, steps, student, teacher, train, utils
 
 INFO = data.DatasetInfo('fashion_mnist', 10, (28, 28, 1), 64, 40)
 
