@@ -157,7 +157,7 @@ class DatasetInfo:
   num_test: int
 
 
-def _host_split(builder, split: str) -> str:
+def _host_split(split: str) -> str:
   """This host's share of `split` (all of it on one host)."""
   return tfds.even_splits(split, n=jax.process_count())[jax.process_index()]
 
@@ -207,7 +207,7 @@ def load(cfg, *, batch_size: int, eval_batch_size: int):
   per_host = batch_size // jax.process_count()
   per_host_eval = eval_batch_size // jax.process_count()
 
-  train_split = _host_split(builder, cfg.train_split)
+  train_split = _host_split(cfg.train_split)
 
   def train_batches(seed: int, skip: int = 0) -> Iterator[dict]:
     """This host's training batches for `seed`, deterministic, after skipping `skip` of them."""
@@ -218,7 +218,7 @@ def load(cfg, *, batch_size: int, eval_batch_size: int):
     ds = ds.batch(per_host, drop_remainder=True).skip(skip).prefetch(tf.data.AUTOTUNE)
     return iter(tfds.as_numpy(ds))
 
-  eval_ds = builder.as_dataset(split=_host_split(builder, cfg.test_split), shuffle_files=False)
+  eval_ds = builder.as_dataset(split=_host_split(cfg.test_split), shuffle_files=False)
   eval_ds = eval_ds.enumerate().map(_preprocess(cfg, False), num_parallel_calls=tf.data.AUTOTUNE).cache()
 
   def eval_fn() -> Iterator[dict]:

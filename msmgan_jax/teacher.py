@@ -122,12 +122,10 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
                                 'metrics_offset': wd.metrics.offset()})
     return state
 
-  if start < total:
-    state, _ = train.train_loop(state, train.make_classifier_step(model),
-                             batches=batches(cfg.seed, skip=start),
-                             start=start, stop=total, mesh=mesh, batch_size=cfg.batch_size,
-                             log_every=cfg.log_every_steps,
-                             log=lambda step, m: log('train', step, m), after_step=after_step)
+  train.train_loop(state, train.make_classifier_step(model),
+                   batches=batches(cfg.seed, skip=start), start=start, stop=total, mesh=mesh,
+                   batch_size=cfg.batch_size, log_every=cfg.log_every_steps,
+                   log=lambda step, m: log('train', step, m), after_step=after_step)
   return _finished(cfg, model, target, n_params, latest, anchor_ckpt, anchor_epochs)
 
 

@@ -5,6 +5,7 @@ import time
 from typing import Any, Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
@@ -105,9 +106,6 @@ class Checkpoints:
       raise CheckpointError(f'checkpoint {self.directory}/{step} has no readable metadata '
                             f'({type(e).__name__}); it is corrupt: move it away.') from e
 
-  def close(self):
-    self.manager.close()
-
 
 def abstract(tree):
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
@@ -115,7 +113,6 @@ def abstract(tree):
 
 def abstract_variables(model, image_shape, m):
   """Shapes, dtypes and (replicated) shardings of `model`'s variables, computing nothing."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   shapes = jax.eval_shape(lambda: model.init(
       jax.random.key(0), jnp.zeros((1,) + tuple(image_shape)), train=False))
   sharding = NamedSharding(m, P())
