@@ -5,6 +5,7 @@ Config files in `configs/` start from it and change a few fields; `finalize(cfg,
 arg)` applies a `:smoke` argument. `validate(cfg)` checks the whole config before
 any work starts and raises `ConfigError` naming the field and the fix.
 """
+import math
 import os
 import re
 from typing import Optional
@@ -77,6 +78,7 @@ def defaults() -> ml_collections.ConfigDict:
   ds.trunk_lr_mult = 0.1          # the teacher trunk learns at this multiple of disc.lr.
   ds.steps_per_g = 1              # discriminator updates per student update.
   ds.conv_width = 64              # channels of the conv discriminator.
+  ds.stuck_logs = 5               # warn when a D accuracy sits at 0 or 1 this many logs (0 = off).
 
   c.mutual = mu = ml_collections.ConfigDict()
   mu.enabled = True               # DML head phase + learning D trunks (False = ablation no mutual).
@@ -168,7 +170,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     _require(cfg[net].model in models.MODELS, f'{net}.model',
              f'{cfg[net].model!r} is not one of {sorted(models.MODELS)}')
     for f in ('lr', 'momentum', 'weight_decay', 'warmup_epochs'):
-      _require(cfg[net][f] >= 0, f'{net}.{f}', f'must be >= 0, got {cfg[net][f]!r}')
+      v = cfg[net][f]
+      _require(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0, f'{net}.{f}',
+               f'must be a finite number >= 0, got {v!r}')
     _require(cfg[net].warmup_epochs <= cfg[net].epochs, f'{net}.warmup_epochs',
              f'must not exceed {net}.epochs ({cfg[net].epochs})')
   import jax  # pylint: disable=g-import-not-at-top
@@ -183,6 +187,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
              f'gives {len(paths)} paths but stages.num is {cfg.stages.num}')
   else:
     _check_anchor_epochs(cfg)
+  _check_numbers(cfg)
   if cfg.method != 'teacher':
     _check_pair(cfg)
   if cfg.method == 'msmgan':
@@ -213,13 +218,23 @@ def _check_msmgan(cfg):
            f'{cfg.disc.kind!r} is not one of {DISC_KINDS}')
   _require(isinstance(cfg.disc.steps_per_g, int) and cfg.disc.steps_per_g >= 1,
            'disc.steps_per_g', 'must be an integer >= 1')
-  for f in ('kd.tau', 'gan.alpha_feat', 'gan.alpha_adv', 'disc.lr', 'disc.trunk_lr_mult',
-            'mutual.beta_t', 'mutual.lr', 'stages.block_lr', 'stages.finetune_lr_mult'):
-    group, name = f.split('.')
-    _require(cfg[group][name] >= 0, f, f'must be >= 0, got {cfg[group][name]!r}')
-  _require(cfg.kd.tau > 0, 'kd.tau', 'must be > 0')
-  _require(0 <= cfg.kd.beta <= 1, 'kd.beta', f'must be in [0, 1], got {cfg.kd.beta}')
   _require(0 <= cfg.disc.b1 < 1, 'disc.b1', f'must be in [0, 1), got {cfg.disc.b1}')
+
+
+def _check_numbers(cfg):
+  """Ranges of the loss weights, rates and counts, whatever the method."""
+  for f in ('kd.tau', 'kd.beta', 'gan.alpha_feat', 'gan.alpha_adv', 'disc.lr', 'disc.b1',
+            'disc.trunk_lr_mult', 'mutual.beta_t', 'mutual.lr', 'stages.block_lr',
+            'stages.finetune_lr_mult'):
+    group, name = f.split('.')
+    v = cfg[group][name]
+    _require(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+             f, f'must be a finite number, got {v!r}')
+    _require(v >= 0, f, f'must be >= 0, got {v!r}')
+  _require(cfg.kd.tau > 0, 'kd.tau', f'must be > 0 (it divides the logits), got {cfg.kd.tau!r}')
+  _require(cfg.kd.beta <= 1, 'kd.beta', f'must be in [0, 1], got {cfg.kd.beta}')
+  _require(isinstance(cfg.disc.stuck_logs, int) and cfg.disc.stuck_logs >= 0, 'disc.stuck_logs',
+           f'must be an integer >= 0, got {cfg.disc.stuck_logs!r}')
 
 
 def _check_pair(cfg):

@@ -17,6 +17,7 @@ import socket
 import urllib.parse
 from typing import Iterator, Optional
 
+import filelock
 import jax
 import numpy as np
 import tensorflow as tf
@@ -107,31 +108,53 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
 
 
 def builder_for(cfg) -> tfds.core.DatasetBuilder:
-  """A prepared TFDS builder for `cfg.name` (see the module docstring for the order tried)."""
+  """A prepared TFDS builder for `cfg.name` (see the module docstring for the order tried).
+
+  Preparation holds a file lock in the data dir: processes started together (a sweep, the
+  test suite) prepare a dataset once; the others wait, then read what it wrote.
+  """
   if cfg.name not in SUPPORTED:
     raise DataError(f'unknown dataset {cfg.name!r}; supported: {SUPPORTED}')
   data_dir = cfg.get('data_dir') or None
+  if data_dir and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+    raise DataError(f'dataset.data_dir {data_dir} is a file; give a directory (or leave it '
+                    'empty for the TFDS default)')
   if cfg.name == 'fashion_mnist' and cfg.source in ('auto', 'local'):
     idx_dir = find_idx_dir(cfg.get('manual_dir') or None)
-    local = FashionMnistLocal(data_dir=data_dir)
-    if idx_dir is not None or local.is_prepared():
-      local.download_and_prepare(
-          download_config=tfds.download.DownloadConfig(manual_dir=idx_dir))
+    if idx_dir is not None or FashionMnistLocal(data_dir=data_dir).is_prepared():
+      with _prepare_lock(data_dir, FashionMnistLocal.name):
+        local = FashionMnistLocal(data_dir=data_dir)  # made under the lock: sees the others' work.
+        if not local.is_prepared():
+          local.download_and_prepare(
+              download_config=tfds.download.DownloadConfig(manual_dir=idx_dir))
       return local
     if cfg.source == 'local':
       raise DataError(f'Fashion-MNIST IDX files not found. {HOW_TO_GET}')
-  builder = tfds.builder(cfg.name, data_dir=data_dir)
-  if not builder.is_prepared() and not _download_hosts_resolve(builder):
-    raise DataError(f'dataset {cfg.name!r} is not prepared in the TFDS data dir '
-                    f'({builder.data_dir}) and its download hosts cannot be reached from here. '
-                    f'{HOW_TO_GET}')
-  try:
-    builder.download_and_prepare()
-  except Exception as e:  # TFDS raises many types for "no network" / "no files".
-    raise DataError(f'dataset {cfg.name!r} is not prepared in the TFDS data dir '
-                    f'({builder.data_dir}) and could not be downloaded ({type(e).__name__}: '
-                    f'{str(e)[:200]}). {HOW_TO_GET}') from e
+  if tfds.builder(cfg.name, data_dir=data_dir).is_prepared():
+    return tfds.builder(cfg.name, data_dir=data_dir)
+  with _prepare_lock(data_dir, cfg.name):
+    builder = tfds.builder(cfg.name, data_dir=data_dir)
+    if builder.is_prepared():
+      return builder
+    if not _download_hosts_resolve(builder):
+      raise DataError(f'dataset {cfg.name!r} is not prepared in the TFDS data dir '
+                      f'({builder.data_dir}) and its download hosts cannot be reached from '
+                      f'here. {HOW_TO_GET}')
+    try:
+      builder.download_and_prepare()
+    except Exception as e:  # TFDS raises many types for "no network" / "no files".
+      raise DataError(f'dataset {cfg.name!r} is not prepared in the TFDS data dir '
+                      f'({builder.data_dir}) and could not be downloaded ({type(e).__name__}: '
+                      f'{str(e)[:200]}). {HOW_TO_GET}') from e
   return builder
+
+
+def _prepare_lock(data_dir: Optional[str], name: str) -> filelock.FileLock:
+  """The inter-process lock guarding the preparation of dataset `name` in `data_dir`."""
+  from tensorflow_datasets.core import constants  # pylint: disable=g-import-not-at-top
+  root = os.path.expanduser(data_dir or constants.DATA_DIR)
+  os.makedirs(root, exist_ok=True)
+  return filelock.FileLock(os.path.join(root, f'.{name}.prepare.lock'))
 
 
 def _download_hosts_resolve(builder) -> bool:

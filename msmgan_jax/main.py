@@ -1,44 +1,62 @@
 """Command line: `python -m msmgan_jax.main --config configs/X.py[:smoke] --workdir DIR`.
 
-Overrides: `--config.teacher.epochs=3`. Exit code 2 for bad input (config, data,
-checkpoints), with a message naming the field or file and the fix.
+Overrides: `--config.teacher.epochs=3`. Rerunning the same command resumes; a finished
+run is left as it is unless `--overwrite`. Exit codes: 0 done, 1 a failure during the
+run (non-finite loss, unwritable disk; the last good checkpoint is kept), 2 bad input
+(config, data, checkpoints, workdir; nothing written), 128 + signal number when
+stopped by SIGTERM / SIGINT after saving a checkpoint.
 """
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'config file, e.g. configs/default.py',
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'run directory (default: runs/<config>[_<arg>])')
-EXIT_BAD_INPUT = 2
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+USAGE = ('usage: python -m msmgan_jax.main --config configs/X.py[:smoke] [--workdir DIR] '
+         '[--overwrite] [--config.FIELD=VALUE ...]')
+
+
+def _flags():
+  """A fresh flag set (so `run` can be called more than once in a process, as tests do)."""
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'config file, e.g. configs/default.py',
+                                  flag_values=fv, lock_config=True)
+  flags.DEFINE_string('workdir', None, 'run directory (default: runs/<config>[_<arg>])',
+                      flag_values=fv)
+  flags.DEFINE_boolean('overwrite', False, 'delete a run (finished or not, any config) in '
+                       '--workdir and start this one', flag_values=fv)
+  return fv
 
 
 def _parse(argv):
-  """Parses flags; a bad flag, config file or override exits with code 2 and a message."""
+  """(config, workdir, overwrite) from `argv`; `_BadInput` with the message otherwise."""
   from msmgan_jax.config import ConfigError  # pylint: disable=g-import-not-at-top
-  path = next((a.split('=', 1)[1] if '=' in a else None for a in argv if a.startswith('--config=')),
-              None) or next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == '--config'), None)
-  if path and not os.path.exists(path.partition(':')[0]):
-    _fail(f'config file {path.partition(":")[0]} not found; pass e.g. --config configs/default.py')
+  path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None) or next(
+      (argv[i + 1] for i, a in enumerate(argv[:-1]) if a == '--config'), None)
+  if path is None:
+    raise _BadInput(f'--config is required, e.g. --config configs/default.py\n{USAGE}')
+  if not os.path.exists(path.partition(':')[0]):
+    raise _BadInput(f'config file {path.partition(":")[0]} not found; pass e.g. '
+                    '--config configs/default.py')
+  fv = _flags()
   try:
-    rest = flags.FLAGS(argv)
-    _CONFIG.value  # Loads the file and applies the --config.a.b=v overrides.
+    fv(argv)
+    cfg = fv.config  # Loads the file and applies the --config.a.b=v overrides.
   except flags.Error as e:
-    _fail(str(e))
+    raise _BadInput(f'{e}\n{USAGE}') from e
   except ConfigError as e:
-    _fail(str(e))
+    raise _BadInput(str(e)) from e
   except (AttributeError, KeyError) as e:
-    _fail(f'unknown config field in an override ({e}); see msmgan_jax/config.py for the fields')
+    raise _BadInput(f'unknown config field in an override ({e}); see msmgan_jax/config.py '
+                    'for the fields') from e
   except (ValueError, TypeError) as e:
-    _fail(f'bad config override: {e}')
-  return rest
+    raise _BadInput(f'bad config override: {e}') from e
+  return cfg, fv.workdir or default_workdir(path), fv.overwrite
 
 
-def _fail(msg: str):
-  sys.stderr.write(f'error: {msg}\n')
-  sys.exit(EXIT_BAD_INPUT)
+class _BadInput(Exception):
+  pass
 
 
 def default_workdir(config_arg: str) -> str:
@@ -47,28 +65,49 @@ def default_workdir(config_arg: str) -> str:
   return os.path.join('runs', f'{name}_{arg}' if arg else name)
 
 
-def main(argv):
-  del argv
+def _quiet() -> None:
+  """Keeps TensorFlow's and absl's start-up chatter off the console."""
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  flags.FLAGS.mark_as_parsed()  # absl logs "before flag parsing" warnings otherwise.
   logging.set_verbosity(logging.WARNING)  # orbax logs every save and restore at INFO.
+
+
+def run(argv) -> int:
+  """The command line `argv` (argv[0] is the program); returns the exit code."""
+  _quiet()
+  if any(a in ('-h', '--help', '--helpfull') for a in argv[1:]):
+    print(f'{__doc__}\n{USAGE}')
+    return 0
+  try:
+    cfg, workdir, overwrite = _parse(argv)
+  except _BadInput as e:
+    return _error(str(e), EXIT_BAD_INPUT)
   # TensorFlow only feeds data: keep it off any accelerator JAX uses.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()
-  from msmgan_jax import config as config_lib, data, train, utils  # pylint: disable=g-import-not-at-top
-  if _CONFIG.value is None:
-    sys.stderr.write('error: --config is required, e.g. --config configs/default.py\n')
-    return EXIT_BAD_INPUT
-  workdir = _WORKDIR.value or default_workdir(flags.FLAGS['config'].config_filename)
+  from msmgan_jax import config as config_lib, data, faults, train, utils  # pylint: disable=g-import-not-at-top
   try:
-    train.train_and_evaluate(_CONFIG.value, workdir)
+    train.train_and_evaluate(cfg, workdir, overwrite=overwrite)
   except (config_lib.ConfigError, data.DataError, utils.CheckpointError) as e:
-    sys.stderr.write(f'error: {e}\n')
-    return EXIT_BAD_INPUT
+    return _error(str(e), EXIT_BAD_INPUT)
+  except faults.Interrupted as e:
+    return _error(str(e), 128 + e.signum, 'stopped')
+  except (faults.NumericalError, utils.WriteError) as e:
+    return _error(str(e), EXIT_FAILED)
+  except OSError as e:
+    return _error(f'{e}; the last checkpoint is intact: fix the cause and rerun the same '
+                  'command to resume', EXIT_FAILED)
   print(f'done: {os.path.join(workdir, "summary.json")}')
   return 0
 
 
+def _error(msg: str, code: int, prefix: str = 'error') -> int:
+  sys.stdout.flush()
+  sys.stderr.write(f'{prefix}: {msg}\n')
+  return code
+
+
 if __name__ == '__main__':
-  flags.mark_flag_as_required('config')
-  app.run(main, flags_parser=_parse)
+  sys.exit(run(sys.argv))

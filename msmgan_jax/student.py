@@ -8,13 +8,16 @@ mutual head phase). Checkpoints after every phase and every
 `checkpoint_every_steps` hold all states, the RNG key and the position (stage,
 phase, step), so a rerun continues where the last one stopped.
 """
+import re
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from msmgan_jax import models, optim, phases as phases_lib, steps as steps_lib, train, utils
+from msmgan_jax import faults, models, optim, phases as phases_lib, steps as steps_lib, train
+from msmgan_jax import utils
 
 
 def _rules(groups: dict) -> list:
@@ -207,6 +210,7 @@ class Distiller:
         records.append(record)
         self.ckpt.save((self.ckpt.latest_step() or 0) + 1, states,
                        self._meta((m, i, record['steps']), records, t_start, record['wall_s']))
+        faults.point('phase')
     return self.summary(carry, records, time.time() - t_start)
 
   def num_steps(self, phase) -> int:
@@ -234,17 +238,23 @@ class Distiller:
         stage=m + 1, phase=phase.name, split=split, **metrics)
     t0 = time.time()
 
-    def after_step(step, states):
-      if step % cfg.checkpoint_every_steps == 0 and step < n:
-        self.ckpt.save((self.ckpt.latest_step() or 0) + 1, states, self._meta(
-            (m, i, step), records, t_start, wall_before + time.time() - t0))
-      return states
+    def save(step, states):
+      self.ckpt.save((self.ckpt.latest_step() or 0) + 1, states, self._meta(
+          (m, i, step), records, t_start, wall_before + time.time() - t0))
+
+    where = f'stage {m + 1} phase {phase.name}'
+    watch = DiscWatch(cfg.disc.stuck_logs, where, cfg.log_every_steps)
+
+    def log_train(step, metrics):
+      log('train', step, metrics)
+      watch.update(metrics)
 
     states, first_step_s = train.train_loop(
         states, self.step_fn(phase, anchor),
         batches=self.batches(self._data_seed(states), skip=start), start=start, stop=n,
         mesh=self.mesh, batch_size=cfg.batch_size, log_every=cfg.log_every_steps,
-        log=lambda step, mt: log('train', step, mt), after_step=after_step)
+        log=log_train, after_step=lambda step, states: states, save=save,
+        save_at=lambda step: step % cfg.checkpoint_every_steps == 0 and step < n, where=where)
     wall = time.time() - t0
     steady = n - start - 1
     result = None
@@ -265,6 +275,8 @@ class Distiller:
       record['disc_trainable_params'] = optim.count_params(states['d'].params)
     if states['t'] is not None:
       record['teacher_copy_params'] = optim.count_params(states['t'].params)
+    if watch.warnings:
+      record['warnings'] = watch.warnings
     return states, record
 
   def _phase_key(self, m, i):
@@ -296,3 +308,28 @@ class Distiller:
             'compression': round(self.teacher.params / n_params, 3) if self.teacher else None,
             'wall_s': round(wall, 2), 'stages': stages,
             'checkpoint': self.wd.file('checkpoints', 'student_final', '0')}
+
+
+class DiscWatch:
+  """Warns when a discriminator's accuracy on real or on fake sits at 0 or 1 for `limit`
+  logged intervals in a row (it has won or lost outright and no longer teaches the
+  student). Each block and side warns once per phase; `limit` 0 turns it off."""
+  LOW, HIGH = 0.02, 0.98
+
+  def __init__(self, limit: int, where: str, log_every: int):
+    self.limit, self.where, self.log_every = limit, where, log_every
+    self.runs, self.warnings, self.warned = {}, [], set()
+
+  def update(self, metrics: dict) -> None:
+    for key, v in sorted(metrics.items()):
+      if not re.fullmatch(r'd_acc_(real|fake)_b\d+', key) or self.limit <= 0:
+        continue
+      stuck = v <= self.LOW or v >= self.HIGH
+      self.runs[key] = self.runs.get(key, 0) + 1 if stuck else 0
+      if self.runs[key] >= self.limit and key not in self.warned:
+        self.warned.add(key)
+        msg = (f'{self.where}: {key} has been {round(v)} for {self.limit} logs '
+               f'({self.limit * self.log_every} steps): discriminator {key.rsplit("_b", 1)[1]} '
+               'has stopped learning; see disc.lr, disc.steps_per_g and gan.loss')
+        self.warnings.append(msg)
+        sys.stderr.write(f'warning: {msg}\n')

@@ -53,7 +53,7 @@ def _anchor_checkpoint(path: str, model_name: str):
     raise utils.CheckpointError(
         f'teacher checkpoint {path} not found (expected a directory with state/ and meta/, '
         'such as WORKDIR/checkpoints/anchors/EPOCH); fix teacher.checkpoints.')
-  ckpt = utils.Checkpoints(os.path.dirname(path))
+  ckpt = utils.Checkpoints(os.path.dirname(path), read_only=True)
   meta = ckpt.meta(int(base))
   if meta.get('model') != model_name:
     raise utils.CheckpointError(
@@ -98,7 +98,9 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
   state = utils.replicate(optim.create_state(model, jax.random.key(cfg.seed), info.image_shape, tx),
                           mesh)
   start, wall = 0, 0.0
-  if latest.latest_step() is not None:
+  if latest.latest_step() is None:
+    wd.metrics.truncate(0)  # drop what a run killed before its first checkpoint logged.
+  else:
     state, meta = latest.restore(latest.latest_step(), state)
     start, wall = int(meta['step']), float(meta['wall_s'])
     wd.metrics.truncate(meta['metrics_offset'])  # drop what was logged after that save.
@@ -117,15 +119,18 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
       if epoch in anchor_epochs:
         anchor_ckpt.save(epoch, variables_of(state), {
             'epoch': epoch, 'test_accuracy': result['accuracy'], 'model': cfg.teacher.model})
-    if step % spe == 0 or step % cfg.checkpoint_every_steps == 0:
-      latest.save(step, state, {'step': step, 'wall_s': time.time() - t0,
-                                'metrics_offset': wd.metrics.offset()})
     return state
+
+  def save(step, state):
+    latest.save(step, state, {'step': step, 'wall_s': time.time() - t0,
+                              'metrics_offset': wd.metrics.offset()})
 
   train.train_loop(state, train.make_classifier_step(model),
                    batches=batches(cfg.seed, skip=start), start=start, stop=total, mesh=mesh,
                    batch_size=cfg.batch_size, log_every=cfg.log_every_steps,
-                   log=lambda step, m: log('train', step, m), after_step=after_step)
+                   log=lambda step, m: log('train', step, m), after_step=after_step, save=save,
+                   save_at=lambda step: step % spe == 0 or step % cfg.checkpoint_every_steps == 0,
+                   where='the teacher')
   return _finished(cfg, model, target, n_params, latest, anchor_ckpt, anchor_epochs)
 
 

@@ -5,11 +5,17 @@
 anchor checkpoints, then trains the student for `config.method`, and writes
 `summary.json`. Rerunning the same command resumes; a finished run is not redone.
 """
+import importlib.metadata
 import json
 import os
+import platform
+import shutil
+import socket
+import subprocess
 import time
 from typing import Callable
 
+import filelock
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -17,7 +23,7 @@ import numpy as np
 import optax
 
 from msmgan_jax import config as config_lib
-from msmgan_jax import data, losses, utils
+from msmgan_jax import data, faults, losses, utils
 
 
 def make_classifier_step(model) -> Callable:
@@ -50,6 +56,7 @@ def evaluate(eval_step, variables, eval_batches, mesh) -> dict:
   for batch in eval_batches():
     out = eval_step(variables, utils.shard_batch(batch, mesh))
     totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    faults.point('eval')
   totals = jax.device_get(totals)
   n = float(totals['count'])
   return {'accuracy': float(totals['correct']) / n, 'loss': float(totals['loss']) / n,
@@ -57,61 +64,149 @@ def evaluate(eval_step, variables, eval_batches, mesh) -> dict:
 
 
 def train_loop(states, step_fn, *, batches, start: int, stop: int, mesh, batch_size: int,
-               log_every: int, log: Callable, after_step: Callable):
+               log_every: int, log: Callable, after_step: Callable, save: Callable,
+               save_at: Callable, where: str):
   """Runs `step_fn` for steps start..stop-1; returns (states, seconds of the first step).
 
-  The first step includes compilation, so it is timed apart (one device sync). Every `log_every` steps (and at the end) `log(step, means)` gets the mean metrics and
-  the throughput; `after_step(step, states)` (steps counted from 1) decides on
-  evaluation and checkpoints. A non-finite metric raises instead of training on.
+  The first step includes compilation, so it is timed apart (one device sync). Every
+  `log_every` steps (and at the end) `log(step, means)` gets the mean metrics and the
+  throughput. Then, steps counted from 1, `after_step(step, states)` evaluates (or not)
+  and `save(step, states)` checkpoints where `save_at(step)` says.
+
+  Faults: a NaN or inf metric raises `faults.NumericalError` naming `where`, the step and
+  the metric; metrics are checked before anything is saved, so no checkpoint holds a
+  diverged state. A SIGTERM / SIGINT (under `faults.graceful_stop`) saves at the next
+  step boundary and raises `faults.Interrupted`.
   """
   pending, t0, first_step_s = [], time.time(), 0.0
   for step in range(start, stop):
     states, metrics = step_fn(states, utils.shard_batch(next(batches), mesh))
+    faults.point('step')
     if step == start:
       jax.block_until_ready(metrics)
       first_step_s = time.time() - t0
     pending.append(metrics)
-    if (step + 1) % log_every == 0 or step + 1 == stop:
+    signum = faults.stop_requested()
+    saving = save_at(step + 1) or signum is not None
+    if (step + 1) % log_every == 0 or step + 1 == stop or saving:
       host = jax.device_get(pending)
-      means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-      if not all(np.isfinite(v) for v in means.values()):
-        raise FloatingPointError(f'non-finite training metrics {means} at step {step + 1}; '
-                                 'lower the learning rate or check the data')
-      means['images_per_s'] = len(pending) * batch_size / (time.time() - t0)
-      log(step + 1, means)
-      pending, t0 = [], time.time()
+      _check_finite(host, step + 1 - len(host), where)
+      if (step + 1) % log_every == 0 or step + 1 == stop:
+        means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+        means['images_per_s'] = len(pending) * batch_size / (time.time() - t0)
+        log(step + 1, means)
+        pending, t0 = [], time.time()
     states = after_step(step + 1, states)
+    if saving:
+      save(step + 1, states)
+    if signum is not None:
+      raise faults.Interrupted(signum, f'{where} at step {step + 1}')
   return states, first_step_s
 
 
+def _check_finite(host_metrics: list, first_step: int, where: str) -> None:
+  """Raises NumericalError naming the first step (counted from 1) with a NaN / inf metric."""
+  for i, m in enumerate(host_metrics):
+    bad = {k: float(v) for k, v in m.items() if not np.all(np.isfinite(v))}
+    if bad:
+      raise faults.NumericalError(
+          f'non-finite training loss in {where} at step {first_step + i + 1}: '
+          f'{", ".join(f"{k}={v}" for k, v in sorted(bad.items()))}. The last checkpoint '
+          'before it is kept. Lower the learning rate (or check the data), then rerun with '
+          '--overwrite or in a new --workdir.')
+
+
+class WorkdirBusy(config_lib.ConfigError):
+  """Another live process holds the workdir."""
+
+
 class Workdir:
-  """The files of one run: config.json, metrics.jsonl, checkpoints/, summary.json."""
+  """The files of one run: config.json, metrics.jsonl, checkpoints/, summary.json.
+
+  `claim` takes an exclusive lock (`.lock`, an flock the kernel drops when the process
+  dies, so a killed run never leaves it stuck) for as long as this process runs.
+  """
+  LOCK, OWNER = '.lock', '.owner'  # the lock, and who holds it (pid on host).
 
   def __init__(self, path: str):
     self.path = path
     self.metrics = utils.MetricsWriter(path)
+    self._lock = None
 
   def file(self, *parts) -> str:
     return os.path.join(self.path, *parts)
 
-  def claim(self, cfg: ml_collections.ConfigDict) -> None:
-    """Writes config.json, or checks that the one there is this config (then resumes)."""
+  def claim(self, cfg: ml_collections.ConfigDict, overwrite: bool = False) -> None:
+    """Locks the workdir and writes config.json, or checks that the one there is this config
+    (then the run resumes). With `overwrite`, a run of ours there is deleted first.
+
+    Refused (ConfigError, nothing written): a file, a non-empty folder that is not a run
+    of ours, a run of another config (unless `overwrite`), a workdir another process holds.
+    """
     mine = json.loads(cfg.to_json())
-    old = utils.read_json(self.file('config.json'))
-    if old is not None and old != mine:
+    if os.path.exists(self.path) and not os.path.isdir(self.path):
+      raise config_lib.ConfigError(f'workdir {self.path} is a file; pick a directory')
+    old = self._read_config()
+    if old is None and os.path.isdir(self.path) and set(os.listdir(self.path)) - {self.LOCK, self.OWNER}:
+      raise config_lib.ConfigError(
+          f'workdir {self.path} is not empty and holds no config.json: it is not a run '
+          'of ours. Pick a new or empty --workdir.')
+    if old is not None and old != mine and not overwrite:
       diff = sorted(_diff(old, mine))
       raise config_lib.ConfigError(
           f'workdir {self.path} holds a run with another config (fields differ: '
-          f'{", ".join(diff[:8])}). Use a new --workdir, or rerun with the same config to resume.')
+          f'{", ".join(diff[:8])}). Use a new --workdir, rerun with the same config to '
+          'resume, or add --overwrite to delete that run and start this one.')
+    self._acquire()
+    if old is not None and overwrite:
+      for name in os.listdir(self.path):
+        if name not in (self.LOCK, self.OWNER):
+          target = self.file(name)
+          shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
+      old = None
     if old is None:
-      if os.path.exists(self.path) and not os.path.isdir(self.path):
-        raise config_lib.ConfigError(f'workdir {self.path} is a file; pick a directory')
-      if os.path.isdir(self.path) and os.listdir(self.path):
-        raise config_lib.ConfigError(
-            f'workdir {self.path} is not empty and holds no config.json: it is not a run '
-            'of ours. Pick a new or empty --workdir.')
-      os.makedirs(self.path, exist_ok=True)
       utils.write_json(self.file('config.json'), mine)
+
+  def _read_config(self):
+    try:
+      return utils.read_json(self.file('config.json'))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise config_lib.ConfigError(
+          f'{self.file("config.json")} is not valid JSON ({e}); this workdir was damaged '
+          'outside a run. Move it away or pick a new --workdir.') from e
+
+  def _acquire(self) -> None:
+    """Takes the workdir lock without waiting; WorkdirBusy if another process holds it."""
+    if jax.process_index() != 0:
+      return
+    try:
+      os.makedirs(self.path, exist_ok=True)
+      lock = filelock.FileLock(self.file(self.LOCK), timeout=0)
+      lock.acquire()
+    except filelock.Timeout:
+      holder = _read_text(self.file(self.OWNER)).strip() or 'unknown'
+      raise WorkdirBusy(
+          f'workdir {self.path} is in use by another run (process {holder}); wait for it to '
+          'finish or stop it, or use another --workdir') from None
+    except OSError as e:
+      raise config_lib.ConfigError(
+          f'workdir {self.path} cannot be written ({e.strerror or e}); pick a writable '
+          '--workdir') from e
+    self._lock = lock
+    utils.write_text(self.file(self.OWNER), f'{os.getpid()} on {socket.gethostname()}\n')
+
+  def release(self) -> None:
+    if self._lock is not None:
+      self._lock.release()
+      self._lock = None
+
+
+def _read_text(path: str) -> str:
+  try:
+    with open(path) as f:
+      return f.read()
+  except OSError:
+    return ''
 
 
 def _diff(a, b, prefix=''):
@@ -127,19 +222,36 @@ def steps_per_epoch(cfg, info) -> int:
   return max(1, info.num_train // cfg.batch_size)
 
 
-def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Runs the whole job described by `cfg` in `workdir`; returns the summary."""
+def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
+                       overwrite: bool = False) -> dict:
+  """Runs the whole job described by `cfg` in `workdir`; returns the summary.
+
+  Rerunning resumes from the last checkpoint; a finished run (summary.json) is returned
+  as it is, touching nothing, unless `overwrite`, which deletes it and starts over.
+  SIGTERM / SIGINT save a checkpoint and raise `faults.Interrupted`.
+  """
   from msmgan_jax import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   config_lib.validate(cfg)
   teacher_lib.check_anchor_paths(cfg)
+  wd = Workdir(workdir)
+  if not overwrite and os.path.isdir(workdir):
+    done = utils.read_json(wd.file('summary.json'))
+    if done is not None and wd._read_config() == json.loads(cfg.to_json()):  # pylint: disable=protected-access
+      print(f'{workdir} already holds this finished run (summary.json); nothing to do. '
+            'Add --overwrite to train it again.')
+      return done
   info, batches, eval_batches = data.load(cfg.dataset, batch_size=cfg.batch_size,
                                           eval_batch_size=cfg.eval_batch_size)
-  wd = Workdir(workdir)
-  wd.claim(cfg)
-  done = utils.read_json(wd.file('summary.json'))
-  if done is not None:
-    print(f'{workdir} already holds a finished run (summary.json); nothing to do.')
-    return done
+  wd.claim(cfg, overwrite=overwrite)
+  try:
+    with faults.graceful_stop():
+      return _run(cfg, wd, info, batches, eval_batches)
+  finally:
+    wd.release()
+
+
+def _run(cfg, wd, info, batches, eval_batches) -> dict:
+  from msmgan_jax import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   t0 = time.time()
   mesh = utils.mesh()
   # The `ce` baseline needs no teacher; given checkpoints, it is loaded for reference only.
@@ -154,5 +266,31 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str) -> dict:
     summary['student'] = student.Distiller(cfg, wd, info, batches, eval_batches, mesh,
                                            teacher).run()
   summary['wall_s'] = round(time.time() - t0, 2)
+  summary['environment'] = environment()
   utils.write_json(wd.file('summary.json'), summary)
   return summary
+
+
+def environment() -> dict:
+  """Versions, code commit and devices of this run, for reproducing it."""
+  dev = jax.devices()[0]
+  versions = {p.replace('-', '_'): importlib.metadata.version(p) for p in (
+      'msmgan_jax', 'jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'tensorflow-datasets')}
+  return {**versions, 'git_commit': _git_commit(), 'python': platform.python_version(),
+          'platform': dev.platform, 'device_kind': dev.device_kind,
+          'device_count': jax.device_count(), 'process_count': jax.process_count()}
+
+
+def _git_commit():
+  """HEAD of the checkout this package runs from ('+dirty' with local changes), or None."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  git = lambda *args: subprocess.run(['git', *args], cwd=here, capture_output=True, text=True,
+                                     timeout=10, check=True).stdout.strip()
+  try:
+    if os.path.realpath(git('rev-parse', '--show-toplevel')) != os.path.dirname(here):
+      return None  # installed as a package inside some other repository.
+    head = git('rev-parse', 'HEAD')
+    dirty = git('status', '--porcelain', '--untracked-files=no')
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return head + ('+dirty' if dirty else '')

@@ -1,4 +1,4 @@
-"""Workdir plumbing: metric logging, orbax checkpoints, device mesh placement."""
+"""Workdir plumbing: metric logging, atomic files, orbax checkpoints, device mesh placement."""
 import json
 import os
 import time
@@ -10,9 +10,16 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from msmgan_jax import faults
+
 
 class CheckpointError(RuntimeError):
   """A checkpoint is missing, corrupt or does not match the models of the config."""
+
+
+class WriteError(OSError):
+  """A file of the run could not be written (full disk, no permission); what was
+  committed before is intact."""
 
 
 class MetricsWriter:
@@ -46,15 +53,33 @@ def _scalar(v):
   return v.item() if v.size == 1 else v.tolist()
 
 
-def write_json(path: str, obj) -> None:
-  """Writes `obj` as JSON atomically (temp file + rename), on process 0."""
+def write_text(path: str, text: str) -> None:
+  """Writes `text` atomically: a reader sees the old file or the whole new one, never a part
+  (temp file, fsync, rename, fsync of the directory). On process 0 only."""
   if jax.process_index() != 0:
     return
-  tmp = path + '.tmp'
-  with open(tmp, 'w') as f:
-    json.dump(obj, f, indent=2, sort_keys=False)
-    f.write('\n')
-  os.replace(tmp, path)
+  tmp = f'{path}.tmp{os.getpid()}'
+  try:
+    with open(tmp, 'w') as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+      os.fsync(fd)
+    finally:
+      os.close(fd)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise WriteError(e.errno, f'could not write {path} ({e.strerror or e}); '
+                     'the previous version, if any, is intact') from e
+
+
+def write_json(path: str, obj) -> None:
+  """Writes `obj` as indented JSON atomically (see `write_text`)."""
+  write_text(path, json.dumps(obj, indent=2, sort_keys=False) + '\n')
 
 
 def read_json(path: str) -> Optional[Any]:
@@ -67,18 +92,38 @@ def read_json(path: str) -> Optional[Any]:
 class Checkpoints:
   """An orbax CheckpointManager of (array tree `state`, JSON `meta`) pairs."""
 
-  def __init__(self, directory: str, max_to_keep: Optional[int] = None):
+  def __init__(self, directory: str, max_to_keep: Optional[int] = None, read_only: bool = False):
+    """`read_only` for checkpoints of another run (anchors trained elsewhere): nothing there is
+    created or cleaned. Otherwise, what an interrupted save left (orbax's temporary
+    directories, never committed) is removed; committed steps are never touched."""
     self.directory = os.path.abspath(directory)
-    self.manager = ocp.CheckpointManager(
-        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+    self.manager = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+        cleanup_tmp_directories=not read_only))
 
   def save(self, step: int, state, meta: dict) -> None:
-    """Saves (state, meta) at `step`, replacing a step left by an interrupted run."""
-    if step in self.manager.all_steps():
-      self.manager.delete(step)
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
-    self.manager.wait_until_finished()
+    """Saves (state, meta) at `step`, replacing a step left by an interrupted run.
+
+    Orbax writes into a temporary directory and renames it when complete, so a kill
+    mid-save leaves the previous checkpoints as they were. A state holding NaN or inf
+    is refused (`faults.NumericalError`), so the last checkpoint is always a good one.
+    """
+    bad = [k for k, ok in _finite_leaves(state).items() if not ok]
+    if bad:
+      raise faults.NumericalError(f'refusing to checkpoint step {step} to {self.directory}: '
+                                  f'non-finite values in {", ".join(bad[:5])}')
+    try:
+      if step in self.manager.all_steps():
+        self.manager.delete(step)
+      self.manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+      faults.point('checkpoint')
+      self.manager.wait_until_finished()
+    except OSError as e:
+      raise WriteError(e.errno, f'could not write checkpoint {step} in {self.directory} '
+                       f'({e.strerror or e}); the checkpoints committed before it are intact. '
+                       'Free space (or fix permissions) and rerun the same command to '
+                       'resume.') from e
 
   def steps(self):
     return sorted(self.manager.all_steps())
@@ -105,6 +150,14 @@ class Checkpoints:
     except Exception as e:
       raise CheckpointError(f'checkpoint {self.directory}/{step} has no readable metadata '
                             f'({type(e).__name__}); it is corrupt: move it away.') from e
+
+
+def _finite_leaves(tree) -> dict:
+  """{leaf path: all finite} over the floating-point leaves of `tree` (one device sync)."""
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  checks = {jax.tree_util.keystr(p): jnp.all(jnp.isfinite(x)) for p, x in flat
+            if hasattr(x, 'dtype') and jnp.issubdtype(x.dtype, jnp.floating)}
+  return {k: bool(v) for k, v in jax.device_get(checks).items()}
 
 
 def abstract(tree):

@@ -34,8 +34,8 @@ def teacher_run(repo_root, tfds_data_dir, tmp_path_factory):
 
 def test_teacher_workdir_contract(teacher_run):
   cfg, workdir, summary = teacher_run
-  assert sorted(os.listdir(workdir)) == ['checkpoints', 'config.json', 'metrics.jsonl',
-                                         'summary.json']
+  assert sorted(os.listdir(workdir)) == ['.lock', '.owner', 'checkpoints', 'config.json',
+                                         'metrics.jsonl', 'summary.json']
   assert json.load(open(os.path.join(workdir, 'config.json'))) == json.loads(cfg.to_json())
   records = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
   for r in records:

@@ -1,0 +1,79 @@
+"""Stopping a run safely: signals, fault points for the kill tests, numerical faults.
+
+- `graceful_stop()` turns the first SIGTERM / SIGINT into a request that the training
+  loops honour at the next step boundary: they save a checkpoint and raise `Interrupted`
+  (a second signal stops the process at once).
+- `point(name)` is where the fault-injection tests kill the process: with
+  `MSMGAN_JAX_FAULT=name:n[,name:n]` in the environment, the n-th time this process
+  reaches `point(name)` it sends itself SIGKILL. Without the variable it does nothing.
+  Points: `step` (a training step dispatched, its result not yet read), `eval` (one
+  eval batch done), `checkpoint` (a checkpoint being written, not yet committed),
+  `phase` (a student phase committed, the next not started).
+"""
+import collections
+import contextlib
+import os
+import signal
+import threading
+
+FAULT_ENV = 'MSMGAN_JAX_FAULT'
+_HITS = collections.Counter()
+_REQUESTED = {'signal': None}
+
+
+class Interrupted(Exception):
+  """The run stopped on a signal after saving a checkpoint; rerunning resumes it."""
+
+  def __init__(self, signum: int, where: str):
+    self.signum = signum
+    super().__init__(f'stopped by {signal.Signals(signum).name} in {where}; a checkpoint was '
+                     'saved. Rerun the same command to resume from it.')
+
+
+class NumericalError(FloatingPointError):
+  """A loss or metric became NaN or inf; the last good checkpoint is kept."""
+
+
+def point(name: str) -> None:
+  """A fault point (see the module docstring)."""
+  spec = os.environ.get(FAULT_ENV)
+  if not spec:
+    return
+  _HITS[name] += 1
+  for item in spec.split(','):
+    target, _, count = item.partition(':')
+    if target == name and _HITS[name] == int(count or 1):
+      os.kill(os.getpid(), signal.SIGKILL)
+
+
+def stop_requested():
+  """The signal number of a pending stop request, or None."""
+  return _REQUESTED['signal']
+
+
+@contextlib.contextmanager
+def graceful_stop():
+  """Within this block, SIGTERM and SIGINT request a stop instead of killing the run.
+
+  Installs nothing outside the main thread (signal handlers live there only).
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  sigs = (signal.SIGTERM, signal.SIGINT)
+  old = {s: signal.getsignal(s) for s in sigs}
+
+  def handler(signum, _):
+    _REQUESTED['signal'] = signum
+    for s in sigs:  # a second signal acts at once.
+      signal.signal(s, old[s] if old[s] is not None else signal.SIG_DFL)
+
+  _REQUESTED['signal'] = None
+  for s in sigs:
+    signal.signal(s, handler)
+  try:
+    yield
+  finally:
+    for s in sigs:
+      signal.signal(s, old[s] if old[s] is not None else signal.SIG_DFL)
+    _REQUESTED['signal'] = None
