@@ -180,7 +180,7 @@ class Distiller:
   def run(self) -> dict:
     """Trains every stage and phase (resuming where a checkpoint says); returns the summary."""
     carry = self.init_carry()
-    pos, records, wall, phase_wall = (0, 0, 0), [], 0.0, 0.0
+    pos, records, wall, meta = (0, 0, 0), [], 0.0, None
     resume = self.ckpt.latest_step()
     restored = None
     if resume is None:  # drop what an interrupted run logged before its first checkpoint.
@@ -188,7 +188,6 @@ class Distiller:
     else:
       meta = self.ckpt.meta(resume)
       pos, records, wall = tuple(meta['position']), meta['records'], meta['wall_s']
-      phase_wall = meta['phase_wall_s']
       self.wd.metrics.truncate(meta['metrics_offset'])
       m, i, s = pos
       restored, _ = self.ckpt.restore(resume, self.build_states(m, i, carry))
@@ -205,7 +204,7 @@ class Distiller:
         states = restored if resumed else self.build_states(m, i, carry)
         restored = None
         states, record = self.run_phase(m, i, states, pos[2] if resumed else 0,
-                                        phase_wall if resumed else 0.0, records, t_start)
+                                        meta if resumed else None, records, t_start)
         carry = (states['g'].params, states['g'].batch_stats)
         records.append(record)
         self.ckpt.save((self.ckpt.latest_step() or 0) + 1, states,
@@ -216,16 +215,20 @@ class Distiller:
   def num_steps(self, phase) -> int:
     return phases_lib.phase_steps(self.cfg, phase, self.info.num_train, len(self.anchors))
 
-  def _meta(self, position, records, t_start, phase_wall) -> dict:
+  def _meta(self, position, records, t_start, phase_wall, log_window=(), watch=None) -> dict:
     return {'position': list(position), 'records': records, 'wall_s': time.time() - t_start,
-            'phase_wall_s': phase_wall, 'metrics_offset': self.wd.metrics.offset()}
+            'phase_wall_s': phase_wall, 'metrics_offset': self.wd.metrics.offset(),
+            'log_window': list(log_window), 'disc_watch': watch.state() if watch else None}
 
-  def run_phase(self, m, i, states, start, wall_before, records, t_start):
+  def run_phase(self, m, i, states, start, resume, records, t_start):
     """Runs steps start..n-1 of phase i of stage m, then evaluates the student.
 
-    Returns the final states and the phase's record for the summary. `wall_s` adds the
-    time spent before a resume; `images_per_s` leaves out the first step (compilation).
+    `resume` is the meta of the mid-phase checkpoint the states come from (None when the
+    phase starts fresh). Returns the final states and the phase's record for the summary.
+    `wall_s` adds the time spent before a resume; `images_per_s` leaves out the first step
+    (compilation).
     """
+    wall_before = resume['phase_wall_s'] if resume else 0.0
     cfg, phase, anchor = self.cfg, self.phases[i], self.anchors[m]
     n = self.num_steps(phase)
     labels = optim.label_params(states['g'].params, _rules(_student_groups(
@@ -238,12 +241,13 @@ class Distiller:
         stage=m + 1, phase=phase.name, split=split, **metrics)
     t0 = time.time()
 
-    def save(step, states):
+    def save(step, states, log_window):
       self.ckpt.save((self.ckpt.latest_step() or 0) + 1, states, self._meta(
-          (m, i, step), records, t_start, wall_before + time.time() - t0))
+          (m, i, step), records, t_start, wall_before + time.time() - t0, log_window, watch))
 
     where = f'stage {m + 1} phase {phase.name}'
-    watch = DiscWatch(cfg.disc.stuck_logs, where, cfg.log_every_steps)
+    watch = DiscWatch(cfg.disc.stuck_logs, where, cfg.log_every_steps,
+                      resume['disc_watch'] if resume else None)
 
     def log_train(step, metrics):
       log('train', step, metrics)
@@ -254,7 +258,8 @@ class Distiller:
         batches=self.batches(self._data_seed(states), skip=start), start=start, stop=n,
         mesh=self.mesh, batch_size=cfg.batch_size, log_every=cfg.log_every_steps,
         log=log_train, after_step=lambda step, states: states, save=save,
-        save_at=lambda step: step % cfg.checkpoint_every_steps == 0 and step < n, where=where)
+        save_at=lambda step: step % cfg.checkpoint_every_steps == 0 and step < n, where=where,
+        window=resume['log_window'] if resume else ())
     wall = time.time() - t0
     steady = n - start - 1
     result = None
@@ -316,9 +321,16 @@ class DiscWatch:
   student). Each block and side warns once per phase; `limit` 0 turns it off."""
   LOW, HIGH = 0.02, 0.98
 
-  def __init__(self, limit: int, where: str, log_every: int):
+  def __init__(self, limit: int, where: str, log_every: int, state=None):
     self.limit, self.where, self.log_every = limit, where, log_every
-    self.runs, self.warnings, self.warned = {}, [], set()
+    state = state or {'runs': {}, 'warnings': [], 'warned': []}
+    self.runs, self.warnings = dict(state['runs']), list(state['warnings'])
+    self.warned = set(state['warned'])
+
+  def state(self) -> dict:
+    """What a checkpoint keeps, so a resumed phase warns as an uninterrupted one would."""
+    return {'runs': dict(self.runs), 'warnings': list(self.warnings),
+            'warned': sorted(self.warned)}
 
   def update(self, metrics: dict) -> None:
     for key, v in sorted(metrics.items()):

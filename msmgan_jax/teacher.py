@@ -97,12 +97,12 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
     return _finished(cfg, model, target, n_params, latest, anchor_ckpt, anchor_epochs)
   state = utils.replicate(optim.create_state(model, jax.random.key(cfg.seed), info.image_shape, tx),
                           mesh)
-  start, wall = 0, 0.0
+  start, wall, window = 0, 0.0, ()
   if latest.latest_step() is None:
     wd.metrics.truncate(0)  # drop what a run killed before its first checkpoint logged.
   else:
     state, meta = latest.restore(latest.latest_step(), state)
-    start, wall = int(meta['step']), float(meta['wall_s'])
+    start, wall, window = int(meta['step']), float(meta['wall_s']), meta['log_window']
     wd.metrics.truncate(meta['metrics_offset'])  # drop what was logged after that save.
     print(f'teacher: resuming at step {start}/{total}')
   eval_step = train.make_eval_step(model)
@@ -121,16 +121,16 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
             'epoch': epoch, 'test_accuracy': result['accuracy'], 'model': cfg.teacher.model})
     return state
 
-  def save(step, state):
+  def save(step, state, log_window):
     latest.save(step, state, {'step': step, 'wall_s': time.time() - t0,
-                              'metrics_offset': wd.metrics.offset()})
+                              'metrics_offset': wd.metrics.offset(), 'log_window': log_window})
 
   train.train_loop(state, train.make_classifier_step(model),
                    batches=batches(cfg.seed, skip=start), start=start, stop=total, mesh=mesh,
                    batch_size=cfg.batch_size, log_every=cfg.log_every_steps,
                    log=lambda step, m: log('train', step, m), after_step=after_step, save=save,
                    save_at=lambda step: step % spe == 0 or step % cfg.checkpoint_every_steps == 0,
-                   where='the teacher')
+                   where='the teacher', window=window)
   return _finished(cfg, model, target, n_params, latest, anchor_ckpt, anchor_epochs)
 
 

@@ -65,20 +65,23 @@ def evaluate(eval_step, variables, eval_batches, mesh) -> dict:
 
 def train_loop(states, step_fn, *, batches, start: int, stop: int, mesh, batch_size: int,
                log_every: int, log: Callable, after_step: Callable, save: Callable,
-               save_at: Callable, where: str):
+               save_at: Callable, where: str, window=()):
   """Runs `step_fn` for steps start..stop-1; returns (states, seconds of the first step).
 
   The first step includes compilation, so it is timed apart (one device sync). Every
-  `log_every` steps (and at the end) `log(step, means)` gets the mean metrics and the
-  throughput. Then, steps counted from 1, `after_step(step, states)` evaluates (or not)
-  and `save(step, states)` checkpoints where `save_at(step)` says.
+  `log_every` steps (and at the end) `log(step, means)` gets the mean metrics of the steps
+  since the last log and the throughput. Then, steps counted from 1, `after_step(step,
+  states)` evaluates (or not) and `save(step, states, window)` checkpoints where
+  `save_at(step)` says; `window` (the metrics of the steps since the last log, as floats)
+  goes into the checkpoint, and a resumed run passes it back, so its logs are the ones an
+  uninterrupted run writes.
 
   Faults: a NaN or inf metric raises `faults.NumericalError` naming `where`, the step and
   the metric; metrics are checked before anything is saved, so no checkpoint holds a
   diverged state. A SIGTERM / SIGINT (under `faults.graceful_stop`) saves at the next
   step boundary and raises `faults.Interrupted`.
   """
-  pending, t0, first_step_s = [], time.time(), 0.0
+  done, pending, t0, first_step_s, timed = list(window), [], time.time(), 0.0, 0
   for step in range(start, stop):
     states, metrics = step_fn(states, utils.shard_batch(next(batches), mesh))
     faults.point('step')
@@ -86,19 +89,22 @@ def train_loop(states, step_fn, *, batches, start: int, stop: int, mesh, batch_s
       jax.block_until_ready(metrics)
       first_step_s = time.time() - t0
     pending.append(metrics)
+    timed += 1
     signum = faults.stop_requested()
     saving = save_at(step + 1) or signum is not None
-    if (step + 1) % log_every == 0 or step + 1 == stop or saving:
-      host = jax.device_get(pending)
+    logging_now = (step + 1) % log_every == 0 or step + 1 == stop
+    if logging_now or saving:
+      host = [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
       _check_finite(host, step + 1 - len(host), where)
-      if (step + 1) % log_every == 0 or step + 1 == stop:
-        means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-        means['images_per_s'] = len(pending) * batch_size / (time.time() - t0)
-        log(step + 1, means)
-        pending, t0 = [], time.time()
+      done, pending = done + host, []
+    if logging_now:
+      means = {k: float(np.mean([m[k] for m in done])) for k in done[0]}
+      means['images_per_s'] = timed * batch_size / (time.time() - t0)
+      log(step + 1, means)
+      done, t0, timed = [], time.time(), 0
     states = after_step(step + 1, states)
     if saving:
-      save(step + 1, states)
+      save(step + 1, states, done)
     if signum is not None:
       raise faults.Interrupted(signum, f'{where} at step {step + 1}')
   return states, first_step_s
@@ -107,7 +113,7 @@ def train_loop(states, step_fn, *, batches, start: int, stop: int, mesh, batch_s
 def _check_finite(host_metrics: list, first_step: int, where: str) -> None:
   """Raises NumericalError naming the first step (counted from 1) with a NaN / inf metric."""
   for i, m in enumerate(host_metrics):
-    bad = {k: float(v) for k, v in m.items() if not np.all(np.isfinite(v))}
+    bad = {k: v for k, v in m.items() if not np.isfinite(v)}
     if bad:
       raise faults.NumericalError(
           f'non-finite training loss in {where} at step {first_step + i + 1}: '
