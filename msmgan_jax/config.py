@@ -244,3 +244,6 @@ def _check_pair(cfg):
   _require(t.num_blocks == s.num_blocks, 'student.model',
            f'{cfg.student.model} has {s.num_blocks} blocks but teacher {cfg.teacher.model} has '
            f'{t.num_blocks}; pick a student with the same number of blocks')
+  _require(tuple(t.block_strides) == tuple(s.block_strides), 'student.model',
+           f'{cfg.student.model} downsamples its blocks by {tuple(s.block_strides)} but teacher '
+           f'{cfg.teacher.model} by {tuple(t.block_strides)}; block features must align')

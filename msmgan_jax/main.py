@@ -17,11 +17,11 @@ USAGE = ('usage: python -m msmgan_jax.main --config configs/X.py[:smoke] [--work
          '[--overwrite] [--config.FIELD=VALUE ...]')
 
 
-def _flags():
-  """A fresh flag set (so `run` can be called more than once in a process, as tests do)."""
+def _flags(argv):
+  """A fresh flag set for `argv` (so `run` works more than once in a process, as tests do)."""
   fv = flags.FlagValues()
   config_flags.DEFINE_config_file('config', None, 'config file, e.g. configs/default.py',
-                                  flag_values=fv, lock_config=True)
+                                  flag_values=fv, lock_config=True, sys_argv=list(argv))
   flags.DEFINE_string('workdir', None, 'run directory (default: runs/<config>[_<arg>])',
                       flag_values=fv)
   flags.DEFINE_boolean('overwrite', False, 'delete a run (finished or not, any config) in '
@@ -39,20 +39,53 @@ def _parse(argv):
   if not os.path.exists(path.partition(':')[0]):
     raise _BadInput(f'config file {path.partition(":")[0]} not found; pass e.g. '
                     '--config configs/default.py')
-  fv = _flags()
+  fv = _flags(argv)
   try:
     fv(argv)
     cfg = fv.config  # Loads the file and applies the --config.a.b=v overrides.
   except flags.Error as e:
-    raise _BadInput(f'{e}\n{USAGE}') from e
+    raise _BadInput(f'{_unknown_override(argv) or _last_line(str(e))}\n{USAGE}') from e
   except ConfigError as e:
     raise _BadInput(str(e)) from e
   except (AttributeError, KeyError) as e:
-    raise _BadInput(f'unknown config field in an override ({e}); see msmgan_jax/config.py '
-                    'for the fields') from e
+    raise _BadInput(_unknown_override(argv) or f'unknown config field in an override ({e}); '
+                    'see msmgan_jax/config.py for the fields') from e
   except (ValueError, TypeError) as e:
     raise _BadInput(f'bad config override: {e}') from e
   return cfg, fv.workdir or default_workdir(path), fv.overwrite
+
+
+def _unknown_override(argv):
+  """A message for the first `--config.a.b=v` whose field the config file lacks, or None."""
+  import difflib  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  overrides = [a for a in argv[1:] if a.startswith('--config.')]
+  base = [argv[0]] + [a for a in argv[1:] if a not in overrides]
+  fv = _flags(base)
+  try:
+    fv(base)
+    cfg = fv.config
+  except Exception:  # pylint: disable=broad-except
+    return None
+  for arg in overrides:
+    node, path = cfg, arg[len('--config.'):].split('=', 1)[0]
+    for depth, name in enumerate(path.split('.')):
+      if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+        where = '.'.join(path.split('.')[:depth]) or 'the config'
+        known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f'; did you mean {close[0]!r}?' if close else f'; {where} has {known}'
+        return f'unknown config field {path} in {arg!r}{hint}'
+      node = node[name]
+  return None
+
+
+def _last_line(msg: str) -> str:
+  """The exception line of a message that embeds a traceback (absl does, for config files)."""
+  if 'Traceback' not in msg:
+    return msg
+  last = [l for l in msg.splitlines() if l.strip()][-1]
+  return last.split(': ', 1)[1] if last.split(': ', 1)[0].endswith(('Error', 'Exception')) else last
 
 
 class _BadInput(Exception):

@@ -75,15 +75,24 @@ def load_anchor(path: str, target: dict, model_name: str) -> Anchor:
   return Anchor(meta['epoch'], meta['test_accuracy'], os.path.abspath(path), variables)
 
 
+def load_given(cfg, info, mesh) -> Teacher:
+  """The teacher of `cfg.teacher.checkpoints` (trained elsewhere), every anchor restored.
+
+  Called before the workdir is touched, so a checkpoint that is missing, truncated or of
+  another architecture stops the run with nothing written.
+  """
+  model = models.create_model(cfg.teacher.model, info.num_classes)
+  target = utils.abstract_variables(model, info.image_shape, mesh)  # restore target, no compute.
+  anchors = [load_anchor(p, target, cfg.teacher.model) for p in cfg.teacher.checkpoints]
+  return Teacher(model, cfg.teacher.model, anchors, anchors[-1].test_accuracy,
+                 optim.count_params(target['params']), 0.0, metrics_offset=0)
+
+
 def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
   """Trains (or resumes, or reuses) the teacher of `cfg`; returns it with its anchors."""
   model = models.create_model(cfg.teacher.model, info.num_classes)
   target = utils.abstract_variables(model, info.image_shape, mesh)  # restore target, no compute.
   n_params = optim.count_params(target['params'])
-  if cfg.teacher.checkpoints:
-    anchors = [load_anchor(p, target, cfg.teacher.model) for p in cfg.teacher.checkpoints]
-    return Teacher(model, cfg.teacher.model, anchors, anchors[-1].test_accuracy, n_params, 0.0,
-                   metrics_offset=0)
 
   spe = train.steps_per_epoch(cfg, info)
   total = cfg.teacher.epochs * spe

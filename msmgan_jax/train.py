@@ -248,21 +248,21 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
       return done
   info, batches, eval_batches = data.load(cfg.dataset, batch_size=cfg.batch_size,
                                           eval_batch_size=cfg.eval_batch_size)
+  mesh = utils.mesh()
+  # Given checkpoints are restored before the workdir is claimed (for `ce`, for reference).
+  given = teacher_lib.load_given(cfg, info, mesh) if cfg.teacher.checkpoints else None
   wd.claim(cfg, overwrite=overwrite)
   try:
     with faults.graceful_stop():
-      return _run(cfg, wd, info, batches, eval_batches)
+      return _run(cfg, wd, info, batches, eval_batches, mesh, given)
   finally:
     wd.release()
 
 
-def _run(cfg, wd, info, batches, eval_batches) -> dict:
+def _run(cfg, wd, info, batches, eval_batches, mesh, teacher) -> dict:
   from msmgan_jax import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   t0 = time.time()
-  mesh = utils.mesh()
-  # The `ce` baseline needs no teacher; given checkpoints, it is loaded for reference only.
-  teacher = None
-  if cfg.method != 'ce' or cfg.teacher.checkpoints:
+  if teacher is None and cfg.method != 'ce':  # `ce` needs no teacher.
     teacher = teacher_lib.train_teacher(cfg, wd, info, batches, eval_batches, mesh)
   summary = {'method': cfg.method, 'dataset': cfg.dataset.name,
              'teacher': teacher.summary() if teacher else None}

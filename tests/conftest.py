@@ -11,6 +11,7 @@ if 'XLA_FLAGS' not in os.environ:
   os.environ['XLA_FLAGS'] = ('--xla_backend_optimization_level=0 '
                              '--xla_llvm_disable_expensive_passes=true')
 
+import importlib.util  # noqa: E402
 import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
@@ -62,3 +63,31 @@ def tfds_data_dir() -> str:
                 f'{data.DEBIAN_FASHION_MNIST} (apt-get install dataset-fashion-mnist)')
   data.builder_for(dataset_cfg(data_dir=data_dir, source='local'))
   return data_dir
+
+
+TRAIN, TEST = 'train[:3%]', 'test[:10%]'  # 1800 / 1000 real examples.
+
+
+def load_config(repo_root, name, arg='smoke'):
+  """`get_config(arg)` of configs/<name>.py."""
+  spec = importlib.util.spec_from_file_location(name, repo_root / 'configs' / f'{name}.py')
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def shrink(cfg, data_dir):
+  """A config on small real slices, with a resnet8 teacher."""
+  cfg.dataset.data_dir, cfg.dataset.train_split, cfg.dataset.test_split = data_dir, TRAIN, TEST
+  cfg.teacher.model = 'resnet8'
+  cfg.batch_size, cfg.eval_batch_size = 64, 500
+  return cfg
+
+
+@pytest.fixture(scope='session')
+def teacher_run(repo_root, tfds_data_dir, tmp_path_factory):
+  """A finished 2-epoch resnet8 teacher run: (config, workdir, summary)."""
+  from msmgan_jax import train  # pylint: disable=g-import-not-at-top
+  cfg = shrink(load_config(repo_root, 'teacher_fmnist'), tfds_data_dir)
+  workdir = str(tmp_path_factory.mktemp('teacher'))
+  return cfg, workdir, train.train_and_evaluate(cfg, workdir)

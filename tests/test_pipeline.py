@@ -1,35 +1,12 @@
 """End to end on real Fashion-MNIST slices: the teacher run's workdir contract, resume of a
 finished run, and every ablation's config file (in smoke mode) through the whole pipeline."""
-import importlib.util
 import json
 import os
 
 import pytest
 
+from conftest import load_config, shrink
 from msmgan_jax import train
-
-TRAIN, TEST = 'train[:3%]', 'test[:10%]'  # 1800 / 1000 real examples.
-
-
-def load_config(repo_root, name, arg='smoke'):
-  spec = importlib.util.spec_from_file_location(name, repo_root / 'configs' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
-def shrink(cfg, data_dir):
-  cfg.dataset.data_dir, cfg.dataset.train_split, cfg.dataset.test_split = data_dir, TRAIN, TEST
-  cfg.teacher.model = 'resnet8'
-  cfg.batch_size, cfg.eval_batch_size = 64, 500
-  return cfg
-
-
-@pytest.fixture(scope='session')
-def teacher_run(repo_root, tfds_data_dir, tmp_path_factory):
-  cfg = shrink(load_config(repo_root, 'teacher_fmnist'), tfds_data_dir)
-  workdir = str(tmp_path_factory.mktemp('teacher'))
-  return cfg, workdir, train.train_and_evaluate(cfg, workdir)
 
 
 def test_teacher_workdir_contract(teacher_run):

@@ -1,0 +1,291 @@
+"""Reliability: bad input never costs data, busy workdirs are refused, --overwrite is the only
+way to redo a finished run, concurrent dataset preparation, NaN losses, stuck discriminators."""
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+from msmgan_jax import config, faults, main, models, student, train, utils
+from test_config import snapshot
+from test_data import write_idx
+from test_student import make_distiller, tiny_cfg
+
+SMALL = ['--config.dataset.train_split=train[:3%]', '--config.dataset.test_split=test[:10%]',
+         '--config.teacher.model=resnet8', '--config.batch_size=64',
+         '--config.eval_batch_size=500']
+
+
+@pytest.fixture(scope='module')
+def world(teacher_run, tmp_path_factory):
+  """Existing things a bad command must leave alone: a finished teacher run, anchors (one
+  copy truncated), a file, a foreign folder, a corrupt IDX folder, a run of another config."""
+  cfg, teacher_dir, _ = teacher_run
+  root = tmp_path_factory.mktemp('world')
+  shutil.copytree(os.path.join(teacher_dir, 'checkpoints', 'anchors'), root / 'trunc')
+  for p in (root / 'trunc' / '2' / 'state').rglob('*'):
+    if p.is_file() and p.stat().st_size > 1000:
+      p.write_bytes(p.read_bytes()[:p.stat().st_size // 2])
+  (root / 'afile').write_text('a file, not a folder\n')
+  (root / 'foreign').mkdir()
+  (root / 'foreign' / 'notes.txt').write_text('not a run\n')
+  (root / 'idx').mkdir()
+  for split, (img, lab) in {'train': ('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
+                            'test': ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')
+                            }.items():
+    write_idx(root / 'idx' / img, np.zeros((4, 28, 28)))
+    (root / 'idx' / lab).write_bytes(b'\x1f\x8b broken gzip')
+  shutil.copytree(teacher_dir, root / 'other_run')
+  return {'root': root, 'teacher': teacher_dir, 'data': cfg.dataset.data_dir,
+          'anchors': [os.path.join(teacher_dir, 'checkpoints', 'anchors', e) for e in '12']}
+
+
+def base(world, workdir=None, config_file='configs/default.py:smoke'):
+  return ['msmgan_jax.main', '--config', config_file,
+          f'--config.dataset.data_dir={world["data"]}', *SMALL,
+          '--workdir', str(workdir or world['root'] / 'new')]
+
+
+def given(world, anchors):
+  return f'--config.teacher.checkpoints=({",".join(repr(a) for a in anchors)},)'
+
+
+class FlatCNN(models.PlainCNN):
+  """A user's CNN that never downsamples."""
+
+  @property
+  def block_strides(self):
+    return (1,) * len(self.widths)
+
+  def make_block(self, k, norm):
+    return models.ConvBlock(self.widths[k], 1, norm, name=self.block_names[k])
+
+
+# (id, extra argv, workdir name under the world root or None, exit code, stderr regex)
+CASES = [
+    ('mistyped field', ['--config.studnet.epochs=1'], None, 2, "did you mean 'student'"),
+    ('mistyped group field', ['--config.kd.temp=2'], None, 2, r"field kd\.temp .*kd has \['beta', 'tau'\]"),
+    ('wrong type', ['--config.batch_size=abc'], None, 2, "invalid literal for int.*'abc'"),
+    ('wrong float', ['--config.kd.tau=warm'], None, 2, "could not convert string to float: 'warm'"),
+    ('zero batch', ['--config.batch_size=0'], None, 2, 'config field batch_size: must be a pos'),
+    ('kd.tau=0', ['--config.kd.tau=0'], None, 2, r'config field kd\.tau: must be > 0'),
+    ('negative lr', ['--config.student.lr=-0.1'], None, 2, r'student\.lr: must be a finite'),
+    ('nan lr', ['--config.teacher.lr=nan'], None, 2, r'teacher\.lr: must be a finite'),
+    ('beta above 1', ['--config.kd.beta=1.5'], None, 2, r'kd\.beta: must be in \[0, 1\]'),
+    ('unknown model', ['--config.student.model=vgg99'], None, 2, "'vgg99' is not one of"),
+    ('unknown dataset', ['--config.dataset.name=svhn'], None, 2, "'svhn' is not one of"),
+    ('unknown method', ['--config.method=fitnetz'], None, 2, "'fitnetz' is not one of"),
+    ('blocks do not align', ['--config.student.model=cnn4'], None, 2,
+     'cnn4 has 4 blocks but teacher resnet8 has 3'),
+    ('downsampling does not align', ['--config.student.model=cnn_flat'], None, 2,
+     r'cnn_flat downsamples its blocks by \(1, 1, 1\) but teacher resnet8 by \(1, 2, 4\)'),
+    ('unknown gan loss', ['--config.gan.loss=wgan'], None, 2, "'wgan' is not one of"),
+    ('shares do not sum to 1', ['--config.stages.phase_shares=(0.5,0.5,0.5,0.5)'], None, 2,
+     r'phase_shares: .* must sum to 1'),
+    ('anchor past teacher', ['--config.stages.teacher_epochs=(1,5)'], None, 2,
+     r'teacher_epochs: \(1, 5\) must increase strictly within 1\.\.teacher\.epochs \(2\)'),
+    ('no D updates', ['--config.disc.steps_per_g=0'], None, 2, r'steps_per_g: must be'),
+    ('malformed split', ['--config.dataset.train_split=train[:10%'], None, 2,
+     'is not a TFDS split'),
+    ('missing split', ['--config.dataset.test_split=validation'], None, 2,
+     "split 'validation' of fashion_mnist_local cannot be read"),
+    ('empty split', ['--config.dataset.train_split=train[5:5]'], None, 2, 'holds no examples'),
+    ('data_dir is a file', ['--config.dataset.data_dir={root}/afile'], None, 2,
+     'data_dir .*afile is a file'),
+    ('corrupt IDX files', ['--config.dataset.data_dir={fresh}', '--config.dataset.source=local',
+                           '--config.dataset.manual_dir={root}/idx'], None, 2,
+     'is not a readable gzip file'),
+    ('missing anchor', ['{given_missing}', '--config.stages.num=2'], None, 2,
+     'nope not found .*fix teacher.checkpoints'),
+    ('anchor of another architecture', ['{given}', '--config.stages.num=2',
+                                        '--config.teacher.model=resnet20'], None, 2,
+     "holds a 'resnet8' but teacher.model is 'resnet20'"),
+    ('truncated anchor', ['{given_trunc}', '--config.stages.num=2'], None, 2,
+     'trunc/2 could not be restored.*move it away'),
+    ('anchors and stages disagree', ['{given}', '--config.stages.num=3'], None, 2,
+     r'teacher\.checkpoints: gives 2 paths but stages\.num is 3'),
+    ('workdir is a file', [], 'afile', 2, 'afile is a file; pick a directory'),
+    ('workdir under a file', [], 'afile/run', 2, 'afile/run cannot be written'),
+    ('foreign workdir', [], 'foreign', 2, 'is not empty and holds no config.json'),
+    ('foreign workdir, --overwrite', ['--overwrite'], 'foreign', 2,
+     'is not empty and holds no config.json'),
+    ('run of another config', [], 'other_run', 2,
+     'holds a run with another config .*or add --overwrite'),
+    ('missing config file', ['--config', 'configs/nope.py'], None, 2,
+     'config file configs/nope.py not found'),
+    ('unknown config argument', ['--config', 'configs/default.py:fast'], None, 2,
+     "unknown config argument 'fast'"),
+]
+
+
+@pytest.mark.parametrize('extra, workdir, code, message',
+                         [pytest.param(*c[1:], id=c[0]) for c in CASES])
+def test_bad_input_exits_with_a_message_and_changes_nothing(world, extra, workdir, code,
+                                                            message, capsys, tmp_path,
+                                                            monkeypatch):
+  # Models registered by a user, whose blocks do not line up with the teacher's.
+  monkeypatch.setitem(models.MODELS, 'cnn4', functools.partial(models.PlainCNN,
+                                                               widths=(8, 16, 32, 64)))
+  monkeypatch.setitem(models.MODELS, 'cnn_flat', FlatCNN)
+  root = world['root']
+  fill = {'root': root, 'fresh': tmp_path / 'fresh_tfds', 'given': given(world, world['anchors']),
+          'given_missing': given(world, [world['anchors'][0], str(root / 'nope')]),
+          'given_trunc': given(world, [str(root / 'trunc' / '1'), str(root / 'trunc' / '2')])}
+  argv = base(world, root / workdir if workdir else None) + [a.format(**fill) for a in extra]
+  if '--config' in extra:  # the case replaces the config file.
+    i = argv.index('--config')
+    del argv[i:i + 2]
+  before = snapshot(root), snapshot(world['teacher'])
+  capsys.readouterr()
+  assert main.run(argv) == code
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and 'Traceback' not in err, err
+  assert re.search(message, err), err
+  assert (snapshot(root), snapshot(world['teacher'])) == before  # nothing added or changed.
+  assert len(CASES) >= 20
+
+
+def test_busy_workdir_is_refused_and_a_killed_holder_leaves_no_stale_lock(world, capsys):
+  argv = base(world, world['root'] / 'busy')
+  cfg, workdir, _ = main._parse(argv)  # pylint: disable=protected-access
+  os.makedirs(workdir)
+  utils.write_json(os.path.join(workdir, 'config.json'), json.loads(cfg.to_json()))
+  holder = subprocess.Popen([sys.executable, '-c', textwrap.dedent(f'''
+      import os, time, filelock
+      lock = filelock.FileLock({os.path.join(workdir, '.lock')!r}, timeout=0)
+      lock.acquire()
+      open({os.path.join(workdir, '.owner')!r}, 'w').write(f'{{os.getpid()}} on testhost')
+      print('held', flush=True)
+      time.sleep(120)''')], stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == 'held'
+    before = snapshot(workdir)
+    capsys.readouterr()
+    assert main.run(argv) == 2
+    err = capsys.readouterr().err
+    assert f'is in use by another run (process {holder.pid} on testhost)' in err, err
+    assert snapshot(workdir) == before
+  finally:
+    holder.kill()
+    holder.wait()
+  wd = train.Workdir(workdir)  # the kernel dropped the dead holder's lock.
+  wd.claim(cfg)
+  wd.release()
+
+
+def test_finished_run_is_kept_and_only_overwrite_redoes_it(world, tmp_path, capsys):
+  argv = base(world, world['teacher'], 'configs/teacher_fmnist.py:smoke')
+  before = snapshot(world['teacher'])
+  capsys.readouterr()
+  assert main.run(argv) == 0
+  assert 'already holds this finished run' in capsys.readouterr().out
+  assert snapshot(world['teacher']) == before  # not even a lock file was touched.
+
+  copy = tmp_path / 'redo'
+  shutil.copytree(world['teacher'], copy)
+  (copy / 'stale.txt').write_text('from the old run\n')
+  old = json.loads((copy / 'summary.json').read_text())
+  assert main.run(base(world, copy, 'configs/teacher_fmnist.py:smoke') + ['--overwrite']) == 0
+  new = json.loads((copy / 'summary.json').read_text())
+  assert not (copy / 'stale.txt').exists()  # the old run is gone, not mixed in.
+  assert new['wall_s'] != old['wall_s'] and new['environment']['jax'] == jax.__version__
+  assert new['teacher']['test_accuracy'] == old['teacher']['test_accuracy']  # deterministic.
+
+
+def test_concurrent_preparation_prepares_once(tmp_path):
+  """Several processes meeting an unprepared dataset: one prepares, the others wait."""
+  idx = tmp_path / 'idx'
+  idx.mkdir()
+  rng = np.random.default_rng(0)
+  for img, lab in (('train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz'),
+                   ('t10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz')):
+    write_idx(idx / img, rng.integers(0, 255, (50, 28, 28)))
+    write_idx(idx / lab, rng.integers(0, 10, (50,)))
+  script = textwrap.dedent(f'''
+      from msmgan_jax import config, data
+      c = config.defaults().dataset
+      c.data_dir, c.manual_dir, c.source = {str(tmp_path / 'tfds')!r}, {str(idx)!r}, 'local'
+      print(data.builder_for(c).info.splits['train'].num_examples)''')
+  procs = [subprocess.Popen([sys.executable, '-c', script], cwd=REPO_ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+  outs = [p.communicate(timeout=240) for p in procs]
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+    assert out.strip().splitlines()[-1] == '50'
+  versions = os.listdir(tmp_path / 'tfds' / 'fashion_mnist_local')
+  assert versions == ['3.0.1']  # no incomplete.* left behind.
+
+
+def test_nan_loss_stops_naming_where_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  cfg = tiny_cfg(**{'checkpoint_every_steps': 1})
+  real_step_fn = student.Distiller.step_fn
+  calls = {'n': 0}
+
+  def poisoned_step_fn(self, phase, anchor):
+    step = real_step_fn(self, phase, anchor)
+
+    def wrapped(states, batch):
+      states, metrics = step(states, batch)
+      calls['n'] += 1
+      if calls['n'] == 5:  # stage 1, head phase, its 2nd step: the update diverged.
+        g = states['g'].replace(params=jax.tree.map(lambda x: x * jnp.nan, states['g'].params))
+        states = {**states, 'g': g}
+        metrics = {**metrics, 'loss': metrics['loss'] * jnp.nan}
+      return states, metrics
+    return wrapped
+  monkeypatch.setattr(student.Distiller, 'step_fn', poisoned_step_fn)
+  d = make_distiller(cfg, tmp_path)
+  with pytest.raises(faults.NumericalError,
+                     match=r'non-finite training loss in stage 1 phase head at step 2: loss=nan'):
+    d.run()
+  ckpt = utils.Checkpoints(str(tmp_path / 'checkpoints' / 'student'))
+  meta = ckpt.meta(ckpt.latest_step())
+  assert meta['position'] == [0, 3, 1]  # head phase after its 1st step, before the NaN.
+  states, _ = ckpt.restore(ckpt.latest_step(), d.build_states(0, 3, d.init_carry()))
+  assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(states['g'].params))
+
+
+def test_checkpoints_refuse_non_finite_states(tmp_path):
+  ckpt = utils.Checkpoints(str(tmp_path / 'c'))
+  ckpt.save(1, {'w': jnp.ones(3)}, {})
+  with pytest.raises(faults.NumericalError, match=r"non-finite values in \['w'\]"):
+    ckpt.save(2, {'w': jnp.array([1.0, jnp.inf, 0.0])}, {})
+  assert ckpt.steps() == [1]
+
+
+def test_stuck_discriminator_warns_once_after_the_limit(capsys):
+  watch = student.DiscWatch(3, 'stage 2 phase block_3', 50)
+  for fake in (0.0, 0.01, 0.5, 0.0, 0.0):  # the 0.5 resets the count.
+    watch.update({'d_acc_fake_b3': fake, 'd_acc_real_b3': 0.7, 'g_loss': 1.0})
+  assert watch.warnings == []
+  watch.update({'d_acc_fake_b3': 0.0, 'd_acc_real_b3': 1.0})
+  assert len(watch.warnings) == 1 and 'd_acc_fake_b3 has been 0 for 3 logs (150 steps)' in (
+      watch.warnings[0])
+  for _ in range(3):
+    watch.update({'d_acc_fake_b3': 0.0, 'd_acc_real_b3': 1.0})
+  assert [w.split(': ')[1].split()[0] for w in watch.warnings] == ['d_acc_fake_b3',
+                                                                   'd_acc_real_b3']
+  assert 'warning: stage 2 phase block_3: d_acc_fake_b3' in capsys.readouterr().err
+  resumed = student.DiscWatch(3, 'stage 2 phase block_3', 50, watch.state())
+  resumed.update({'d_acc_fake_b3': 0.0, 'd_acc_real_b3': 1.0})
+  assert resumed.warnings == watch.warnings  # a resumed phase does not warn twice.
+  off = student.DiscWatch(0, 'x', 50)
+  for _ in range(10):
+    off.update({'d_acc_fake_b1': 0.0})
+  assert off.warnings == []
+
+
+def test_validate_checks_numbers_for_every_method():
+  cfg = config.defaults()
+  cfg.method, cfg.kd.tau = 'ce', 0.0
+  with pytest.raises(config.ConfigError, match=r'kd\.tau: must be > 0'):
+    config.validate(cfg)
