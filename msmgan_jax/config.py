@@ -12,9 +12,8 @@ from typing import Optional
 
 import ml_collections
 
-from msmgan_jax import data, models
+from msmgan_jax import data, models, phases
 
-METHODS = ('teacher', 'ce', 'msmgan')
 GAN_LOSSES = ('bce', 'hinge', 'lsgan')
 DISC_KINDS = ('teacher', 'conv')
 
@@ -26,7 +25,7 @@ class ConfigError(ValueError):
 def defaults() -> ml_collections.ConfigDict:
   """Every config field with its default value."""
   c = ml_collections.ConfigDict()
-  c.method = 'msmgan'             # what to train: one of METHODS ('teacher' = teacher only).
+  c.method = 'msmgan'             # phases.METHODS: msmgan, ce, ...; 'teacher' = teacher only.
   c.seed = 0                      # PRNG seed for init, data order and augmentation.
   c.batch_size = 128              # global training batch size.
   c.eval_batch_size = 1000        # global eval batch size (the last batch is padded).
@@ -34,12 +33,13 @@ def defaults() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 500  # latest state is also saved every this many steps.
 
   c.dataset = d = ml_collections.ConfigDict()
-  d.name = 'fashion_mnist'        # a TFDS name: fashion_mnist, mnist, cifar10, cifar100.
+  d.name = 'fashion_mnist'        # a TFDS name, a prepared TFDS dataset dir or an image folder.
   d.source = 'auto'               # auto | tfds | local (fashion_mnist from IDX files).
   d.data_dir = ''                 # TFDS data dir ('' = TFDS default).
   d.manual_dir = ''               # folder with the Fashion-MNIST IDX .gz files ('' = Debian's).
   d.train_split = 'train'         # TFDS split (slicing allowed, e.g. 'train[:10%]').
   d.test_split = 'test'           # split evaluated after each epoch and at the end.
+  d.image_size = 0                # resize images to image_size x image_size (0 = keep the data's).
   d.crop_padding = 2              # random crop after zero padding by this many pixels (0 = off).
   d.flip = True                   # random horizontal flip.
   d.shuffle_buffer = 16384        # tf.data shuffle buffer, in examples.
@@ -151,9 +151,10 @@ def anchor_epochs(cfg) -> tuple:
 def validate(cfg: ml_collections.ConfigDict) -> None:
   """Raises ConfigError on the first wrong field of `cfg`."""
   _check_schema(cfg, defaults())
-  _require(cfg.method in METHODS, 'method', f'{cfg.method!r} is not one of {METHODS}')
-  _require(cfg.dataset.name in data.SUPPORTED, 'dataset.name',
-           f'{cfg.dataset.name!r} is not one of {data.SUPPORTED}')
+  methods = ('teacher',) + tuple(phases.METHODS)
+  _require(cfg.method in methods, 'method', f'{cfg.method!r} is not one of {methods}')
+  problem = data.check_name(cfg.dataset.name)
+  _require(problem is None, 'dataset.name', problem)
   _require(cfg.dataset.source in ('auto', 'tfds', 'local'), 'dataset.source',
            'use auto, tfds or local')
   _require(cfg.dataset.source != 'local' or cfg.dataset.name == 'fashion_mnist',
@@ -166,6 +167,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     v = cfg[f] if '.' not in f else cfg[f.split('.')[0]][f.split('.')[1]]
     _require(isinstance(v, int) and v > 0, f, f'must be a positive integer, got {v!r}')
   _require(cfg.dataset.crop_padding >= 0, 'dataset.crop_padding', 'must be >= 0')
+  size = cfg.dataset.image_size
+  _require(isinstance(size, int) and not isinstance(size, bool) and size >= 0,
+           'dataset.image_size', f"must be an integer >= 0 (0 keeps the data's size), got {size!r}")
   for net in ('teacher', 'student'):
     _require(cfg[net].model in models.MODELS, f'{net}.model',
              f'{cfg[net].model!r} is not one of {sorted(models.MODELS)}')
@@ -247,3 +251,53 @@ def _check_pair(cfg):
   _require(tuple(t.block_strides) == tuple(s.block_strides), 'student.model',
            f'{cfg.student.model} downsamples its blocks by {tuple(s.block_strides)} but teacher '
            f'{cfg.teacher.model} by {tuple(t.block_strides)}; block features must align')
+
+
+REFERENCE_START, REFERENCE_END = '<!-- config reference: start -->', '<!-- config reference: end -->'
+
+
+def reference_markdown() -> str:
+  """The config reference (field, default, comment) as Markdown, read from `defaults()`.
+
+  The comments are the ones in `defaults()`' source, so the reference cannot drift from it;
+  `python -m msmgan_jax.config README.md` writes it into the README between the markers.
+  """
+  import inspect  # pylint: disable=g-import-not-at-top
+  groups = {}
+  for line in inspect.getsource(defaults).splitlines():
+    m = re.match(r'\s*(\w+) = ml_collections\.ConfigDict\(\)', line)
+    g = re.match(r'\s*c\.(\w+) = (\w+) = ml_collections\.ConfigDict\(\)', line)
+    if g:
+      groups[g.group(2)] = g.group(1) + '.'
+    elif m:
+      groups[m.group(1)] = ''
+  cfg, rows = defaults(), []
+  for line in inspect.getsource(defaults).splitlines():
+    f = re.match(r'\s*(\w+)\.(\w+) = .*?#\s*(.*)$', line)
+    if f and f.group(1) in groups:
+      field = groups[f.group(1)] + f.group(2)
+      group, _, name = field.rpartition('.')
+      value = (cfg[group] if group else cfg)[name]
+      rows.append(f'| `{field}` | `{value!r}` | {f.group(3).replace("|", "/")} |')
+  return '\n'.join(['| field | default | what |', '|---|---|---|'] + rows) + '\n'
+
+
+def write_reference(readme: str) -> bool:
+  """Rewrites the reference between the markers of `readme`; True if it changed."""
+  with open(readme) as f:
+    text = f.read()
+  head, _, rest = text.partition(REFERENCE_START)
+  _, _, tail = rest.partition(REFERENCE_END)
+  if not rest:
+    raise ConfigError(f'{readme} has no {REFERENCE_START} ... {REFERENCE_END} section')
+  new = f'{head}{REFERENCE_START}\n{reference_markdown()}{REFERENCE_END}{tail}'
+  if new != text:
+    with open(readme, 'w') as f:
+      f.write(new)
+  return new != text
+
+
+if __name__ == '__main__':
+  import sys  # pylint: disable=g-import-not-at-top
+  print('updated' if write_reference(sys.argv[1] if len(sys.argv) > 1 else 'README.md')
+        else 'up to date')

@@ -1,27 +1,43 @@
-"""Input pipelines from TFDS, with an offline Fashion-MNIST builder.
+"""Input pipelines from TFDS: registered datasets, an offline Fashion-MNIST builder, your own data.
 
-`load(config.dataset, ...)` resolves a dataset name to a prepared TFDS builder:
-plain TFDS names (`fashion_mnist`, `mnist`, `cifar10`, `cifar100`) work unchanged
-where TFDS can download; offline, `fashion_mnist` is read from the IDX files of
-Debian's `dataset-fashion-mnist` through `FashionMnistLocal`, a builder with the
-same features and splits, prepared once into the TFDS data dir.
+`load(config.dataset, ...)` resolves `dataset.name` to a TFDS builder:
+- a registered TFDS name (`fashion_mnist`, `mnist`, `cifar10`, `svhn_cropped`, ...), prepared
+  in the TFDS data dir, downloaded where TFDS can; offline, `fashion_mnist` is read from the
+  IDX files of Debian's `dataset-fashion-mnist` through `FashionMnistLocal`, a builder with
+  the same features and splits, prepared once into the TFDS data dir;
+- else an existing folder: a prepared TFDS dataset directory (holding dataset_info.json), or
+  an image folder `DIR/{train,test}/CLASS/*.{png,jpg,jpeg}` read by TFDS's `ImageFolder`
+  after one check that every image decodes.
+
+Image size, channels and classes come from the data; `dataset.image_size` resizes. Pixels are
+normalised per channel with the training split's mean/std: known for the datasets in `STATS`,
+otherwise computed once from a sample of the training split. Those stats and the image-folder
+check are cached as JSON in the TFDS data dir (`msmgan_cache/`); a folder given by path is
+only read.
 
 Training batches are infinite, shuffled, augmented and sharded per host; eval
 batches cover every example exactly once (the last batch is padded and carries
 a `mask`).
 """
 import dataclasses
+import difflib
+import glob
 import gzip
+import hashlib
+import json
 import os
 import socket
+import sys
 import urllib.parse
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import filelock
 import jax
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
+
+from msmgan_jax import utils
 
 DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
 IDX_FILES = {
@@ -37,13 +53,18 @@ STATS = {
     'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     'cifar100': ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
-SUPPORTED = tuple(STATS)
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')  # the files tfds.folder_dataset.ImageFolder reads.
+STATS_SAMPLE = 10000  # training images that computed normalisation stats come from.
+CACHE_DIR = 'msmgan_cache'  # in the TFDS data dir: computed stats and image-folder checks.
 HOW_TO_GET = (
     'Run where TFDS can download it (it is then cached in the TFDS data dir, '
     '`dataset.data_dir`), or copy a prepared TFDS data dir here. For fashion_mnist '
     'offline: `apt-get install dataset-fashion-mnist` (Debian) or put the four IDX .gz '
     f'files ({", ".join(f for pair in IDX_FILES.values() for f in pair)}) in a folder '
     'and set --config.dataset.manual_dir=FOLDER.')
+OWN_DATA = ('give a registered TFDS name, a prepared TFDS dataset directory (holding '
+            'dataset_info.json) or an image folder holding train/ and test/, each with one '
+            'sub-folder of images per class')
 
 
 class DataError(RuntimeError):
@@ -107,18 +128,48 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
       yield i, {'image': image[..., None], 'label': int(label)}
 
 
+def check_name(name) -> Optional[str]:
+  """None when `name` is a registered TFDS name or an existing folder, else what is wrong."""
+  if isinstance(name, str) and (_registered(name) or os.path.isdir(os.path.expanduser(name))):
+    return None
+  close = [] if os.sep in str(name) else difflib.get_close_matches(
+      str(name), tfds.list_builders(with_community_datasets=False), n=1, cutoff=0.5)
+  hint = f' (did you mean {close[0]!r}?)' if close else ''
+  return (f'{name!r} is not one of the registered TFDS datasets nor an existing folder{hint}; '
+          f'{OWN_DATA}')
+
+
+def _registered(name: str) -> bool:
+  """Whether `name` (optionally with /config and :version) is a TFDS builder of this install."""
+  try:
+    dataset, _ = tfds.core.naming.parse_builder_name_kwargs(name)
+    return dataset.namespace is None and bool(tfds.builder_cls(dataset.name))
+  except ValueError:  # not a builder name at all, or DatasetNotFoundError.
+    return False
+
+
 def builder_for(cfg) -> tfds.core.DatasetBuilder:
   """A prepared TFDS builder for `cfg.name` (see the module docstring for the order tried).
 
   Preparation holds a file lock in the data dir: processes started together (a sweep, the
   test suite) prepare a dataset once; the others wait, then read what it wrote.
   """
-  if cfg.name not in SUPPORTED:
-    raise DataError(f'unknown dataset {cfg.name!r}; supported: {SUPPORTED}')
+  problem = check_name(cfg.name)
+  if problem:
+    raise DataError(f'dataset.name {problem}')
   data_dir = cfg.get('data_dir') or None
   if data_dir and os.path.exists(data_dir) and not os.path.isdir(data_dir):
     raise DataError(f'dataset.data_dir {data_dir} is a file; give a directory (or leave it '
                     'empty for the TFDS default)')
+  if not _registered(cfg.name):
+    folder = os.path.abspath(os.path.expanduser(cfg.name))
+    if os.path.exists(os.path.join(folder, 'dataset_info.json')):
+      try:
+        return tfds.builder_from_directory(folder)
+      except Exception as e:  # TFDS raises many types for damaged metadata.
+        raise DataError(f'{folder} holds a dataset_info.json that TFDS cannot read '
+                        f'({type(e).__name__}: {str(e)[:200]}); prepare the dataset again') from e
+    return _image_folder(cfg, folder)
   if cfg.name == 'fashion_mnist' and cfg.source in ('auto', 'local'):
     idx_dir = find_idx_dir(cfg.get('manual_dir') or None)
     if idx_dir is not None or FashionMnistLocal(data_dir=data_dir).is_prepared():
@@ -149,10 +200,15 @@ def builder_for(cfg) -> tfds.core.DatasetBuilder:
   return builder
 
 
+def _data_root(data_dir: Optional[str]) -> str:
+  """The TFDS data dir: `data_dir`, or TFDS's default."""
+  from tensorflow_datasets.core import constants  # pylint: disable=g-import-not-at-top
+  return os.path.expanduser(data_dir or constants.DATA_DIR)
+
+
 def _prepare_lock(data_dir: Optional[str], name: str) -> filelock.FileLock:
   """The inter-process lock guarding the preparation of dataset `name` in `data_dir`."""
-  from tensorflow_datasets.core import constants  # pylint: disable=g-import-not-at-top
-  root = os.path.expanduser(data_dir or constants.DATA_DIR)
+  root = _data_root(data_dir)
   os.makedirs(root, exist_ok=True)
   return filelock.FileLock(os.path.join(root, f'.{name}.prepare.lock'))
 
@@ -170,6 +226,119 @@ def _download_hosts_resolve(builder) -> bool:
   return not hosts
 
 
+# ------------------------------------------------------------------------------ image folders
+
+
+def _split_names(cfg) -> tuple:
+  """The split folders an image folder needs: those of dataset.train_split and test_split."""
+  return tuple(dict.fromkeys(cfg[f].partition('[')[0] for f in ('train_split', 'test_split')))
+
+
+def _image_files(folder: str, splits: tuple) -> dict:
+  """{split: {class: [image paths]}} of an image folder; DataError when its layout is wrong."""
+  files = {}
+  for split in splits:
+    split_dir = os.path.join(folder, split)
+    if not os.path.isdir(split_dir):
+      prepared = sorted(glob.glob(os.path.join(glob.escape(folder), '*', 'dataset_info.json')))
+      hint = f'; did you mean {os.path.dirname(prepared[-1])}?' if prepared else ''
+      raise DataError(f'{folder} is neither a prepared TFDS dataset directory (it holds no '
+                      f'dataset_info.json{hint}) nor an image folder (it has no {split}/ '
+                      f'sub-folder). An image folder holds {" and ".join(f"{s}/" for s in splits)}'
+                      ', each with one sub-folder of images (.png, .jpg, .jpeg) per class.')
+    classes = sorted(c for c in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, c)))
+    if len(classes) < 2:
+      raise DataError(f'{split_dir} holds {len(classes)} class folder(s) {classes}; a classifier '
+                      'needs at least 2: put the images of each class in a sub-folder of its own')
+    files[split] = {c: sorted(os.path.join(split_dir, c, f)
+                              for f in os.listdir(os.path.join(split_dir, c))
+                              if f.lower().endswith(IMAGE_EXTENSIONS)) for c in classes}
+  for a, b in zip(splits, splits[1:]):
+    only_a, only_b = sorted(set(files[a]) - set(files[b])), sorted(set(files[b]) - set(files[a]))
+    if only_a or only_b:
+      raise DataError(f'the class folders of {a}/ and {b}/ in {folder} differ (only in {a}/: '
+                      f'{only_a}, only in {b}/: {only_b}); give both splits the same classes')
+  return files
+
+
+def _fingerprint(files: dict) -> str:
+  """A digest of the paths, sizes and modification times of `files` (see `_image_files`)."""
+  digest = hashlib.sha256()
+  for paths in files.values():
+    for path in (p for ps in paths.values() for p in ps):
+      st = os.stat(path)
+      digest.update(f'{path}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+  return digest.hexdigest()
+
+
+def _image_folder(cfg, folder: str) -> tfds.folder_dataset.ImageFolder:
+  """TFDS's ImageFolder over `folder`, decoding to the channels and size its images share.
+
+  Every image is decoded once first (cached while the files stay the same): a file that
+  does not decode, or (with dataset.image_size 0) images of different sizes, are DataErrors.
+  """
+  files = _image_files(folder, _split_names(cfg))
+  key = {'folder': folder, 'files': _fingerprint(files), 'resized': cfg.image_size > 0}
+  scan = _cached(cfg, 'scan', key, lambda: _scan_images(folder, files, cfg.image_size))
+  return tfds.folder_dataset.ImageFolder(folder, shape=(*scan['size'], scan['channels']))
+
+
+def _scan_images(folder: str, files: dict, image_size: int) -> dict:
+  """{'size': [H, W] (or [None, None] when they differ), 'channels': 1 or 3} of the images.
+
+  Decoded by TFDS's own decoder, in their native channels: all grayscale stays 1 channel;
+  anything else (RGB, RGBA, palette, a mix) is read as RGB, alpha dropped.
+  """
+  native = tfds.folder_dataset.ImageFolder(folder, shape=(None, None, None))
+  shapes = {}
+  for split in files:
+    ds = native.as_dataset(split=split).map(
+        lambda ex: (ex['image/filename'], tf.shape(ex['image']))).ignore_errors()
+    shapes.update({p.decode(): tuple(int(x) for x in s) for p, s in ds.as_numpy_iterator()})
+  bad = [p for paths in files.values() for ps in paths.values() for p in ps if p not in shapes]
+  if bad:
+    raise DataError(f'{len(bad)} image file(s) cannot be decoded: {", ".join(bad[:5])}'
+                    f'{", ..." if len(bad) > 5 else ""}; replace or remove them')
+  sizes = {}
+  for path in sorted(shapes):
+    sizes.setdefault(shapes[path][:2], path)
+  if len(sizes) > 1 and not image_size:
+    examples = ', '.join(f'{h}x{w}: {p}' for (h, w), p in list(sizes.items())[:3])
+    raise DataError(f'the images in {folder} have different sizes ({examples}); set '
+                    'dataset.image_size (e.g. --config.dataset.image_size=32) to resize every '
+                    'image to that size')
+  return {'size': list(next(iter(sizes))) if len(sizes) == 1 else [None, None],
+          'channels': 1 if all(s[2] == 1 for s in shapes.values()) else 3}
+
+
+def _cached(cfg, kind: str, key: dict, compute: Callable[[], dict]) -> dict:
+  """`compute()`, or what it returned before for the same `key` (JSON in the TFDS data dir).
+
+  Written atomically, so processes racing here each compute the same value and a reader sees
+  a whole file; nothing is written when `compute` raises. An unwritable data dir only costs
+  computing again next time.
+  """
+  name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+  path = os.path.join(_data_root(cfg.get('data_dir') or None), CACHE_DIR, f'{kind}-{name}.json')
+  try:
+    with open(path) as f:
+      cached = json.load(f)
+    if cached['key'] == key:
+      return cached['value']
+  except (OSError, ValueError, KeyError, TypeError):
+    pass  # not cached yet, or a damaged file: computed again and replaced.
+  value = compute()
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    utils.write_json(path, {'key': key, 'value': value})
+  except OSError as e:
+    sys.stderr.write(f'warning: could not cache the dataset {kind} in {path} ({e})\n')
+  return value
+
+
+# -------------------------------------------------------------------------------- pipelines
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
   """What the trainer needs to know about a dataset."""
@@ -180,18 +349,37 @@ class DatasetInfo:
   num_test: int
 
 
-def _host_split(split: str) -> str:
-  """This host's share of `split` (all of it on one host)."""
-  return tfds.even_splits(split, n=jax.process_count())[jax.process_index()]
+def _read(builder, split: str, shard: tuple = (0, 1),
+          shuffle_seed: Optional[int] = None) -> tf.data.Dataset:
+  """Part `shard[0]` of `shard[1]` even parts of `split` (slicing allowed); the files of a
+  prepared dataset are shuffled with `shuffle_seed` unless it is None."""
+  index, count = shard
+  if isinstance(builder, tfds.folder_dataset.ImageFolder):
+    # ImageFolder reads whole splits only, in an order it shuffled deterministically (its own
+    # file shuffling is unseeded, so it is not used: the caller's seeded shuffle suffices).
+    (part,) = tfds.core.ReadInstruction.from_spec(split).to_absolute(builder.info.splits)
+    start = part.from_ or 0
+    n = (builder.info.splits[part.splitname].num_examples if part.to is None else part.to) - start
+    first, stop = start + n * index // count, start + n * (index + 1) // count
+    return builder.as_dataset(split=part.splitname).skip(first).take(stop - first)
+  return builder.as_dataset(split=tfds.even_splits(split, n=count)[index],
+                            shuffle_files=shuffle_seed is not None,
+                            read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed))
 
 
-def _preprocess(cfg, train: bool, seed: int = 0):
-  mean, std = (np.array(s, np.float32) for s in STATS[cfg.name])
+def _pixels(image, image_size: int) -> tf.Tensor:
+  """uint8 HxWxC -> float32 on [0, 1], resized to image_size x image_size unless it is 0."""
+  image = tf.cast(image, tf.float32) / 255.0
+  return tf.image.resize(image, (image_size, image_size), antialias=True) if image_size else image
+
+
+def _preprocess(cfg, stats: tuple, train: bool, seed: int = 0):
+  mean, std = (np.array(s, np.float32) for s in stats)
 
   def fn(index, ex):
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
         tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)]), 2))
-    image = tf.cast(ex['image'], tf.float32) / 255.0
+    image = _pixels(ex['image'], cfg.image_size)
     if train and cfg.crop_padding > 0:
       shape = tf.shape(image)
       p = cfg.crop_padding
@@ -215,6 +403,54 @@ def num_examples(builder, split: str) -> int:
   return n
 
 
+def image_shape(cfg, builder) -> tuple:
+  """(H, W, C) of the images the pipeline yields; DataError when the data is not image
+  classification, or its images have no fixed size and dataset.image_size is 0."""
+  features = builder.info.features
+  if not ('image' in features and isinstance(features['image'], tfds.features.Image) and
+          'label' in features and isinstance(features['label'], tfds.features.ClassLabel)):
+    raise DataError(f'dataset {cfg.name} has no Image feature "image" and ClassLabel feature '
+                    f'"label" (it has {sorted(features.keys())}); give an image classification '
+                    'dataset')
+  h, w, c = features['image'].shape
+  if cfg.image_size:
+    h = w = cfg.image_size
+  if None in (h, w, c):
+    raise DataError(f'the images of {cfg.name} have no fixed size {(h, w, c)}; set '
+                    'dataset.image_size (e.g. --config.dataset.image_size=32) to resize them')
+  return (h, w, c)
+
+
+def normalisation(cfg, builder) -> tuple:
+  """Per-channel (mean, std) on [0, 1] pixels: from STATS for the datasets there, else
+  computed from the training split once (cached) as the pipeline sees it (resized)."""
+  if cfg.name in STATS:
+    return STATS[cfg.name]
+  if isinstance(builder, tfds.folder_dataset.ImageFolder):
+    data = {'folder': builder.data_dir,
+            'files': _fingerprint(_image_files(builder.data_dir, _split_names(cfg)))}
+  else:
+    data = {'dataset': builder.info.full_name, 'dir': os.path.abspath(builder.data_dir)}
+  key = {**data, 'split': cfg.train_split, 'image_size': cfg.image_size, 'sample': STATS_SAMPLE}
+  stats = _cached(cfg, 'stats', key, lambda: _compute_stats(cfg, builder))
+  return tuple(stats['mean']), tuple(stats['std'])
+
+
+def _compute_stats(cfg, builder) -> dict:
+  """Mean and std per channel of the first STATS_SAMPLE training images, in file order."""
+  ds = _read(builder, cfg.train_split).take(STATS_SAMPLE)
+  ds = ds.map(lambda ex: _pixels(ex['image'], cfg.image_size), num_parallel_calls=tf.data.AUTOTUNE)
+  total = total_sq = count = 0
+  for images in ds.batch(64).as_numpy_iterator():
+    total = total + images.sum((0, 1, 2), dtype=np.float64)
+    total_sq = total_sq + np.square(images).sum((0, 1, 2), dtype=np.float64)
+    count += images[..., 0].size
+  mean = total / count
+  std = np.sqrt(np.maximum(total_sq / count - mean ** 2, 0))
+  # A constant channel would divide by zero: its std is floored at one grey level.
+  return {'mean': mean.tolist(), 'std': np.maximum(std, 1 / 255).tolist()}
+
+
 def load(cfg, *, batch_size: int, eval_batch_size: int):
   """Returns `(info, train_batches, eval_fn)`.
 
@@ -224,25 +460,25 @@ def load(cfg, *, batch_size: int, eval_batch_size: int):
   `eval_fn()` yields padded eval batches with a `mask` over this host's test share.
   """
   builder = builder_for(cfg)
-  features = builder.info.features
-  info = DatasetInfo(cfg.name, features['label'].num_classes, tuple(features['image'].shape),
+  shape = image_shape(cfg, builder)
+  info = DatasetInfo(cfg.name, builder.info.features['label'].num_classes, shape,
                      num_examples(builder, cfg.train_split), num_examples(builder, cfg.test_split))
+  stats = normalisation(cfg, builder)
   per_host = batch_size // jax.process_count()
   per_host_eval = eval_batch_size // jax.process_count()
-
-  train_split = _host_split(cfg.train_split)
+  shard = (jax.process_index(), jax.process_count())
 
   def train_batches(seed: int, skip: int = 0) -> Iterator[dict]:
     """This host's training batches for `seed`, deterministic, after skipping `skip` of them."""
-    ds = builder.as_dataset(split=train_split, shuffle_files=True,
-                            read_config=tfds.ReadConfig(shuffle_seed=seed))
+    ds = _read(builder, cfg.train_split, shard, shuffle_seed=seed)
     ds = ds.cache().repeat().shuffle(cfg.shuffle_buffer, seed=seed)
-    ds = ds.enumerate().map(_preprocess(cfg, True, seed), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.enumerate().map(_preprocess(cfg, stats, True, seed),
+                            num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(per_host, drop_remainder=True).skip(skip).prefetch(tf.data.AUTOTUNE)
     return iter(tfds.as_numpy(ds))
 
-  eval_ds = builder.as_dataset(split=_host_split(cfg.test_split), shuffle_files=False)
-  eval_ds = eval_ds.enumerate().map(_preprocess(cfg, False), num_parallel_calls=tf.data.AUTOTUNE).cache()
+  eval_ds = _read(builder, cfg.test_split, shard).enumerate()
+  eval_ds = eval_ds.map(_preprocess(cfg, stats, False), num_parallel_calls=tf.data.AUTOTUNE).cache()
 
   def eval_fn() -> Iterator[dict]:
     for batch in tfds.as_numpy(eval_ds.batch(per_host_eval).prefetch(tf.data.AUTOTUNE)):

@@ -99,10 +99,28 @@ def default_workdir(config_arg: str) -> str:
 
 
 def _quiet() -> None:
-  """Keeps TensorFlow's and absl's start-up chatter off the console."""
+  """Keeps TensorFlow's, JAX's and absl's start-up chatter off the console.
+
+  TensorFlow and jaxlib print C++ log lines while they load, before any Python setting can
+  reach them; they are loaded here with file descriptor 2 pointed at /dev/null. Python
+  errors still surface (as exceptions), and everything after start-up prints as usual.
+  """
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   flags.FLAGS.mark_as_parsed()  # absl logs "before flag parsing" warnings otherwise.
-  logging.set_verbosity(logging.WARNING)  # orbax logs every save and restore at INFO.
+  logging.set_verbosity(logging.ERROR)  # orbax logs every save at INFO and slow ones at WARNING.
+  sys.stderr.flush()
+  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  try:
+    os.dup2(devnull, 2)
+    import jax  # pylint: disable=g-import-not-at-top
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    tf.get_logger().setLevel('ERROR')
+    tf.config.set_visible_devices([], 'GPU')  # TF only feeds data: keep it off accelerators.
+    jax.devices()  # initialises the backend, which logs too.
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
 
 
 def run(argv) -> int:
@@ -115,9 +133,6 @@ def run(argv) -> int:
     cfg, workdir, overwrite = _parse(argv)
   except _BadInput as e:
     return _error(str(e), EXIT_BAD_INPUT)
-  # TensorFlow only feeds data: keep it off any accelerator JAX uses.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], 'GPU')
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()
   from msmgan_jax import config as config_lib, data, faults, train, utils  # pylint: disable=g-import-not-at-top

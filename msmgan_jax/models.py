@@ -254,6 +254,20 @@ class ConvDisc(nn.Module):
     return nn.Dense(1, name='real_fake')(jnp.mean(x, axis=(1, 2)))[:, 0]
 
 
+def register_model(name: str, factory: Callable[..., Classifier]) -> None:
+  """Adds a model: `factory(num_classes=..., dtype=...)` returns a `Classifier` (its blocks
+  named by `block_names`, its `block_channels` and `block_strides` declared)."""
+  if name in MODELS:
+    raise ValueError(f'model {name!r} is already registered')
+  model = factory(num_classes=10, dtype=jnp.float32)
+  if not isinstance(model, Classifier):
+    raise TypeError(f'{name!r} builds a {type(model).__name__}, not a models.Classifier')
+  if len(model.block_strides) != model.num_blocks:
+    raise ValueError(f'{name!r} declares {model.num_blocks} block channels but '
+                     f'{len(model.block_strides)} block strides')
+  MODELS[name] = factory
+
+
 def create_model(name: str, num_classes: int, dtype: Any = jnp.float32) -> Classifier:
   """Builds the named model (see `MODELS`)."""
   if name not in MODELS:

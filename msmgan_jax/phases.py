@@ -5,7 +5,7 @@ losses apply and which extra states exist (discriminators, a mutual teacher copy
 Methods differ only in their phase lists (see `stage_phases`), never in the loop.
 """
 import dataclasses
-from typing import Tuple
+from typing import Callable, Optional, Tuple
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +24,8 @@ class Phase:
   kd: bool = False                      # logit phases: distil from the anchor's logits.
   mutual: bool = False                  # logit phases: DML with a trainable anchor copy.
   finetune_all: bool = False            # logit phases: blocks train too (lr * mult).
+  standalone: bool = False              # logit phases: warmup, blocks at the full rate.
+  loss: Optional[Callable] = None       # logit phases: loss(s_logits, t_logits, labels, cfg).
 
   @property
   def is_feature(self) -> bool:
@@ -32,26 +34,62 @@ class Phase:
   @property
   def signature(self) -> tuple:
     """What the compiled steps depend on: equal signatures share compiled steps."""
-    return (self.feature_blocks, self.adversarial, self.kd, self.mutual, self.finetune_all)
+    return (self.feature_blocks, self.adversarial, self.kd, self.mutual, self.finetune_all,
+            self.standalone, self.loss)
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A distillation method: the phases of each stage, and whether it needs the teacher
+  (with a teacher, one stage per anchor; without, a single stage)."""
+  name: str
+  stage_phases: Callable  # (cfg, num_blocks) -> list of Phase.
+  uses_teacher: bool = True
+
+
+METHODS = {}  # name -> Method; `config.method` must name one (or 'teacher').
+
+
+def register_method(name: str, stage_phases: Callable, uses_teacher: bool = True) -> Method:
+  """Adds a method: `stage_phases(cfg, num_blocks)` returns the phases of one stage."""
+  if not name.isidentifier() or name == 'teacher':
+    raise ValueError(f'method name {name!r} must be an identifier other than teacher')
+  if name in METHODS:
+    raise ValueError(f'method {name!r} is already registered')
+  METHODS[name] = Method(name, stage_phases, uses_teacher)
+  return METHODS[name]
 
 
 def stage_phases(cfg, num_blocks: int) -> list:
   """The phases of one stage for `cfg.method`."""
-  if cfg.method == 'ce':
-    return [Phase('ce', 1.0, finetune_all=True)]
-  if cfg.method == 'msmgan':
-    shares = tuple(cfg.stages.phase_shares)
-    adv = cfg.gan.alpha_adv > 0
-    if cfg.stages.greedy:
-      blocks = [Phase(f'block_{k + 1}', shares[k], (k,), adversarial=adv)
-                for k in range(num_blocks)]
-    else:
-      blocks = [Phase('blocks', sum(shares[:num_blocks]), tuple(range(num_blocks)),
-                      adversarial=adv)]
-    head = Phase('head', shares[num_blocks], kd=True, mutual=cfg.mutual.enabled,
-                 finetune_all=cfg.stages.finetune_all)
-    return blocks + [head]
-  raise ValueError(f'method {cfg.method!r} trains no student')
+  if cfg.method not in METHODS:
+    raise ValueError(f'method {cfg.method!r} trains no student')
+  return METHODS[cfg.method].stage_phases(cfg, num_blocks)
+
+
+def uses_teacher(cfg) -> bool:
+  """Whether `cfg.method` needs the teacher's anchors."""
+  return cfg.method == 'teacher' or METHODS[cfg.method].uses_teacher
+
+
+def _msmgan(cfg, num_blocks: int) -> list:
+  """METHOD.md: greedy block phases (one GAN per block), then the (mutual) head phase."""
+  shares = tuple(cfg.stages.phase_shares)
+  adv = cfg.gan.alpha_adv > 0
+  if cfg.stages.greedy:
+    blocks = [Phase(f'block_{k + 1}', shares[k], (k,), adversarial=adv)
+              for k in range(num_blocks)]
+  else:
+    blocks = [Phase('blocks', sum(shares[:num_blocks]), tuple(range(num_blocks)),
+                    adversarial=adv)]
+  head = Phase('head', shares[num_blocks], kd=True, mutual=cfg.mutual.enabled,
+               finetune_all=cfg.stages.finetune_all)
+  return blocks + [head]
+
+
+register_method('ce', lambda cfg, k: [Phase('ce', 1.0, finetune_all=True, standalone=True)],
+                uses_teacher=False)
+register_method('msmgan', _msmgan)
 
 
 def phase_steps(cfg, phase: Phase, num_train: int, num_stages: int) -> int:

@@ -136,7 +136,8 @@ class PhaseSteps:
   def _logit_step(self, g_state, t_state, anchor, batch):
     """Student head (or all of it) with CE / KD; in DML the anchor copy learns back.
 
-    Student: CE; with kd (1 - beta) CE + beta tau^2 KL(T || S) (METHOD.md section 2); in
+    Student: the phase's own `loss` when it has one (the anchor's logits, or None without a
+    teacher); else CE; with kd (1 - beta) CE + beta tau^2 KL(T || S) (METHOD.md section 2); in
     DML CE + beta tau^2 KL(T' || S) and the copy T' learns CE + beta_t tau^2 KL(S || T')
     (section 4). Each side sees the other's logits through a
     stop-gradient, so one joint gradient gives both updates from one forward each.
@@ -149,7 +150,7 @@ class PhaseSteps:
                                    x, train=False, stop=first, with_head=False)
     h = prefix[-1] if prefix else x
     anchor_logits = None
-    if p.kd and not p.mutual:
+    if (p.kd or p.loss is not None) and not p.mutual and anchor is not None:
       anchor_logits, _ = self.teacher.apply(anchor, x, train=False)
 
     def loss_fn(params, t_params):
@@ -162,7 +163,9 @@ class PhaseSteps:
             {'params': t_params, 'batch_stats': t_state.batch_stats}, x, train=True,
             mutable=['batch_stats'])
         t_loss = losses.dml(t_logits, s_logits, y, cfg.mutual.beta_t, cfg.kd.tau)
-      if p.kd:
+      if p.loss is not None:  # a registered method's own loss.
+        s_loss = p.loss(s_logits, t_logits, y, cfg)
+      elif p.kd:
         ce_weight = 1.0 if p.mutual else 1 - cfg.kd.beta
         s_loss = losses.dml(s_logits, t_logits, y, cfg.kd.beta, cfg.kd.tau, ce_weight)
       else:

@@ -51,7 +51,7 @@ class Distiller:
     self.t_model = models.create_model(cfg.teacher.model, info.num_classes)
     self.connectors = models.Connectors(tuple(self.t_model.block_channels))
     self.phases = phases_lib.stage_phases(cfg, self.student.num_blocks)
-    self.anchors = [None] if cfg.method == 'ce' else teacher.anchors
+    self.anchors = teacher.anchors if phases_lib.uses_teacher(cfg) else [None]
     self.spe = train.steps_per_epoch(cfg, info)
     self.ckpt = utils.Checkpoints(wd.file('checkpoints', 'student'), max_to_keep=2)
     self.eval_step = train.make_eval_step(self.student)
@@ -95,8 +95,8 @@ class Distiller:
       transforms = {'train': optim.sgd(sched, cfg.student.momentum, cfg.student.weight_decay)}
     else:
       lr = cfg.student.lr * cfg.batch_size / 128
-      warm = int(cfg.student.warmup_epochs * self.spe) if phase.name == 'ce' else 0
-      mult = 1.0 if phase.name == 'ce' else cfg.stages.finetune_lr_mult
+      warm = int(cfg.student.warmup_epochs * self.spe) if phase.standalone else 0
+      mult = 1.0 if phase.standalone else cfg.stages.finetune_lr_mult
       transforms = {
           'head': optim.sgd(optim.lr_schedule(lr, n_steps, warm), cfg.student.momentum,
                             cfg.student.weight_decay),

@@ -139,7 +139,7 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
                    batch_size=cfg.batch_size, log_every=cfg.log_every_steps,
                    log=lambda step, m: log('train', step, m), after_step=after_step, save=save,
                    save_at=lambda step: step % spe == 0 or step % cfg.checkpoint_every_steps == 0,
-                   where='the teacher', window=window)
+                   where='the teacher', window=window, epoch_steps=spe)
   return _finished(cfg, model, target, n_params, latest, anchor_ckpt, anchor_epochs)
 
 

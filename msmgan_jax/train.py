@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import tqdm
 
 from msmgan_jax import config as config_lib
 from msmgan_jax import data, faults, losses, utils
@@ -50,10 +51,16 @@ def make_eval_step(model) -> Callable:
   return jax.jit(step)
 
 
+def progress(**kwargs) -> tqdm.tqdm:
+  """A tqdm bar with rate and ETA on a terminal (process 0), silent otherwise."""
+  return tqdm.tqdm(**kwargs, dynamic_ncols=True,
+                   disable=None if jax.process_index() == 0 else True)
+
+
 def evaluate(eval_step, variables, eval_batches, mesh) -> dict:
   """Test accuracy and loss over every example of the eval split, each counted once."""
   totals = None
-  for batch in eval_batches():
+  for batch in progress(iterable=eval_batches(), desc='evaluating', unit='batch', leave=False):
     out = eval_step(variables, utils.shard_batch(batch, mesh))
     totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     faults.point('eval')
@@ -65,7 +72,7 @@ def evaluate(eval_step, variables, eval_batches, mesh) -> dict:
 
 def train_loop(states, step_fn, *, batches, start: int, stop: int, mesh, batch_size: int,
                log_every: int, log: Callable, after_step: Callable, save: Callable,
-               save_at: Callable, where: str, window=()):
+               save_at: Callable, where: str, window=(), epoch_steps: int = 0):
   """Runs `step_fn` for steps start..stop-1; returns (states, seconds of the first step).
 
   The first step includes compilation, so it is timed apart (one device sync). Every
@@ -76,38 +83,64 @@ def train_loop(states, step_fn, *, batches, start: int, stop: int, mesh, batch_s
   goes into the checkpoint, and a resumed run passes it back, so its logs are the ones an
   uninterrupted run writes.
 
+  A progress bar (a terminal only) counts the steps of `where`, one bar per epoch of
+  `epoch_steps` steps when that is given, and shows the last logged loss.
+
   Faults: a NaN or inf metric raises `faults.NumericalError` naming `where`, the step and
   the metric; metrics are checked before anything is saved, so no checkpoint holds a
   diverged state. A SIGTERM / SIGINT (under `faults.graceful_stop`) saves at the next
   step boundary and raises `faults.Interrupted`.
   """
   done, pending, t0, first_step_s, timed = list(window), [], time.time(), 0.0, 0
-  for step in range(start, stop):
-    states, metrics = step_fn(states, utils.shard_batch(next(batches), mesh))
-    faults.point('step')
-    if step == start:
-      jax.block_until_ready(metrics)
-      first_step_s = time.time() - t0
-    pending.append(metrics)
-    timed += 1
-    signum = faults.stop_requested()
-    saving = save_at(step + 1) or signum is not None
-    logging_now = (step + 1) % log_every == 0 or step + 1 == stop
-    if logging_now or saving:
-      host = [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
-      _check_finite(host, step + 1 - len(host), where)
-      done, pending = done + host, []
-    if logging_now:
-      means = {k: float(np.mean([m[k] for m in done])) for k in done[0]}
-      means['images_per_s'] = timed * batch_size / (time.time() - t0)
-      log(step + 1, means)
-      done, t0, timed = [], time.time(), 0
-    states = after_step(step + 1, states)
-    if saving:
-      save(step + 1, states, done)
-    if signum is not None:
-      raise faults.Interrupted(signum, f'{where} at step {step + 1}')
+  bar = None
+  try:
+    for step in range(start, stop):
+      if bar is None:
+        bar = _step_bar(where, step, stop, epoch_steps)
+      states, metrics = step_fn(states, utils.shard_batch(next(batches), mesh))
+      bar.update()
+      faults.point('step')
+      if step == start:
+        jax.block_until_ready(metrics)
+        first_step_s = time.time() - t0
+      pending.append(metrics)
+      timed += 1
+      signum = faults.stop_requested()
+      saving = save_at(step + 1) or signum is not None
+      logging_now = (step + 1) % log_every == 0 or step + 1 == stop
+      if logging_now or saving:
+        host = [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
+        _check_finite(host, step + 1 - len(host), where)
+        done, pending = done + host, []
+      if logging_now:
+        means = {k: float(np.mean([m[k] for m in done])) for k in done[0]}
+        means['images_per_s'] = timed * batch_size / (time.time() - t0)
+        log(step + 1, means)
+        bar.set_postfix({k: f'{v:.4g}' for k, v in means.items()
+                         if k in ('loss', 'g_loss', 'accuracy')}, refresh=False)
+        done, t0, timed = [], time.time(), 0
+      if step + 1 == stop or (epoch_steps and (step + 1) % epoch_steps == 0):
+        bar.close()  # before after_step prints its evaluation line.
+        bar = None
+      states = after_step(step + 1, states)
+      if saving:
+        save(step + 1, states, done)
+      if signum is not None:
+        raise faults.Interrupted(signum, f'{where} at step {step + 1}')
+  finally:
+    if bar is not None:
+      bar.close()
   return states, first_step_s
+
+
+def _step_bar(where: str, step: int, stop: int, epoch_steps: int) -> tqdm.tqdm:
+  """The bar from `step` on: of the whole loop, or of the epoch `step` is in."""
+  if not epoch_steps:
+    return progress(total=stop, initial=step, desc=where, unit='step')
+  epoch = step // epoch_steps
+  return progress(total=min(epoch_steps, stop - epoch * epoch_steps),
+                  initial=step - epoch * epoch_steps, unit='step',
+                  desc=f'{where} epoch {epoch + 1}/{-(-stop // epoch_steps)}')
 
 
 def _check_finite(host_metrics: list, first_step: int, where: str) -> None:
@@ -174,12 +207,16 @@ class Workdir:
       utils.write_json(self.file('config.json'), mine)
 
   def _read_config(self):
+    """The config of the run here, fields added to the schema since it started filled in
+    with their defaults (so older runs still resume); None when there is none."""
     try:
-      return utils.read_json(self.file('config.json'))
+      old = utils.read_json(self.file('config.json'))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise config_lib.ConfigError(
           f'{self.file("config.json")} is not valid JSON ({e}); this workdir was damaged '
           'outside a run. Move it away or pick a new --workdir.') from e
+    return None if old is None else _with_defaults(old, json.loads(
+        config_lib.defaults().to_json()))
 
   def _acquire(self) -> None:
     """Takes the workdir lock without waiting; WorkdirBusy if another process holds it."""
@@ -215,6 +252,15 @@ def _read_text(path: str) -> str:
     return ''
 
 
+def _with_defaults(old: dict, defaults: dict) -> dict:
+  """`old` with the fields it lacks taken from `defaults` (recursively)."""
+  out = dict(defaults)
+  for k, v in old.items():
+    out[k] = _with_defaults(v, defaults[k]) if isinstance(v, dict) and isinstance(
+        defaults.get(k), dict) else v
+  return out
+
+
 def _diff(a, b, prefix=''):
   for k in set(a) | set(b):
     va, vb = a.get(k), b.get(k)
@@ -237,6 +283,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   SIGTERM / SIGINT save a checkpoint and raise `faults.Interrupted`.
   """
   from msmgan_jax import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
+  _keep_tensorflow_off_accelerators()
   config_lib.validate(cfg)
   teacher_lib.check_anchor_paths(cfg)
   wd = Workdir(workdir)
@@ -252,22 +299,34 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   # Given checkpoints are restored before the workdir is claimed (for `ce`, for reference).
   given = teacher_lib.load_given(cfg, info, mesh) if cfg.teacher.checkpoints else None
   wd.claim(cfg, overwrite=overwrite)
+  wd.metrics.images_per_epoch = info.num_train
   try:
     with faults.graceful_stop():
       return _run(cfg, wd, info, batches, eval_batches, mesh, given)
   finally:
+    wd.metrics.close()
     wd.release()
+
+
+def _keep_tensorflow_off_accelerators() -> None:
+  """TensorFlow only feeds data: it must not take GPU memory from JAX (notebooks, scripts)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    tf.config.set_visible_devices([], 'GPU')
+  except RuntimeError:  # TF already initialised its devices; nothing to do any more.
+    pass
 
 
 def _run(cfg, wd, info, batches, eval_batches, mesh, teacher) -> dict:
   from msmgan_jax import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   t0 = time.time()
-  if teacher is None and cfg.method != 'ce':  # `ce` needs no teacher.
+  from msmgan_jax import phases  # pylint: disable=g-import-not-at-top
+  if teacher is None and phases.uses_teacher(cfg):
     teacher = teacher_lib.train_teacher(cfg, wd, info, batches, eval_batches, mesh)
   summary = {'method': cfg.method, 'dataset': cfg.dataset.name,
              'teacher': teacher.summary() if teacher else None}
   if cfg.method != 'teacher':
-    from msmgan_jax import phases, student  # pylint: disable=g-import-not-at-top
+    from msmgan_jax import student  # pylint: disable=g-import-not-at-top
     summary['variant'] = phases.variant(cfg)
     summary['student'] = student.Distiller(cfg, wd, info, batches, eval_batches, mesh,
                                            teacher).run()

@@ -47,7 +47,7 @@ def mock_metadata_dir(tmp_path_factory):
   the number of mocked examples (without metadata `info.splits` is empty).
   """
   root = str(tmp_path_factory.mktemp('tfds_metadata'))
-  for name in data.SUPPORTED:
+  for name in data.STATS:
     builder = tfds.builder(name, data_dir=root)
     builder.info.set_splits(tfds.core.SplitDict([
         tfds.core.SplitInfo(name='train', shard_lengths=[MOCK_TRAIN], num_bytes=0),
@@ -57,7 +57,7 @@ def mock_metadata_dir(tmp_path_factory):
   return root
 
 
-@pytest.mark.parametrize('name', data.SUPPORTED)
+@pytest.mark.parametrize('name', list(data.STATS))
 def test_mocked_load_shapes_and_eval_coverage(name, mock_metadata_dir):
   cfg = dataset_cfg(name=name, source='tfds', shuffle_buffer=64)
   with tfds.testing.mock_data(num_examples=MOCK_TEST, data_dir=mock_metadata_dir,
@@ -335,7 +335,8 @@ def test_missing_fashion_mnist_says_how_to_get_it(source, tmp_path, monkeypatch,
 
 
 def test_unknown_dataset_name():
-  with pytest.raises(data.DataError, match="unknown dataset 'svhn'"):
+  with pytest.raises(data.DataError, match="dataset.name 'svhn' is not one of the registered TFDS "
+                     "datasets nor an existing folder \\(did you mean 'svhn_cropped'\\?\\)"):
     data.builder_for(dataset_cfg(name='svhn'))
 
 

@@ -12,7 +12,7 @@ from msmgan_jax import train
 def test_teacher_workdir_contract(teacher_run):
   cfg, workdir, summary = teacher_run
   assert sorted(os.listdir(workdir)) == ['.lock', '.owner', 'checkpoints', 'config.json',
-                                         'metrics.jsonl', 'summary.json']
+                                         'metrics.jsonl', 'summary.json', 'tensorboard']
   assert json.load(open(os.path.join(workdir, 'config.json'))) == json.loads(cfg.to_json())
   records = [json.loads(line) for line in open(os.path.join(workdir, 'metrics.jsonl'))]
   for r in records:

@@ -12,6 +12,7 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import PIL.Image
 import pytest
 
 from conftest import REPO_ROOT
@@ -45,6 +46,14 @@ def world(teacher_run, tmp_path_factory):
     write_idx(root / 'idx' / img, np.zeros((4, 28, 28)))
     (root / 'idx' / lab).write_bytes(b'\x1f\x8b broken gzip')
   shutil.copytree(teacher_dir, root / 'other_run')
+  for folder, classes in (('one_class', 'a'), ('bad_image', 'abc')):
+    for split in ('train', 'test'):
+      for c in classes:
+        (root / folder / split / c).mkdir(parents=True)
+        for i in range(2):
+          PIL.Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(
+              root / folder / split / c / f'{i}.png')
+  (root / 'bad_image' / 'train' / 'b' / '1.png').write_bytes(b'\x89PNG\r\n\x1a\n truncated')
   return {'root': root, 'teacher': teacher_dir, 'data': cfg.dataset.data_dir,
           'anchors': [os.path.join(teacher_dir, 'checkpoints', 'anchors', e) for e in '12']}
 
@@ -113,6 +122,10 @@ CASES = [
      'trunc/2 could not be restored.*move it away'),
     ('anchors and stages disagree', ['{given}', '--config.stages.num=3'], None, 2,
      r'teacher\.checkpoints: gives 2 paths but stages\.num is 3'),
+    ('image folder with one class', ['--config.dataset.name={root}/one_class'], None, 2,
+     r'one_class/train holds 1 class folder\(s\) \[.a.\]; a classifier needs at least 2'),
+    ('unreadable image', ['--config.dataset.name={root}/bad_image'], None, 2,
+     'cannot be decoded: .*bad_image/train/b/1.png; replace or remove them'),
     ('workdir is a file', [], 'afile', 2, 'afile is a file; pick a directory'),
     ('workdir under a file', [], 'afile/run', 2, 'afile/run cannot be written'),
     ('foreign workdir', [], 'foreign', 2, 'is not empty and holds no config.json'),

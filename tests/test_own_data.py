@@ -1,0 +1,278 @@
+"""Your own data: image folders, prepared TFDS directories, computed and cached stats, bad input."""
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from conftest import dataset_cfg
+from msmgan_jax import config, data, main, train
+from test_config import snapshot
+from test_data import write_idx
+
+CLASSES = ('ant', 'bee', 'cat')
+PER_CLASS = {'train': 8, 'test': 3}
+
+
+def make_folder(root, size=(20, 20), mode='RGB', classes=CLASSES, splits=('train', 'test')):
+  """root/<split>/<class>/<i>.png, random images whose brightness depends on the class."""
+  rng = np.random.default_rng(0)
+  for split in splits:
+    for label, name in enumerate(classes):
+      (root / split / name).mkdir(parents=True)
+      for i in range(PER_CLASS[split]):
+        shape = size + ((3,) if mode == 'RGB' else ())
+        pixels = rng.integers(0, 128, shape) + 60 * label
+        Image.fromarray(pixels.astype(np.uint8), mode).save(root / split / name / f'{i}.png')
+  return root
+
+
+def pixels_of(root, split):
+  """Every image of `split` as float64 on [0, 1], HxWxC."""
+  out = []
+  for path in sorted((root / split).glob('*/*.png')):
+    image = np.asarray(Image.open(path), np.float64) / 255
+    out.append(image if image.ndim == 3 else image[..., None])
+  return np.stack(out)
+
+
+@pytest.fixture(scope='module')
+def folder(tmp_path_factory):
+  return make_folder(tmp_path_factory.mktemp('own') / 'images')
+
+
+def own_cfg(folder, data_dir, **fields):
+  return dataset_cfg(name=str(folder), data_dir=str(data_dir), shuffle_buffer=64, **fields)
+
+
+# --------------------------------------------------------------------------------- end to end
+
+
+def test_image_folder_trains_end_to_end(folder, tmp_path):
+  cfg = config.finalize(config.defaults(), 'smoke')
+  cfg.teacher.model, cfg.student.model = 'resnet8', 'cnn'
+  cfg.batch_size, cfg.eval_batch_size = 8, 8
+  cfg.dataset = own_cfg(folder, tmp_path / 'tfds', train_split='train')
+  before = snapshot(folder)
+  summary = train.train_and_evaluate(cfg, str(tmp_path / 'run'))
+  assert snapshot(folder) == before  # the user's folder is only read.
+  assert summary['method'] == 'msmgan' and summary['dataset'] == str(folder)
+  assert 0 <= summary['teacher']['test_accuracy'] <= 1
+  student = summary['student']
+  assert student['model'] == 'cnn' and 0 <= student['test_accuracy'] <= 1
+  assert student['compression'] == pytest.approx(summary['teacher']['params'] / student['params'],
+                                                abs=1e-3)
+  assert len(student['stages']) == cfg.stages.num == 2
+  assert [len(s['phases']) for s in student['stages']] == [4, 4]
+  with open(tmp_path / 'run' / 'metrics.jsonl') as f:
+    tests = [e for e in map(json.loads, f) if e['split'] == 'test']
+  assert tests and all(0 <= e['accuracy'] <= 1 and np.isfinite(e['loss']) for e in tests)
+
+
+# ---------------------------------------------------------------------------------- pipelines
+
+
+@pytest.mark.parametrize('mode, image_size, shape', [
+    ('RGB', 0, (20, 20, 3)), ('RGB', 12, (12, 12, 3)), ('L', 0, (20, 20, 1)),
+    ('L', 32, (32, 32, 1))])
+def test_image_folder_shapes(mode, image_size, shape, tmp_path):
+  root = make_folder(tmp_path / 'images', mode=mode)
+  cfg = own_cfg(root, tmp_path / 'tfds', image_size=image_size)
+  info, train_batches, eval_fn = data.load(cfg, batch_size=8, eval_batch_size=4)
+  assert info == data.DatasetInfo(str(root), 3, shape, 24, 9)
+  batch = next(train_batches(0))
+  assert batch['image'].shape == (8,) + shape and np.isfinite(batch['image']).all()
+  assert set(batch['label']) <= {0, 1, 2}
+  evals = list(eval_fn())
+  assert all(b['image'].shape == (4,) + shape for b in evals)
+  assert sum(b['mask'].sum() for b in evals) == 9
+
+
+def test_image_folder_slices_and_host_shares(folder, tmp_path):
+  builder = data.builder_for(own_cfg(folder, tmp_path))
+  labels = lambda ds: [int(ex['label']) for ex in ds.as_numpy_iterator()]
+  read = data._read  # pylint: disable=protected-access
+  whole = labels(read(builder, 'train'))
+  assert len(whole) == 24 and sorted(whole) == [0] * 8 + [1] * 8 + [2] * 8
+  assert labels(read(builder, 'train[:25%]')) == whole[:6]
+  shares = [labels(read(builder, 'train[4:]', (i, 3))) for i in range(3)]
+  assert sum(shares, []) == whole[4:] and [len(s) for s in shares] == [6, 7, 7]
+
+
+def test_stats_are_computed_once_cached_and_used_for_eval(tmp_path, monkeypatch):
+  folder = make_folder(tmp_path / 'images')
+  calls = []
+  compute = data._compute_stats  # pylint: disable=protected-access
+  monkeypatch.setattr(data, '_compute_stats', lambda *a: calls.append(1) or compute(*a))
+  cfg = own_cfg(folder, tmp_path / 'tfds', crop_padding=0, flip=False)
+  _, _, eval_fn = data.load(cfg, batch_size=8, eval_batch_size=4)
+  raw = pixels_of(folder, 'train')
+  mean, std = raw.mean((0, 1, 2)), raw.std((0, 1, 2))
+  cached = [json.loads(p.read_text()) for p in (tmp_path / 'tfds' / data.CACHE_DIR).glob('stats-*')]
+  assert len(calls) == 1 and len(cached) == 1
+  np.testing.assert_allclose(cached[0]['value']['mean'], mean, rtol=1e-6)
+  np.testing.assert_allclose(cached[0]['value']['std'], std, rtol=1e-6)
+  # The eval pipeline normalises with the same numbers: undone, they give the test pixels.
+  images = np.concatenate([b['image'][b['mask'] > 0] for b in eval_fn()])
+  got = np.sort((images * std + mean).reshape(9, -1).sum(1))
+  np.testing.assert_allclose(got, np.sort(pixels_of(folder, 'test').reshape(9, -1).sum(1)),
+                             rtol=1e-4)
+  data.load(cfg, batch_size=8, eval_batch_size=4)  # a second run reads the cache.
+  assert len(calls) == 1
+  assert data.normalisation(cfg, data.builder_for(cfg)) == (tuple(cached[0]['value']['mean']),
+                                                           tuple(cached[0]['value']['std']))
+  (folder / 'train' / 'ant' / '0.png').touch()  # changed files: computed again.
+  data.load(cfg, batch_size=8, eval_batch_size=4)
+  assert len(calls) == 2
+
+
+def test_prepared_tfds_directory_by_name(tmp_path):
+  idx = tmp_path / 'idx'
+  idx.mkdir()
+  rng = np.random.default_rng(0)
+  for split, (img, lab) in data.IDX_FILES.items():
+    n = 12 if split == 'train' else 5
+    write_idx(idx / img, rng.integers(0, 256, (n, 28, 28)))
+    write_idx(idx / lab, np.arange(n) % 10)
+  data.builder_for(dataset_cfg(data_dir=str(tmp_path / 'prepared'), manual_dir=str(idx),
+                               source='local'))
+  prepared = tmp_path / 'prepared' / 'fashion_mnist_local' / '3.0.1'
+  before = snapshot(prepared)
+  cfg = dataset_cfg(name=str(prepared), data_dir=str(tmp_path / 'tfds'), shuffle_buffer=64)
+  config.validate(_full(cfg))
+  info, train_batches, eval_fn = data.load(cfg, batch_size=4, eval_batch_size=4)
+  assert info == data.DatasetInfo(str(prepared), 10, (28, 28, 1), 12, 5)
+  assert next(train_batches(0))['image'].shape == (4, 28, 28, 1)
+  assert sum(b['mask'].sum() for b in eval_fn()) == 5
+  assert snapshot(prepared) == before  # stats are cached in the data dir, not here.
+  assert len(list((tmp_path / 'tfds' / data.CACHE_DIR).glob('stats-*'))) == 1
+
+
+def test_registered_tfds_name_without_known_stats(tmp_path):
+  builder = tfds.builder('kmnist', data_dir=str(tmp_path))
+  builder.info.set_splits(tfds.core.SplitDict([
+      tfds.core.SplitInfo(name=s, shard_lengths=[n], num_bytes=0)
+      for s, n in (('train', 20), ('test', 6))]))
+  os.makedirs(builder.data_dir)
+  builder.info.write_to_directory(builder.data_dir)
+  cfg = dataset_cfg(name='kmnist', data_dir=str(tmp_path), shuffle_buffer=64, image_size=16)
+  with tfds.testing.mock_data(num_examples=6, data_dir=str(tmp_path),
+                              policy=tfds.testing.MockPolicy.USE_FILES):
+    info, train_batches, _ = data.load(cfg, batch_size=4, eval_batch_size=4)
+    batch = next(train_batches(0))
+  assert info == data.DatasetInfo('kmnist', 10, (16, 16, 1), 20, 6)
+  assert batch['image'].shape == (4, 16, 16, 1)
+  stats = list((tmp_path / data.CACHE_DIR).glob('stats-*'))
+  assert len(stats) == 1 and 'kmnist' in json.loads(stats[0].read_text())['key']['dataset']
+
+
+# ---------------------------------------------------------------------------------- bad input
+
+
+def _full(dataset):
+  cfg = config.defaults()
+  cfg.dataset = dataset
+  return cfg
+
+
+def test_validate_dataset_name_and_image_size(folder, tmp_path):
+  config.validate(_full(dataset_cfg(name=str(folder))))
+  config.validate(_full(dataset_cfg(name='svhn_cropped', image_size=32)))
+  for name in ('svhn', str(tmp_path / 'nope')):
+    with pytest.raises(config.ConfigError, match=rf"^config field dataset\.name: '{name}' is "
+                       'not one of the registered TFDS datasets nor an existing folder'):
+      config.validate(_full(dataset_cfg(name=name)))
+  with pytest.raises(config.ConfigError, match="did you mean 'svhn_cropped'"):
+    config.validate(_full(dataset_cfg(name='svhn')))
+  with pytest.raises(config.ConfigError, match=r'^config field dataset\.image_size: must be an '
+                     'integer >= 0'):
+    config.validate(_full(dataset_cfg(image_size=-1)))
+
+
+def _only_train(root):
+  make_folder(root, splits=('train',))
+
+
+def _one_class(root):
+  make_folder(root, classes=('ant',))
+
+
+def _corrupt(root):
+  make_folder(root)
+  (root / 'test' / 'bee' / '1.png').write_bytes(b'not a png')
+  raw = (root / 'train' / 'cat' / '2.png').read_bytes()
+  (root / 'train' / 'cat' / '2.png').write_bytes(raw[:len(raw) // 2])
+
+
+def _mismatch(root):
+  make_folder(root)
+  (root / 'test' / 'cat').rename(root / 'test' / 'cow')
+
+
+def _sizes(root):
+  make_folder(root)
+  Image.new('RGB', (24, 24)).save(root / 'test' / 'ant' / 'big.png')
+
+
+def _versions(root):
+  for version in ('1.0.0', '1.0.1'):
+    (root / version).mkdir(parents=True)
+    (root / version / 'dataset_info.json').write_text('{}')
+
+
+def _damaged(root):
+  root.mkdir()
+  (root / 'dataset_info.json').write_text('{"name": "mine", "splits": [')
+
+
+BAD = {
+    'missing folder': (None, r"'{root}' is not one of the registered TFDS datasets nor an "
+                             'existing folder; give a registered TFDS name'),
+    'no test split': (_only_train, r'{root} is neither a prepared TFDS dataset directory \(it '
+                                   r'holds no dataset_info.json\) nor an image folder \(it has '
+                                   r'no test/ sub-folder\). An image folder holds train/ and '
+                                   'test/, each with one sub-folder of images'),
+    'dataset dir above the prepared one': (
+        _versions, r'{root} is neither a prepared TFDS dataset directory \(it holds no '
+                   r'dataset_info.json; did you mean {root}/1.0.1\?\) nor an image folder'),
+    'damaged dataset_info.json': (_damaged, r'{root} holds a dataset_info.json that TFDS cannot '
+                                            r'read \(.*\); prepare the dataset again'),
+    'one class': (_one_class, r"{root}/train holds 1 class folder\(s\) \['ant'\]; a classifier "
+                              'needs at least 2'),
+    'corrupt images': (_corrupt, r'2 image file\(s\) cannot be decoded: {root}/train/cat/2.png, '
+                                 '{root}/test/bee/1.png; replace or remove them'),
+    'classes differ': (_mismatch, r"the class folders of train/ and test/ in {root} differ "
+                                  r"\(only in train/: \['cat'\], only in test/: \['cow'\]\)"),
+    'sizes differ': (_sizes, r'the images in {root} have different sizes \(20x20: .*, 24x24: '
+                             r'{root}/test/ant/big.png\); set dataset.image_size'),
+}
+
+
+@pytest.mark.parametrize('case', sorted(BAD))
+def test_bad_folder_exits_2_naming_the_fix_and_writes_nothing(case, tmp_path, capsys):
+  make, message = BAD[case]
+  root = tmp_path / 'images'
+  if make:
+    make(root)
+  before = snapshot(tmp_path)
+  capsys.readouterr()
+  code = main.run(['msmgan_jax.main', '--config', 'configs/default.py:smoke',
+                   f'--config.dataset.name={root}', f'--config.dataset.data_dir={tmp_path}/tfds',
+                   '--workdir', str(tmp_path / 'run')])
+  err = capsys.readouterr().err
+  assert code == 2 and err.startswith('error: ') and 'Traceback' not in err, err
+  assert len(err.strip().splitlines()) == 1, err
+  assert re.search(message.format(root=root), err), err
+  assert snapshot(tmp_path) == before  # no cache, no workdir, nothing in the folder.
+
+
+def test_sizes_differ_is_fine_with_image_size(tmp_path):
+  root = tmp_path / 'images'
+  _sizes(root)
+  info, _, eval_fn = data.load(own_cfg(root, tmp_path / 'tfds', image_size=16), batch_size=8,
+                               eval_batch_size=5)
+  assert info.image_shape == (16, 16, 3) and info.num_test == 10
+  assert sum(b['mask'].sum() for b in eval_fn()) == 10

@@ -1,0 +1,152 @@
+"""Using it like the tools people know: the README's extension examples train a student,
+TensorBoard's own reader loads the event files, `report` plots a run, the config reference
+in the README is the one `config.defaults()` gives, progress bars stay off non-terminals."""
+import io
+import json
+import os
+import re
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, load_config, shrink
+from msmgan_jax import config, models, phases, report, train
+
+
+def readme_blocks(section: str) -> list:
+  """The ```python blocks of one `## ` section of the README."""
+  text = (REPO_ROOT / 'README.md').read_text()
+  body = text.split(f'## {section}\n', 1)[1].split('\n## ', 1)[0]
+  return re.findall(r'```python\n(.*?)```', body, re.S)
+
+
+@pytest.fixture(scope='module')
+def extended_run(teacher_run, tmp_path_factory):
+  """The README's model and method, registered and trained from the teacher's anchors."""
+  mp = pytest.MonkeyPatch()
+  mp.setattr(models, 'MODELS', dict(models.MODELS))
+  mp.setattr(phases, 'METHODS', dict(phases.METHODS))
+  blocks = readme_blocks('Extending it')
+  assert len(blocks) == 3 and 'register_model' in blocks[0] and 'register_method' in blocks[1]
+  for code in blocks[:2]:
+    exec(compile(code, 'README.md', 'exec'), {})  # pylint: disable=exec-used
+  t_cfg, _, t_summary = teacher_run
+  cfg = shrink(load_config(REPO_ROOT, 'default'), t_cfg.dataset.data_dir)
+  cfg.method, cfg.student.model = 'half_kd', 'separable_net'
+  cfg.teacher.epochs, cfg.stages.num = 2, 2
+  cfg.teacher.checkpoints = tuple(a['path'] for a in t_summary['teacher']['anchors'])
+  cfg.log_every_steps = 5
+  workdir = tmp_path_factory.mktemp('extended')
+  yield cfg, workdir, train.train_and_evaluate(cfg, str(workdir))
+  mp.undo()
+
+
+def test_readme_model_and_method_train_a_student(extended_run):
+  cfg, workdir, summary = extended_run
+  s = summary['student']
+  assert summary['method'] == 'half_kd' and s['model'] == 'separable_net'
+  assert [[p['name'] for p in st['phases']] for st in s['stages']] == [['head'], ['head']]
+  # Depthwise 3x3 (C x 1 x 3 x 3) + pointwise 1x1 + BatchNorm per block, then a 64 -> 10 head.
+  depthwise = [9 * c for c in (1, 16, 32)]
+  pointwise = [a * b for a, b in ((1, 16), (16, 32), (32, 64))]
+  assert s['params'] == sum(depthwise) + sum(pointwise) + 2 * (16 + 32 + 64) + 64 * 10 + 10
+  assert s['test_accuracy'] > 0.2  # 10 classes; two short stages of a tiny net.
+  train_losses = [json.loads(l)['loss'] for l in open(workdir / 'metrics.jsonl')
+                  if '"split": "train"' in l and '"phase": "head"' in l]
+  assert len(train_losses) >= 2 and train_losses[-1] < train_losses[0]
+
+
+def test_tensorboard_reads_the_event_files(teacher_run, extended_run):
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  for workdir in (teacher_run[1], extended_run[1]):
+    records = [json.loads(l) for l in open(os.path.join(workdir, 'metrics.jsonl'))]
+    acc = event_accumulator.EventAccumulator(os.path.join(workdir, 'tensorboard'))
+    acc.Reload()
+    role = 'teacher' if records[-1]['phase'] == 'teacher' else 'student'
+    tests = [r for r in records if r['split'] == 'test' and (r['phase'] == 'teacher') ==
+             (role == 'teacher')]
+    events = acc.Scalars(f'{role}/test/accuracy')
+    assert [e.value for e in events] == pytest.approx([r['accuracy'] for r in tests])
+    assert [e.step for e in events] == sorted(e.step for e in events)
+    assert f'{role}/train/loss' in acc.Tags()['scalars']
+
+
+def test_tensorboard_events_are_rebuilt_from_metrics_on_resume(tmp_path):
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from msmgan_jax import utils  # pylint: disable=g-import-not-at-top
+  w = utils.MetricsWriter(str(tmp_path), images_per_epoch=100)
+  for step in (1, 2):
+    w.write(step=step, epoch=step / 10, stage=1, phase='head', split='train', loss=float(step))
+  offset = w.offset()
+  w.write(step=3, epoch=0.3, stage=1, phase='head', split='train', loss=99.0)
+  w.close()
+  w.truncate(offset)  # a resume: step 3 is redone.
+  w.write(step=3, epoch=0.3, stage=1, phase='head', split='train', loss=3.0)
+  w.close()
+  acc = event_accumulator.EventAccumulator(str(tmp_path / 'tensorboard'))
+  acc.Reload()
+  assert [(e.step, e.value) for e in acc.Scalars('student/train/loss')] == [
+      (10, 1.0), (20, 2.0), (30, 3.0)]
+
+
+def test_report_plots_a_run(extended_run, tmp_path):
+  _, workdir, summary = extended_run
+  out = tmp_path / 'results'
+  assert report.main(['--out', str(out), str(workdir)]) == 0
+  run = out / workdir.name
+  for png in ('phases.png', 'accuracy.png'):
+    path = run / png if png != 'accuracy.png' else out / png
+    assert path.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n' and path.stat().st_size > 5000
+  table = (run / 'summary.md').read_text()
+  assert table.count('| head |') == 2 and f'{summary["student"]["test_accuracy"]:.4f}' in table
+  assert not (run / 'gan.png').exists()  # this method logs no GAN metrics.
+
+
+def test_report_plots_gan_and_features_of_msmgan(repo_root, tmp_path):
+  """The committed default run has them: rebuild its PNGs from its metrics in a copy."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  src = repo_root / 'results' / 'default' / 'default'
+  shutil.copytree(src, tmp_path / 'default', ignore=shutil.ignore_patterns('*.png', '*.md'))
+  written = report.run_plots(str(tmp_path / 'default'), 'default')
+  assert written == ['phases.png', 'gan.png', 'features.png']
+  assert all((tmp_path / 'default' / f).stat().st_size > 5000 for f in written)
+
+
+def test_readme_config_reference_is_generated_from_defaults(tmp_path):
+  readme = (REPO_ROOT / 'README.md').read_text()
+  section = readme.split(config.REFERENCE_START, 1)[1].split(config.REFERENCE_END, 1)[0]
+  assert section.strip() == config.reference_markdown().strip(), (
+      'README config reference is stale: run python -m msmgan_jax.config README.md')
+  fields = set(re.findall(r'^\| `([\w.]+)` \|', section, re.M))
+  flat = set()
+  for group, value in config.defaults().items():
+    flat |= {f'{group}.{k}' for k in value.keys()} if hasattr(value, 'keys') else {group}
+  assert fields == flat
+
+
+class FakeTerminal(io.StringIO):
+  def isatty(self):
+    return True
+
+
+def test_a_run_on_a_terminal_shows_progress_per_phase(tmp_path, monkeypatch):
+  from test_student import make_distiller, tiny_cfg  # pylint: disable=g-import-not-at-top
+  term = FakeTerminal()
+  monkeypatch.setattr(sys, 'stderr', term)
+  make_distiller(tiny_cfg(), tmp_path).run()
+  out = term.getvalue()
+  for stage in (1, 2):
+    for phase in ('block_1', 'block_2', 'block_3', 'head'):
+      assert f'stage {stage} phase {phase}: 100%' in out, out[-2000:]
+  assert re.search(r'\d+/\d+ \[\d\d:\d\d<\d\d:\d\d, +[\d.]+(step/s|s/step)', out)  # rate, ETA.
+  assert 'evaluating' in out and 'loss=' in out
+
+
+def test_progress_bars_are_silent_off_a_terminal(capfd):
+  bar = train.progress(total=3, desc='x')
+  for _ in range(3):
+    bar.update()
+  bar.close()
+  assert capfd.readouterr().err == ''
+  np.testing.assert_equal(bar.disable, True)
