@@ -37,7 +37,8 @@ out = {'command': 'python -m msmgan_jax.main --config configs/default.py:smoke '
                                  for r in runs}) == 1, 'runs': runs}
 json.dump(out, open('results/reliability/concurrent_smoke.json', 'w'), indent=2)
 lines = [f'{n} smoke runs started at the same moment on an empty TFDS data dir '
-         f'({out["machine"]}; they share the cores, so each is ~{n // 2}x slower than alone).', '',
+         f'({out["machine"]}). They share the cores with each other and with whatever else runs: '
+         'the wall times show that they finished, not how fast.', '',
          '| run | exit code | wall s | teacher test acc | student test acc |', '|---|---|---|---|---|']
 lines += [f'| {r["run"]} | {r["exit_code"]} | {r["wall_s"]} | {r["teacher_test_accuracy"]} | '
           f'{r["student_test_accuracy"]} |' for r in runs]
