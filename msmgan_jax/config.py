@@ -194,6 +194,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   _check_numbers(cfg)
   if cfg.method != 'teacher':
     _check_pair(cfg)
+    _check_phases(cfg)
   if cfg.method == 'msmgan':
     _check_msmgan(cfg)
 
@@ -239,6 +240,17 @@ def _check_numbers(cfg):
   _require(cfg.kd.beta <= 1, 'kd.beta', f'must be in [0, 1], got {cfg.kd.beta}')
   _require(isinstance(cfg.disc.stuck_logs, int) and cfg.disc.stuck_logs >= 0, 'disc.stuck_logs',
            f'must be an integer >= 0, got {cfg.disc.stuck_logs!r}')
+
+
+def _check_phases(cfg):
+  """A method without a teacher cannot have phases that need one."""
+  if phases.METHODS[cfg.method].uses_teacher:
+    return
+  k = models.create_model(cfg.student.model, 10).num_blocks
+  for p in phases.stage_phases(cfg, k):
+    _require(not (p.is_feature or p.kd or p.mutual or p.adversarial), 'method',
+             f'{cfg.method!r} is registered without a teacher but its phase {p.name!r} needs '
+             'one (features, KD, mutual or GAN); register it with uses_teacher=True')
 
 
 def _check_pair(cfg):

@@ -19,6 +19,7 @@ Training batches are infinite, shuffled, augmented and sharded per host; eval
 batches cover every example exactly once (the last batch is padded and carries
 a `mask`).
 """
+import contextlib
 import dataclasses
 import difflib
 import glob
@@ -172,7 +173,9 @@ def builder_for(cfg) -> tfds.core.DatasetBuilder:
     return _image_folder(cfg, folder)
   if cfg.name == 'fashion_mnist' and cfg.source in ('auto', 'local'):
     idx_dir = find_idx_dir(cfg.get('manual_dir') or None)
-    if idx_dir is not None or FashionMnistLocal(data_dir=data_dir).is_prepared():
+    if FashionMnistLocal(data_dir=data_dir).is_prepared():  # no lock: may be read-only.
+      return FashionMnistLocal(data_dir=data_dir)
+    if idx_dir is not None:
       with _prepare_lock(data_dir, FashionMnistLocal.name):
         local = FashionMnistLocal(data_dir=data_dir)  # made under the lock: sees the others' work.
         if not local.is_prepared():
@@ -206,11 +209,22 @@ def _data_root(data_dir: Optional[str]) -> str:
   return os.path.expanduser(data_dir or constants.DATA_DIR)
 
 
-def _prepare_lock(data_dir: Optional[str], name: str) -> filelock.FileLock:
-  """The inter-process lock guarding the preparation of dataset `name` in `data_dir`."""
+@contextlib.contextmanager
+def _prepare_lock(data_dir: Optional[str], name: str):
+  """Holds the inter-process lock guarding the preparation of dataset `name` in `data_dir`."""
   root = _data_root(data_dir)
-  os.makedirs(root, exist_ok=True)
-  return filelock.FileLock(os.path.join(root, f'.{name}.prepare.lock'))
+  try:
+    os.makedirs(root, exist_ok=True)
+    lock = filelock.FileLock(os.path.join(root, f'.{name}.prepare.lock'))
+    lock.acquire()
+  except OSError as e:
+    raise DataError(f'dataset {name} is not prepared in {root} and that folder cannot be '
+                    f'written ({e.strerror or e}); set --config.dataset.data_dir to a writable '
+                    'folder (or prepare it there once where it is writable)') from e
+  try:
+    yield
+  finally:
+    lock.release()
 
 
 def _download_hosts_resolve(builder) -> bool:

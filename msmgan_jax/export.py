@@ -15,8 +15,9 @@ CUDA) in one XlaCallModule op that TensorFlow runs and the TFLite converter lowe
 ops. orbax-export was the other candidate: its TensorFlow path wraps the same jax2tf call,
 adds dependencies and its last release (0.0.8, 2025-09) predates the installed jax.
 
-DIR is built in a temporary folder beside it, synced, then renamed into place: a reader
-sees the old export or the whole new one. Exit codes: 0 done, 1 the export could not be
+DIR is built in a temporary folder beside it, synced, then renamed into place: DIR never
+holds a partial export (a kill between moving the old export aside and renaming the new one
+in leaves the old one at `.DIR.tmp<pid>.old`). Exit codes: 0 done, 1 the export could not be
 written, 2 bad input (no workdir, no finished student, DIR not empty without --overwrite,
 a checkpoint not of the config's model; nothing written).
 """
@@ -129,7 +130,11 @@ def check_inputs(workdir: str, out: str, overwrite: bool):
 def load_student(ckpt: utils.Checkpoints, name: str, num_classes: int, image_shape: tuple):
   """(model, variables) of the final student in `ckpt`, a `name` model; BadInput when the
   checkpoint does not fit it (other classes or image shape)."""
-  model = models.create_model(name, num_classes)
+  try:
+    model = models.create_model(name, num_classes)
+  except ValueError as e:
+    raise BadInput(f'{e}: a model registered by your code must be registered here too '
+                   '(export from Python after importing the module that registers it)') from e
   target = utils.abstract_variables(model, image_shape, utils.mesh())
   try:
     variables, _ = ckpt.restore(0, target)

@@ -142,6 +142,9 @@ def run(argv) -> int:
     return _error(str(e), EXIT_BAD_INPUT)
   except faults.Interrupted as e:
     return _error(str(e), 128 + e.signum, 'stopped')
+  except KeyboardInterrupt:  # a second Ctrl-C: stopped at once, without a new checkpoint.
+    return _error('interrupted twice: stopped at once, without a new checkpoint. Rerun the '
+                  'same command to resume from the last one.', 130, 'stopped')
   except (faults.NumericalError, utils.WriteError) as e:
     return _error(str(e), EXIT_FAILED)
   except OSError as e:

@@ -174,7 +174,12 @@ def main(argv=None) -> int:
     if not os.path.exists(os.path.join(w, 'summary.json')):
       sys.stderr.write(f'error: {w} holds no summary.json (unfinished run or not a workdir)\n')
       return 2
-    runs[os.path.basename(os.path.normpath(w))] = w
+    name = os.path.basename(os.path.normpath(w))
+    if name in runs:
+      sys.stderr.write(f'error: {runs[name]} and {w} are both named {name}; the results folder '
+                       'keeps one folder per run name: rename one of them\n')
+      return 2
+    runs[name] = w
   os.makedirs(args.out, exist_ok=True)
   rows, copies = [], {}
   for name, w in runs.items():

@@ -163,8 +163,9 @@ class PhaseSteps:
             {'params': t_params, 'batch_stats': t_state.batch_stats}, x, train=True,
             mutable=['batch_stats'])
         t_loss = losses.dml(t_logits, s_logits, y, cfg.mutual.beta_t, cfg.kd.tau)
-      if p.loss is not None:  # a registered method's own loss.
-        s_loss = p.loss(s_logits, t_logits, y, cfg)
+      if p.loss is not None:  # a registered method's own loss; the peer is a fixed target.
+        s_loss = p.loss(s_logits, None if t_logits is None else jax.lax.stop_gradient(t_logits),
+                        y, cfg)
       elif p.kd:
         ce_weight = 1.0 if p.mutual else 1 - cfg.kd.beta
         s_loss = losses.dml(s_logits, t_logits, y, cfg.kd.beta, cfg.kd.tau, ce_weight)

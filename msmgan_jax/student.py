@@ -192,7 +192,8 @@ class Distiller:
       m, i, s = pos
       restored, _ = self.ckpt.restore(resume, self.build_states(m, i, carry))
       carry = (restored['g'].params, restored['g'].batch_stats)
-      if s >= self.num_steps(self.phases[i]):  # that phase was finished: go on to the next.
+      # A phase is finished once its record is in (checkpoints before this key: all steps).
+      if meta.get('phase_done', s >= self.num_steps(self.phases[i])):
         restored, pos = None, (m, i + 1, 0) if i + 1 < len(self.phases) else (m + 1, 0, 0)
       print(f'student: resuming at stage {pos[0] + 1}, phase {pos[1] + 1}, step {pos[2]}')
     t_start = time.time() - wall
@@ -208,17 +209,23 @@ class Distiller:
         carry = (states['g'].params, states['g'].batch_stats)
         records.append(record)
         self.ckpt.save((self.ckpt.latest_step() or 0) + 1, states,
-                       self._meta((m, i, record['steps']), records, t_start, record['wall_s']))
+                       self._meta((m, i, record['steps']), records, t_start, record['wall_s'],
+                                  phase_done=True))
         faults.point('phase')
     return self.summary(carry, records, time.time() - t_start)
 
   def num_steps(self, phase) -> int:
     return phases_lib.phase_steps(self.cfg, phase, self.info.num_train, len(self.anchors))
 
-  def _meta(self, position, records, t_start, phase_wall, log_window=(), watch=None) -> dict:
+  def _meta(self, position, records, t_start, phase_wall, log_window=(), watch=None,
+            phase_done=False) -> dict:
+    """A checkpoint's metadata. `phase_done`: the phase was evaluated and recorded; a
+    checkpoint after its last step without it (a stop request there) resumes with zero
+    steps left, then evaluates and records the phase."""
     return {'position': list(position), 'records': records, 'wall_s': time.time() - t_start,
             'phase_wall_s': phase_wall, 'metrics_offset': self.wd.metrics.offset(),
-            'log_window': list(log_window), 'disc_watch': watch.state() if watch else None}
+            'log_window': list(log_window), 'disc_watch': watch.state() if watch else None,
+            'phase_done': phase_done}
 
   def run_phase(self, m, i, states, start, resume, records, t_start):
     """Runs steps start..n-1 of phase i of stage m, then evaluates the student.
@@ -247,7 +254,7 @@ class Distiller:
 
     where = f'stage {m + 1} phase {phase.name}'
     watch = DiscWatch(cfg.disc.stuck_logs, where, cfg.log_every_steps,
-                      resume['disc_watch'] if resume else None)
+                      resume.get('disc_watch') if resume else None)
 
     def log_train(step, metrics):
       log('train', step, metrics)
@@ -259,7 +266,7 @@ class Distiller:
         mesh=self.mesh, batch_size=cfg.batch_size, log_every=cfg.log_every_steps,
         log=log_train, after_step=lambda step, states: states, save=save,
         save_at=lambda step: step % cfg.checkpoint_every_steps == 0 and step < n, where=where,
-        window=resume['log_window'] if resume else ())
+        window=resume.get('log_window', ()) if resume else ())
     wall = time.time() - t0
     steady = n - start - 1
     result = None

@@ -111,7 +111,7 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
     wd.metrics.truncate(0)  # drop what a run killed before its first checkpoint logged.
   else:
     state, meta = latest.restore(latest.latest_step(), state)
-    start, wall, window = int(meta['step']), float(meta['wall_s']), meta['log_window']
+    start, wall, window = int(meta['step']), float(meta['wall_s']), meta.get('log_window', ())
     wd.metrics.truncate(meta['metrics_offset'])  # drop what was logged after that save.
     print(f'teacher: resuming at step {start}/{total}')
   eval_step = train.make_eval_step(model)

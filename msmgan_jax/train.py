@@ -9,6 +9,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -105,9 +106,11 @@ def train_loop(states, step_fn, *, batches, start: int, stop: int, mesh, batch_s
         first_step_s = time.time() - t0
       pending.append(metrics)
       timed += 1
-      signum = faults.stop_requested()
-      saving = save_at(step + 1) or signum is not None
       logging_now = (step + 1) % log_every == 0 or step + 1 == stop
+      signum = faults.stop_requested()
+      if jax.process_count() > 1:  # every host must stop (and save) at the same step.
+        signum = _agreed(signum) if logging_now or save_at(step + 1) else None
+      saving = save_at(step + 1) or signum is not None
       if logging_now or saving:
         host = [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
         _check_finite(host, step + 1 - len(host), where)
@@ -131,6 +134,13 @@ def train_loop(states, step_fn, *, batches, start: int, stop: int, mesh, batch_s
     if bar is not None:
       bar.close()
   return states, first_step_s
+
+
+def _agreed(signum):
+  """The stop request of any host (the largest signal number), the same on every host."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  agreed = int(np.max(multihost_utils.process_allgather(np.int32(signum or 0))))
+  return agreed or None
 
 
 def _step_bar(where: str, step: int, stop: int, epoch_steps: int) -> tqdm.tqdm:
@@ -181,12 +191,27 @@ class Workdir:
 
     Refused (ConfigError, nothing written): a file, a non-empty folder that is not a run
     of ours, a run of another config (unless `overwrite`), a workdir another process holds.
+    Process 0 decides and writes; the other processes follow its decision.
     """
-    mine = json.loads(cfg.to_json())
+    refused = None
+    if jax.process_index() == 0:
+      try:
+        self._claim(json.loads(cfg.to_json()), overwrite)
+      except config_lib.ConfigError as e:
+        refused = e
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      ok = int(multihost_utils.broadcast_one_to_all(np.int32(refused is None)))
+      if not ok and refused is None:
+        raise config_lib.ConfigError(f'process 0 refused workdir {self.path}; see its message')
+    if refused is not None:
+      raise refused
+
+  def _claim(self, mine: dict, overwrite: bool) -> None:
     if os.path.exists(self.path) and not os.path.isdir(self.path):
       raise config_lib.ConfigError(f'workdir {self.path} is a file; pick a directory')
     old = self._read_config()
-    if old is None and os.path.isdir(self.path) and set(os.listdir(self.path)) - {self.LOCK, self.OWNER}:
+    if old is None and os.path.isdir(self.path) and self._contents():
       raise config_lib.ConfigError(
           f'workdir {self.path} is not empty and holds no config.json: it is not a run '
           'of ours. Pick a new or empty --workdir.')
@@ -197,26 +222,46 @@ class Workdir:
           f'{", ".join(diff[:8])}). Use a new --workdir, rerun with the same config to '
           'resume, or add --overwrite to delete that run and start this one.')
     self._acquire()
+    for name in set(os.listdir(self.path)) - set(self._contents()) - {self.LOCK, self.OWNER}:
+      os.remove(self.file(name))  # a temporary file of a write that was killed.
     if old is not None and overwrite:
-      for name in os.listdir(self.path):
-        if name not in (self.LOCK, self.OWNER):
-          target = self.file(name)
-          shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
+      # summary.json first (the run stops being finished), config.json last (until then a
+      # killed deletion still leaves a run of ours, which --overwrite can delete again).
+      names = sorted(self._contents(), key=lambda n: (n != 'summary.json', n == 'config.json'))
+      for name in names:
+        target = self.file(name)
+        shutil.rmtree(target) if os.path.isdir(target) else os.remove(target)
       old = None
     if old is None:
       utils.write_json(self.file('config.json'), mine)
 
+  def _contents(self) -> list:
+    """What is in the workdir, less our lock files and the temp files of killed writes."""
+    return [n for n in os.listdir(self.path) if n not in (self.LOCK, self.OWNER)
+            and not re.fullmatch(r'.+\.tmp\d+', n)]
+
   def _read_config(self):
     """The config of the run here, fields added to the schema since it started filled in
-    with their defaults (so older runs still resume); None when there is none."""
+    with their defaults (so older runs still resume); None when there is none.
+
+    A config.json that is not one of ours (not a mapping of our fields, without method,
+    dataset, teacher and student) is refused: the folder is not a run to resume or delete.
+    """
     try:
       old = utils.read_json(self.file('config.json'))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise config_lib.ConfigError(
           f'{self.file("config.json")} is not valid JSON ({e}); this workdir was damaged '
           'outside a run. Move it away or pick a new --workdir.') from e
-    return None if old is None else _with_defaults(old, json.loads(
-        config_lib.defaults().to_json()))
+    if old is None:
+      return None
+    schema = json.loads(config_lib.defaults().to_json())
+    if not (isinstance(old, dict) and {'method', 'dataset', 'teacher', 'student'} <= set(old)
+            <= set(schema)):
+      raise config_lib.ConfigError(
+          f'{self.file("config.json")} is not the config of a msmgan_jax run: {self.path} is '
+          'not a run of ours (and --overwrite will not delete it). Pick another --workdir.')
+    return _with_defaults(old, schema)
 
   def _acquire(self) -> None:
     """Takes the workdir lock without waiting; WorkdirBusy if another process holds it."""
@@ -288,7 +333,12 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   teacher_lib.check_anchor_paths(cfg)
   wd = Workdir(workdir)
   if not overwrite and os.path.isdir(workdir):
-    done = utils.read_json(wd.file('summary.json'))
+    try:
+      done = utils.read_json(wd.file('summary.json'))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+      raise config_lib.ConfigError(
+          f'{wd.file("summary.json")} is damaged ({e}): rerun with --overwrite to train this '
+          'run again, or move it away') from e
     if done is not None and wd._read_config() == json.loads(cfg.to_json()):  # pylint: disable=protected-access
       print(f'{workdir} already holds this finished run (summary.json); nothing to do. '
             'Add --overwrite to train it again.')

@@ -40,8 +40,13 @@ class MetricsWriter:
     self._tb = None
 
   def offset(self) -> int:
-    """The file's current size: a checkpoint records it to drop later lines on resume."""
-    return os.path.getsize(self.path) if os.path.exists(self.path) else 0
+    """The file's current size: a checkpoint records it to drop later lines on resume.
+    The lines up to it are synced to disk first, so the checkpoint never points past them."""
+    if not os.path.exists(self.path):
+      return 0
+    with open(self.path, 'rb') as f:
+      os.fsync(f.fileno())
+    return os.path.getsize(self.path)
 
   def truncate(self, offset: int) -> None:
     """Drops what was logged after `offset` (steps that a resumed run will redo)."""

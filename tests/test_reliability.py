@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
@@ -37,6 +38,9 @@ def world(teacher_run, tmp_path_factory):
     if p.is_file() and p.stat().st_size > 1000:
       p.write_bytes(p.read_bytes()[:p.stat().st_size // 2])
   (root / 'afile').write_text('a file, not a folder\n')
+  (root / 'notours').mkdir()
+  (root / 'notours' / 'config.json').write_text('{"name": "my project"}\n')
+  (root / 'notours' / 'data.csv').write_text('1,2\n')
   (root / 'foreign').mkdir()
   (root / 'foreign' / 'notes.txt').write_text('not a run\n')
   (root / 'idx').mkdir()
@@ -131,6 +135,8 @@ CASES = [
     ('foreign workdir', [], 'foreign', 2, 'is not empty and holds no config.json'),
     ('foreign workdir, --overwrite', ['--overwrite'], 'foreign', 2,
      'is not empty and holds no config.json'),
+    ('config.json not ours, --overwrite', ['--overwrite'], 'notours', 2,
+     'is not the config of a msmgan_jax run'),
     ('run of another config', [], 'other_run', 2,
      'holds a run with another config .*or add --overwrite'),
     ('missing config file', ['--config', 'configs/nope.py'], None, 2,
@@ -301,4 +307,54 @@ def test_validate_checks_numbers_for_every_method():
   cfg = config.defaults()
   cfg.method, cfg.kd.tau = 'ce', 0.0
   with pytest.raises(config.ConfigError, match=r'kd\.tau: must be > 0'):
+    config.validate(cfg)
+
+
+def test_stop_at_the_last_step_of_a_phase_resumes_to_the_same_student(tmp_path, monkeypatch):
+  """A stop request during a phase's last step: the rerun evaluates and records that phase."""
+  cfg = tiny_cfg()
+  reference = make_distiller(cfg, tmp_path / 'ref').run()
+  real_step_fn = student.Distiller.step_fn
+  calls = {'n': 0}
+
+  def stopping_step_fn(self, phase, anchor):
+    step = real_step_fn(self, phase, anchor)
+
+    def wrapped(states, batch):
+      calls['n'] += 1
+      if calls['n'] == 12:  # stage 2's head (3 steps after 3 block steps): its last step.
+        faults._REQUESTED['signal'] = signal.SIGTERM  # pylint: disable=protected-access
+      return step(states, batch)
+    return wrapped
+  monkeypatch.setattr(student.Distiller, 'step_fn', stopping_step_fn)
+  try:
+    with pytest.raises(faults.Interrupted, match='stage 2 phase head at step 3'):
+      make_distiller(cfg, tmp_path / 'run').run()
+  finally:
+    faults._REQUESTED['signal'] = None  # pylint: disable=protected-access
+  monkeypatch.setattr(student.Distiller, 'step_fn', real_step_fn)
+  resumed = make_distiller(cfg, tmp_path / 'run').run()
+  assert resumed['test_accuracy'] == reference['test_accuracy']
+  assert [[p['name'], p['steps'], p.get('test_accuracy')] for s in resumed['stages']
+          for p in s['phases']] == [[p['name'], p['steps'], p.get('test_accuracy')]
+                                    for s in reference['stages'] for p in s['phases']]
+
+
+def test_temp_files_of_a_killed_write_do_not_make_a_workdir_foreign(tmp_path):
+  (tmp_path / 'run').mkdir()
+  (tmp_path / 'run' / 'config.json.tmp4242').write_text('{"half": ')
+  wd = train.Workdir(str(tmp_path / 'run'))
+  wd.claim(tiny_cfg())
+  wd.release()
+  assert sorted(os.listdir(tmp_path / 'run')) == ['.lock', '.owner', 'config.json']
+
+
+def test_a_method_without_teacher_cannot_have_teacher_phases(monkeypatch):
+  from msmgan_jax import phases  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(phases, 'METHODS', dict(phases.METHODS))
+  phases.register_method('lonely_kd', lambda cfg, k: [phases.Phase('head', 1.0, kd=True)],
+                         uses_teacher=False)
+  cfg = config.defaults()
+  cfg.method = 'lonely_kd'
+  with pytest.raises(config.ConfigError, match="'lonely_kd' is registered without a teacher"):
     config.validate(cfg)
