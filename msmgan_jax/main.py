@@ -14,7 +14,7 @@ from ml_collections import config_flags
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 USAGE = ('usage: python -m msmgan_jax.main --config configs/X.py[:smoke] [--workdir DIR] '
-         '[--overwrite] [--config.FIELD=VALUE ...]')
+         '[--overwrite] [--distributed] [--config.FIELD=VALUE ...]')
 
 
 def _flags(argv):
@@ -26,6 +26,9 @@ def _flags(argv):
                       flag_values=fv)
   flags.DEFINE_boolean('overwrite', False, 'delete a run (finished or not, any config) in '
                        '--workdir and start this one', flag_values=fv)
+  flags.DEFINE_boolean('distributed', False, 'call jax.distributed.initialize() first: one '
+                       'process per host of a multi-host job (Cloud TPU pods, SLURM)',
+                       flag_values=fv)
   return fv
 
 
@@ -52,7 +55,7 @@ def _parse(argv):
                     'see msmgan_jax/config.py for the fields') from e
   except (ValueError, TypeError) as e:
     raise _BadInput(f'bad config override: {e}') from e
-  return cfg, fv.workdir or default_workdir(path), fv.overwrite
+  return cfg, fv.workdir or default_workdir(path), fv.overwrite, fv.distributed
 
 
 def _unknown_override(argv):
@@ -98,7 +101,7 @@ def default_workdir(config_arg: str) -> str:
   return os.path.join('runs', f'{name}_{arg}' if arg else name)
 
 
-def _quiet() -> None:
+def _quiet(init_backend: bool = True) -> None:
   """Keeps TensorFlow's, JAX's and absl's start-up chatter off the console.
 
   TensorFlow and jaxlib print C++ log lines while they load, before any Python setting can
@@ -116,7 +119,8 @@ def _quiet() -> None:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.get_logger().setLevel('ERROR')
     tf.config.set_visible_devices([], 'GPU')  # TF only feeds data: keep it off accelerators.
-    jax.devices()  # initialises the backend, which logs too.
+    if init_backend:  # not before jax.distributed.initialize(), which must come first.
+      jax.devices()  # initialises the backend, which logs too.
   finally:
     os.dup2(saved, 2)
     os.close(saved)
@@ -125,14 +129,17 @@ def _quiet() -> None:
 
 def run(argv) -> int:
   """The command line `argv` (argv[0] is the program); returns the exit code."""
-  _quiet()
+  _quiet(init_backend='--distributed' not in argv)
   if any(a in ('-h', '--help', '--helpfull') for a in argv[1:]):
     print(f'{__doc__}\n{USAGE}')
     return 0
   try:
-    cfg, workdir, overwrite = _parse(argv)
+    cfg, workdir, overwrite, distributed = _parse(argv)
   except _BadInput as e:
     return _error(str(e), EXIT_BAD_INPUT)
+  if distributed:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.distributed.initialize()  # coordinator, process count and id from the environment.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   tfds.disable_progress_bar()
   from msmgan_jax import config as config_lib, data, faults, train, utils  # pylint: disable=g-import-not-at-top

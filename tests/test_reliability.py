@@ -175,7 +175,7 @@ def test_bad_input_exits_with_a_message_and_changes_nothing(world, extra, workdi
 
 def test_busy_workdir_is_refused_and_a_killed_holder_leaves_no_stale_lock(world, capsys):
   argv = base(world, world['root'] / 'busy')
-  cfg, workdir, _ = main._parse(argv)  # pylint: disable=protected-access
+  cfg, workdir, _, _ = main._parse(argv)  # pylint: disable=protected-access
   os.makedirs(workdir)
   utils.write_json(os.path.join(workdir, 'config.json'), json.loads(cfg.to_json()))
   holder = subprocess.Popen([sys.executable, '-c', textwrap.dedent(f'''

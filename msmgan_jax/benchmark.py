@@ -1,0 +1,234 @@
+"""Side-by-side speed: `python -m msmgan_jax.benchmark [--quick] [--json FILE] [--md FILE]`.
+
+Measures in one process, on the same cores, with warm-up excluded and the cases
+interleaved over repeats (the median is reported), so that ratios hold on a shared, noisy
+machine where absolute numbers do not:
+- the train step of `ce` (resnet8, resnet20) and of end-to-end `kd` (resnet20 -> resnet8)
+  in JAX against a PyTorch reference of the same networks, batch, loss and optimizer
+  (`pip install -e '.[bench]'`; without torch these rows have no reference);
+- each MS-MGANs phase step (`block_k` with its discriminator update, `head` with the
+  mutual teacher copy) against the end-to-end `kd` step: time ratio, and FLOPs from XLA's
+  cost analysis;
+- the input pipeline alone (tf.data, the run's real preprocessing) against what the `ce`
+  step consumes;
+- compile time of every step and the process's peak memory.
+
+Every JSON entry carries `case`, `jax_img_s`, `ref_img_s` and `ratio` (JAX over the
+reference: > 1 means JAX is faster). The steps are the library's own (`steps.PhaseSteps`
+through `student.Distiller`), on random 28x28x1 images, batch 128.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+
+from msmgan_jax import config as config_lib, models, optim, phases, student, teacher, train, utils
+
+BATCH, SHAPE, CLASSES = 128, (28, 28, 1), 10
+
+
+def _cfg(student_model='resnet8', teacher_model='resnet20'):
+  cfg = config_lib.defaults()
+  cfg.teacher.model, cfg.student.model = teacher_model, student_model
+  cfg.batch_size, cfg.stages.num, cfg.student.epochs = BATCH, 1, 1
+  return cfg
+
+
+def _batch(rng):
+  return {'image': rng.normal(size=(BATCH,) + SHAPE).astype(np.float32),
+          'label': rng.integers(0, CLASSES, BATCH).astype(np.int32)}
+
+
+def _teacher(cfg):
+  model = models.create_model(cfg.teacher.model, CLASSES)
+  v = optim.init_variables(model, jax.random.key(7), SHAPE)
+  anchor = teacher.Anchor(1, 0.0, 'random', v)
+  return teacher.Teacher(model, cfg.teacher.model, [anchor], 0.0,
+                         optim.count_params(v['params']), 0.0, 0)
+
+
+class JaxCase:
+  """One student step of the library (`phase` of the Distiller of `cfg`), ready to time."""
+
+  def __init__(self, cfg, phase, workdir):
+    info = train.data.DatasetInfo('bench', CLASSES, SHAPE, 60000, 10000)
+    wd = train.Workdir(workdir)
+    self.d = student.Distiller(cfg, wd, info, None, None, utils.mesh(), _teacher(cfg))
+    self.d.phases = [phase]
+    self.phase, self.anchor = phase, self.d.anchors[0]
+    self.states = self.d.build_states(0, 0, self.d.init_carry())
+    self.step = self.d.step_fn(phase, self.anchor)
+    self.batches = [utils.shard_batch(_batch(np.random.default_rng(i)), self.d.mesh)
+                    for i in range(4)]
+    t0 = time.perf_counter()
+    self.states, m = self.step(self.states, self.batches[0])
+    jax.block_until_ready(m)
+    self.compile_s = time.perf_counter() - t0
+
+  def run(self, n):
+    t0 = time.perf_counter()
+    for i in range(n):
+      self.states, m = self.step(self.states, self.batches[i % 4])
+    jax.block_until_ready((self.states['g'].params, m))
+    return n * BATCH / (time.perf_counter() - t0)
+
+  def flops(self):
+    """XLA's count of floating-point operations of one whole step (all its jitted parts)."""
+    fns = self.d.steps_for(self.phase)
+    anchor = self.anchor.variables
+    s, b = self.states, self.batches[0]
+    if not self.phase.is_feature:
+      return _cost(fns.logit_step, s['g'], s['t'], anchor, b)
+    prep = fns.prep(anchor, s['g'], b)
+    total = _cost(fns.prep, anchor, s['g'], b) + _cost(fns.g_step, s['g'], s['d'], prep)
+    if self.phase.adversarial:
+      total += self.d.cfg.disc.steps_per_g * _cost(fns.d_step, s['d'], s['g'], prep)
+    return total
+
+
+def _cost(fn, *args):
+  analysis = fn.lower(*args).compile().cost_analysis()
+  if isinstance(analysis, list):
+    analysis = analysis[0]
+  return float(analysis.get('flops', 0.0))
+
+
+def cases(quick: bool, workdir: str):
+  """name -> JaxCase for every measured JAX step."""
+  out = {}
+  for net in ('resnet8', 'resnet20'):
+    out[f'ce_{net}'] = JaxCase(_cfg(net, 'resnet20'), phases.Phase(
+        'ce', 1.0, finetune_all=True, standalone=True), os.path.join(workdir, f'ce_{net}'))
+  cfg = _cfg()
+  out['kd_resnet20_resnet8'] = JaxCase(cfg, phases.Phase(
+      'kd', 1.0, kd=True, finetune_all=True, standalone=True), os.path.join(workdir, 'kd'))
+  msmgan = phases.stage_phases(cfg, 3)
+  for p in (msmgan[:1] + msmgan[-1:] if quick else msmgan):
+    out[f'msmgan_{p.name}'] = JaxCase(cfg, p, os.path.join(workdir, p.name))
+  return out
+
+
+def torch_reference(name: str, threads: int):
+  """A PyTorch step of the same network, loss and optimizer as `name`, or None."""
+  try:
+    from msmgan_jax import torch_reference as ref  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return ref.make(name, BATCH, SHAPE, CLASSES, threads)
+
+
+def input_pipeline_img_s(n_batches: int) -> float:
+  """Images/s of the real tf.data training pipeline (Fashion-MNIST, crop + flip), alone."""
+  cfg = config_lib.defaults().dataset
+  _, batches, _ = train.data.load(cfg, batch_size=BATCH, eval_batch_size=1000)
+  it = batches(0)
+  for _ in range(10):
+    next(it)
+  t0 = time.perf_counter()
+  for _ in range(n_batches):
+    next(it)
+  return n_batches * BATCH / (time.perf_counter() - t0)
+
+
+def measure(quick: bool, workdir: str) -> dict:
+  threads = os.cpu_count()
+  steps, repeats = (5, 3) if quick else (20, 5)
+  jax_cases = cases(quick, workdir)
+  refs = {n: torch_reference(n, threads) for n in jax_cases if not n.startswith('msmgan_')}
+  samples = {n: [] for n in jax_cases}
+  ref_samples = {n: [] for n, r in refs.items() if r is not None}
+  for r in refs.values():
+    if r is not None:
+      r(2)  # warm-up
+  for c in jax_cases.values():
+    c.run(2)
+  for _ in range(repeats):  # interleaved, so drifts in machine load hit every case alike.
+    for n, c in jax_cases.items():
+      samples[n].append(c.run(steps))
+      if n in ref_samples:
+        ref_samples[n].append(refs[n](steps))
+  kd = statistics.median(samples['kd_resnet20_resnet8'])
+  kd_flops = jax_cases['kd_resnet20_resnet8'].flops()
+  rows = []
+  for n, c in jax_cases.items():
+    jax_img_s = statistics.median(samples[n])
+    ref_img_s = statistics.median(ref_samples[n]) if n in ref_samples else None
+    row = {'case': n, 'jax_img_s': round(jax_img_s, 1),
+           'ref_img_s': None if ref_img_s is None else round(ref_img_s, 1),
+           'ratio': None if ref_img_s is None else round(jax_img_s / ref_img_s, 3),
+           'compile_s': round(c.compile_s, 2), 'samples_img_s': [round(x, 1) for x in samples[n]]}
+    if n.startswith('msmgan_') or n.startswith('kd_'):
+      flops = c.flops()
+      row.update({'time_vs_kd': round(kd / jax_img_s, 3), 'gflops': round(flops / 1e9, 3),
+                  'flops_vs_kd': round(flops / kd_flops, 3)})
+    rows.append(row)
+  pipeline = input_pipeline_img_s(20 if quick else 100)
+  consumed = max(r['jax_img_s'] for r in rows)
+  rows.append({'case': 'input_pipeline', 'jax_img_s': round(pipeline, 1),
+               'ref_img_s': round(consumed, 1), 'ratio': round(pipeline / consumed, 2),
+               'note': 'tf.data images/s against the fastest step above'})
+  return {'machine': f'{platform.machine()}, {os.cpu_count()} CPU cores',
+          'device': jax.devices()[0].device_kind, 'jax': jax.__version__,
+          'torch': _torch_version(), 'batch': BATCH, 'image_shape': list(SHAPE),
+          'steps_per_sample': steps, 'repeats': repeats, 'quick': quick,
+          'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+          'rows': rows}
+
+
+def _torch_version():
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    return torch.__version__
+  except ImportError:
+    return None
+
+
+def markdown(result: dict) -> str:
+  """The table of `result`, with what the columns mean."""
+  fmt = lambda v: '-' if v is None else str(v)
+  lines = [f'Machine: {result["machine"]}; JAX {result["jax"]} ({result["device"]}), '
+           f'PyTorch {fmt(result["torch"])}; batch {result["batch"]}, images '
+           f'{"x".join(map(str, result["image_shape"]))}; median of {result["repeats"]} '
+           f'interleaved samples of {result["steps_per_sample"]} steps; peak RSS '
+           f'{result["peak_rss_mb"]} MB.', '',
+           '| case | JAX img/s | reference img/s | ratio | compile s | time vs kd | '
+           'GFLOPs/step | FLOPs vs kd |', '|---|---|---|---|---|---|---|---|']
+  for r in result['rows']:
+    lines.append(f'| {r["case"]} | {r["jax_img_s"]} | {fmt(r["ref_img_s"])} | '
+                 f'{fmt(r["ratio"])} | {fmt(r.get("compile_s"))} | {fmt(r.get("time_vs_kd"))} '
+                 f'| {fmt(r.get("gflops"))} | {fmt(r.get("flops_vs_kd"))} |')
+  lines += ['', 'ratio: JAX over the PyTorch reference (> 1: JAX faster); for input_pipeline, '
+            'tf.data images/s over the fastest training step. time vs kd: a step of the case '
+            'takes this many end-to-end kd steps of time.', '']
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m msmgan_jax.benchmark', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--quick', action='store_true', help='fewer steps and phases (a smoke)')
+  parser.add_argument('--json', help='write the result here')
+  parser.add_argument('--md', help='write the Markdown table here')
+  parser.add_argument('--workdir', default='/tmp/msmgan_bench', help='scratch folder')
+  args = parser.parse_args(argv)
+  from msmgan_jax import main as main_lib  # pylint: disable=g-import-not-at-top
+  main_lib._quiet()  # pylint: disable=protected-access
+  result = measure(args.quick, args.workdir)
+  table = markdown(result)
+  print(table)
+  if args.json:
+    utils.write_json(args.json, result)
+  if args.md:
+    utils.write_text(args.md, table)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
