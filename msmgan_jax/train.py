@@ -247,12 +247,8 @@ class Workdir:
     A config.json that is not one of ours (not a mapping of our fields, without method,
     dataset, teacher and student) is refused: the folder is not a run to resume or delete.
     """
-    try:
-      old = utils.read_json(self.file('config.json'))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise config_lib.ConfigError(
-          f'{self.file("config.json")} is not valid JSON ({e}); this workdir was damaged '
-          'outside a run. Move it away or pick a new --workdir.') from e
+    old = _read_json_or_refuse(self.file('config.json'), 'this workdir was damaged outside a '
+                               'run. Move it away or pick a new --workdir.')
     if old is None:
       return None
     schema = json.loads(config_lib.defaults().to_json())
@@ -287,6 +283,14 @@ class Workdir:
     if self._lock is not None:
       self._lock.release()
       self._lock = None
+
+
+def _read_json_or_refuse(path: str, fix: str):
+  """The JSON in `path` (None if there is no file); ConfigError saying `fix` if damaged."""
+  try:
+    return utils.read_json(path)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise config_lib.ConfigError(f'{path} is not valid JSON ({e}); {fix}') from e
 
 
 def _read_text(path: str) -> str:
@@ -333,12 +337,8 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   teacher_lib.check_anchor_paths(cfg)
   wd = Workdir(workdir)
   if not overwrite and os.path.isdir(workdir):
-    try:
-      done = utils.read_json(wd.file('summary.json'))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-      raise config_lib.ConfigError(
-          f'{wd.file("summary.json")} is damaged ({e}): rerun with --overwrite to train this '
-          'run again, or move it away') from e
+    done = _read_json_or_refuse(wd.file('summary.json'), 'rerun with --overwrite to train '
+                                'this run again, or move it away.')
     if done is not None and wd._read_config() == json.loads(cfg.to_json()):  # pylint: disable=protected-access
       print(f'{workdir} already holds this finished run (summary.json); nothing to do. '
             'Add --overwrite to train it again.')

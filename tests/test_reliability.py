@@ -38,6 +38,8 @@ def world(teacher_run, tmp_path_factory):
     if p.is_file() and p.stat().st_size > 1000:
       p.write_bytes(p.read_bytes()[:p.stat().st_size // 2])
   (root / 'afile').write_text('a file, not a folder\n')
+  (root / 'damaged').mkdir()
+  (root / 'damaged' / 'config.json').write_text('{"method": "msmgan", "see')
   (root / 'notours').mkdir()
   (root / 'notours' / 'config.json').write_text('{"name": "my project"}\n')
   (root / 'notours' / 'data.csv').write_text('1,2\n')
@@ -135,6 +137,8 @@ CASES = [
     ('foreign workdir', [], 'foreign', 2, 'is not empty and holds no config.json'),
     ('foreign workdir, --overwrite', ['--overwrite'], 'foreign', 2,
      'is not empty and holds no config.json'),
+    ('damaged config.json', [], 'damaged', 2,
+     'damaged/config.json is not valid JSON .*damaged outside a run'),
     ('config.json not ours, --overwrite', ['--overwrite'], 'notours', 2,
      'is not the config of a msmgan_jax run'),
     ('run of another config', [], 'other_run', 2,
