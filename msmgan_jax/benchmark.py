@@ -29,7 +29,8 @@ import time
 import jax
 import numpy as np
 
-from msmgan_jax import config as config_lib, models, optim, phases, student, teacher, train, utils
+from msmgan_jax import config as config_lib, data, models, optim, phases, student, teacher, train
+from msmgan_jax import utils
 
 BATCH, SHAPE, CLASSES = 128, (28, 28, 1), 10
 
@@ -58,7 +59,7 @@ class JaxCase:
   """One student step of the library (`phase` of the Distiller of `cfg`), ready to time."""
 
   def __init__(self, cfg, phase, workdir):
-    info = train.data.DatasetInfo('bench', CLASSES, SHAPE, 60000, 10000)
+    info = data.DatasetInfo('bench', CLASSES, SHAPE, 60000, 10000)
     wd = train.Workdir(workdir)
     self.d = student.Distiller(cfg, wd, info, None, None, utils.mesh(), _teacher(cfg))
     self.d.phases = [phase]
@@ -127,7 +128,7 @@ def torch_reference(name: str, threads: int):
 def input_pipeline_img_s(n_batches: int) -> float:
   """Images/s of the real tf.data training pipeline (Fashion-MNIST, crop + flip), alone."""
   cfg = config_lib.defaults().dataset
-  _, batches, _ = train.data.load(cfg, batch_size=BATCH, eval_batch_size=1000)
+  _, batches, _ = data.load(cfg, batch_size=BATCH, eval_batch_size=1000)
   it = batches(0)
   for _ in range(10):
     next(it)

@@ -173,8 +173,9 @@ def builder_for(cfg) -> tfds.core.DatasetBuilder:
     return _image_folder(cfg, folder)
   if cfg.name == 'fashion_mnist' and cfg.source in ('auto', 'local'):
     idx_dir = find_idx_dir(cfg.get('manual_dir') or None)
-    if FashionMnistLocal(data_dir=data_dir).is_prepared():  # no lock: may be read-only.
-      return FashionMnistLocal(data_dir=data_dir)
+    local = FashionMnistLocal(data_dir=data_dir)
+    if local.is_prepared():  # no lock: the data dir may be read-only.
+      return local
     if idx_dir is not None:
       with _prepare_lock(data_dir, FashionMnistLocal.name):
         local = FashionMnistLocal(data_dir=data_dir)  # made under the lock: sees the others' work.
@@ -184,8 +185,9 @@ def builder_for(cfg) -> tfds.core.DatasetBuilder:
       return local
     if cfg.source == 'local':
       raise DataError(f'Fashion-MNIST IDX files not found. {HOW_TO_GET}')
-  if tfds.builder(cfg.name, data_dir=data_dir).is_prepared():
-    return tfds.builder(cfg.name, data_dir=data_dir)
+  builder = tfds.builder(cfg.name, data_dir=data_dir)
+  if builder.is_prepared():  # no lock: the data dir may be read-only.
+    return builder
   with _prepare_lock(data_dir, cfg.name):
     builder = tfds.builder(cfg.name, data_dir=data_dir)
     if builder.is_prepared():

@@ -33,7 +33,7 @@ def _flags(argv):
 
 
 def _parse(argv):
-  """(config, workdir, overwrite) from `argv`; `_BadInput` with the message otherwise."""
+  """(config, workdir, overwrite, distributed) from `argv`; `_BadInput` otherwise."""
   from msmgan_jax.config import ConfigError  # pylint: disable=g-import-not-at-top
   path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None) or next(
       (argv[i + 1] for i, a in enumerate(argv[:-1]) if a == '--config'), None)

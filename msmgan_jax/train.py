@@ -25,7 +25,7 @@ import optax
 import tqdm
 
 from msmgan_jax import config as config_lib
-from msmgan_jax import data, faults, losses, utils
+from msmgan_jax import data, faults, losses, phases, utils
 
 
 def make_classifier_step(model) -> Callable:
@@ -210,7 +210,7 @@ class Workdir:
   def _claim(self, mine: dict, overwrite: bool) -> None:
     if os.path.exists(self.path) and not os.path.isdir(self.path):
       raise config_lib.ConfigError(f'workdir {self.path} is a file; pick a directory')
-    old = self._read_config()
+    old = self.read_config()
     if old is None and os.path.isdir(self.path) and self._contents():
       raise config_lib.ConfigError(
           f'workdir {self.path} is not empty and holds no config.json: it is not a run '
@@ -240,7 +240,7 @@ class Workdir:
     return [n for n in os.listdir(self.path) if n not in (self.LOCK, self.OWNER)
             and not re.fullmatch(r'.+\.tmp\d+', n)]
 
-  def _read_config(self):
+  def read_config(self):
     """The config of the run here, fields added to the schema since it started filled in
     with their defaults (so older runs still resume); None when there is none.
 
@@ -261,8 +261,6 @@ class Workdir:
 
   def _acquire(self) -> None:
     """Takes the workdir lock without waiting; WorkdirBusy if another process holds it."""
-    if jax.process_index() != 0:
-      return
     try:
       os.makedirs(self.path, exist_ok=True)
       lock = filelock.FileLock(self.file(self.LOCK), timeout=0)
@@ -339,7 +337,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   if not overwrite and os.path.isdir(workdir):
     done = _read_json_or_refuse(wd.file('summary.json'), 'rerun with --overwrite to train '
                                 'this run again, or move it away.')
-    if done is not None and wd._read_config() == json.loads(cfg.to_json()):  # pylint: disable=protected-access
+    if done is not None and wd.read_config() == json.loads(cfg.to_json()):
       print(f'{workdir} already holds this finished run (summary.json); nothing to do. '
             'Add --overwrite to train it again.')
       return done
@@ -370,7 +368,6 @@ def _keep_tensorflow_off_accelerators() -> None:
 def _run(cfg, wd, info, batches, eval_batches, mesh, teacher) -> dict:
   from msmgan_jax import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   t0 = time.time()
-  from msmgan_jax import phases  # pylint: disable=g-import-not-at-top
   if teacher is None and phases.uses_teacher(cfg):
     teacher = teacher_lib.train_teacher(cfg, wd, info, batches, eval_batches, mesh)
   summary = {'method': cfg.method, 'dataset': cfg.dataset.name,
