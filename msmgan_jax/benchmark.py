@@ -81,17 +81,12 @@ class JaxCase:
     return n * BATCH / (time.perf_counter() - t0)
 
   def flops(self):
-    """XLA's count of floating-point operations of one whole step (all its jitted parts)."""
+    """XLA's count of floating-point operations of one whole step."""
     fns = self.d.steps_for(self.phase)
-    anchor = self.anchor.variables
     s, b = self.states, self.batches[0]
-    if not self.phase.is_feature:
-      return _cost(fns.logit_step, s['g'], s['t'], anchor, b)
-    prep = fns.prep(anchor, s['g'], b)
-    total = _cost(fns.prep, anchor, s['g'], b) + _cost(fns.g_step, s['g'], s['d'], prep)
-    if self.phase.adversarial:
-      total += self.d.cfg.disc.steps_per_g * _cost(fns.d_step, s['d'], s['g'], prep)
-    return total
+    if self.phase.is_feature:
+      return _cost(fns.feature_step, s['g'], s['d'], self.anchor.variables, b)
+    return _cost(fns.logit_step, s['g'], s['t'], self.anchor.variables, b)
 
 
 def _cost(fn, *args):
@@ -108,8 +103,8 @@ def cases(quick: bool, workdir: str):
     out[f'ce_{net}'] = JaxCase(_cfg(net, 'resnet20'), phases.Phase(
         'ce', 1.0, finetune_all=True, standalone=True), os.path.join(workdir, f'ce_{net}'))
   cfg = _cfg()
-  out['kd_resnet20_resnet8'] = JaxCase(cfg, phases.Phase(
-      'kd', 1.0, kd=True, finetune_all=True, standalone=True), os.path.join(workdir, 'kd'))
+  out['kd_resnet20_resnet8'] = JaxCase(cfg, phases.METHODS['kd'].stage_phases(cfg, 3)[0],
+                                       os.path.join(workdir, 'kd'))
   msmgan = phases.stage_phases(cfg, 3)
   for p in (msmgan[:1] + msmgan[-1:] if quick else msmgan):
     out[f'msmgan_{p.name}'] = JaxCase(cfg, p, os.path.join(workdir, p.name))

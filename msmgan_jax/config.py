@@ -77,6 +77,8 @@ def defaults() -> ml_collections.ConfigDict:
   ds.b1 = 0.5                     # Adam beta1.
   ds.trunk_lr_mult = 0.1          # the teacher trunk learns at this multiple of disc.lr.
   ds.steps_per_g = 1              # discriminator updates per student update.
+  ds.batch_size = 16              # real and as many fake examples D_k sees per step (0 = batch).
+  ds.trunk_blocks = 1             # teacher blocks after k in D_k (0 = all of them, k+1..K).
   ds.conv_width = 64              # channels of the conv discriminator.
   ds.stuck_logs = 5               # warn when a D accuracy sits at 0 or 1 this many logs (0 = off).
 
@@ -84,6 +86,7 @@ def defaults() -> ml_collections.ConfigDict:
   mu.enabled = True               # DML head phase + learning D trunks (False = ablation no mutual).
   mu.beta_t = 0.5                 # weight of KL(S || T') for the teacher copy.
   mu.lr = 0.01                    # peak SGD learning rate of the teacher copy.
+  mu.batch_size = 16              # examples of each batch the teacher copy trains on (0 = all).
 
   c.student = st = ml_collections.ConfigDict()
   st.model = 'resnet8'            # a name in msmgan_jax.models.MODELS.
@@ -192,6 +195,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   else:
     _check_anchor_epochs(cfg)
   _check_numbers(cfg)
+  _check_sub_batches(cfg)
   if cfg.method != 'teacher':
     _check_pair(cfg)
     _check_phases(cfg)
@@ -224,6 +228,8 @@ def _check_msmgan(cfg):
   _require(isinstance(cfg.disc.steps_per_g, int) and cfg.disc.steps_per_g >= 1,
            'disc.steps_per_g', 'must be an integer >= 1')
   _require(0 <= cfg.disc.b1 < 1, 'disc.b1', f'must be in [0, 1), got {cfg.disc.b1}')
+  _require(isinstance(cfg.disc.trunk_blocks, int) and cfg.disc.trunk_blocks >= 0,
+           'disc.trunk_blocks', f'must be an integer >= 0, got {cfg.disc.trunk_blocks!r}')
 
 
 def _check_numbers(cfg):
@@ -240,6 +246,16 @@ def _check_numbers(cfg):
   _require(cfg.kd.beta <= 1, 'kd.beta', f'must be in [0, 1], got {cfg.kd.beta}')
   _require(isinstance(cfg.disc.stuck_logs, int) and cfg.disc.stuck_logs >= 0, 'disc.stuck_logs',
            f'must be an integer >= 0, got {cfg.disc.stuck_logs!r}')
+
+
+def _check_sub_batches(cfg):
+  for f in ('disc.batch_size', 'mutual.batch_size'):
+    group, name = f.split('.')
+    v = cfg[group][name]
+    _require(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+             and (v == 0 or v >= cfg.batch_size or cfg.batch_size % v == 0), f,
+             f'must be 0 (the whole batch) or an integer that divides batch_size '
+             f'({cfg.batch_size}), got {v!r}')
 
 
 def _check_phases(cfg):

@@ -229,14 +229,21 @@ class Connectors(nn.Module):
 
 
 class TeacherDisc(nn.Module):
-  """D_k with the teacher as discriminator: the teacher's blocks after k, pooling, real/fake unit."""
+  """D_k with the teacher as discriminator: the teacher's blocks after k, pooling, real/fake unit.
+
+  `depth` limits the trunk to the teacher's blocks k+1..k+depth (0: all blocks up to K).
+  """
   trunk: Classifier
   k: int
   trunk_learns: bool = True  # False: the trunk is frozen, BatchNorm statistics included.
+  depth: int = 0
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    _, feats = self.trunk(x, train and self.trunk_learns, start=self.k + 1, with_head=False)
+    stop = self.trunk.num_blocks if self.depth <= 0 else min(self.trunk.num_blocks,
+                                                              self.k + 1 + self.depth)
+    _, feats = self.trunk(x, train and self.trunk_learns, start=self.k + 1, stop=stop,
+                          with_head=False)
     h = feats[-1] if feats else x
     return nn.Dense(1, name='real_fake')(jnp.mean(h, axis=(1, 2)))[:, 0]
 

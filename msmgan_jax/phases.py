@@ -89,6 +89,8 @@ def _msmgan(cfg, num_blocks: int) -> list:
 
 register_method('ce', lambda cfg, k: [Phase('ce', 1.0, finetune_all=True, standalone=True)],
                 uses_teacher=False)
+register_method('kd', lambda cfg, k: [Phase('kd', 1.0, kd=True, finetune_all=True,
+                                             standalone=True)])
 register_method('msmgan', _msmgan)
 
 

@@ -1,11 +1,11 @@
 """Jitted step functions for the student trainer, built once per phase signature.
 
-Feature phases use three functions: `prep` (the frozen student prefix and the teacher
-features the losses need, no gradients), `d_step` (discriminators) and `g_step`
-(student block(s) + connectors). Logit phases use `logit_step` (student, and the
-mutual teacher copy when present). Frozen student blocks run in inference mode outside
-the differentiated function; blocks after the phase's last are not computed, on either
-network, except the teacher's upper blocks inside a teacher discriminator.
+Each phase has one jitted step. Feature phases (`feature_step`): the frozen student
+prefix and the teacher's features (no gradients), the projected student features
+C_k(f^S_k) once, then the discriminators and the student block(s) updated from that
+one forward. Logit phases (`logit_step`): the student head (or all of it) and, in the
+mutual phase, the trainable anchor copy. Blocks after the phase's last are not computed,
+on either network, except the teacher's upper blocks inside a teacher discriminator.
 
 `TRACES` counts how often each step function is traced (tests use it to show that a
 step compiles once per block index and is reused by every stage).
@@ -24,8 +24,27 @@ def _merge(old: dict, new: dict) -> dict:
   return {**old, **new}
 
 
+def sub_batch(x, size: int):
+  """Every (len(x) // size)-th example of `x` (all of `x` when size is 0 or >= len(x)).
+
+  `size` divides len(x) (config validation). The pick is a reshape, so a batch sharded
+  over devices gives each device's examples from its own shard.
+  """
+  if size == 0 or size >= x.shape[0]:
+    return x
+  return x.reshape((size, x.shape[0] // size) + x.shape[1:])[:, 0]
+
+
+def _scatter(full, part, size: int):
+  """Zeros shaped like `full` holding `part` where `sub_batch(full, size)` took it from."""
+  if size == 0 or size >= full.shape[0]:
+    return part
+  pad = [(0, 0), (0, full.shape[0] // size - 1)] + [(0, 0)] * (part.ndim - 1)
+  return jnp.pad(part[:, None], pad).reshape(full.shape)
+
+
 class PhaseSteps:
-  """The compiled steps of one phase signature (see the module docstring)."""
+  """The compiled step of one phase signature (see the module docstring)."""
 
   def __init__(self, cfg, phase: Phase, student, teacher, connectors, discs):
     self.cfg, self.phase = cfg, phase
@@ -33,9 +52,8 @@ class PhaseSteps:
     self.num_blocks = student.num_blocks
     tag = f'{phase.name}{phase.signature}'
     if phase.is_feature:
-      self.prep = jax.jit(self._counted(self._prep, 'prep ' + tag))
-      self.g_step = jax.jit(self._counted(self._g_step, 'g_step ' + tag), donate_argnums=0)
-      self.d_step = jax.jit(self._counted(self._d_step, 'd_step ' + tag), donate_argnums=0)
+      self.feature_step = jax.jit(self._counted(self._feature_step, 'feature_step ' + tag),
+                                  donate_argnums=(0, 1))
     else:
       self.logit_step = jax.jit(self._counted(self._logit_step, 'logit_step ' + tag),
                                 donate_argnums=(0, 1))
@@ -48,21 +66,9 @@ class PhaseSteps:
     return wrapped
 
   # Feature phases ------------------------------------------------------------------
-  def _first(self) -> int:
-    return min(self.phase.feature_blocks)
-
-  def _prep(self, anchor, g_state, batch):
-    """Student prefix (frozen blocks, inference mode) and the teacher's features."""
-    k0, k1 = self._first(), max(self.phase.feature_blocks)
-    s_vars = {'params': g_state.params['student'], 'batch_stats': g_state.batch_stats['student']}
-    _, prefix = self.student.apply(s_vars, batch['image'], train=False, stop=k0)
-    h = prefix[-1] if prefix else batch['image']
-    _, t_feats = self.teacher.apply(anchor, batch['image'], train=False, stop=k1 + 1)
-    return {'h': h, 'real': [t_feats[k] for k in self.phase.feature_blocks]}
-
   def _project(self, params, batch_stats, h):
     """C_k(f^S_k) for each phase block (training mode) and the new BatchNorm statistics."""
-    k0, k1 = self._first(), max(self.phase.feature_blocks)
+    k0, k1 = min(self.phase.feature_blocks), max(self.phase.feature_blocks)
     (_, feats), new_s = self.student.apply(
         {'params': params['student'], 'batch_stats': batch_stats['student']}, h, train=True,
         start=k0, stop=k1 + 1, with_head=False, mutable=['batch_stats'])
@@ -76,61 +82,85 @@ class PhaseSteps:
              'connectors': c_stats}
     return proj, stats
 
-  def _disc(self, d_params, d_stats, k, x, train):
-    name = f'disc{k + 1}'
-    variables = {'params': d_params[name], 'batch_stats': d_stats[name]}
-    if train:
-      scores, new = self.discs[k].apply(variables, x, train=True, mutable=['batch_stats'])
-      return scores, new['batch_stats']
-    return self.discs[k].apply(variables, x, train=False), d_stats[name]
+  def _scores(self, d_params, d_stats, reals, fakes):
+    """Each phase block's D_k on [real; fake] (training mode): scores and new statistics."""
+    scores, stats = [], {}
+    for i, k in enumerate(self.phase.feature_blocks):
+      name = f'disc{k + 1}'
+      f, r = losses.align(fakes[i], reals[i])
+      s, new = self.discs[k].apply({'params': d_params[name], 'batch_stats': d_stats[name]},
+                                   jnp.concatenate([r, f]), train=True, mutable=['batch_stats'])
+      scores.append(jnp.split(s, 2))
+      stats[name] = new['batch_stats']
+    return scores, stats
 
-  def _d_step(self, d_state, g_state, prep):
-    """Discriminators: teacher features are real, projected student features are fake."""
-    fake, _ = self._project(g_state.params, g_state.batch_stats, prep['h'])
+  def _d_losses(self, scores):
     kind = self.cfg.gan.loss
-    thr = losses.gan_threshold(kind)
+    return [losses.gan_d(kind, real, fake) for real, fake in scores]
 
-    def loss_fn(d_params):
-      total, stats, metrics = 0.0, {}, {}
-      for i, k in enumerate(self.phase.feature_blocks):
-        f, r = losses.align(jax.lax.stop_gradient(fake[i]), prep['real'][i])
-        scores, stats[f'disc{k + 1}'] = self._disc(d_params, d_state.batch_stats, k,
-                                                   jnp.concatenate([r, f]), train=True)
-        d_real, d_fake = jnp.split(scores, 2)
-        loss = losses.gan_d(kind, d_real, d_fake)
-        total += loss
-        metrics.update({f'd_loss_b{k + 1}': loss,
-                        f'd_acc_real_b{k + 1}': jnp.mean(d_real > thr),
-                        f'd_acc_fake_b{k + 1}': jnp.mean(d_fake <= thr)})
-      return total, (stats, metrics)
+  def _g_advs(self, scores):
+    return [losses.gan_g(self.cfg.gan.loss, fake) for _, fake in scores]
 
-    (_, (stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d_state.params)
-    return d_state.apply_gradients(grads=grads, batch_stats=stats), metrics
+  def _feature_step(self, g_state, d_state, anchor, batch):
+    """One student update of a feature phase, with its discriminator update(s).
 
-  def _g_step(self, g_state, d_state, prep):
-    """Student block(s) + connectors: feature MSE (+ adversarial term) per block."""
-    gan = self.cfg.gan
+    The student's projected features are computed once (`jax.vjp`); the discriminators
+    see `disc.batch_size` real and as many fake examples (a strided sub-batch) in one
+    training-mode forward, which gives both the discriminator's gradient (the fakes are
+    constants to it) and the adversarial gradient on the student's features: the two
+    players update simultaneously. `disc.steps_per_g` - 1 extra discriminator updates
+    on the same features come first.
+    """
+    cfg, blocks = self.cfg, self.phase.feature_blocks
+    k0, k1 = min(blocks), max(blocks)
+    x = batch['image']
+    _, prefix = self.student.apply({'params': g_state.params['student'],
+                                    'batch_stats': g_state.batch_stats['student']},
+                                   x, train=False, stop=k0)
+    h = prefix[-1] if prefix else x
+    _, t_feats = self.teacher.apply(anchor, x, train=False, stop=k1 + 1)
+    reals = [t_feats[k] for k in blocks]
+    proj, pull, stats = jax.vjp(lambda p: self._project(p, g_state.batch_stats, h),
+                                g_state.params, has_aux=True)
+    mse_fn = lambda ps: [losses.feature_mse(p, r) for p, r in zip(ps, reals)]
+    mses = mse_fn(proj)
+    cotangent = jax.grad(lambda ps: cfg.gan.alpha_feat * sum(mse_fn(ps)))(proj)
+    metrics = {f'feat_mse_b{k + 1}': m for k, m in zip(blocks, mses)}
+    g_loss = cfg.gan.alpha_feat * sum(mses)
+    if self.phase.adversarial:
+      n = cfg.disc.batch_size
+      d_reals = [sub_batch(r, n) for r in reals]
+      fakes = [jax.lax.stop_gradient(sub_batch(p, n)) for p in proj]
+      for _ in range(cfg.disc.steps_per_g - 1):
+        d_state = self._d_update(d_state, d_reals, fakes)[0]
+      (scores, d_stats), d_pull = self._scores_vjp(d_state, d_reals, fakes)
+      d_grads = d_pull(jax.grad(lambda s: sum(self._d_losses(s)))(scores))[0]
+      fake_grads = d_pull(jax.grad(lambda s: sum(self._g_advs(s)))(scores))[1]
+      d_state = d_state.apply_gradients(grads=d_grads, batch_stats=d_stats)
+      d_losses, advs = self._d_losses(scores), self._g_advs(scores)
+      thr = losses.gan_threshold(cfg.gan.loss)
+      for i, k in enumerate(blocks):
+        cotangent[i] = cotangent[i] + cfg.gan.alpha_adv * _scatter(proj[i], fake_grads[i], n)
+        real_s, fake_s = scores[i]
+        metrics.update({f'd_loss_b{k + 1}': d_losses[i], f'g_adv_b{k + 1}': advs[i],
+                        f'd_acc_real_b{k + 1}': jnp.mean(real_s > thr),
+                        f'd_acc_fake_b{k + 1}': jnp.mean(fake_s <= thr)})
+      g_loss = g_loss + cfg.gan.alpha_adv * sum(advs)
+    metrics['g_loss'] = g_loss
+    grads = pull(cotangent)[0]
+    return g_state.apply_gradients(grads=grads, batch_stats=stats), d_state, metrics
 
-    def loss_fn(params):
-      proj, stats = self._project(params, g_state.batch_stats, prep['h'])
-      total, metrics = 0.0, {}
-      for i, k in enumerate(self.phase.feature_blocks):
-        mse = losses.feature_mse(proj[i], prep['real'][i])
-        total += gan.alpha_feat * mse
-        metrics[f'feat_mse_b{k + 1}'] = mse
-        if self.phase.adversarial:
-          f, _ = losses.align(proj[i], prep['real'][i])
-          # D judges the student's features with its running BatchNorm statistics, the
-          # normalisation real teacher features get; its d_step trains on real+fake batches.
-          scores, _ = self._disc(d_state.params, d_state.batch_stats, k, f, train=False)
-          adv = losses.gan_g(gan.loss, scores)
-          total += gan.alpha_adv * adv
-          metrics[f'g_adv_b{k + 1}'] = adv
-      metrics['g_loss'] = total
-      return total, (stats, metrics)
+  def _scores_vjp(self, d_state, reals, fakes):
+    """D scores on [real; fake], the new statistics, and the pullback to (params, fakes)."""
+    scores, pull, stats = jax.vjp(lambda dp, f: self._scores(dp, d_state.batch_stats, reals, f),
+                                  d_state.params, fakes, has_aux=True)
+    return (scores, {**d_state.batch_stats, **stats}), pull
 
-    (_, (stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(g_state.params)
-    return g_state.apply_gradients(grads=grads, batch_stats=stats), metrics
+  def _d_update(self, d_state, reals, fakes):
+    """A discriminator-only update on fixed features (the extra `disc.steps_per_g`)."""
+    (scores, stats), pull = self._scores_vjp(d_state, reals, fakes)
+    grads = pull(jax.grad(lambda s: sum(self._d_losses(s)))(scores))[0]
+    return d_state.apply_gradients(grads=grads, batch_stats=stats), scores
 
   # Logit phases --------------------------------------------------------------------
   def _logit_step(self, g_state, t_state, anchor, batch):
@@ -139,8 +169,9 @@ class PhaseSteps:
     Student: the phase's own `loss` when it has one (the anchor's logits, or None without a
     teacher); else CE; with kd (1 - beta) CE + beta tau^2 KL(T || S) (METHOD.md section 2); in
     DML CE + beta tau^2 KL(T' || S) and the copy T' learns CE + beta_t tau^2 KL(S || T')
-    (section 4). Each side sees the other's logits through a
-    stop-gradient, so one joint gradient gives both updates from one forward each.
+    (section 4). The student's target is the anchor's (or the copy's) inference-mode logits;
+    the copy trains on `mutual.batch_size` examples of the batch (a strided sub-batch), each
+    side seeing the other's logits as constants.
     """
     p, cfg = self.phase, self.cfg
     first = 0 if p.finetune_all else self.num_blocks
@@ -149,38 +180,47 @@ class PhaseSteps:
     _, prefix = self.student.apply({'params': g_state.params['student'], 'batch_stats': s_stats},
                                    x, train=False, stop=first, with_head=False)
     h = prefix[-1] if prefix else x
-    anchor_logits = None
-    if (p.kd or p.loss is not None) and not p.mutual and anchor is not None:
-      anchor_logits, _ = self.teacher.apply(anchor, x, train=False)
+    t_logits = None
+    if p.mutual:
+      t_logits, _ = self.teacher.apply({'params': t_state.params,
+                                        'batch_stats': t_state.batch_stats}, x, train=False)
+    elif (p.kd or p.loss is not None) and anchor is not None:
+      t_logits, _ = self.teacher.apply(anchor, x, train=False)
 
-    def loss_fn(params, t_params):
+    def loss_fn(params):
       (s_logits, _), s_new = self.student.apply(
           {'params': params['student'], 'batch_stats': s_stats}, h, train=True, start=first,
           mutable=['batch_stats'])
-      t_logits, t_new, t_loss = anchor_logits, None, 0.0
-      if p.mutual:
-        (t_logits, _), t_new = self.teacher.apply(
-            {'params': t_params, 'batch_stats': t_state.batch_stats}, x, train=True,
-            mutable=['batch_stats'])
-        t_loss = losses.dml(t_logits, s_logits, y, cfg.mutual.beta_t, cfg.kd.tau)
       if p.loss is not None:  # a registered method's own loss; the peer is a fixed target.
-        s_loss = p.loss(s_logits, None if t_logits is None else jax.lax.stop_gradient(t_logits),
-                        y, cfg)
+        s_loss = p.loss(s_logits, t_logits, y, cfg)
       elif p.kd:
         ce_weight = 1.0 if p.mutual else 1 - cfg.kd.beta
         s_loss = losses.dml(s_logits, t_logits, y, cfg.kd.beta, cfg.kd.tau, ce_weight)
       else:
         s_loss = losses.cross_entropy(s_logits, y)
-      return s_loss + t_loss, (s_loss, t_loss, s_logits, t_logits, s_new, t_new)
+      return s_loss, (s_logits, s_new)
 
-    t_params = t_state.params if p.mutual else None
-    (_, (s_loss, t_loss, s_logits, t_logits, s_new, t_new)), (grads, t_grads) = jax.value_and_grad(
-        loss_fn, argnums=(0, 1), has_aux=True)(g_state.params, t_params)
+    (s_loss, (s_logits, s_new)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        g_state.params)
     stats = {**g_state.batch_stats, 'student': _merge(s_stats, s_new['batch_stats'])}
     g_state = g_state.apply_gradients(grads=grads, batch_stats=stats)
     metrics = {'loss': s_loss, 'accuracy': jnp.mean(jnp.argmax(s_logits, -1) == y)}
     if p.mutual:
-      t_state = t_state.apply_gradients(grads=t_grads, batch_stats=t_new['batch_stats'])
-      metrics.update({'teacher_copy_loss': t_loss,
-                      'teacher_copy_accuracy': jnp.mean(jnp.argmax(t_logits, -1) == y)})
+      t_state, t_metrics = self._copy_update(t_state, x, y, jax.lax.stop_gradient(s_logits))
+      metrics.update(t_metrics)
     return g_state, t_state, metrics
+
+  def _copy_update(self, t_state, x, y, s_logits):
+    """The mutual anchor copy learns CE + beta_t KD towards the student on a sub-batch."""
+    cfg, n = self.cfg, self.cfg.mutual.batch_size
+    xs, ys, ss = sub_batch(x, n), sub_batch(y, n), sub_batch(s_logits, n)
+
+    def loss_fn(params):
+      (logits, _), new = self.teacher.apply({'params': params, 'batch_stats': t_state.batch_stats},
+                                            xs, train=True, mutable=['batch_stats'])
+      return losses.dml(logits, ss, ys, cfg.mutual.beta_t, cfg.kd.tau), (logits, new)
+
+    (loss, (logits, new)), grads = jax.value_and_grad(loss_fn, has_aux=True)(t_state.params)
+    t_state = t_state.apply_gradients(grads=grads, batch_stats=new['batch_stats'])
+    return t_state, {'teacher_copy_loss': loss,
+                     'teacher_copy_accuracy': jnp.mean(jnp.argmax(logits, -1) == ys)}

@@ -73,7 +73,7 @@ class Distiller:
   def _discs(self):
     cfg = self.cfg
     if cfg.disc.kind == 'teacher':
-      return [models.TeacherDisc(self.t_model, k, cfg.mutual.enabled)
+      return [models.TeacherDisc(self.t_model, k, cfg.mutual.enabled, cfg.disc.trunk_blocks)
               for k in range(self.student.num_blocks)]
     return [models.ConvDisc(cfg.disc.conv_width) for _ in range(self.student.num_blocks)]
 
@@ -159,14 +159,8 @@ class Distiller:
     anchor_vars = anchor.variables if anchor is not None else None
     if phase.is_feature:
       def step(states, batch):
-        prep = fns.prep(anchor_vars, states['g'], batch)
-        metrics = {}
-        if phase.adversarial:
-          for _ in range(self.cfg.disc.steps_per_g):
-            d, metrics = fns.d_step(states['d'], states['g'], prep)
-            states = {**states, 'd': d}
-        g, g_metrics = fns.g_step(states['g'], states['d'], prep)
-        return {**states, 'g': g}, {**metrics, **g_metrics}
+        g, d, metrics = fns.feature_step(states['g'], states['d'], anchor_vars, batch)
+        return {**states, 'g': g, 'd': d}, metrics
     else:
       def step(states, batch):
         g, t, metrics = fns.logit_step(states['g'], states['t'], anchor_vars, batch)

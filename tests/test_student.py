@@ -146,17 +146,11 @@ def _flops(fn, *args):
 
 
 def _phase_flops(d, phase):
-  """FLOPs of one student update of `phase`: prep + discriminator step + generator step."""
-  anchor = d.anchors[0]
+  """FLOPs of one student update of `phase`, discriminator update included."""
   states = d.build_states(0, d.phases.index(phase), d.init_carry())
-  fns = d.steps_for(phase)
   batch = utils.shard_batch(next(synthetic_batches(0)), d.mesh)
-  prep = fns.prep(anchor.variables, states['g'], batch)
-  total = _flops(fns.prep, anchor.variables, states['g'], batch)
-  total += _flops(fns.g_step, states['g'], states['d'], prep)
-  if phase.adversarial:
-    total += _flops(fns.d_step, states['d'], states['g'], prep)
-  return total
+  return _flops(d.steps_for(phase).feature_step, states['g'], states['d'],
+                d.anchors[0].variables, batch)
 
 
 def test_greedy_block_1_step_costs_fewer_flops_than_end_to_end(tmp_path):
@@ -175,8 +169,7 @@ def test_each_step_traces_once_per_block_index_across_stages(tmp_path):
   result = d.run()
   names = [p['name'] for s in result['stages'] for p in s['phases']]
   assert names == ['block_1', 'block_2', 'block_3', 'head'] * 2
-  expected = {f'{fn} {p.name}{p.signature}' for p in d.phases[:3] for fn in ('prep', 'g_step',
-                                                                             'd_step')}
+  expected = {f'feature_step {p.name}{p.signature}' for p in d.phases[:3]}
   expected.add(f'logit_step head{d.phases[3].signature}')
   assert set(steps.TRACES) == expected
   assert all(count == 1 for count in steps.TRACES.values()), dict(steps.TRACES)
