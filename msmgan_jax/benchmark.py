@@ -9,9 +9,12 @@ machine where absolute numbers do not:
 - each MS-MGANs phase step (`block_k` with its discriminator update, `head` with the
   mutual teacher copy) against the end-to-end `kd` step: time ratio, and FLOPs from XLA's
   cost analysis;
-- the input pipeline alone (tf.data, the run's real preprocessing) against what the `ce`
-  step consumes;
-- compile time of every step and the process's peak memory.
+- the input pipelines alone (the in-memory `device` one and `tfdata`, the run's real
+  preprocessing) against what the fastest step consumes;
+- compile time of every step and the process's peak memory;
+- with `--runs EPOCHS`: whole `kd` and `msmgan` student runs at the same image budget;
+- with `--profile`: the ops of a resnet20 step timed alone, JAX against PyTorch
+  (`op_profile.py`).
 
 Every JSON entry carries `case`, `jax_img_s`, `ref_img_s` and `ratio` (JAX over the
 reference: > 1 means JAX is faster). The steps are the library's own (`steps.PhaseSteps`
@@ -22,6 +25,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import sys
 import time
@@ -120,20 +124,56 @@ def torch_reference(name: str, threads: int):
   return ref.make(name, BATCH, SHAPE, CLASSES, threads)
 
 
-def input_pipeline_img_s(n_batches: int) -> float:
-  """Images/s of the real tf.data training pipeline (Fashion-MNIST, crop + flip), alone."""
+def input_pipeline_img_s(n_batches: int, pipeline: str) -> float:
+  """Images/s of a real training pipeline (Fashion-MNIST, crop + flip) alone: `device`
+  (in device memory, jitted) or `tfdata`."""
   cfg = config_lib.defaults().dataset
+  cfg.pipeline = pipeline
   _, batches, _ = data.load(cfg, batch_size=BATCH, eval_batch_size=1000)
   it = batches(0)
   for _ in range(10):
-    next(it)
+    jax.block_until_ready(next(it))
   t0 = time.perf_counter()
   for _ in range(n_batches):
-    next(it)
+    last = next(it)
+  jax.block_until_ready(last)
   return n_batches * BATCH / (time.perf_counter() - t0)
 
 
-def measure(quick: bool, workdir: str) -> dict:
+def whole_runs(workdir: str, epochs: int) -> list:
+  """Wall time of whole `kd` and `msmgan` student runs at the same image budget.
+
+  Full Fashion-MNIST, `epochs` epochs of student images, resnet20 -> resnet8, 3 stages,
+  evaluation after each stage; the three anchors are freshly initialised resnet20s (the
+  student's speed does not depend on what the anchors know), so no teacher is trained.
+  Each run includes its compilations and evaluations, as a user's run does.
+  """
+  model = models.create_model('resnet20', CLASSES)
+  anchors = []
+  for e in range(3):
+    v = optim.init_variables(model, jax.random.key(e), SHAPE)
+    path = os.path.join(workdir, 'anchors')
+    utils.Checkpoints(path).save(e + 1, v, {'model': 'resnet20', 'epoch': e + 1,
+                                            'test_accuracy': 0.0})
+    anchors.append(os.path.join(path, str(e + 1)))
+  rows = []
+  for method in ('kd', 'msmgan'):
+    cfg = config_lib.defaults()
+    cfg.method, cfg.student.epochs = method, epochs
+    cfg.teacher.checkpoints, cfg.student.eval_every_phase = tuple(anchors), False
+    run_dir = os.path.join(workdir, f'run_{method}')
+    shutil.rmtree(run_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    summary = train.train_and_evaluate(cfg, run_dir)
+    rows.append({'case': f'run_{method}', 'wall_s': round(time.perf_counter() - t0, 1),
+                 'student_wall_s': summary['student']['wall_s'], 'epochs': epochs})
+  kd = rows[0]['wall_s']
+  for r in rows:
+    r['time_vs_kd'] = round(r['wall_s'] / kd, 3)
+  return rows
+
+
+def measure(quick: bool, workdir: str, profile: bool = False, runs: int = 0) -> dict:
   threads = os.cpu_count()
   steps, repeats = (5, 3) if quick else (20, 5)
   jax_cases = cases(quick, workdir)
@@ -165,17 +205,24 @@ def measure(quick: bool, workdir: str) -> dict:
       row.update({'time_vs_kd': round(kd / jax_img_s, 3), 'gflops': round(flops / 1e9, 3),
                   'flops_vs_kd': round(flops / kd_flops, 3)})
     rows.append(row)
-  pipeline = input_pipeline_img_s(20 if quick else 100)
   consumed = max(r['jax_img_s'] for r in rows)
-  rows.append({'case': 'input_pipeline', 'jax_img_s': round(pipeline, 1),
-               'ref_img_s': round(consumed, 1), 'ratio': round(pipeline / consumed, 2),
-               'note': 'tf.data images/s against the fastest step above'})
+  for pipeline in ('device', 'tfdata'):
+    img_s = input_pipeline_img_s(20 if quick else 100, pipeline)
+    rows.append({'case': f'input_pipeline_{pipeline}', 'jax_img_s': round(img_s, 1),
+                 'ref_img_s': round(consumed, 1), 'ratio': round(img_s / consumed, 2),
+                 'note': f'{pipeline} pipeline images/s against the fastest step above'})
+  extra = {}
+  if profile:
+    from msmgan_jax import op_profile  # pylint: disable=g-import-not-at-top
+    extra['ops'] = op_profile.measure(threads, repeats=3 if quick else 5, n=3 if quick else 10)
+  if runs:
+    extra['runs'] = whole_runs(os.path.join(workdir, 'runs'), runs)
   return {'machine': f'{platform.machine()}, {os.cpu_count()} CPU cores',
           'device': jax.devices()[0].device_kind, 'jax': jax.__version__,
           'torch': _torch_version(), 'batch': BATCH, 'image_shape': list(SHAPE),
           'steps_per_sample': steps, 'repeats': repeats, 'quick': quick,
           'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-          'rows': rows}
+          'rows': rows, **extra}
 
 
 def _torch_version():
@@ -200,9 +247,19 @@ def markdown(result: dict) -> str:
     lines.append(f'| {r["case"]} | {r["jax_img_s"]} | {fmt(r["ref_img_s"])} | '
                  f'{fmt(r["ratio"])} | {fmt(r.get("compile_s"))} | {fmt(r.get("time_vs_kd"))} '
                  f'| {fmt(r.get("gflops"))} | {fmt(r.get("flops_vs_kd"))} |')
-  lines += ['', 'ratio: JAX over the PyTorch reference (> 1: JAX faster); for input_pipeline, '
-            'tf.data images/s over the fastest training step. time vs kd: a step of the case '
-            'takes this many end-to-end kd steps of time.', '']
+  lines += ['', 'ratio: JAX over the PyTorch reference (> 1: JAX faster); for the input '
+            'pipelines, their images/s over the fastest training step. time vs kd: a step of the '
+            'case takes this many end-to-end kd steps of time.', '']
+  if result.get('runs'):
+    lines += ['Whole student runs at the same image budget (compilation and evaluation '
+              'included):', '', '| run | wall s | student s | time vs kd |', '|---|---|---|---|']
+    lines += [f'| {r["case"]} | {r["wall_s"]} | {r["student_wall_s"]} | {r["time_vs_kd"]} |'
+              for r in result['runs']]
+    lines.append('')
+  if result.get('ops'):
+    from msmgan_jax import op_profile  # pylint: disable=g-import-not-at-top
+    lines += ['The ops of a resnet20 train step, timed alone:', '',
+              op_profile.markdown(result['ops'])]
   return '\n'.join(lines)
 
 
@@ -213,10 +270,15 @@ def main(argv=None) -> int:
   parser.add_argument('--json', help='write the result here')
   parser.add_argument('--md', help='write the Markdown table here')
   parser.add_argument('--workdir', default='/tmp/msmgan_bench', help='scratch folder')
+  parser.add_argument('--profile', action='store_true',
+                      help='also time the ops of a resnet20 step alone, JAX against PyTorch')
+  parser.add_argument('--runs', type=int, default=0, metavar='EPOCHS',
+                      help='also time whole kd and msmgan student runs of EPOCHS epochs of '
+                      'Fashion-MNIST (minutes)')
   args = parser.parse_args(argv)
   from msmgan_jax import main as main_lib  # pylint: disable=g-import-not-at-top
   main_lib._quiet()  # pylint: disable=protected-access
-  result = measure(args.quick, args.workdir)
+  result = measure(args.quick, args.workdir, args.profile, args.runs)
   table = markdown(result)
   print(table)
   if args.json:

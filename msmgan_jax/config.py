@@ -43,6 +43,7 @@ def defaults() -> ml_collections.ConfigDict:
   d.crop_padding = 2              # random crop after zero padding by this many pixels (0 = off).
   d.flip = True                   # random horizontal flip.
   d.shuffle_buffer = 16384        # tf.data shuffle buffer, in examples.
+  d.pipeline = 'auto'             # device (splits in device memory) | tfdata | auto (see data.py).
 
   c.teacher = t = ml_collections.ConfigDict()
   t.model = 'resnet20'            # a name in msmgan_jax.models.MODELS.
@@ -160,6 +161,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   _require(problem is None, 'dataset.name', problem)
   _require(cfg.dataset.source in ('auto', 'tfds', 'local'), 'dataset.source',
            'use auto, tfds or local')
+  _require(cfg.dataset.pipeline in data.PIPELINES, 'dataset.pipeline',
+           f'{cfg.dataset.pipeline!r} is not one of {data.PIPELINES}')
   _require(cfg.dataset.source != 'local' or cfg.dataset.name == 'fashion_mnist',
            'dataset.source', "'local' exists only for fashion_mnist; use auto or tfds")
   for f in ('train_split', 'test_split'):

@@ -17,8 +17,17 @@ only read.
 
 Training batches are infinite, shuffled, augmented and sharded per host; eval
 batches cover every example exactly once (the last batch is padded and carries
-a `mask`).
+a `mask`). `dataset.pipeline` picks who makes them: `device` holds the splits in device
+memory and makes batches with jitted code (`arrays.DevicePipeline`, epoch-exact order),
+`tfdata` streams them through tf.data (large datasets, several hosts); `auto` takes
+`device` on one host when the training images take at most `DEVICE_MAX_BYTES`. An `.npz`
+file written by `python -m msmgan_jax.arrays` is read without TensorFlow.
+
+TensorFlow and TFDS are imported on first use, so the `.npz` path runs where they are not
+installed.
 """
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import difflib
@@ -32,13 +41,28 @@ import sys
 import urllib.parse
 from typing import Callable, Iterator, Optional
 
+import functools
+import importlib
+
 import filelock
 import jax
 import numpy as np
-import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from msmgan_jax import utils
+from msmgan_jax import arrays as arrays_lib, utils
+
+
+class _Lazy:
+  """A module imported on first attribute access (TensorFlow is only needed for TFDS data)."""
+
+  def __init__(self, name: str):
+    self._name = name
+
+  def __getattr__(self, attr):
+    return getattr(importlib.import_module(self._name), attr)
+
+
+tf = _Lazy('tensorflow')
+tfds = _Lazy('tensorflow_datasets')
 
 DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
 IDX_FILES = {
@@ -64,8 +88,11 @@ HOW_TO_GET = (
     f'files ({", ".join(f for pair in IDX_FILES.values() for f in pair)}) in a folder '
     'and set --config.dataset.manual_dir=FOLDER.')
 OWN_DATA = ('give a registered TFDS name, a prepared TFDS dataset directory (holding '
-            'dataset_info.json) or an image folder holding train/ and test/, each with one '
-            'sub-folder of images per class')
+            'dataset_info.json), an image folder holding train/ and test/, each with one '
+            'sub-folder of images per class, or an .npz file written by '
+            'python -m msmgan_jax.arrays')
+DEVICE_MAX_BYTES = 1 << 30  # dataset.pipeline auto: training images up to this go on the device.
+PIPELINES = ('auto', 'device', 'tfdata')
 
 
 class DataError(RuntimeError):
@@ -98,39 +125,53 @@ def find_idx_dir(manual_dir: Optional[str]) -> Optional[str]:
   return None
 
 
-class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
-  """Fashion-MNIST from local IDX files; same features and splits as TFDS's `fashion_mnist`."""
-  VERSION = tfds.core.Version('3.0.1')
-  MANUAL_DOWNLOAD_INSTRUCTIONS = HOW_TO_GET
+def __getattr__(name):
+  if name == 'FashionMnistLocal':
+    return _fashion_mnist_local()
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
-  def _info(self):
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description='Fashion-MNIST read from the IDX files of Debian\'s dataset-fashion-mnist.',
-        features=tfds.features.FeaturesDict({
-            'image': tfds.features.Image(shape=(28, 28, 1)),
-            'label': tfds.features.ClassLabel(names=FASHION_MNIST_LABELS),
-        }),
-        supervised_keys=('image', 'label'),
-        homepage='https://github.com/zalandoresearch/fashion-mnist')
 
-  def _split_generators(self, dl_manager):
-    src = find_idx_dir(str(dl_manager.manual_dir) if dl_manager.manual_dir else None)
-    if src is None:
-      raise DataError(f'Fashion-MNIST IDX files not found. {HOW_TO_GET}')
-    return {split: self._generate_examples(os.path.join(src, img), os.path.join(src, lab))
-            for split, (img, lab) in IDX_FILES.items()}
+@functools.cache
+def _fashion_mnist_local():
+  """The builder class, defined (and registered with TFDS) on first use."""
 
-  def _generate_examples(self, images_path, labels_path):
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    if len(images) != len(labels):
-      raise DataError(f'{images_path} and {labels_path} hold different numbers of examples')
-    for i, (image, label) in enumerate(zip(images, labels)):
-      yield i, {'image': image[..., None], 'label': int(label)}
+  class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
+    """Fashion-MNIST from local IDX files; same features and splits as TFDS's `fashion_mnist`."""
+    VERSION = tfds.core.Version('3.0.1')
+    MANUAL_DOWNLOAD_INSTRUCTIONS = HOW_TO_GET
+
+    def _info(self):
+      return tfds.core.DatasetInfo(
+          builder=self,
+          description='Fashion-MNIST read from the IDX files of Debian\'s dataset-fashion-mnist.',
+          features=tfds.features.FeaturesDict({
+              'image': tfds.features.Image(shape=(28, 28, 1)),
+              'label': tfds.features.ClassLabel(names=FASHION_MNIST_LABELS),
+          }),
+          supervised_keys=('image', 'label'),
+          homepage='https://github.com/zalandoresearch/fashion-mnist')
+
+    def _split_generators(self, dl_manager):
+      src = find_idx_dir(str(dl_manager.manual_dir) if dl_manager.manual_dir else None)
+      if src is None:
+        raise DataError(f'Fashion-MNIST IDX files not found. {HOW_TO_GET}')
+      return {split: self._generate_examples(os.path.join(src, img), os.path.join(src, lab))
+              for split, (img, lab) in IDX_FILES.items()}
+
+    def _generate_examples(self, images_path, labels_path):
+      images, labels = read_idx(images_path), read_idx(labels_path)
+      if len(images) != len(labels):
+        raise DataError(f'{images_path} and {labels_path} hold different numbers of examples')
+      for i, (image, label) in enumerate(zip(images, labels)):
+        yield i, {'image': image[..., None], 'label': int(label)}
+  return FashionMnistLocal
 
 
 def check_name(name) -> Optional[str]:
-  """None when `name` is a registered TFDS name or an existing folder, else what is wrong."""
+  """None when `name` is a registered TFDS name, an existing folder or an arrays `.npz`
+  file, else what is wrong."""
+  if isinstance(name, str) and is_arrays_file(name):
+    return None
   if isinstance(name, str) and (_registered(name) or os.path.isdir(os.path.expanduser(name))):
     return None
   close = [] if os.sep in str(name) else difflib.get_close_matches(
@@ -173,12 +214,12 @@ def builder_for(cfg) -> tfds.core.DatasetBuilder:
     return _image_folder(cfg, folder)
   if cfg.name == 'fashion_mnist' and cfg.source in ('auto', 'local'):
     idx_dir = find_idx_dir(cfg.get('manual_dir') or None)
-    local = FashionMnistLocal(data_dir=data_dir)
+    local = _fashion_mnist_local()(data_dir=data_dir)
     if local.is_prepared():  # no lock: the data dir may be read-only.
       return local
     if idx_dir is not None:
-      with _prepare_lock(data_dir, FashionMnistLocal.name):
-        local = FashionMnistLocal(data_dir=data_dir)  # made under the lock: sees the others' work.
+      with _prepare_lock(data_dir, _fashion_mnist_local().name):
+        local = _fashion_mnist_local()(data_dir=data_dir)  # made under the lock: sees the others' work.
         if not local.is_prepared():
           local.download_and_prepare(
               download_config=tfds.download.DownloadConfig(manual_dir=idx_dir))
@@ -467,18 +508,96 @@ def _compute_stats(cfg, builder) -> dict:
   return {'mean': mean.tolist(), 'std': np.maximum(std, 1 / 255).tolist()}
 
 
-def load(cfg, *, batch_size: int, eval_batch_size: int):
+def is_arrays_file(name: str) -> bool:
+  """Whether `name` names an existing `.npz` file (see `msmgan_jax.arrays`)."""
+  return name.endswith('.npz') and os.path.isfile(os.path.expanduser(name))
+
+
+def to_arrays(cfg) -> dict:
+  """Both splits of `cfg` as NumPy arrays, in file order, with their normalisation: the
+  keyword arguments of `arrays.save`. Images stay uint8 unless `image_size` resizes them
+  (then float32 on [0, 1], as the tf.data pipeline sees them)."""
+  builder = builder_for(cfg)
+  image_shape(cfg, builder)  # DataError when the data is not fixed-size image classification.
+  mean, std = normalisation(cfg, builder)
+
+  def split(name):
+    num_examples(builder, name)
+    ds = _read(builder, name)
+    if cfg.image_size:
+      ds = ds.map(lambda ex: {'image': _pixels(ex['image'], cfg.image_size), 'label': ex['label']},
+                  num_parallel_calls=tf.data.AUTOTUNE)
+    images, labels = [], []
+    for batch in tfds.as_numpy(ds.batch(4096)):
+      images.append(batch['image'])
+      labels.append(batch['label'])
+    return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+  return {'name': cfg.name, 'num_classes': builder.info.features['label'].num_classes,
+          'train': split(cfg.train_split), 'test': split(cfg.test_split), 'mean': mean, 'std': std}
+
+
+def load(cfg, *, batch_size: int, eval_batch_size: int, mesh=None):
   """Returns `(info, train_batches, eval_fn)`.
 
   `train_batches(seed, skip)` yields this host's share of each global batch of
   `batch_size` forever, the same sequence for the same seed (so a resumed run skips
   the batches it has seen);
   `eval_fn()` yields padded eval batches with a `mask` over this host's test share.
+  The pipeline is `dataset.pipeline`'s (see the module docstring).
   """
+  mesh = mesh if mesh is not None else utils.mesh()
+  if is_arrays_file(cfg.name):
+    if cfg.pipeline == 'tfdata':
+      raise DataError(f'{cfg.name} is an arrays file, read only by the device pipeline; set '
+                      'dataset.pipeline to auto or device')
+    try:
+      arrays = arrays_lib.read(cfg.name)
+    except arrays_lib.ArrayError as e:
+      raise DataError(str(e)) from e
+    return _device(cfg, arrays, batch_size, eval_batch_size, mesh)
   builder = builder_for(cfg)
   shape = image_shape(cfg, builder)
+  num_train = num_examples(builder, cfg.train_split)
+  pipeline = cfg.pipeline
+  if pipeline == 'auto':
+    pixel_bytes = num_train * int(np.prod(shape)) * (4 if cfg.image_size else 1)
+    pipeline = 'device' if jax.process_count() == 1 and pixel_bytes <= DEVICE_MAX_BYTES \
+        else 'tfdata'
+  if pipeline == 'device':
+    if jax.process_count() > 1:
+      raise DataError('dataset.pipeline device runs on one host only; use tfdata (or auto) '
+                      'with several hosts')
+    a = to_arrays(cfg)
+    arrays = {'train_images': a['train'][0], 'train_labels': a['train'][1],
+              'test_images': a['test'][0], 'test_labels': a['test'][1], 'mean': a['mean'],
+              'std': a['std'], 'num_classes': a['num_classes'], 'name': cfg.name}
+    return _device(cfg, arrays, batch_size, eval_batch_size, mesh, sliced=True)
+  return _tfdata(cfg, builder, shape, num_train, batch_size, eval_batch_size)
+
+
+def _device(cfg, arrays, batch_size, eval_batch_size, mesh, sliced=False):
+  """The in-memory pipeline; `sliced`: the arrays already hold just the configured splits."""
+  try:
+    pipe = arrays_lib.DevicePipeline(
+        arrays, cfg, batch_size=batch_size, eval_batch_size=eval_batch_size, mesh=mesh,
+        train_split='train' if sliced else cfg.train_split,
+        test_split='test' if sliced else cfg.test_split)
+  except arrays_lib.ArrayError as e:
+    raise DataError(str(e)) from e
+  shape = tuple(int(d) for d in arrays['train_images'].shape[1:])
+  if cfg.image_size and shape[:2] != (cfg.image_size, cfg.image_size):
+    raise DataError(f'{cfg.name} holds {shape[0]}x{shape[1]} images but dataset.image_size is '
+                    f'{cfg.image_size}; save the arrays with --image-size {cfg.image_size} or set '
+                    'dataset.image_size to 0')
+  info = DatasetInfo(str(arrays['name']), int(arrays['num_classes']), shape, pipe.num_train,
+                     pipe.num_test)
+  return info, pipe.train_batches, pipe.eval_batches
+
+
+def _tfdata(cfg, builder, shape, num_train, batch_size, eval_batch_size):
+  """The tf.data pipeline: per-host shards, a shuffle buffer, augmentation in tf.data."""
   info = DatasetInfo(cfg.name, builder.info.features['label'].num_classes, shape,
-                     num_examples(builder, cfg.train_split), num_examples(builder, cfg.test_split))
+                     num_train, num_examples(builder, cfg.test_split))
   stats = normalisation(cfg, builder)
   per_host = batch_size // jax.process_count()
   per_host_eval = eval_batch_size // jax.process_count()

@@ -116,9 +116,12 @@ def _quiet(init_backend: bool = True) -> None:
   try:
     os.dup2(devnull, 2)
     import jax  # pylint: disable=g-import-not-at-top
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    tf.get_logger().setLevel('ERROR')
-    tf.config.set_visible_devices([], 'GPU')  # TF only feeds data: keep it off accelerators.
+    try:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      tf.get_logger().setLevel('ERROR')
+      tf.config.set_visible_devices([], 'GPU')  # TF only feeds data: keep it off accelerators.
+    except ImportError:  # no TensorFlow: arrays files still work (see data.py).
+      pass
     if init_backend:  # not before jax.distributed.initialize(), which must come first.
       jax.devices()  # initialises the backend, which logs too.
   finally:
@@ -140,8 +143,11 @@ def run(argv) -> int:
   if distributed:
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize()  # coordinator, process count and id from the environment.
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  tfds.disable_progress_bar()
+  try:
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    tfds.disable_progress_bar()
+  except ImportError:  # no TFDS here: only arrays files can be read (see data.py).
+    pass
   from msmgan_jax import config as config_lib, data, faults, train, utils  # pylint: disable=g-import-not-at-top
   try:
     train.train_and_evaluate(cfg, workdir, overwrite=overwrite)

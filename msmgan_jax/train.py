@@ -341,9 +341,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
       print(f'{workdir} already holds this finished run (summary.json); nothing to do. '
             'Add --overwrite to train it again.')
       return done
-  info, batches, eval_batches = data.load(cfg.dataset, batch_size=cfg.batch_size,
-                                          eval_batch_size=cfg.eval_batch_size)
   mesh = utils.mesh()
+  info, batches, eval_batches = data.load(cfg.dataset, batch_size=cfg.batch_size,
+                                          eval_batch_size=cfg.eval_batch_size, mesh=mesh)
   # Given checkpoints are restored before the workdir is claimed (for `ce`, for reference).
   given = teacher_lib.load_given(cfg, info, mesh) if cfg.teacher.checkpoints else None
   wd.claim(cfg, overwrite=overwrite)
@@ -358,9 +358,11 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
 
 def _keep_tensorflow_off_accelerators() -> None:
   """TensorFlow only feeds data: it must not take GPU memory from JAX (notebooks, scripts)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.config.set_visible_devices([], 'GPU')
+  except ImportError:  # no TensorFlow here: only arrays files can be read (see data.py).
+    pass
   except RuntimeError:  # TF already initialised its devices; nothing to do any more.
     pass
 
@@ -386,11 +388,20 @@ def _run(cfg, wd, info, batches, eval_batches, mesh, teacher) -> dict:
 def environment() -> dict:
   """Versions, code commit and devices of this run, for reproducing it."""
   dev = jax.devices()[0]
-  versions = {p.replace('-', '_'): importlib.metadata.version(p) for p in (
+  versions = {p.replace('-', '_'): _version(p) for p in (
       'msmgan_jax', 'jax', 'jaxlib', 'flax', 'optax', 'orbax-checkpoint', 'tensorflow-datasets')}
   return {**versions, 'git_commit': _git_commit(), 'python': platform.python_version(),
           'platform': dev.platform, 'device_kind': dev.device_kind,
           'device_count': jax.device_count(), 'process_count': jax.process_count()}
+
+
+def _version(package: str):
+  """The installed version of `package`, or None (not installed: TFDS on a TF-free machine,
+  this package run from a checkout)."""
+  try:
+    return importlib.metadata.version(package)
+  except importlib.metadata.PackageNotFoundError:
+    return None
 
 
 def _git_commit():

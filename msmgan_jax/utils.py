@@ -227,7 +227,9 @@ def replicate(tree, m):
 
 
 def shard_batch(batch: dict, m) -> dict:
-  """Assembles this host's share of a global batch into arrays sharded on 'data'."""
+  """Assembles this host's share of a global batch into arrays sharded on 'data' (a batch
+  the device pipeline made is already that)."""
   sharding = NamedSharding(m, P('data'))
-  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+  return {k: v if isinstance(v, jax.Array) and v.sharding == sharding
+          else jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in batch.items()}

@@ -27,3 +27,36 @@ def test_markdown_table_reports_every_case():
   table = benchmark.markdown(result)
   assert '| ce_resnet8 | 800.0 | 1600.0 | 0.5 | 2.0 | - | - | - |' in table
   assert '| msmgan_block_1 | 150.0 | - | - | 5.0 | 3.6 | 42.8 | 3.0 |' in table
+
+
+def test_one_matmul_kernel_gradient_equals_jax_grad():
+  """The alternative the op profile times computes the same gradient as jax.vjp of the conv."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from msmgan_jax import op_profile  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
+  w = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
+  dy = rng.normal(size=(2, 5, 7, 4)).astype(np.float32)
+  want = jax.vjp(lambda k: op_profile.conv3x3(x, k), w)[1](dy)[0]
+  np.testing.assert_allclose(op_profile.kernel_grad_one_matmul(x, dy), want, rtol=1e-4, atol=1e-4)
+
+
+def test_op_table_sums_the_step_and_whole_runs_are_reported():
+  from msmgan_jax import op_profile  # pylint: disable=g-import-not-at-top
+  ops = [{'case': 'op conv_fwd 28x28x16', 'jax_ms': 2.0, 'ref_ms': 1.0, 'ratio': 0.5,
+          'per_step': 6, 'jax_ms_per_step': 12.0, 'ref_ms_per_step': 6.0},
+         {'case': 'op conv_dkernel_one_matmul 28x28x16', 'jax_ms': 9.0, 'ref_ms': None,
+          'ratio': None, 'per_step': 0, 'jax_ms_per_step': 0.0, 'ref_ms_per_step': None}]
+  table = op_profile.markdown(ops)
+  assert '| conv_fwd 28x28x16 | 2.0 | 1.0 | 0.5 | 6 | 12.0 | 6.0 |' in table
+  assert '| **sum** | | | 0.5 | | **12.0** | **6.0** |' in table  # alternatives are not summed.
+  result = {'machine': 'm', 'jax': 'j', 'device': 'cpu', 'torch': None, 'batch': 128,
+            'image_shape': [28, 28, 1], 'repeats': 5, 'steps_per_sample': 20,
+            'peak_rss_mb': 1.0, 'rows': [],
+            'runs': [{'case': 'run_kd', 'wall_s': 100.0, 'student_wall_s': 90.0,
+                      'time_vs_kd': 1.0},
+                     {'case': 'run_msmgan', 'wall_s': 110.0, 'student_wall_s': 99.0,
+                      'time_vs_kd': 1.1}]}
+  table = benchmark.markdown(result)
+  assert '| run_msmgan | 110.0 | 99.0 | 1.1 |' in table

@@ -59,7 +59,7 @@ def mock_metadata_dir(tmp_path_factory):
 
 @pytest.mark.parametrize('name', list(data.STATS))
 def test_mocked_load_shapes_and_eval_coverage(name, mock_metadata_dir):
-  cfg = dataset_cfg(name=name, source='tfds', shuffle_buffer=64)
+  cfg = dataset_cfg(name=name, source='tfds', shuffle_buffer=64, pipeline='tfdata')
   with tfds.testing.mock_data(num_examples=MOCK_TEST, data_dir=mock_metadata_dir,
                               policy=tfds.testing.MockPolicy.USE_FILES):
     info, train_batches, eval_fn = data.load(cfg, batch_size=MOCK_BATCH,
@@ -95,7 +95,7 @@ def test_mocked_load_shapes_and_eval_coverage(name, mock_metadata_dir):
 @pytest.fixture(scope='module')
 def fmnist_small(tfds_data_dir):
   cfg = dataset_cfg(data_dir=tfds_data_dir, train_split='train[:1%]', test_split='test[:5%]',
-                    shuffle_buffer=600)
+                    shuffle_buffer=600, pipeline='tfdata')
   info, train_batches, eval_fn = data.load(cfg, batch_size=128, eval_batch_size=128)
   return cfg, info, train_batches, eval_fn
 
