@@ -13,6 +13,7 @@ machine where absolute numbers do not:
   preprocessing) against what the fastest step consumes;
 - compile time of every step and the process's peak memory;
 - with `--runs EPOCHS`: whole `kd` and `msmgan` student runs at the same image budget;
+- with `--seeds EPOCHS`: 3 seeds of a `ce` run as 3 commands against one `seeds=3` command;
 - with `--profile`: the ops of a resnet20 step timed alone, JAX against PyTorch
   (`op_profile.py`).
 
@@ -27,6 +28,7 @@ import platform
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 
@@ -37,6 +39,7 @@ from msmgan_jax import config as config_lib, data, models, optim, phases, studen
 from msmgan_jax import utils
 
 BATCH, SHAPE, CLASSES = 128, (28, 28, 1), 10
+SEEDS = 3  # seeds in one program for the seed rows.
 
 
 def _cfg(student_model='resnet8', teacher_model='resnet20'):
@@ -72,6 +75,12 @@ class JaxCase:
     self.step = self.d.step_fn(phase, self.anchor)
     self.batches = [utils.shard_batch(_batch(np.random.default_rng(i)), self.d.mesh)
                     for i in range(4)]
+    if cfg.seeds > 1:  # each seed its own batch, stacked as the trainer stacks them.
+      spec = ('data',) if cfg.seed_batching == 'unroll' else ()
+      sharding = jax.sharding.NamedSharding(self.d.mesh, jax.sharding.PartitionSpec(None, *spec))
+      self.batches = [{k: jax.device_put(np.stack([np.asarray(self.batches[(i + j) % 4][k])
+                                                   for j in range(cfg.seeds)]), sharding)
+                       for k in self.batches[0]} for i in range(4)]
     t0 = time.perf_counter()
     self.states, m = self.step(self.states, self.batches[0])
     jax.block_until_ready(m)
@@ -112,6 +121,11 @@ def cases(quick: bool, workdir: str):
   msmgan = phases.stage_phases(cfg, 3)
   for p in (msmgan[:1] + msmgan[-1:] if quick else msmgan):
     out[f'msmgan_{p.name}'] = JaxCase(cfg, p, os.path.join(workdir, p.name))
+  for how in ('unroll', 'vmap'):  # 3 seeds' ce_resnet8 steps in one program.
+    seeded = _cfg('resnet8', 'resnet20')
+    seeded.seeds, seeded.seed_batching = SEEDS, how
+    out[f'ce_resnet8_{SEEDS}_seeds_{how}'] = JaxCase(seeded, phases.Phase(
+        'ce', 1.0, finetune_all=True, standalone=True), os.path.join(workdir, f'seeds_{how}'))
   return out
 
 
@@ -173,11 +187,43 @@ def whole_runs(workdir: str, epochs: int) -> list:
   return rows
 
 
-def measure(quick: bool, workdir: str, profile: bool = False, runs: int = 0) -> dict:
+def seed_runs(workdir: str, epochs: int, seeds: int = 3) -> list:
+  """`seeds` seeds of one `ce` run (resnet8, 10% of Fashion-MNIST, `epochs` epochs): as
+  that many separate commands one after another, and as one command with `seeds` set
+  (one program steps every seed). Whole processes, as a user runs them: start-up, data
+  loading, compilation and evaluation included."""
+  def command(run_dir, *fields):
+    return [sys.executable, '-m', 'msmgan_jax.main', '--config', 'configs/default.py',
+            '--workdir', run_dir, '--overwrite', '--config.method=ce',
+            "--config.dataset.train_split=train[:10%]", f'--config.student.epochs={epochs}',
+            *fields]
+  rows, root = [], os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  t0 = time.perf_counter()
+  for seed in range(seeds):
+    subprocess.run(command(os.path.join(workdir, f'seed{seed}'), f'--config.seed={seed}'),
+                   check=True, cwd=root, capture_output=True)
+  separate = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  subprocess.run(command(os.path.join(workdir, 'together'), f'--config.seeds={seeds}'),
+                 check=True, cwd=root, capture_output=True)
+  together = time.perf_counter() - t0
+  accs = [utils.read_json(os.path.join(workdir, f'seed{s}', 'summary.json'))['student'][
+      'test_accuracy'] for s in range(seeds)]
+  joint = utils.read_json(os.path.join(workdir, 'together', 'summary.json'))['student']
+  rows.append({'case': f'ce_{seeds}_seeds', 'separate_s': round(separate, 1),
+               'together_s': round(together, 1), 'ratio': round(together / separate, 3),
+               'separate_accuracies': accs, 'together_accuracies': joint['test_accuracies'],
+               'epochs': epochs})
+  return rows
+
+
+def measure(quick: bool, workdir: str, profile: bool = False, runs: int = 0,
+            seeds: int = 0) -> dict:
   threads = os.cpu_count()
   steps, repeats = (5, 3) if quick else (20, 5)
   jax_cases = cases(quick, workdir)
-  refs = {n: torch_reference(n, threads) for n in jax_cases if not n.startswith('msmgan_')}
+  refs = {n: torch_reference(n, threads) for n in jax_cases
+          if not n.startswith('msmgan_') and '_seeds_' not in n}
   samples = {n: [] for n in jax_cases}
   ref_samples = {n: [] for n, r in refs.items() if r is not None}
   for r in refs.values():
@@ -190,6 +236,9 @@ def measure(quick: bool, workdir: str, profile: bool = False, runs: int = 0) -> 
       samples[n].append(c.run(steps))
       if n in ref_samples:
         ref_samples[n].append(refs[n](steps))
+  for n in samples:  # a step of several seeds trains that many students: count their images.
+    if '_seeds_' in n:
+      samples[n] = [x * SEEDS for x in samples[n]]
   kd = statistics.median(samples['kd_resnet20_resnet8'])
   kd_flops = jax_cases['kd_resnet20_resnet8'].flops()
   rows = []
@@ -200,6 +249,9 @@ def measure(quick: bool, workdir: str, profile: bool = False, runs: int = 0) -> 
            'ref_img_s': None if ref_img_s is None else round(ref_img_s, 1),
            'ratio': None if ref_img_s is None else round(jax_img_s / ref_img_s, 3),
            'compile_s': round(c.compile_s, 2), 'samples_img_s': [round(x, 1) for x in samples[n]]}
+    if '_seeds_' in n:  # against SEEDS single-seed ce_resnet8 steps one after another.
+      row['ratio'] = round(jax_img_s / statistics.median(samples['ce_resnet8']), 3)
+      row['note'] = f'{SEEDS} seeds in one program, images/s of all seeds; ratio vs ce_resnet8'
     if n.startswith('msmgan_') or n.startswith('kd_'):
       flops = c.flops()
       row.update({'time_vs_kd': round(kd / jax_img_s, 3), 'gflops': round(flops / 1e9, 3),
@@ -217,6 +269,8 @@ def measure(quick: bool, workdir: str, profile: bool = False, runs: int = 0) -> 
     extra['ops'] = op_profile.measure(threads, repeats=3 if quick else 5, n=3 if quick else 10)
   if runs:
     extra['runs'] = whole_runs(os.path.join(workdir, 'runs'), runs)
+  if seeds:
+    extra['seeds'] = seed_runs(os.path.join(workdir, 'seeds'), seeds)
   return {'machine': f'{platform.machine()}, {os.cpu_count()} CPU cores',
           'device': jax.devices()[0].device_kind, 'jax': jax.__version__,
           'torch': _torch_version(), 'batch': BATCH, 'image_shape': list(SHAPE),
@@ -248,13 +302,22 @@ def markdown(result: dict) -> str:
                  f'{fmt(r["ratio"])} | {fmt(r.get("compile_s"))} | {fmt(r.get("time_vs_kd"))} '
                  f'| {fmt(r.get("gflops"))} | {fmt(r.get("flops_vs_kd"))} |')
   lines += ['', 'ratio: JAX over the PyTorch reference (> 1: JAX faster); for the input '
-            'pipelines, their images/s over the fastest training step. time vs kd: a step of the '
-            'case takes this many end-to-end kd steps of time.', '']
+            'pipelines, their images/s over the fastest training step; for the seed rows, '
+            f'{SEEDS} seeds in one program (images of all seeds per second) over ce_resnet8 '
+            'steps one after another. time vs kd: a step of the case takes this many '
+            'end-to-end kd steps of time.', '']
   if result.get('runs'):
     lines += ['Whole student runs at the same image budget (compilation and evaluation '
               'included):', '', '| run | wall s | student s | time vs kd |', '|---|---|---|---|']
     lines += [f'| {r["case"]} | {r["wall_s"]} | {r["student_wall_s"]} | {r["time_vs_kd"]} |'
               for r in result['runs']]
+    lines.append('')
+  if result.get('seeds'):
+    lines += ['Several seeds of one run: separate commands one after another against one '
+              'command training them together (whole processes):', '',
+              '| case | separate s | together s | together / separate |', '|---|---|---|---|']
+    lines += [f'| {r["case"]} | {r["separate_s"]} | {r["together_s"]} | {r["ratio"]} |'
+              for r in result['seeds']]
     lines.append('')
   if result.get('ops'):
     from msmgan_jax import op_profile  # pylint: disable=g-import-not-at-top
@@ -272,13 +335,16 @@ def main(argv=None) -> int:
   parser.add_argument('--workdir', default='/tmp/msmgan_bench', help='scratch folder')
   parser.add_argument('--profile', action='store_true',
                       help='also time the ops of a resnet20 step alone, JAX against PyTorch')
+  parser.add_argument('--seeds', type=int, default=0, metavar='EPOCHS',
+                      help='also time 3 seeds of a ce run (10%% of Fashion-MNIST, EPOCHS epochs) '
+                      'as 3 commands against one command with seeds=3 (minutes)')
   parser.add_argument('--runs', type=int, default=0, metavar='EPOCHS',
                       help='also time whole kd and msmgan student runs of EPOCHS epochs of '
                       'Fashion-MNIST (minutes)')
   args = parser.parse_args(argv)
   from msmgan_jax import main as main_lib  # pylint: disable=g-import-not-at-top
   main_lib._quiet()  # pylint: disable=protected-access
-  result = measure(args.quick, args.workdir, args.profile, args.runs)
+  result = measure(args.quick, args.workdir, args.profile, args.runs, args.seeds)
   table = markdown(result)
   print(table)
   if args.json:

@@ -16,6 +16,7 @@ from msmgan_jax import data, models, phases
 
 GAN_LOSSES = ('bce', 'hinge', 'lsgan')
 DISC_KINDS = ('teacher', 'conv')
+SEED_BATCHING = ('auto', 'vmap', 'unroll')
 
 
 class ConfigError(ValueError):
@@ -27,6 +28,8 @@ def defaults() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.method = 'msmgan'             # phases.METHODS: msmgan, ce, ...; 'teacher' = teacher only.
   c.seed = 0                      # PRNG seed for init, data order and augmentation.
+  c.seeds = 1                     # students trained at once: seeds seed .. seed+seeds-1, one program.
+  c.seed_batching = 'auto'        # vmap | unroll over the seeds | auto (unroll on CPU, else vmap).
   c.batch_size = 128              # global training batch size.
   c.eval_batch_size = 1000        # global eval batch size (the last batch is padded).
   c.log_every_steps = 50          # training metrics are logged every this many steps.
@@ -88,6 +91,12 @@ def defaults() -> ml_collections.ConfigDict:
   mu.beta_t = 0.5                 # weight of KL(S || T') for the teacher copy.
   mu.lr = 0.01                    # peak SGD learning rate of the teacher copy.
   mu.batch_size = 16              # examples of each batch the teacher copy trains on (0 = all).
+
+  c.fitnets = fn = ml_collections.ConfigDict()
+  fn.hint_share = 0.2             # fitnets: budget share of the hint phase (then KD).
+
+  c.at = at = ml_collections.ConfigDict()
+  at.beta = 1000.0                # at: weight of the attention-transfer term (RepDistiller's).
 
   c.student = st = ml_collections.ConfigDict()
   st.model = 'resnet8'            # a name in msmgan_jax.models.MODELS.
@@ -161,6 +170,12 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   _require(problem is None, 'dataset.name', problem)
   _require(cfg.dataset.source in ('auto', 'tfds', 'local'), 'dataset.source',
            'use auto, tfds or local')
+  _require(isinstance(cfg.seeds, int) and not isinstance(cfg.seeds, bool) and cfg.seeds >= 1,
+           'seeds', f'must be an integer >= 1, got {cfg.seeds!r}')
+  _require(cfg.seed_batching in SEED_BATCHING, 'seed_batching',
+           f'{cfg.seed_batching!r} is not one of {SEED_BATCHING}')
+  _require(cfg.seeds == 1 or cfg.method != 'teacher', 'seeds',
+           'several seeds train students; a teacher run trains one teacher (set seeds=1)')
   _require(cfg.dataset.pipeline in data.PIPELINES, 'dataset.pipeline',
            f'{cfg.dataset.pipeline!r} is not one of {data.PIPELINES}')
   _require(cfg.dataset.source != 'local' or cfg.dataset.name == 'fashion_mnist',
@@ -239,7 +254,7 @@ def _check_numbers(cfg):
   """Ranges of the loss weights, rates and counts, whatever the method."""
   for f in ('kd.tau', 'kd.beta', 'gan.alpha_feat', 'gan.alpha_adv', 'disc.lr', 'disc.b1',
             'disc.trunk_lr_mult', 'mutual.beta_t', 'mutual.lr', 'stages.block_lr',
-            'stages.finetune_lr_mult'):
+            'stages.finetune_lr_mult', 'fitnets.hint_share', 'at.beta'):
     group, name = f.split('.')
     v = cfg[group][name]
     _require(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
@@ -247,6 +262,8 @@ def _check_numbers(cfg):
     _require(v >= 0, f, f'must be >= 0, got {v!r}')
   _require(cfg.kd.tau > 0, 'kd.tau', f'must be > 0 (it divides the logits), got {cfg.kd.tau!r}')
   _require(cfg.kd.beta <= 1, 'kd.beta', f'must be in [0, 1], got {cfg.kd.beta}')
+  _require(0 < cfg.fitnets.hint_share < 1, 'fitnets.hint_share',
+           f'must be in (0, 1) (the rest is KD), got {cfg.fitnets.hint_share}')
   _require(isinstance(cfg.disc.stuck_logs, int) and cfg.disc.stuck_logs >= 0, 'disc.stuck_logs',
            f'must be an integer >= 0, got {cfg.disc.stuck_logs!r}')
 

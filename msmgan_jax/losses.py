@@ -1,4 +1,5 @@
-"""Distillation losses: CE, Hinton KD, feature MSE through a connector, GAN losses, DML.
+"""Distillation losses: CE, Hinton KD, feature MSE through a connector, attention transfer,
+GAN losses, DML.
 
 All take logits or feature maps and return scalar means over the batch.
 """
@@ -60,6 +61,20 @@ def gan_g(kind: str, d_fake):
 def gan_threshold(kind: str) -> float:
   """The score above which a discriminator calls its input real."""
   return 0.5 if kind == 'lsgan' else 0.0
+
+
+def attention_map(f):
+  """Zagoruyko & Komodakis's spatial attention of an NHWC map: the channel mean of f^2,
+  flattened and L2-normalised per example."""
+  a = jnp.mean(f ** 2, axis=-1).reshape(f.shape[0], -1)
+  return a / jnp.maximum(jnp.linalg.norm(a, axis=-1, keepdims=True), 1e-12)
+
+
+def attention_transfer(student_feat, teacher_feat):
+  """Attention transfer between two maps (RepDistiller's form): the mean over examples and
+  positions of the squared difference of their attention maps (spatial sizes aligned)."""
+  fs, ft = align(student_feat, teacher_feat)
+  return jnp.mean((attention_map(fs) - attention_map(ft)) ** 2)
 
 
 def dml(student_logits, peer_logits, labels, beta: float, tau: float, ce_weight: float = 1.0):

@@ -26,6 +26,8 @@ class Phase:
   finetune_all: bool = False            # logit phases: blocks train too (lr * mult).
   standalone: bool = False              # logit phases: warmup, blocks at the full rate.
   loss: Optional[Callable] = None       # logit phases: loss(s_logits, t_logits, labels, cfg).
+  hint: bool = False                    # feature phases: the blocks before them train too.
+  attention: bool = False               # logit phases: + attention transfer on every block.
 
   @property
   def is_feature(self) -> bool:
@@ -35,28 +37,37 @@ class Phase:
   def signature(self) -> tuple:
     """What the compiled steps depend on: equal signatures share compiled steps."""
     return (self.feature_blocks, self.adversarial, self.kd, self.mutual, self.finetune_all,
-            self.standalone, self.loss)
+            self.standalone, self.loss, self.hint, self.attention)
+
+  @property
+  def first_trained(self) -> int:
+    """The first student block a feature phase trains (earlier ones run frozen)."""
+    return 0 if self.hint else min(self.feature_blocks)
 
 
 @dataclasses.dataclass(frozen=True)
 class Method:
-  """A distillation method: the phases of each stage, and whether it needs the teacher
-  (with a teacher, one stage per anchor; without, a single stage)."""
+  """A distillation method: the phases of each stage, whether it needs the teacher, and
+  which anchors guide it: every anchor, one stage each (`all_anchors`), or only the
+  final teacher in a single stage. Without a teacher: a single stage."""
   name: str
   stage_phases: Callable  # (cfg, num_blocks) -> list of Phase.
   uses_teacher: bool = True
+  all_anchors: bool = True
 
 
 METHODS = {}  # name -> Method; `config.method` must name one (or 'teacher').
 
 
-def register_method(name: str, stage_phases: Callable, uses_teacher: bool = True) -> Method:
-  """Adds a method: `stage_phases(cfg, num_blocks)` returns the phases of one stage."""
+def register_method(name: str, stage_phases: Callable, uses_teacher: bool = True,
+                    all_anchors: bool = True) -> Method:
+  """Adds a method: `stage_phases(cfg, num_blocks)` returns the phases of one stage; with
+  `all_anchors` False the final teacher alone guides a single stage."""
   if not name.isidentifier() or name == 'teacher':
     raise ValueError(f'method name {name!r} must be an identifier other than teacher')
   if name in METHODS:
     raise ValueError(f'method {name!r} is already registered')
-  METHODS[name] = Method(name, stage_phases, uses_teacher)
+  METHODS[name] = Method(name, stage_phases, uses_teacher, all_anchors)
   return METHODS[name]
 
 
@@ -89,8 +100,37 @@ def _msmgan(cfg, num_blocks: int) -> list:
 
 register_method('ce', lambda cfg, k: [Phase('ce', 1.0, finetune_all=True, standalone=True)],
                 uses_teacher=False)
-register_method('kd', lambda cfg, k: [Phase('kd', 1.0, kd=True, finetune_all=True,
-                                             standalone=True)])
+def _kd(cfg, num_blocks: int, share: float = 1.0) -> Phase:
+  """Hinton KD on the whole student (METHOD.md's `kd`)."""
+  return Phase('kd', share, kd=True, finetune_all=True, standalone=True)
+
+
+def _fitnets(cfg, num_blocks: int) -> list:
+  """FitNets: a hint phase (student blocks up to the middle one regress the teacher's middle
+  block through a connector), then KD on the whole student."""
+  hint = Phase('hint', cfg.fitnets.hint_share, (num_blocks // 2,), hint=True)
+  return [hint, _kd(cfg, num_blocks, 1 - cfg.fitnets.hint_share)]
+
+
+def _at(cfg, num_blocks: int) -> list:
+  """Attention transfer: CE + at.beta * attention transfer on every block, whole student."""
+  return [Phase('at', 1.0, finetune_all=True, standalone=True, attention=True)]
+
+
+def _skd(cfg, num_blocks: int) -> list:
+  """Stagewise KD: greedy block phases regressing the teacher's features (no GAN), then the
+  classifier alone with CE, blocks frozen."""
+  shares = tuple(cfg.stages.phase_shares)
+  return [Phase(f'block_{k + 1}', shares[k], (k,)) for k in range(num_blocks)] + [
+      Phase('head', shares[num_blocks])]
+
+
+register_method('kd', lambda cfg, k: [_kd(cfg, k)], all_anchors=False)
+# RCO: KD from every anchor in turn, weakest first (the route-constrained curriculum).
+register_method('rco', lambda cfg, k: [_kd(cfg, k)])
+register_method('fitnets', _fitnets, all_anchors=False)
+register_method('at', _at, all_anchors=False)
+register_method('skd', _skd, all_anchors=False)
 register_method('msmgan', _msmgan)
 
 

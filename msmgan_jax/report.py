@@ -16,6 +16,8 @@ import platform
 import shutil
 import sys
 
+import numpy as np
+
 from msmgan_jax import utils
 
 FILES = ('config.json', 'summary.json', 'metrics.jsonl')
@@ -53,8 +55,19 @@ def markdown(rows: list) -> str:
 
 
 def _records(path: str) -> list:
+  """The run's metrics records; of a run of several seeds, the first seed's (plots show one)."""
   with open(os.path.join(path, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f]
+    records = [json.loads(line) for line in f]
+  seeds = [r['seed'] for r in records if 'seed' in r]
+  return [r for r in records if r.get('seed', seeds[0] if seeds else None) == (
+      min(seeds) if seeds else None)]
+
+
+def _acc(v) -> str:
+  """An accuracy, or the mean +- std of one per seed."""
+  if isinstance(v, list):
+    return f'{np.mean(v):.4f} +- {np.std(v):.4f}'
+  return f'{v:.4f}'
 
 
 def _pyplot():
@@ -140,7 +153,7 @@ def phase_table(summary: dict) -> str:
     a = st['anchor']
     anchor = f'{a["epoch"]}, {a["test_accuracy"]:.4f}' if a else '-'
     for p in st['phases']:
-      acc = f'{p["test_accuracy"]:.4f}' if 'test_accuracy' in p else '-'
+      acc = _acc(p['test_accuracy']) if 'test_accuracy' in p else '-'
       lines.append(f'| {st["stage"]} | {anchor} | {p["name"]} | {p["trainable_params"]} | '
                    f'{p["steps"]} | {p["images_per_s"]:.0f} | {p["wall_s"]:.0f} | {acc} |')
   return '\n'.join(lines) + '\n'

@@ -68,7 +68,7 @@ class PhaseSteps:
   # Feature phases ------------------------------------------------------------------
   def _project(self, params, batch_stats, h):
     """C_k(f^S_k) for each phase block (training mode) and the new BatchNorm statistics."""
-    k0, k1 = min(self.phase.feature_blocks), max(self.phase.feature_blocks)
+    k0, k1 = self.phase.first_trained, max(self.phase.feature_blocks)
     (_, feats), new_s = self.student.apply(
         {'params': params['student'], 'batch_stats': batch_stats['student']}, h, train=True,
         start=k0, stop=k1 + 1, with_head=False, mutable=['batch_stats'])
@@ -112,7 +112,7 @@ class PhaseSteps:
     on the same features come first.
     """
     cfg, blocks = self.cfg, self.phase.feature_blocks
-    k0, k1 = min(blocks), max(blocks)
+    k0, k1 = self.phase.first_trained, max(blocks)
     x = batch['image']
     _, prefix = self.student.apply({'params': g_state.params['student'],
                                     'batch_stats': g_state.batch_stats['student']},
@@ -180,15 +180,15 @@ class PhaseSteps:
     _, prefix = self.student.apply({'params': g_state.params['student'], 'batch_stats': s_stats},
                                    x, train=False, stop=first, with_head=False)
     h = prefix[-1] if prefix else x
-    t_logits = None
+    t_logits = t_feats = None
     if p.mutual:
       t_logits, _ = self.teacher.apply({'params': t_state.params,
                                         'batch_stats': t_state.batch_stats}, x, train=False)
-    elif (p.kd or p.loss is not None) and anchor is not None:
-      t_logits, _ = self.teacher.apply(anchor, x, train=False)
+    elif (p.kd or p.attention or p.loss is not None) and anchor is not None:
+      t_logits, t_feats = self.teacher.apply(anchor, x, train=False)
 
     def loss_fn(params):
-      (s_logits, _), s_new = self.student.apply(
+      (s_logits, s_feats), s_new = self.student.apply(
           {'params': params['student'], 'batch_stats': s_stats}, h, train=True, start=first,
           mutable=['batch_stats'])
       if p.loss is not None:  # a registered method's own loss; the peer is a fixed target.
@@ -198,6 +198,9 @@ class PhaseSteps:
         s_loss = losses.dml(s_logits, t_logits, y, cfg.kd.beta, cfg.kd.tau, ce_weight)
       else:
         s_loss = losses.cross_entropy(s_logits, y)
+      if p.attention:  # every block the student computes here (all of them: finetune_all).
+        s_loss += cfg.at.beta * sum(losses.attention_transfer(f, t_feats[first + i])
+                                    for i, f in enumerate(s_feats))
       return s_loss, (s_logits, s_new)
 
     (s_loss, (s_logits, s_new)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

@@ -14,6 +14,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from msmgan_jax import faults, models, optim, phases as phases_lib, steps as steps_lib, train
@@ -33,8 +34,9 @@ def _rules(groups: dict) -> list:
 def _student_groups(phase, num_blocks) -> dict:
   """Which student/connector parameter paths train in `phase`, by optimizer group."""
   if phase.is_feature:
-    return {'train': [p for k in phase.feature_blocks for p in
-                      (f'student/block{k + 1}/.*', f'connectors/connector{k + 1}/.*')]}
+    blocks = range(phase.first_trained, max(phase.feature_blocks) + 1)
+    return {'train': [f'student/block{k + 1}/.*' for k in blocks] +
+                     [f'connectors/connector{k + 1}/.*' for k in phase.feature_blocks]}
   groups = {'head': ['student/head/.*']}
   if phase.finetune_all:
     groups['blocks'] = [f'student/block{k + 1}/.*' for k in range(num_blocks)]
@@ -46,22 +48,39 @@ class Distiller:
 
   def __init__(self, cfg, wd, info, batches, eval_batches, mesh, teacher):
     self.cfg, self.wd, self.info, self.mesh = cfg, wd, info, mesh
+    self.seeds = [cfg.seed + s for s in range(cfg.seeds)]
+    self.multi = len(self.seeds) > 1
     self.batches, self.eval_batches, self.teacher = batches, eval_batches, teacher
     self.student = models.create_model(cfg.student.model, info.num_classes)
     self.t_model = models.create_model(cfg.teacher.model, info.num_classes)
     self.connectors = models.Connectors(tuple(self.t_model.block_channels))
     self.phases = phases_lib.stage_phases(cfg, self.student.num_blocks)
-    self.anchors = teacher.anchors if phases_lib.uses_teacher(cfg) else [None]
+    self.anchors = [None]
+    if phases_lib.uses_teacher(cfg):
+      self.anchors = (teacher.anchors if phases_lib.METHODS[cfg.method].all_anchors
+                      else teacher.anchors[-1:])
     self.spe = train.steps_per_epoch(cfg, info)
     self.ckpt = utils.Checkpoints(wd.file('checkpoints', 'student'), max_to_keep=2)
     self.eval_step = train.make_eval_step(self.student)
-    self._steps, self._txs, self._disc_inits = {}, {}, {}
+    if self.multi:  # every seed's student on the same eval batch (replicated for vmap).
+      over = self._over_seeds(self.eval_step, in_axes=(0, None))
+      if self._seed_batching() == 'vmap':
+        rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        self.eval_step = jax.jit(lambda v, b: over(v, jax.sharding.reshard(b, rep)))
+      else:
+        self.eval_step = jax.jit(over)
+    self._steps, self._txs, self._disc_inits, self._multi_steps = {}, {}, {}, {}
     self.discs = self._discs()
 
   # States -------------------------------------------------------------------------
   def init_carry(self):
-    """Fresh student + connector variables (the `g` params/batch_stats layout)."""
-    s_rng, c_rng = jax.random.split(jax.random.key(self.cfg.seed + 1))
+    """Fresh student + connector variables (the `g` params/batch_stats layout); with several
+    seeds, each seed's (as its own run would make them) stacked on a leading axis."""
+    return _stack([self._init_carry(seed) for seed in self.seeds]) if self.multi \
+        else self._init_carry(self.seeds[0])
+
+  def _init_carry(self, seed):
+    s_rng, c_rng = jax.random.split(jax.random.key(seed + 1))
     s_vars = optim.init_variables(self.student, s_rng, self.info.image_shape)
     _, feats = jax.eval_shape(lambda v: self.student.apply(
         v, jnp.zeros((1,) + self.info.image_shape)), s_vars)
@@ -85,7 +104,15 @@ class Distiller:
     return self._steps[phase.signature]
 
   def build_states(self, m, i, carry) -> dict:
-    """Fresh functional train states of phase i of stage m, starting from `carry`."""
+    """Fresh functional train states of phase i of stage m, starting from `carry` (with
+    several seeds: each seed's, stacked on a leading axis)."""
+    if not self.multi:
+      return utils.replicate(self._build_states(m, i, carry, self.seeds[0]), self.mesh)
+    return utils.replicate(_stack([
+        self._build_states(m, i, jax.tree.map(lambda x: x[j], carry), seed)
+        for j, seed in enumerate(self.seeds)]), self.mesh)
+
+  def _build_states(self, m, i, carry, seed) -> dict:
     cfg, phase, anchor = self.cfg, self.phases[i], self.anchors[m]
     n_steps = self.num_steps(phase)
     params, batch_stats = carry
@@ -107,9 +134,9 @@ class Distiller:
         params, _rules(groups), transforms))
     states = {'g': optim.TrainState.create(apply_fn=None, params=params, batch_stats=batch_stats,
                                            tx=tx),
-              'd': None, 't': None, 'rng': jax.random.key_data(self._phase_key(m, i))}
+              'd': None, 't': None, 'rng': jax.random.key_data(self._phase_key(m, i, seed))}
     if phase.adversarial:
-      states['d'] = self._disc_state(phase, anchor)
+      states['d'] = self._disc_state(phase, anchor, seed)
     if phase.mutual:
       t_tx = self._tx(('t', phase.signature, n_steps), lambda: optim.sgd(
           optim.lr_schedule(cfg.mutual.lr, n_steps, 0), cfg.teacher.momentum,
@@ -117,7 +144,7 @@ class Distiller:
       copy = jax.tree.map(jnp.copy, anchor.variables)  # steps donate states; anchors stay.
       states['t'] = optim.TrainState.create(
           apply_fn=None, params=copy['params'], batch_stats=copy['batch_stats'], tx=t_tx)
-    return utils.replicate(states, self.mesh)
+    return states
 
   def _tx(self, key, make):
     """One optimizer object per phase signature: a TrainState's `tx` is static in the
@@ -126,11 +153,11 @@ class Distiller:
       self._txs[key] = make()
     return self._txs[key]
 
-  def _disc_state(self, phase, anchor):
+  def _disc_state(self, phase, anchor, seed):
     """D_k for each phase block: anchor blocks after k (kind 'teacher') + a real/fake unit."""
     cfg = self.cfg
     params, stats = {}, {}
-    rng = jax.random.key(cfg.seed + 3)
+    rng = jax.random.key(seed + 3)
     shapes = jax.eval_shape(lambda v: self.t_model.apply(
         v, jnp.zeros((1,) + self.info.image_shape)), anchor.variables)[1]
     for k in phase.feature_blocks:
@@ -154,20 +181,54 @@ class Distiller:
 
   # Running --------------------------------------------------------------------------
   def step_fn(self, phase, anchor):
-    """(states, batch) -> (states, metrics) for one student update of `phase`."""
-    fns = self.steps_for(phase)
+    """(states, batch) -> (states, metrics) for one student update of `phase` (of every
+    seed at once, in one jitted program, with several seeds)."""
     anchor_vars = anchor.variables if anchor is not None else None
+    one = self._seed_step(phase)
+    if not self.multi:
+      return lambda states, batch: one(states, batch, anchor_vars)
+    if phase.signature not in self._multi_steps:  # compiled once, reused by every stage.
+      self._multi_steps[phase.signature] = jax.jit(
+          self._over_seeds(one, in_axes=(0, 0, None)), donate_argnums=0)
+    multi = self._multi_steps[phase.signature]
+    return lambda states, batch: multi(states, batch, anchor_vars)
+
+  def _seed_step(self, phase):
+    """One seed's update: (states, batch, anchor variables) -> (states, metrics)."""
+    fns = self.steps_for(phase)
     if phase.is_feature:
-      def step(states, batch):
+      def step(states, batch, anchor_vars):
         g, d, metrics = fns.feature_step(states['g'], states['d'], anchor_vars, batch)
         return {**states, 'g': g, 'd': d}, metrics
     else:
-      def step(states, batch):
+      def step(states, batch, anchor_vars):
         g, t, metrics = fns.logit_step(states['g'], states['t'], anchor_vars, batch)
         return {**states, 'g': g, 't': t}, metrics
     return step
 
+  def _seed_batching(self) -> str:
+    how = self.cfg.seed_batching
+    if how == 'auto':
+      how = 'unroll' if jax.devices()[0].platform == 'cpu' else 'vmap'
+    return how
+
+  def _over_seeds(self, fn, in_axes):
+    """`fn` over the leading seed axis of the arguments whose `in_axes` is 0, in one
+    program: `jax.vmap`, or one copy of `fn` per seed (`unroll`) where `seed_batching`
+    says so. `auto` unrolls on CPU, where a vmapped convolution becomes a grouped one that
+    XLA:CPU runs several times slower than the seeds one after another, while unrolled
+    steps cost a little less than that (measured by the benchmark's seed rows, see
+    PERFORMANCE.md)."""
+    if self._seed_batching() == 'vmap':
+      return jax.vmap(fn, in_axes=in_axes)
+
+    def unrolled(*args):
+      return _stack([fn(*(jax.tree.map(lambda x, j=j: x[j], a) if ax == 0 else a
+                          for a, ax in zip(args, in_axes))) for j in range(len(self.seeds))])
+    return unrolled
+
   def evaluate(self, g_state) -> dict:
+    """Test accuracy and loss of the student (lists of one value per seed with several)."""
     variables = {'params': g_state.params['student'], 'batch_stats': g_state.batch_stats['student']}
     return train.evaluate(self.eval_step, variables, self.eval_batches, self.mesh)
 
@@ -232,14 +293,23 @@ class Distiller:
     wall_before = resume['phase_wall_s'] if resume else 0.0
     cfg, phase, anchor = self.cfg, self.phases[i], self.anchors[m]
     n = self.num_steps(phase)
-    labels = optim.label_params(states['g'].params, _rules(_student_groups(
+    one = self._first_seed(states)
+    labels = optim.label_params(one['g'].params, _rules(_student_groups(
         phase, self.student.num_blocks)))
     trainable = optim.count_params(jax.tree.map(
-        lambda x, lab: x if lab != 'frozen' else None, states['g'].params, labels))
+        lambda x, lab: x if lab != 'frozen' else None, one['g'].params, labels))
     images_before = sum(r['steps'] for r in records) * cfg.batch_size
-    log = lambda split, step, metrics: self.wd.metrics.write(
-        step=step, epoch=(images_before + step * cfg.batch_size) / self.info.num_train,
-        stage=m + 1, phase=phase.name, split=split, **metrics)
+
+    def log(split, step, metrics):
+      """One metrics.jsonl record; with several seeds, one per seed (with its `seed`)."""
+      where = dict(step=step, epoch=(images_before + step * cfg.batch_size) / self.info.num_train,
+                   stage=m + 1, phase=phase.name, split=split)
+      if not self.multi:
+        self.wd.metrics.write(**where, **metrics)
+        return
+      for j, seed in enumerate(self.seeds):
+        self.wd.metrics.write(**where, seed=seed, **{
+            k: v[j] if isinstance(v, list) else v for k, v in metrics.items()})
     t0 = time.time()
 
     def save(step, states, log_window):
@@ -256,7 +326,7 @@ class Distiller:
 
     states, first_step_s = train.train_loop(
         states, self.step_fn(phase, anchor),
-        batches=self.batches(self._data_seed(states), skip=start), start=start, stop=n,
+        batches=self._batches(states, start), start=start, stop=n,
         mesh=self.mesh, batch_size=cfg.batch_size, log_every=cfg.log_every_steps,
         log=log_train, after_step=lambda step, states: states, save=save,
         save_at=lambda step: step % cfg.checkpoint_every_steps == 0 and step < n, where=where,
@@ -268,7 +338,7 @@ class Distiller:
       result = self.evaluate(states['g'])
       log('test', n, result)
     print(f'stage {m + 1} phase {phase.name}: {n} steps, {wall_before + wall:.1f}s' + (
-        f', student test accuracy {result["accuracy"]:.4f}' if result else ''), flush=True)
+        f', student test accuracy {_fmt(result["accuracy"])}' if result else ''), flush=True)
     record = {'name': phase.name, 'trainable_params': trainable, 'steps': n,
               'wall_s': round(wall_before + wall, 2), 'first_step_s': round(first_step_s, 2),
               'images_per_s': round(
@@ -277,30 +347,55 @@ class Distiller:
               'stage': m + 1}
     if result is not None:
       record['test_accuracy'] = result['accuracy']
-    if states['d'] is not None:
-      record['disc_trainable_params'] = optim.count_params(states['d'].params)
-    if states['t'] is not None:
-      record['teacher_copy_params'] = optim.count_params(states['t'].params)
+    if one['d'] is not None:
+      record['disc_trainable_params'] = optim.count_params(one['d'].params)
+    if one['t'] is not None:
+      record['teacher_copy_params'] = optim.count_params(one['t'].params)
     if watch.warnings:
       record['warnings'] = watch.warnings
     return states, record
 
-  def _phase_key(self, m, i):
-    """The PRNG key of phase i of stage m (both folded into config.seed)."""
-    return jax.random.fold_in(jax.random.key(self.cfg.seed + 2), 100 * m + i)
+  def _first_seed(self, states):
+    """The states of the first seed (all of `states` with one seed)."""
+    return jax.tree.map(lambda x: x[0], states) if self.multi else states
 
   @staticmethod
-  def _data_seed(states) -> int:
-    """The phase's data-order seed, drawn from its checkpointed key (a resume replays it)."""
-    key = jax.random.wrap_key_data(jax.device_get(states['rng']))
-    return int(jax.random.randint(key, (), 0, 2 ** 31 - 1))
+  def _phase_key(m, i, seed):
+    """The PRNG key of phase i of stage m (both folded into the seed)."""
+    return jax.random.fold_in(jax.random.key(seed + 2), 100 * m + i)
+
+  def _batches(self, states, skip):
+    """The phase's training batches from step `skip` on: each seed's own data order, drawn
+    from its checkpointed key (a resume replays it); several seeds' batches stacked."""
+    keys = jax.device_get(states['rng'])
+    data_seed = lambda k: int(jax.random.randint(jax.random.wrap_key_data(k), (), 0, 2 ** 31 - 1))
+    if not self.multi:
+      return self.batches(data_seed(keys), skip=skip)
+    its = [self.batches(data_seed(k), skip=skip) for k in keys]
+    # Unrolled, each seed's batch is a slice sharded on 'data'; vmap's batched convolutions
+    # reshape the seed axis into the batch, which a 'data'-sharded batch axis forbids.
+    spec = (None, 'data') if self._seed_batching() == 'unroll' else ()
+    sharding = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(*spec))
+
+    def stacked():
+      while True:
+        parts = [utils.shard_batch(next(it), self.mesh) for it in its]
+        yield {k: jax.device_put(jnp.stack([p[k] for p in parts]), sharding) for k in parts[0]}
+    return stacked()
 
   def summary(self, carry, records, wall) -> dict:
+    """The student's summary. With several seeds: `test_accuracy` is their mean (with
+    `test_accuracy_std` and the per-seed `test_accuracies`), per-phase accuracies are lists,
+    and each seed's final student is saved (`student_final` the first, `student_final_<seed>`
+    the others)."""
     params, batch_stats = carry
-    final = {'params': params['student'], 'batch_stats': batch_stats['student']}
-    utils.Checkpoints(self.wd.file('checkpoints', 'student_final')).save(
-        0, final, {'model': self.cfg.student.model})
-    n_params = optim.count_params(final['params'])
+    finals = [{'params': params['student'], 'batch_stats': batch_stats['student']}]
+    if self.multi:
+      finals = [jax.tree.map(lambda x: x[j], finals[0]) for j in range(len(self.seeds))]
+    for j, (seed, final) in enumerate(zip(self.seeds, finals)):
+      utils.Checkpoints(self.wd.file('checkpoints', 'student_final' + (f'_{seed}' if j else ''))
+                        ).save(0, final, {'model': self.cfg.student.model, 'seed': seed})
+    n_params = optim.count_params(finals[0]['params'])
     stages = []
     for m, anchor in enumerate(self.anchors):
       stages.append({
@@ -309,11 +404,27 @@ class Distiller:
                                                  'test_accuracy': anchor.test_accuracy},
           'phases': [{k: v for k, v in r.items() if k != 'stage'}
                      for r in records if r['stage'] == m + 1]})
-    return {'model': self.cfg.student.model, 'params': n_params,
-            'test_accuracy': records[-1]['test_accuracy'],
-            'compression': round(self.teacher.params / n_params, 3) if self.teacher else None,
-            'wall_s': round(wall, 2), 'stages': stages,
-            'checkpoint': self.wd.file('checkpoints', 'student_final', '0')}
+    out = {'model': self.cfg.student.model, 'params': n_params,
+           'test_accuracy': records[-1]['test_accuracy'],
+           'compression': round(self.teacher.params / n_params, 3) if self.teacher else None,
+           'wall_s': round(wall, 2), 'stages': stages,
+           'checkpoint': self.wd.file('checkpoints', 'student_final', '0')}
+    if self.multi:
+      accs = out['test_accuracy']
+      out.update({'test_accuracy': float(np.mean(accs)), 'test_accuracy_std': float(np.std(accs)),
+                  'test_accuracies': accs, 'seeds': self.seeds})
+    return out
+
+
+def _stack(trees: list):
+  """Trees of equal structure stacked leaf by leaf on a new leading (seed) axis."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _fmt(accuracy) -> str:
+  if isinstance(accuracy, list):
+    return f'{np.mean(accuracy):.4f} +- {np.std(accuracy):.4f} over {len(accuracy)} seeds'
+  return f'{accuracy:.4f}'
 
 
 class DiscWatch:
@@ -337,11 +448,12 @@ class DiscWatch:
     for key, v in sorted(metrics.items()):
       if not re.fullmatch(r'd_acc_(real|fake)_b\d+', key) or self.limit <= 0:
         continue
-      stuck = v <= self.LOW or v >= self.HIGH
+      v = np.asarray(v)  # one value, or one per seed: stuck when every seed is.
+      stuck = bool(np.all((v <= self.LOW) | (v >= self.HIGH)))
       self.runs[key] = self.runs.get(key, 0) + 1 if stuck else 0
       if self.runs[key] >= self.limit and key not in self.warned:
         self.warned.add(key)
-        msg = (f'{self.where}: {key} has been {round(v)} for {self.limit} logs '
+        msg = (f'{self.where}: {key} has been {np.round(v).astype(int).tolist()} for {self.limit} logs '
                f'({self.limit * self.log_every} steps): discriminator {key.rsplit("_b", 1)[1]} '
                'has stopped learning; see disc.lr, disc.steps_per_g and gan.loss')
         self.warnings.append(msg)

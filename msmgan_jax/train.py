@@ -59,16 +59,21 @@ def progress(**kwargs) -> tqdm.tqdm:
 
 
 def evaluate(eval_step, variables, eval_batches, mesh) -> dict:
-  """Test accuracy and loss over every example of the eval split, each counted once."""
+  """Test accuracy and loss over every example of the eval split, each counted once.
+
+  With several seeds' variables stacked (an `eval_step` mapped over them), accuracy and
+  loss are lists, one value per seed.
+  """
   totals = None
   for batch in progress(iterable=eval_batches(), desc='evaluating', unit='batch', leave=False):
     out = eval_step(variables, utils.shard_batch(batch, mesh))
     totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
     faults.point('eval')
   totals = jax.device_get(totals)
-  n = float(totals['count'])
-  return {'accuracy': float(totals['correct']) / n, 'loss': float(totals['loss']) / n,
-          'count': int(n)}
+  n = np.asarray(totals['count'], np.float64)
+  per_seed = lambda a: (np.asarray(a, np.float64) / n).tolist()
+  return {'accuracy': per_seed(totals['correct']), 'loss': per_seed(totals['loss']),
+          'count': int(np.max(n))}
 
 
 def train_loop(states, step_fn, *, batches, start: int, stop: int, mesh, batch_size: int,
@@ -111,15 +116,16 @@ def train_loop(states, step_fn, *, batches, start: int, stop: int, mesh, batch_s
       if jax.process_count() > 1:  # every host must stop (and save) at the same step.
         signum = _agreed(signum) if logging_now or save_at(step + 1) else None
       saving = save_at(step + 1) or signum is not None
-      if logging_now or saving:
-        host = [{k: float(v) for k, v in m.items()} for m in jax.device_get(pending)]
+      if logging_now or saving:  # floats, or lists of one float per seed.
+        host = [{k: np.asarray(v, np.float64).tolist() for k, v in m.items()}
+                for m in jax.device_get(pending)]
         _check_finite(host, step + 1 - len(host), where)
         done, pending = done + host, []
       if logging_now:
-        means = {k: float(np.mean([m[k] for m in done])) for k in done[0]}
+        means = {k: np.mean([m[k] for m in done], axis=0).tolist() for k in done[0]}
         means['images_per_s'] = timed * batch_size / (time.time() - t0)
         log(step + 1, means)
-        bar.set_postfix({k: f'{v:.4g}' for k, v in means.items()
+        bar.set_postfix({k: f'{np.mean(v):.4g}' for k, v in means.items()
                          if k in ('loss', 'g_loss', 'accuracy')}, refresh=False)
         done, t0, timed = [], time.time(), 0
       if step + 1 == stop or (epoch_steps and (step + 1) % epoch_steps == 0):
@@ -156,7 +162,7 @@ def _step_bar(where: str, step: int, stop: int, epoch_steps: int) -> tqdm.tqdm:
 def _check_finite(host_metrics: list, first_step: int, where: str) -> None:
   """Raises NumericalError naming the first step (counted from 1) with a NaN / inf metric."""
   for i, m in enumerate(host_metrics):
-    bad = {k: v for k, v in m.items() if not np.isfinite(v)}
+    bad = {k: v for k, v in m.items() if not np.all(np.isfinite(v))}
     if bad:
       raise faults.NumericalError(
           f'non-finite training loss in {where} at step {first_step + i + 1}: '

@@ -77,6 +77,8 @@ class MetricsWriter:
       import tensorboardX  # pylint: disable=g-import-not-at-top
       self._tb = tensorboardX.SummaryWriter(self.tb_path, flush_secs=10)
     role = 'teacher' if record['phase'] == 'teacher' else 'student'
+    if 'seed' in record:  # a run of several seeds logs one record per seed.
+      role = f'{role}/seed{record["seed"]}'
     images = int(round(record['epoch'] * self.images_per_epoch))
     for k, v in record.items():
       if k not in _KEYS and isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -88,7 +90,7 @@ class MetricsWriter:
       self._tb = None
 
 
-_KEYS = ('step', 'epoch', 'stage', 'phase', 'split', 'time', 'count')
+_KEYS = ('step', 'epoch', 'stage', 'phase', 'split', 'time', 'count', 'seed')
 
 
 def _scalar(v):
@@ -227,9 +229,10 @@ def replicate(tree, m):
 
 
 def shard_batch(batch: dict, m) -> dict:
-  """Assembles this host's share of a global batch into arrays sharded on 'data' (a batch
-  the device pipeline made is already that)."""
+  """Assembles this host's share of a global batch into arrays sharded on 'data'. Arrays
+  already on the device (the device pipeline's batches, several seeds' stacked batches)
+  are global and placed: they pass unchanged."""
   sharding = NamedSharding(m, P('data'))
-  return {k: v if isinstance(v, jax.Array) and v.sharding == sharding
+  return {k: v if isinstance(v, jax.Array)
           else jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in batch.items()}

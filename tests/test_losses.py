@@ -73,3 +73,17 @@ def test_dml_both_ways_values_and_stop_gradient():
   # Each side treats the peer as a constant.
   g_peer = jax.grad(lambda peer: losses.dml(s, peer, y, 0.9, 1.0))(t)
   np.testing.assert_array_equal(g_peer, np.zeros_like(t))
+
+
+def test_attention_transfer_matches_hand_value():
+  # Student: one example, 1x2 positions, channels (1, 1) and (2, 0): channel means of f^2
+  # are 1 and 2, normalised (1, 2) / sqrt(5). Teacher: the attention (1, 0).
+  fs = jnp.array([[[[1.0, 1.0], [2.0, 0.0]]]])
+  ft = jnp.array([[[[3.0, 0.0], [0.0, 0.0]]]])
+  np.testing.assert_allclose(losses.attention_map(fs), [[1 / math.sqrt(5), 2 / math.sqrt(5)]],
+                             rtol=1e-6)
+  want = ((1 / math.sqrt(5) - 1) ** 2 + (2 / math.sqrt(5)) ** 2) / 2
+  assert float(losses.attention_transfer(fs, ft)) == pytest.approx(want, rel=1e-6)
+  # Attention ignores the scale of the map and its channel count.
+  assert float(losses.attention_transfer(5 * fs, jnp.concatenate([fs, fs], -1))) == \
+      pytest.approx(0.0, abs=1e-7)

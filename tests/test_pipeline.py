@@ -153,3 +153,23 @@ def test_ce_baseline_trains_the_student_alone(repo_root, tfds_data_dir, tmp_path
   assert 'disc_trainable_params' not in phase and 'teacher_copy_params' not in phase
   assert s['test_accuracy'] == phase['test_accuracy'] > 0.3
   assert not os.path.exists(tmp_path / 'checkpoints' / 'anchors')  # no teacher trained.
+
+
+def test_kd_from_the_final_anchor_with_two_seeds_in_one_program(repo_root, teacher_run,
+                                                                  tmp_path):
+  """`kd` learns from the final teacher only, in one stage; seeds=2 trains two students
+  in one program, each with its own initialisation and data order."""
+  t_cfg, _, t_summary = teacher_run
+  cfg = shrink(load_config(repo_root, 'kd_fmnist_full'), t_cfg.dataset.data_dir)
+  cfg.student.epochs, cfg.seeds = 1, 2
+  cfg.teacher.model, cfg.teacher.epochs = t_cfg.teacher.model, t_cfg.teacher.epochs
+  cfg.stages.num = 2
+  cfg.teacher.checkpoints = tuple(a['path'] for a in t_summary['teacher']['anchors'])
+  s = train.train_and_evaluate(cfg, str(tmp_path))['student']
+  assert [st['anchor']['path'] for st in s['stages']] == [cfg.teacher.checkpoints[-1]]
+  assert [p['name'] for p in s['stages'][0]['phases']] == ['kd']
+  assert s['seeds'] == [cfg.seed, cfg.seed + 1] and len(s['test_accuracies']) == 2
+  assert s['test_accuracies'][0] != s['test_accuracies'][1]  # two different students.
+  assert min(s['test_accuracies']) > 0.2  # chance: 0.1 +- 0.01; 28 steps from a ~0.6 teacher.
+  for final in ('student_final', f'student_final_{cfg.seed + 1}'):
+    assert os.path.isdir(tmp_path / 'checkpoints' / final / '0')

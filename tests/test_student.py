@@ -253,3 +253,31 @@ def reference_target(cfg):
   v = optim.init_variables(models.create_model(cfg.student.model, 10), jax.random.key(0),
                            INFO.image_shape)
   return {'params': v['params'], 'batch_stats': v['batch_stats']}
+
+
+@pytest.mark.parametrize('batching', ['unroll', 'vmap'])
+def test_several_seeds_in_one_program_match_their_separate_runs(tmp_path, batching):
+  """seeds=2 trains, in one jitted program per step, the students that seed=0 and seed=1
+  runs train one at a time: same data orders, same initialisations, same numbers (to float
+  tolerance: the batched program adds in another order)."""
+  fields = {'stages.num': 1, 'seed_batching': batching}
+  cfgs = [tiny_cfg(**fields, seed=s) for s in (0, 1)]
+  runs = [make_distiller(c, tmp_path / f'seed{c.seed}', num_anchors=1).run() for c in cfgs]
+  both_cfg = tiny_cfg(**fields, seeds=2)
+  both = make_distiller(both_cfg, tmp_path / 'both', num_anchors=1).run()
+  assert both['seeds'] == [0, 1]
+  np.testing.assert_allclose(both['test_accuracies'], [r['test_accuracy'] for r in runs],
+                             atol=0.05)
+  assert both['test_accuracy'] == pytest.approx(np.mean(both['test_accuracies']))
+  for j, seed in enumerate((0, 1)):
+    final = 'student_final' + (f'_{seed}' if j else '')
+    got = host(utils.Checkpoints(str(tmp_path / 'both' / 'checkpoints' / final))
+               .restore(0, reference_target(both_cfg))[0])
+    want = host(utils.Checkpoints(str(tmp_path / f'seed{seed}' / 'checkpoints' / 'student_final'))
+                .restore(0, reference_target(both_cfg))[0])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4), got, want)
+  records = [json.loads(line) for line in open(tmp_path / 'both' / 'metrics.jsonl')]
+  single = [json.loads(line) for line in open(tmp_path / 'seed0' / 'metrics.jsonl')]
+  assert [r['seed'] for r in records] == [0, 1] * len(single)  # one record per seed and event.
+  for r, s in zip(records[::2], single):
+    assert (r['phase'], r['split'], r['step']) == (s['phase'], s['split'], s['step'])
