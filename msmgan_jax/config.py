@@ -62,6 +62,7 @@ def defaults() -> ml_collections.ConfigDict:
   s.teacher_epochs = ()           # anchor epochs; () = M evenly spaced, the last at the end.
   s.greedy = True                 # layer-wise greedy block phases (False = ablation end to end).
   s.phase_shares = (0.1, 0.1, 0.1, 0.7)  # stage budget split: block_1..block_K, head.
+  s.schedule = 'global'           # global: one warmup+cosine over the student's whole budget; phase.
   s.block_lr = 0.05               # peak SGD learning rate of the block phases.
   s.finetune_all = True           # head phase also trains every block ...
   s.finetune_lr_mult = 0.5        # ... at this multiple of student.lr.
@@ -172,6 +173,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
            'use auto, tfds or local')
   _require(isinstance(cfg.seeds, int) and not isinstance(cfg.seeds, bool) and cfg.seeds >= 1,
            'seeds', f'must be an integer >= 1, got {cfg.seeds!r}')
+  _require(cfg.stages.schedule in ('global', 'phase'), 'stages.schedule',
+           f'{cfg.stages.schedule!r} is not global or phase')
   _require(cfg.seed_batching in SEED_BATCHING, 'seed_batching',
            f'{cfg.seed_batching!r} is not one of {SEED_BATCHING}')
   _require(cfg.seeds == 1 or cfg.method != 'teacher', 'seeds',

@@ -46,6 +46,15 @@ def lr_schedule(lr: float, total_steps: int, warmup_steps: int) -> optax.Schedul
   return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps, total_steps)
 
 
+def start_at(opt_state, step: int):
+  """`opt_state` with every schedule's step count set to `step`: a fresh optimizer that
+  continues a schedule begun in earlier phases (the schedule stays a static part of the
+  optimizer, so its compiled steps are shared by every phase of the same kind)."""
+  has_count = lambda n: hasattr(n, '_fields') and 'count' in n._fields
+  return jax.tree.map(lambda n: n._replace(count=jnp.full_like(n.count, step)) if has_count(n)
+                      else n, opt_state, is_leaf=has_count)  # a buffer each: steps donate them.
+
+
 def sgd(schedule, momentum: float, weight_decay: float) -> optax.GradientTransformation:
   """Nesterov SGD with L2 decay on kernels (not on BatchNorm scales or biases)."""
   decay_mask = lambda p: jax.tree_util.tree_map_with_path(

@@ -28,6 +28,7 @@ class Phase:
   loss: Optional[Callable] = None       # logit phases: loss(s_logits, t_logits, labels, cfg).
   hint: bool = False                    # feature phases: the blocks before them train too.
   attention: bool = False               # logit phases: + attention transfer on every block.
+  full_ce: bool = False                 # kd logit phases: CE at weight 1 (not 1 - kd.beta).
 
   @property
   def is_feature(self) -> bool:
@@ -37,7 +38,7 @@ class Phase:
   def signature(self) -> tuple:
     """What the compiled steps depend on: equal signatures share compiled steps."""
     return (self.feature_blocks, self.adversarial, self.kd, self.mutual, self.finetune_all,
-            self.standalone, self.loss, self.hint, self.attention)
+            self.standalone, self.loss, self.hint, self.attention, self.full_ce)
 
   @property
   def first_trained(self) -> int:
@@ -93,8 +94,10 @@ def _msmgan(cfg, num_blocks: int) -> list:
   else:
     blocks = [Phase('blocks', sum(shares[:num_blocks]), tuple(range(num_blocks)),
                     adversarial=adv)]
+  # CE at weight 1 with or without the mutual copy: the no_mutual ablation changes mutual
+  # learning only (METHOD.md section 4), not the student's loss weights.
   head = Phase('head', shares[num_blocks], kd=True, mutual=cfg.mutual.enabled,
-               finetune_all=cfg.stages.finetune_all)
+               finetune_all=cfg.stages.finetune_all, full_ce=True)
   return blocks + [head]
 
 

@@ -194,7 +194,7 @@ class PhaseSteps:
       if p.loss is not None:  # a registered method's own loss; the peer is a fixed target.
         s_loss = p.loss(s_logits, t_logits, y, cfg)
       elif p.kd:
-        ce_weight = 1.0 if p.mutual else 1 - cfg.kd.beta
+        ce_weight = 1.0 if p.mutual or p.full_ce else 1 - cfg.kd.beta
         s_loss = losses.dml(s_logits, t_logits, y, cfg.kd.beta, cfg.kd.tau, ce_weight)
       else:
         s_loss = losses.cross_entropy(s_logits, y)

@@ -117,11 +117,25 @@ class Distiller:
     n_steps = self.num_steps(phase)
     params, batch_stats = carry
     groups = _student_groups(phase, self.student.num_blocks)
-    if phase.is_feature:
+    lr = cfg.student.lr * cfg.batch_size / 128
+    if cfg.stages.schedule == 'global':
+      # One warmup + cosine over the student's whole budget; each phase continues it from
+      # where the phases before it left off (`optim.start_at` below), rates scaled per group.
+      total, offset = self._global_steps(m, i)
+      sched = optim.lr_schedule(1.0, total, int(cfg.student.warmup_epochs * self.spe))
+      peaks = ({'train': cfg.stages.block_lr} if phase.is_feature else
+               {'head': lr, 'blocks': lr * (1.0 if phase.standalone else
+                                            cfg.stages.finetune_lr_mult)})
+      transforms = {g: optim.sgd(lambda c, p=p: p * sched(c), cfg.student.momentum,
+                                 cfg.student.weight_decay) for g, p in peaks.items()}
+      key = ('g', phase.signature, 'global', total)
+    elif phase.is_feature:
+      offset = 0
       sched = optim.lr_schedule(cfg.stages.block_lr, n_steps, 0)
       transforms = {'train': optim.sgd(sched, cfg.student.momentum, cfg.student.weight_decay)}
+      key = ('g', phase.signature, n_steps)
     else:
-      lr = cfg.student.lr * cfg.batch_size / 128
+      offset = 0
       warm = int(cfg.student.warmup_epochs * self.spe) if phase.standalone else 0
       mult = 1.0 if phase.standalone else cfg.stages.finetune_lr_mult
       transforms = {
@@ -129,11 +143,11 @@ class Distiller:
                             cfg.student.weight_decay),
           'blocks': optim.sgd(optim.lr_schedule(lr * mult, n_steps, warm), cfg.student.momentum,
                               cfg.student.weight_decay)}
-      transforms = {k: v for k, v in transforms.items() if k in groups}
-    tx = self._tx(('g', phase.signature, n_steps), lambda: optim.masked(
-        params, _rules(groups), transforms))
-    states = {'g': optim.TrainState.create(apply_fn=None, params=params, batch_stats=batch_stats,
-                                           tx=tx),
+      key = ('g', phase.signature, n_steps)
+    transforms = {k: v for k, v in transforms.items() if k in groups}
+    tx = self._tx(key, lambda: optim.masked(params, _rules(groups), transforms))
+    g = optim.TrainState.create(apply_fn=None, params=params, batch_stats=batch_stats, tx=tx)
+    states = {'g': g.replace(opt_state=optim.start_at(g.opt_state, offset)) if offset else g,
               'd': None, 't': None, 'rng': jax.random.key_data(self._phase_key(m, i, seed))}
     if phase.adversarial:
       states['d'] = self._disc_state(phase, anchor, seed)
@@ -271,6 +285,11 @@ class Distiller:
 
   def num_steps(self, phase) -> int:
     return phases_lib.phase_steps(self.cfg, phase, self.info.num_train, len(self.anchors))
+
+  def _global_steps(self, m, i) -> tuple:
+    """(the student's steps over all stages and phases, the steps before phase i of stage m)."""
+    per_stage = [self.num_steps(p) for p in self.phases]
+    return len(self.anchors) * sum(per_stage), m * sum(per_stage) + sum(per_stage[:i])
 
   def _meta(self, position, records, t_start, phase_wall, log_window=(), watch=None,
             phase_done=False) -> dict:

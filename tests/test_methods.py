@@ -19,7 +19,7 @@ def _names(result):
     ('skd', ['anchor1'], [['block_1', 'block_2', 'block_3', 'head']]),
 ])
 def test_each_baseline_runs_with_its_anchors_and_phases(method, stages, names, tmp_path):
-  d = make_distiller(tiny_cfg(method=method), tmp_path)
+  d = make_distiller(tiny_cfg(method=method, **{'student.epochs': 1}), tmp_path)
   result = d.run()
   assert [st['anchor']['path'] for st in result['stages']] == stages
   assert _names(result) == names
