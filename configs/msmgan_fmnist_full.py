@@ -8,7 +8,9 @@ The student sees 15 epochs of images in all (5 per stage), the budget of
 configs/ce_fmnist_full.py. Measured on this project's 2-core x86_64 CPU machine (shared
 with other runs for about 41 of its 61 minutes): student 3414 s, test accuracy 0.9234
 (after stages 1/2/3: 0.9049 / 0.9173 / 0.9234), below ce's 0.9307 at the same budget.
-results/fmnist_full/ holds the summaries, metrics and a plot.
+results/fmnist_full/ holds the summaries, metrics and a plot. That was the code before
+commit e85771b: a cosine restart per phase, D on the anchor's blocks k+1..K over whole
+batches. Not rerun since the schedule, discriminator and mutual-copy changes.
 """
 from msmgan_jax import config as config_lib
 
