@@ -35,14 +35,6 @@ def sub_batch(x, size: int):
   return x.reshape((size, x.shape[0] // size) + x.shape[1:])[:, 0]
 
 
-def _scatter(full, part, size: int):
-  """Zeros shaped like `full` holding `part` where `sub_batch(full, size)` took it from."""
-  if size == 0 or size >= full.shape[0]:
-    return part
-  pad = [(0, 0), (0, full.shape[0] // size - 1)] + [(0, 0)] * (part.ndim - 1)
-  return jnp.pad(part[:, None], pad).reshape(full.shape)
-
-
 class PhaseSteps:
   """The compiled step of one phase signature (see the module docstring)."""
 
@@ -122,25 +114,28 @@ class PhaseSteps:
     reals = [t_feats[k] for k in blocks]
     proj, pull, stats = jax.vjp(lambda p: self._project(p, g_state.batch_stats, h),
                                 g_state.params, has_aux=True)
-    mse_fn = lambda ps: [losses.feature_mse(p, r) for p, r in zip(ps, reals)]
-    mses = mse_fn(proj)
-    cotangent = jax.grad(lambda ps: cfg.gan.alpha_feat * sum(mse_fn(ps)))(proj)
+    mses, mse_pull = jax.vjp(lambda ps: [losses.feature_mse(p, r) for p, r in zip(ps, reals)],
+                             proj)
+    cotangent = mse_pull([jnp.asarray(cfg.gan.alpha_feat, m.dtype) for m in mses])[0]
     metrics = {f'feat_mse_b{k + 1}': m for k, m in zip(blocks, mses)}
     g_loss = cfg.gan.alpha_feat * sum(mses)
     if self.phase.adversarial:
       n = cfg.disc.batch_size
       d_reals = [sub_batch(r, n) for r in reals]
-      fakes = [jax.lax.stop_gradient(sub_batch(p, n)) for p in proj]
+      fakes, fake_pull = jax.vjp(lambda ps: [sub_batch(p, n) for p in ps], proj)
       for _ in range(cfg.disc.steps_per_g - 1):
-        d_state = self._d_update(d_state, d_reals, fakes)[0]
+        d_state = self._d_update(d_state, d_reals, fakes)
       (scores, d_stats), d_pull = self._scores_vjp(d_state, d_reals, fakes)
-      d_grads = d_pull(jax.grad(lambda s: sum(self._d_losses(s)))(scores))[0]
-      fake_grads = d_pull(jax.grad(lambda s: sum(self._g_advs(s)))(scores))[1]
+      d_losses, d_loss_pull = jax.vjp(self._d_losses, scores)
+      advs, adv_pull = jax.vjp(self._g_advs, scores)
+      ones = lambda xs: [jnp.ones_like(x) for x in xs]
+      d_grads = d_pull(d_loss_pull(ones(d_losses))[0])[0]
+      # The adversarial gradient on the sub-batch, put back where the sub-batch came from.
+      adv_cotangent = fake_pull(d_pull(adv_pull(ones(advs))[0])[1])[0]
       d_state = d_state.apply_gradients(grads=d_grads, batch_stats=d_stats)
-      d_losses, advs = self._d_losses(scores), self._g_advs(scores)
       thr = losses.gan_threshold(cfg.gan.loss)
       for i, k in enumerate(blocks):
-        cotangent[i] = cotangent[i] + cfg.gan.alpha_adv * _scatter(proj[i], fake_grads[i], n)
+        cotangent[i] = cotangent[i] + cfg.gan.alpha_adv * adv_cotangent[i]
         real_s, fake_s = scores[i]
         metrics.update({f'd_loss_b{k + 1}': d_losses[i], f'g_adv_b{k + 1}': advs[i],
                         f'd_acc_real_b{k + 1}': jnp.mean(real_s > thr),
@@ -160,7 +155,7 @@ class PhaseSteps:
     """A discriminator-only update on fixed features (the extra `disc.steps_per_g`)."""
     (scores, stats), pull = self._scores_vjp(d_state, reals, fakes)
     grads = pull(jax.grad(lambda s: sum(self._d_losses(s)))(scores))[0]
-    return d_state.apply_gradients(grads=grads, batch_stats=stats), scores
+    return d_state.apply_gradients(grads=grads, batch_stats=stats)
 
   # Logit phases --------------------------------------------------------------------
   def _logit_step(self, g_state, t_state, anchor, batch):

@@ -38,6 +38,8 @@ def world(teacher_run, tmp_path_factory):
     if p.is_file() and p.stat().st_size > 1000:
       p.write_bytes(p.read_bytes()[:p.stat().st_size // 2])
   (root / 'afile').write_text('a file, not a folder\n')
+  (root / 'bad.npz').write_bytes(b'not a zip archive')
+  np.savez(root / 'other.npz', x=np.zeros(3))
   (root / 'damaged').mkdir()
   (root / 'damaged' / 'config.json').write_text('{"method": "msmgan", "see')
   (root / 'notours').mkdir()
@@ -143,6 +145,24 @@ CASES = [
      'is not the config of a msmgan_jax run'),
     ('run of another config', [], 'other_run', 2,
      'holds a run with another config .*or add --overwrite'),
+    ('no seeds', ['--config.seeds=0'], None, 2, r'config field seeds: must be an integer >= 1'),
+    ('unknown seed batching', ['--config.seed_batching=pmap'], None, 2,
+     r"seed_batching: 'pmap' is not one of"),
+    ('unknown pipeline', ['--config.dataset.pipeline=grain'], None, 2,
+     r"dataset\.pipeline: 'grain' is not one of"),
+    ('D sub-batch does not divide the batch', ['--config.disc.batch_size=7'], None, 2,
+     r'disc\.batch_size: must be 0 \(the whole batch\) or an integer that divides batch_size'),
+    ('unknown schedule', ['--config.stages.schedule=step'], None, 2,
+     r"stages\.schedule: 'step' is not global or phase"),
+    ('no KD after the hint', ['--config.method=fitnets', '--config.fitnets.hint_share=1.0'],
+     None, 2, r'fitnets\.hint_share: must be in \(0, 1\)'),
+    ('corrupt arrays file', ['--config.dataset.name={root}/bad.npz'], None, 2,
+     'bad.npz cannot be read as a msmgan_jax arrays file .*write it again'),
+    ('npz that is not ours', ['--config.dataset.name={root}/other.npz'], None, 2,
+     r"other.npz is not a msmgan_jax arrays file \(missing \["),
+    ('arrays file through tf.data', ['--config.dataset.name={root}/other.npz',
+                                     '--config.dataset.pipeline=tfdata'], None, 2,
+     'read only by the device pipeline; set dataset.pipeline to auto or device'),
     ('missing config file', ['--config', 'configs/nope.py'], None, 2,
      'config file configs/nope.py not found'),
     ('unknown config argument', ['--config', 'configs/default.py:fast'], None, 2,
