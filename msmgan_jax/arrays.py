@@ -32,14 +32,17 @@ class ArrayError(RuntimeError):
   """An arrays file is missing, not ours, or damaged; the message says what to do."""
 
 
-def save(path: str, *, name: str, num_classes: int, train, test, mean, std) -> None:
-  """Writes `train` and `test` ((uint8 or float32 [0, 1] images NHWC, int labels) pairs)."""
+def save(path: str, arrays: dict) -> None:
+  """Writes `arrays` (the `KEYS` but `format`: uint8 or float32 [0, 1] NHWC images, int
+  labels, per-channel mean and std, the class count and the dataset's name)."""
   tmp = f'{path}.tmp.npz'
   np.savez_compressed(
-      tmp, train_images=train[0], train_labels=np.asarray(train[1], np.int32),
-      test_images=test[0], test_labels=np.asarray(test[1], np.int32),
-      mean=np.asarray(mean, np.float32), std=np.asarray(std, np.float32),
-      num_classes=np.int32(num_classes), name=np.str_(name), format=np.str_(FORMAT))
+      tmp, train_images=arrays['train_images'],
+      train_labels=np.asarray(arrays['train_labels'], np.int32),
+      test_images=arrays['test_images'], test_labels=np.asarray(arrays['test_labels'], np.int32),
+      mean=np.asarray(arrays['mean'], np.float32), std=np.asarray(arrays['std'], np.float32),
+      num_classes=np.int32(arrays['num_classes']), name=np.str_(arrays['name']),
+      format=np.str_(FORMAT))
   os.replace(tmp, path)
 
 
@@ -191,8 +194,9 @@ def main(argv: Optional[list] = None) -> int:
   except data.DataError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2
-  save(args.out, **arrays)
-  print(f'wrote {args.out}: train {arrays["train"][0].shape}, test {arrays["test"][0].shape}, '
+  save(args.out, arrays)
+  print(f'wrote {args.out}: train {arrays["train_images"].shape}, test '
+        f'{arrays["test_images"].shape}, '
         f'{os.path.getsize(args.out) / 2 ** 20:.1f} MiB')
   return 0
 

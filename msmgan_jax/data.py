@@ -514,9 +514,9 @@ def is_arrays_file(name: str) -> bool:
 
 
 def to_arrays(cfg) -> dict:
-  """Both splits of `cfg` as NumPy arrays, in file order, with their normalisation: the
-  keyword arguments of `arrays.save`. Images stay uint8 unless `image_size` resizes them
-  (then float32 on [0, 1], as the tf.data pipeline sees them)."""
+  """Both splits of `cfg` as NumPy arrays, in file order, with their normalisation, laid
+  out as an arrays file holds them (`arrays.KEYS`). Images stay uint8 unless `image_size`
+  resizes them (then float32 on [0, 1], as the tf.data pipeline sees them)."""
   builder = builder_for(cfg)
   image_shape(cfg, builder)  # DataError when the data is not fixed-size image classification.
   mean, std = normalisation(cfg, builder)
@@ -532,8 +532,11 @@ def to_arrays(cfg) -> dict:
       images.append(batch['image'])
       labels.append(batch['label'])
     return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+  (train_images, train_labels), (test_images, test_labels) = (split(cfg.train_split),
+                                                              split(cfg.test_split))
   return {'name': cfg.name, 'num_classes': builder.info.features['label'].num_classes,
-          'train': split(cfg.train_split), 'test': split(cfg.test_split), 'mean': mean, 'std': std}
+          'train_images': train_images, 'train_labels': train_labels,
+          'test_images': test_images, 'test_labels': test_labels, 'mean': mean, 'std': std}
 
 
 def load(cfg, *, batch_size: int, eval_batch_size: int, mesh=None):
@@ -567,11 +570,7 @@ def load(cfg, *, batch_size: int, eval_batch_size: int, mesh=None):
     if jax.process_count() > 1:
       raise DataError('dataset.pipeline device runs on one host only; use tfdata (or auto) '
                       'with several hosts')
-    a = to_arrays(cfg)
-    arrays = {'train_images': a['train'][0], 'train_labels': a['train'][1],
-              'test_images': a['test'][0], 'test_labels': a['test'][1], 'mean': a['mean'],
-              'std': a['std'], 'num_classes': a['num_classes'], 'name': cfg.name}
-    return _device(cfg, arrays, batch_size, eval_batch_size, mesh, sliced=True)
+    return _device(cfg, to_arrays(cfg), batch_size, eval_batch_size, mesh, sliced=True)
   return _tfdata(cfg, builder, shape, num_train, batch_size, eval_batch_size)
 
 

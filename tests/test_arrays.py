@@ -101,12 +101,12 @@ def test_saved_arrays_equal_the_tfds_splits_and_bad_files_are_refused(tfds_data_
   got = data.to_arrays(cfg)
   ref = tfds.as_numpy(data.builder_for(cfg).as_dataset(split='train[:64]', batch_size=64))
   ref = next(iter(ref))
-  np.testing.assert_array_equal(got['train'][0], ref['image'])
-  np.testing.assert_array_equal(got['train'][1], ref['label'])
+  np.testing.assert_array_equal(got['train_images'], ref['image'])
+  np.testing.assert_array_equal(got['train_labels'], ref['label'])
   path = str(tmp_path / 'f.npz')
-  arrays.save(path, **got)
+  arrays.save(path, got)
   back = arrays.read(path)
-  np.testing.assert_array_equal(back['test_images'], got['test'][0])
+  np.testing.assert_array_equal(back['test_images'], got['test_images'])
   assert str(back['name']) == 'fashion_mnist' and int(back['num_classes']) == 10
   (tmp_path / 'bad.npz').write_bytes(b'not a zip')
   with pytest.raises(arrays.ArrayError, match='cannot be read'):
@@ -134,7 +134,7 @@ def test_a_run_from_an_arrays_file_needs_no_tensorflow(tfds_data_dir, tmp_path):
   """What a machine without TensorFlow (the lent GPU box) does: train from a saved .npz."""
   cfg = dataset_cfg(data_dir=tfds_data_dir, train_split='train[:256]', test_split='test[:100]')
   path = str(tmp_path / 'fmnist.npz')
-  arrays.save(path, **data.to_arrays(cfg))
+  arrays.save(path, data.to_arrays(cfg))
   script = ("import sys\n"
             "for m in ('tensorflow', 'tensorflow_datasets'):\n"
             "  sys.modules[m] = None  # as if not installed\n"
