@@ -36,7 +36,7 @@ import jax
 import numpy as np
 
 from msmgan_jax import config as config_lib, data, models, optim, phases, student, teacher, train
-from msmgan_jax import utils
+from msmgan_jax import loop, utils
 
 BATCH, SHAPE, CLASSES = 128, (28, 28, 1), 10
 SEEDS = 3  # seeds in one program for the seed rows.
@@ -67,7 +67,7 @@ class JaxCase:
 
   def __init__(self, cfg, phase, workdir):
     info = data.DatasetInfo('bench', CLASSES, SHAPE, 60000, 10000)
-    wd = train.Workdir(workdir)
+    wd = loop.Workdir(workdir)
     self.d = student.Distiller(cfg, wd, info, None, None, utils.mesh(), _teacher(cfg))
     self.d.phases = [phase]
     self.phase, self.anchor = phase, self.d.anchors[0]

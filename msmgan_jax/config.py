@@ -62,10 +62,12 @@ def defaults() -> ml_collections.ConfigDict:
   s.teacher_epochs = ()           # anchor epochs; () = M evenly spaced, the last at the end.
   s.greedy = True                 # layer-wise greedy block phases (False = ablation end to end).
   s.phase_shares = (0.1, 0.1, 0.1, 0.7)  # stage budget split: block_1..block_K, head.
+  s.stage_shares = ()             # budget split over the stages, weakest anchor first (() = equal).
   s.schedule = 'global'           # global: one warmup+cosine over the student's whole budget; phase.
   s.block_lr = 0.05               # peak SGD learning rate of the block phases.
   s.finetune_all = True           # head phase also trains every block ...
   s.finetune_lr_mult = 0.5        # ... at this multiple of student.lr.
+  s.head_feat = 0.0               # head phase (finetune_all): + this x feature MSE of every block.
 
   c.kd = k = ml_collections.ConfigDict()
   k.tau = 4.0                     # KD temperature.
@@ -98,6 +100,10 @@ def defaults() -> ml_collections.ConfigDict:
 
   c.at = at = ml_collections.ConfigDict()
   at.beta = 1000.0                # at: weight of the attention-transfer term (RepDistiller's).
+
+  c.dml = dm = ml_collections.ConfigDict()
+  dm.tau = 1.0                    # dml: temperature of the mutual KL terms (Zhang et al.'s 1).
+  dm.beta = 1.0                   # dml: weight of KL(peer || self) for both networks.
 
   c.student = st = ml_collections.ConfigDict()
   st.model = 'resnet8'            # a name in msmgan_jax.models.MODELS.
@@ -207,6 +213,12 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   for f in ('batch_size', 'eval_batch_size'):
     _require(cfg[f] % jax.device_count() == 0, f,
              f'{cfg[f]} does not split evenly over {jax.device_count()} devices; use a multiple')
+  shares = tuple(cfg.stages.stage_shares)
+  _require(not shares or (len(shares) == cfg.stages.num and all(
+      isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in shares)
+      and abs(sum(shares) - 1) < 1e-6), 'stages.stage_shares',
+      f'{shares} must be empty (equal stages) or {cfg.stages.num} positive numbers summing to 1, '
+      'one per stage (stages.num)')
   if cfg.teacher.checkpoints:
     paths = [os.path.abspath(p) for p in cfg.teacher.checkpoints]
     _require(len(set(paths)) == len(paths), 'teacher.checkpoints',
@@ -257,13 +269,15 @@ def _check_numbers(cfg):
   """Ranges of the loss weights, rates and counts, whatever the method."""
   for f in ('kd.tau', 'kd.beta', 'gan.alpha_feat', 'gan.alpha_adv', 'disc.lr', 'disc.b1',
             'disc.trunk_lr_mult', 'mutual.beta_t', 'mutual.lr', 'stages.block_lr',
-            'stages.finetune_lr_mult', 'fitnets.hint_share', 'at.beta'):
+            'stages.finetune_lr_mult', 'stages.head_feat', 'fitnets.hint_share', 'at.beta', 'dml.tau', 'dml.beta'):
     group, name = f.split('.')
     v = cfg[group][name]
     _require(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
              f, f'must be a finite number, got {v!r}')
     _require(v >= 0, f, f'must be >= 0, got {v!r}')
-  _require(cfg.kd.tau > 0, 'kd.tau', f'must be > 0 (it divides the logits), got {cfg.kd.tau!r}')
+  for f in ('kd.tau', 'dml.tau'):
+    group, name = f.split('.')
+    _require(cfg[group][name] > 0, f, f'must be > 0 (it divides the logits), got {cfg[group][name]!r}')
   _require(cfg.kd.beta <= 1, 'kd.beta', f'must be in [0, 1], got {cfg.kd.beta}')
   _require(0 < cfg.fitnets.hint_share < 1, 'fitnets.hint_share',
            f'must be in (0, 1) (the rest is KD), got {cfg.fitnets.hint_share}')

@@ -29,6 +29,8 @@ class Phase:
   hint: bool = False                    # feature phases: the blocks before them train too.
   attention: bool = False               # logit phases: + attention transfer on every block.
   full_ce: bool = False                 # kd logit phases: CE at weight 1 (not 1 - kd.beta).
+  peer: bool = False                    # logit phases: DML with a fresh peer (teacher.model).
+  feature_aux: bool = False             # logit phases: + stages.head_feat * feature MSE per block.
 
   @property
   def is_feature(self) -> bool:
@@ -38,7 +40,8 @@ class Phase:
   def signature(self) -> tuple:
     """What the compiled steps depend on: equal signatures share compiled steps."""
     return (self.feature_blocks, self.adversarial, self.kd, self.mutual, self.finetune_all,
-            self.standalone, self.loss, self.hint, self.attention, self.full_ce)
+            self.standalone, self.loss, self.hint, self.attention, self.full_ce, self.peer,
+            self.feature_aux)
 
   @property
   def first_trained(self) -> int:
@@ -97,7 +100,8 @@ def _msmgan(cfg, num_blocks: int) -> list:
   # CE at weight 1 with or without the mutual copy: the no_mutual ablation changes mutual
   # learning only (METHOD.md section 4), not the student's loss weights.
   head = Phase('head', shares[num_blocks], kd=True, mutual=cfg.mutual.enabled,
-               finetune_all=cfg.stages.finetune_all, full_ce=True)
+               finetune_all=cfg.stages.finetune_all, full_ce=True,
+               feature_aux=cfg.stages.head_feat > 0 and cfg.stages.finetune_all)
   return blocks + [head]
 
 
@@ -134,12 +138,24 @@ register_method('rco', lambda cfg, k: [_kd(cfg, k)])
 register_method('fitnets', _fitnets, all_anchors=False)
 register_method('at', _at, all_anchors=False)
 register_method('skd', _skd, all_anchors=False)
+# DML: the student and a peer of the teacher's architecture, both from scratch, each learning
+# CE + dml.beta tau^2 KL(other || self) on the same batches; no pretrained teacher.
+register_method('dml', lambda cfg, k: [Phase('dml', 1.0, finetune_all=True, standalone=True,
+                                             peer=True)], uses_teacher=False)
 register_method('msmgan', _msmgan)
 
 
-def phase_steps(cfg, phase: Phase, num_train: int, num_stages: int) -> int:
-  """Steps of `phase`: its share of the stage's part of the student's image budget."""
-  images = cfg.student.epochs * num_train * phase.share / num_stages
+def stage_share(cfg, stage: int, num_stages: int) -> float:
+  """Stage `stage`'s (0-based) part of the student's image budget: `stages.stage_shares`,
+  or equal parts when it is empty (and the whole budget for a single stage)."""
+  if num_stages == 1 or not cfg.stages.stage_shares:
+    return 1 / num_stages
+  return cfg.stages.stage_shares[stage]
+
+
+def phase_steps(cfg, phase: Phase, num_train: int, num_stages: int, stage: int = 0) -> int:
+  """Steps of `phase` in stage `stage`: its share of that stage's part of the budget."""
+  images = cfg.student.epochs * num_train * phase.share * stage_share(cfg, stage, num_stages)
   return max(1, round(images / cfg.batch_size))
 
 

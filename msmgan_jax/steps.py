@@ -164,7 +164,9 @@ class PhaseSteps:
     Student: the phase's own `loss` when it has one (the anchor's logits, or None without a
     teacher); else CE; with kd (1 - beta) CE + beta tau^2 KL(T || S) (METHOD.md section 2); in
     DML CE + beta tau^2 KL(T' || S) and the copy T' learns CE + beta_t tau^2 KL(S || T')
-    (section 4). The student's target is the anchor's (or the copy's) inference-mode logits;
+    (section 4); with a fresh `peer` (method dml) both learn CE + dml.beta tau^2 KL(other || self)
+    from one training-mode forward each, simultaneously (Zhang et al.).
+    Otherwise the student's target is the anchor's (or the copy's) inference-mode logits;
     the copy trains on `mutual.batch_size` examples of the batch (a strided sub-batch), each
     side seeing the other's logits as constants.
     """
@@ -176,10 +178,13 @@ class PhaseSteps:
                                    x, train=False, stop=first, with_head=False)
     h = prefix[-1] if prefix else x
     t_logits = t_feats = None
-    if p.mutual:
-      t_logits, _ = self.teacher.apply({'params': t_state.params,
-                                        'batch_stats': t_state.batch_stats}, x, train=False)
-    elif (p.kd or p.attention or p.loss is not None) and anchor is not None:
+    if p.peer:  # one training-mode forward of the peer, its target and its own loss's input.
+      t_logits, peer_pull, peer_new = jax.vjp(lambda tp: self._peer_forward(t_state, tp, x),
+                                              t_state.params, has_aux=True)
+    elif p.mutual:
+      t_logits, t_feats = self.teacher.apply({'params': t_state.params,
+                                              'batch_stats': t_state.batch_stats}, x, train=False)
+    elif (p.kd or p.attention or p.feature_aux or p.loss is not None) and anchor is not None:
       t_logits, t_feats = self.teacher.apply(anchor, x, train=False)
 
     def loss_fn(params):
@@ -188,6 +193,8 @@ class PhaseSteps:
           mutable=['batch_stats'])
       if p.loss is not None:  # a registered method's own loss; the peer is a fixed target.
         s_loss = p.loss(s_logits, t_logits, y, cfg)
+      elif p.peer:
+        s_loss = losses.dml(s_logits, t_logits, y, cfg.dml.beta, cfg.dml.tau)
       elif p.kd:
         ce_weight = 1.0 if p.mutual or p.full_ce else 1 - cfg.kd.beta
         s_loss = losses.dml(s_logits, t_logits, y, cfg.kd.beta, cfg.kd.tau, ce_weight)
@@ -196,17 +203,40 @@ class PhaseSteps:
       if p.attention:  # every block the student computes here (all of them: finetune_all).
         s_loss += cfg.at.beta * sum(losses.attention_transfer(f, t_feats[first + i])
                                     for i, f in enumerate(s_feats))
-      return s_loss, (s_logits, s_new)
+      c_stats = g_state.batch_stats['connectors']
+      if p.feature_aux:  # the block phases' feature terms, kept while the head trains.
+        for i, f in enumerate(s_feats):
+          out, new_c = self.connectors.apply(
+              {'params': params['connectors'], 'batch_stats': c_stats}, f, first + i,
+              train=True, mutable=['batch_stats'])
+          c_stats = _merge(c_stats, new_c['batch_stats'])
+          s_loss += cfg.stages.head_feat * losses.feature_mse(out, t_feats[first + i])
+      return s_loss, (s_logits, s_new, c_stats)
 
-    (s_loss, (s_logits, s_new)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (s_loss, (s_logits, s_new, c_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         g_state.params)
-    stats = {**g_state.batch_stats, 'student': _merge(s_stats, s_new['batch_stats'])}
+    stats = {**g_state.batch_stats, 'student': _merge(s_stats, s_new['batch_stats']),
+             'connectors': c_stats}
     g_state = g_state.apply_gradients(grads=grads, batch_stats=stats)
     metrics = {'loss': s_loss, 'accuracy': jnp.mean(jnp.argmax(s_logits, -1) == y)}
-    if p.mutual:
+    if p.peer:
+      s_logits = jax.lax.stop_gradient(s_logits)
+      peer_loss, dlogits = jax.value_and_grad(
+          lambda lg: losses.dml(lg, s_logits, y, cfg.dml.beta, cfg.dml.tau))(t_logits)
+      t_state = t_state.apply_gradients(grads=peer_pull(dlogits)[0],
+                                        batch_stats=peer_new['batch_stats'])
+      metrics.update({'peer_loss': peer_loss,
+                      'peer_accuracy': jnp.mean(jnp.argmax(t_logits, -1) == y)})
+    elif p.mutual:
       t_state, t_metrics = self._copy_update(t_state, x, y, jax.lax.stop_gradient(s_logits))
       metrics.update(t_metrics)
     return g_state, t_state, metrics
+
+  def _peer_forward(self, t_state, params, x):
+    """DML's peer on the whole batch in training mode: logits and new BatchNorm statistics."""
+    (logits, _), new = self.teacher.apply({'params': params, 'batch_stats': t_state.batch_stats},
+                                          x, train=True, mutable=['batch_stats'])
+    return logits, new
 
   def _copy_update(self, t_state, x, y, s_logits):
     """The mutual anchor copy learns CE + beta_t KD towards the student on a sub-batch."""

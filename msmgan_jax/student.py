@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from msmgan_jax import faults, models, optim, phases as phases_lib, steps as steps_lib, train
+from msmgan_jax import faults, loop, models, optim, phases as phases_lib, steps as steps_lib
 from msmgan_jax import utils
 
 
@@ -37,7 +37,7 @@ def _student_groups(phase, num_blocks) -> dict:
     blocks = range(phase.first_trained, max(phase.feature_blocks) + 1)
     return {'train': [f'student/block{k + 1}/.*' for k in blocks] +
                      [f'connectors/connector{k + 1}/.*' for k in phase.feature_blocks]}
-  groups = {'head': ['student/head/.*']}
+  groups = {'head': ['student/head/.*'] + (['connectors/.*'] if phase.feature_aux else [])}
   if phase.finetune_all:
     groups['blocks'] = [f'student/block{k + 1}/.*' for k in range(num_blocks)]
   return groups
@@ -59,9 +59,9 @@ class Distiller:
     if phases_lib.uses_teacher(cfg):
       self.anchors = (teacher.anchors if phases_lib.METHODS[cfg.method].all_anchors
                       else teacher.anchors[-1:])
-    self.spe = train.steps_per_epoch(cfg, info)
+    self.spe = loop.steps_per_epoch(cfg, info)
     self.ckpt = utils.Checkpoints(wd.file('checkpoints', 'student'), max_to_keep=2)
-    self.eval_step = train.make_eval_step(self.student)
+    self.eval_step = loop.make_eval_step(self.student)
     if self.multi:  # every seed's student on the same eval batch (replicated for vmap).
       over = self._over_seeds(self.eval_step, in_axes=(0, None))
       if self._seed_batching() == 'vmap':
@@ -114,7 +114,7 @@ class Distiller:
 
   def _build_states(self, m, i, carry, seed) -> dict:
     cfg, phase, anchor = self.cfg, self.phases[i], self.anchors[m]
-    n_steps = self.num_steps(phase)
+    n_steps = self.num_steps(phase, m)
     params, batch_stats = carry
     groups = _student_groups(phase, self.student.num_blocks)
     lr = cfg.student.lr * cfg.batch_size / 128
@@ -151,6 +151,18 @@ class Distiller:
               'd': None, 't': None, 'rng': jax.random.key_data(self._phase_key(m, i, seed))}
     if phase.adversarial:
       states['d'] = self._disc_state(phase, anchor, seed)
+    if phase.peer:  # DML's peer: fresh, on the student's schedule and optimizer settings.
+      if cfg.stages.schedule == 'global':
+        peer_lr = lambda c: lr * sched(c)
+      else:
+        peer_lr = optim.lr_schedule(lr, n_steps, int(cfg.student.warmup_epochs * self.spe))
+      t_tx = self._tx(('peer',) + key[1:], lambda: optim.sgd(
+          peer_lr, cfg.student.momentum, cfg.student.weight_decay))
+      v = optim.init_variables(self.t_model, jax.random.key(seed + 4), self.info.image_shape)
+      states['t'] = optim.TrainState.create(
+          apply_fn=None, params=v['params'], batch_stats=v['batch_stats'], tx=t_tx)
+      if offset:
+        states['t'] = states['t'].replace(opt_state=optim.start_at(states['t'].opt_state, offset))
     if phase.mutual:
       t_tx = self._tx(('t', phase.signature, n_steps), lambda: optim.sgd(
           optim.lr_schedule(cfg.mutual.lr, n_steps, 0), cfg.teacher.momentum,
@@ -244,7 +256,7 @@ class Distiller:
   def evaluate(self, g_state) -> dict:
     """Test accuracy and loss of the student (lists of one value per seed with several)."""
     variables = {'params': g_state.params['student'], 'batch_stats': g_state.batch_stats['student']}
-    return train.evaluate(self.eval_step, variables, self.eval_batches, self.mesh)
+    return loop.evaluate(self.eval_step, variables, self.eval_batches, self.mesh)
 
   def run(self) -> dict:
     """Trains every stage and phase (resuming where a checkpoint says); returns the summary."""
@@ -262,7 +274,7 @@ class Distiller:
       restored, _ = self.ckpt.restore(resume, self.build_states(m, i, carry))
       carry = (restored['g'].params, restored['g'].batch_stats)
       # A phase is finished once its record is in (checkpoints before this key: all steps).
-      if meta.get('phase_done', s >= self.num_steps(self.phases[i])):
+      if meta.get('phase_done', s >= self.num_steps(self.phases[i], m)):
         restored, pos = None, (m, i + 1, 0) if i + 1 < len(self.phases) else (m + 1, 0, 0)
       print(f'student: resuming at stage {pos[0] + 1}, phase {pos[1] + 1}, step {pos[2]}')
     t_start = time.time() - wall
@@ -283,13 +295,14 @@ class Distiller:
         faults.point('phase')
     return self.summary(carry, records, time.time() - t_start)
 
-  def num_steps(self, phase) -> int:
-    return phases_lib.phase_steps(self.cfg, phase, self.info.num_train, len(self.anchors))
+  def num_steps(self, phase, m: int = 0) -> int:
+    """Steps of `phase` in stage m."""
+    return phases_lib.phase_steps(self.cfg, phase, self.info.num_train, len(self.anchors), m)
 
   def _global_steps(self, m, i) -> tuple:
     """(the student's steps over all stages and phases, the steps before phase i of stage m)."""
-    per_stage = [self.num_steps(p) for p in self.phases]
-    return len(self.anchors) * sum(per_stage), m * sum(per_stage) + sum(per_stage[:i])
+    steps = [[self.num_steps(p, j) for p in self.phases] for j in range(len(self.anchors))]
+    return sum(map(sum, steps)), sum(map(sum, steps[:m])) + sum(steps[m][:i])
 
   def _meta(self, position, records, t_start, phase_wall, log_window=(), watch=None,
             phase_done=False) -> dict:
@@ -311,7 +324,7 @@ class Distiller:
     """
     wall_before = resume['phase_wall_s'] if resume else 0.0
     cfg, phase, anchor = self.cfg, self.phases[i], self.anchors[m]
-    n = self.num_steps(phase)
+    n = self.num_steps(phase, m)
     one = self._first_seed(states)
     labels = optim.label_params(one['g'].params, _rules(_student_groups(
         phase, self.student.num_blocks)))
@@ -343,7 +356,7 @@ class Distiller:
       log('train', step, metrics)
       watch.update(metrics)
 
-    states, first_step_s = train.train_loop(
+    states, first_step_s = loop.train_loop(
         states, self.step_fn(phase, anchor),
         batches=self._batches(states, start), start=start, stop=n,
         mesh=self.mesh, batch_size=cfg.batch_size, log_every=cfg.log_every_steps,
@@ -369,7 +382,8 @@ class Distiller:
     if one['d'] is not None:
       record['disc_trainable_params'] = optim.count_params(one['d'].params)
     if one['t'] is not None:
-      record['teacher_copy_params'] = optim.count_params(one['t'].params)
+      record['peer_params' if phase.peer else 'teacher_copy_params'] = optim.count_params(
+          one['t'].params)
     if watch.warnings:
       record['warnings'] = watch.warnings
     return states, record

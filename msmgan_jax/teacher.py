@@ -12,7 +12,7 @@ import time
 import jax
 
 from msmgan_jax import config as config_lib
-from msmgan_jax import models, optim, train, utils
+from msmgan_jax import loop, models, optim, utils
 
 
 @dataclasses.dataclass(eq=False)
@@ -94,7 +94,7 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
   target = utils.abstract_variables(model, info.image_shape, mesh)  # restore target, no compute.
   n_params = optim.count_params(target['params'])
 
-  spe = train.steps_per_epoch(cfg, info)
+  spe = loop.steps_per_epoch(cfg, info)
   total = cfg.teacher.epochs * spe
   anchor_epochs = config_lib.anchor_epochs(cfg)
   lr = cfg.teacher.lr * cfg.batch_size / 128
@@ -114,7 +114,7 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
     start, wall, window = int(meta['step']), float(meta['wall_s']), meta.get('log_window', ())
     wd.metrics.truncate(meta['metrics_offset'])  # drop what was logged after that save.
     print(f'teacher: resuming at step {start}/{total}')
-  eval_step = train.make_eval_step(model)
+  eval_step = loop.make_eval_step(model)
   t0 = time.time() - wall
   log = lambda split, step, m: wd.metrics.write(step=step, epoch=step / spe, stage=0,
                                                 phase='teacher', split=split, **m)
@@ -122,7 +122,7 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
   def after_step(step, state):
     if step % spe == 0:
       epoch = step // spe
-      result = train.evaluate(eval_step, variables_of(state), eval_batches, mesh)
+      result = loop.evaluate(eval_step, variables_of(state), eval_batches, mesh)
       print(f'teacher epoch {epoch}: test accuracy {result["accuracy"]:.4f}', flush=True)
       log('test', step, result)
       if epoch in anchor_epochs:
@@ -134,7 +134,7 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
     latest.save(step, state, {'step': step, 'wall_s': time.time() - t0,
                               'metrics_offset': wd.metrics.offset(), 'log_window': log_window})
 
-  train.train_loop(state, train.make_classifier_step(model),
+  loop.train_loop(state, loop.make_classifier_step(model),
                    batches=batches(cfg.seed, skip=start), start=start, stop=total, mesh=mesh,
                    batch_size=cfg.batch_size, log_every=cfg.log_every_steps,
                    log=lambda step, m: log('train', step, m), after_step=after_step, save=save,

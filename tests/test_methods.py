@@ -3,8 +3,9 @@ phases they run and what each phase trains (tiny models, synthetic data)."""
 import numpy as np
 import pytest
 
-from msmgan_jax import phases
-from test_student import changed, make_distiller, run_phase_steps, tiny_cfg
+from msmgan_jax import losses, phases, utils
+from test_student import (changed, host, make_distiller, make_teacher, run_phase_steps,
+                          synthetic_batches, tiny_cfg)
 
 
 def _names(result):
@@ -57,3 +58,47 @@ def test_attention_transfer_term_enters_the_loss_with_its_weight(tmp_path):
     losses[beta] = metrics['loss']
   assert losses[1000.0] > losses[0.0] + 1e-3  # random anchors and students attend differently.
   assert np.isfinite(losses[1000.0])
+
+
+def test_dml_trains_student_and_a_fresh_peer_against_each_other(tmp_path):
+  """DML from scratch: no anchor guides it; the peer (teacher.model, fresh) and the student
+  each take CE + beta tau^2 KL(other || self) on the other's training-mode logits of the
+  same batch, and both update."""
+  d = make_distiller(tiny_cfg(method='dml'), tmp_path)
+  assert d.anchors == [None] and [p.name for p in d.phases] == ['dml']
+  phase = d.phases[0]
+  states = d.build_states(0, 0, d.init_carry())
+  before = host(states)
+  batch = utils.shard_batch(next(synthetic_batches(0)), d.mesh)
+  # The two forwards the step must use: training mode, the first batch, the initial params.
+  (s_logits, _), _ = d.student.apply(
+      {'params': before['g'].params['student'], 'batch_stats': before['g'].batch_stats['student']},
+      batch['image'], train=True, mutable=['batch_stats'])
+  (p_logits, _), _ = d.t_model.apply(
+      {'params': before['t'].params, 'batch_stats': before['t'].batch_stats}, batch['image'],
+      train=True, mutable=['batch_stats'])
+  y = batch['label']
+  step = d.step_fn(phase, None)
+  after, metrics = step(states, batch)
+  assert float(metrics['loss']) == pytest.approx(
+      float(losses.cross_entropy(s_logits, y) + losses.kd(s_logits, p_logits, 1.0)), rel=1e-4)
+  assert float(metrics['peer_loss']) == pytest.approx(
+      float(losses.cross_entropy(p_logits, y) + losses.kd(p_logits, s_logits, 1.0)), rel=1e-4)
+  after = host(step(after, batch)[0])  # the warmup's first rate is 0: a second step.
+  assert all(changed(before['g'].params['student'], after['g'].params['student']).values())
+  assert all(changed(before['t'].params, after['t'].params).values())
+  # Fresh, not an anchor: the peer's initial parameters are no anchor's.
+  anchor = host(make_teacher(d.cfg, 2).anchors[-1].variables['params'])
+  assert any(changed(anchor, before['t'].params).values())
+
+
+def test_head_feature_terms_train_the_connectors_with_the_head(tmp_path):
+  """stages.head_feat > 0: the head phase keeps every block's feature MSE (through its
+  connector, which now trains too) next to CE + KD; at 0 the connectors stay frozen."""
+  for weight in (0.0, 1.0):
+    d = make_distiller(tiny_cfg(**{'stages.head_feat': weight}), tmp_path / str(weight))
+    head = d.phases[-1]
+    assert head.feature_aux == (weight > 0)
+    before, after, _ = run_phase_steps(d, head, n=2)
+    trained = changed(before['g'].params['connectors'], after['g'].params['connectors'])
+    assert all(v == (weight > 0) for v in trained.values()), (weight, trained)

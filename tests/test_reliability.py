@@ -17,7 +17,7 @@ import PIL.Image
 import pytest
 
 from conftest import REPO_ROOT
-from msmgan_jax import config, faults, main, models, student, train, utils
+from msmgan_jax import config, faults, main, models, student, loop, utils
 from test_config import snapshot
 from test_data import write_idx
 from test_student import make_distiller, tiny_cfg
@@ -163,6 +163,10 @@ CASES = [
     ('arrays file through tf.data', ['--config.dataset.name={root}/other.npz',
                                      '--config.dataset.pipeline=tfdata'], None, 2,
      'read only by the device pipeline; set dataset.pipeline to auto or device'),
+    ('stage shares do not match the stages', ['--config.stages.stage_shares=(0.2,0.3,0.5)'],
+     None, 2, r'stages\.stage_shares: \(0\.2, 0\.3, 0\.5\) must be empty .* or 2 positive'),
+    ('dml.tau=0', ['--config.method=dml', '--config.dml.tau=0'], None, 2,
+     r'config field dml\.tau: must be > 0'),
     ('missing config file', ['--config', 'configs/nope.py'], None, 2,
      'config file configs/nope.py not found'),
     ('unknown config argument', ['--config', 'configs/default.py:fast'], None, 2,
@@ -220,7 +224,7 @@ def test_busy_workdir_is_refused_and_a_killed_holder_leaves_no_stale_lock(world,
   finally:
     holder.kill()
     holder.wait()
-  wd = train.Workdir(workdir)  # the kernel dropped the dead holder's lock.
+  wd = loop.Workdir(workdir)  # the kernel dropped the dead holder's lock.
   wd.claim(cfg)
   wd.release()
 
@@ -367,7 +371,7 @@ def test_stop_at_the_last_step_of_a_phase_resumes_to_the_same_student(tmp_path, 
 def test_temp_files_of_a_killed_write_do_not_make_a_workdir_foreign(tmp_path):
   (tmp_path / 'run').mkdir()
   (tmp_path / 'run' / 'config.json.tmp4242').write_text('{"half": ')
-  wd = train.Workdir(str(tmp_path / 'run'))
+  wd = loop.Workdir(str(tmp_path / 'run'))
   wd.claim(tiny_cfg())
   wd.release()
   assert sorted(os.listdir(tmp_path / 'run')) == ['.lock', '.owner', 'config.json']

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from msmgan_jax import config, data, models, optim, steps, student, teacher, train, utils
+from msmgan_jax import config, data, models, optim, steps, student, teacher, loop, utils
 
 INFO = data.DatasetInfo('fashion_mnist', 10, (28, 28, 1), 64, 40)
 
@@ -59,7 +59,7 @@ def make_teacher(cfg, num_anchors):
 
 
 def make_distiller(cfg, tmp_path, num_anchors=2):
-  wd = train.Workdir(str(tmp_path))
+  wd = loop.Workdir(str(tmp_path))
   os.makedirs(wd.path, exist_ok=True)
   return student.Distiller(cfg, wd, INFO, synthetic_batches, synthetic_eval, utils.mesh(),
                            make_teacher(cfg, num_anchors))
@@ -305,8 +305,11 @@ def test_vmapped_seeds_step_like_their_single_seed_steps(tmp_path):
 def test_global_schedule_continues_across_phases_and_stages(tmp_path):
   """stages.schedule=global: each phase's optimizer starts its schedule where the phases
   before it stopped; per phase (the old way) each starts at 0."""
-  d = make_distiller(tiny_cfg(), tmp_path / 'g')
-  steps = [d.num_steps(p) for p in d.phases] * 2
+  d = make_distiller(tiny_cfg(**{'stages.stage_shares': (0.25, 0.75), 'student.epochs': 40}),
+                    tmp_path / 'g')
+  steps = [d.num_steps(p, m) for m in range(2) for p in d.phases]
+  # stages.stage_shares splits the budget over the stages: 3x the steps in the second.
+  assert sum(steps[len(d.phases):]) == pytest.approx(3 * sum(steps[:len(d.phases)]), rel=0.1)
   assert d._global_steps(0, 0)[0] == sum(steps)  # pylint: disable=protected-access
   carry = d.init_carry()
   for m, i in ((0, 1), (0, 3), (1, 0), (1, 3)):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, load_config, shrink
-from msmgan_jax import config, models, phases, report, train
+from msmgan_jax import config, models, phases, report, loop, train
 
 
 def readme_blocks(section: str) -> list:
@@ -144,7 +144,7 @@ def test_a_run_on_a_terminal_shows_progress_per_phase(tmp_path, monkeypatch):
 
 
 def test_progress_bars_are_silent_off_a_terminal(capfd):
-  bar = train.progress(total=3, desc='x')
+  bar = loop.progress(total=3, desc='x')
   for _ in range(3):
     bar.update()
   bar.close()
