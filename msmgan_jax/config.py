@@ -113,6 +113,7 @@ def defaults() -> ml_collections.ConfigDict:
   st.weight_decay = 5e-4          # L2 decay on conv and dense kernels.
   st.warmup_epochs = 0.5          # linear warmup, then cosine decay to 0.
   st.eval_every_phase = True      # test accuracy after every phase (False: after each stage).
+  st.eval_every_epochs = 0.0      # also within phases, every this many epochs of images (0 = off).
   return c
 
 
@@ -196,6 +197,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             'dataset.shuffle_buffer', 'teacher.epochs', 'student.epochs', 'stages.num'):
     v = cfg[f] if '.' not in f else cfg[f.split('.')[0]][f.split('.')[1]]
     _require(isinstance(v, int) and v > 0, f, f'must be a positive integer, got {v!r}')
+  v = cfg.student.eval_every_epochs
+  _require(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0,
+           'student.eval_every_epochs', f'must be a finite number >= 0 (0 = off), got {v!r}')
   _require(cfg.dataset.crop_padding >= 0, 'dataset.crop_padding', 'must be >= 0')
   size = cfg.dataset.image_size
   _require(isinstance(size, int) and not isinstance(size, bool) and size >= 0,

@@ -356,11 +356,23 @@ class Distiller:
       log('train', step, metrics)
       watch.update(metrics)
 
+    per = cfg.student.eval_every_epochs * self.info.num_train  # images between evaluations.
+
+    def after_step(step, states):
+      """Within the phase, a test evaluation each time another `per` images are seen."""
+      seen = images_before + step * cfg.batch_size
+      if per > 0 and step < n and seen // per > (seen - cfg.batch_size) // per:
+        t = time.time()
+        log('test', step, {**self.evaluate(states['g']), 'wall_s': t - t_start})
+        eval_s[0] += time.time() - t
+      return states
+    eval_s = [0.0]  # left out of the phase's images/s.
+
     states, first_step_s = loop.train_loop(
         states, self.step_fn(phase, anchor),
         batches=self._batches(states, start), start=start, stop=n,
         mesh=self.mesh, batch_size=cfg.batch_size, log_every=cfg.log_every_steps,
-        log=log_train, after_step=lambda step, states: states, save=save,
+        log=log_train, after_step=after_step, save=save,
         save_at=lambda step: step % cfg.checkpoint_every_steps == 0 and step < n, where=where,
         window=resume.get('log_window', ()) if resume else ())
     wall = time.time() - t0
@@ -368,13 +380,14 @@ class Distiller:
     result = None
     if cfg.student.eval_every_phase or i == len(self.phases) - 1:
       result = self.evaluate(states['g'])
-      log('test', n, result)
+      log('test', n, {**result, 'wall_s': time.time() - t_start})
     print(f'stage {m + 1} phase {phase.name}: {n} steps, {wall_before + wall:.1f}s' + (
         f', student test accuracy {_fmt(result["accuracy"])}' if result else ''), flush=True)
     record = {'name': phase.name, 'trainable_params': trainable, 'steps': n,
               'wall_s': round(wall_before + wall, 2), 'first_step_s': round(first_step_s, 2),
               'images_per_s': round(
-                  steady * cfg.batch_size / max(wall - first_step_s, 1e-9) if steady > 0
+                  steady * cfg.batch_size / max(wall - first_step_s - eval_s[0], 1e-9)
+                  if steady > 0
                   else (n - start) * cfg.batch_size / max(wall, 1e-9), 1),
               'stage': m + 1}
     if result is not None:

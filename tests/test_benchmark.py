@@ -1,5 +1,7 @@
 """The benchmark's references are the same networks (parameter counts), and its table says
 what it measured. Speed itself is measured by `python -m msmgan_jax.benchmark`, not here."""
+import jax
+import numpy as np
 import pytest
 
 from msmgan_jax import benchmark, models, optim
@@ -60,3 +62,25 @@ def test_op_table_sums_the_step_and_whole_runs_are_reported():
                       'time_vs_kd': 1.1}]}
   table = benchmark.markdown(result)
   assert '| run_msmgan | 110.0 | 99.0 | 1.1 |' in table
+
+
+def test_torch_check_converts_our_resnet_and_follows_our_schedule():
+  """The PyTorch check's teacher is ours, converted: equal logits in inference mode; and its
+  per-step learning rate is `optim.lr_schedule`."""
+  pytest.importorskip('torch')
+  import torch  # pylint: disable=g-import-not-at-top
+  from msmgan_jax import models, optim, torch_check, torch_reference  # pylint: disable=g-import-not-at-top
+  model = models.create_model('resnet20', 10)
+  v = optim.init_variables(model, jax.random.key(0), (28, 28, 1))
+  rng = np.random.default_rng(0)  # BatchNorm statistics that are not the identity.
+  v = {'params': v['params'], 'batch_stats': jax.tree.map(
+      lambda x: x + rng.uniform(0.1, 0.5, x.shape).astype(np.float32), v['batch_stats'])}
+  net = torch_reference.ResNet(20, 1, 10).eval()
+  torch_check.flax_to_torch(jax.device_get(v), net)
+  x = rng.normal(size=(8, 28, 28, 1)).astype(np.float32)
+  with torch.no_grad():
+    ours = net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+  np.testing.assert_allclose(ours, model.apply(v, x, train=False)[0], atol=1e-4, rtol=1e-4)
+  sched = optim.lr_schedule(0.1, 100, 10)
+  for step in (0, 5, 10, 50, 99, 100):
+    assert torch_check.lr_at(step, 0.1, 100, 10) == pytest.approx(float(sched(step)), abs=1e-7)

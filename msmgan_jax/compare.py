@@ -1,0 +1,423 @@
+"""Comparison runner: methods x seeds x ablations under one protocol, with tables and plots.
+
+    python -m msmgan_jax.compare --config configs/compare_lowdata.py [--report]
+
+A comparison config (see configs/compare_lowdata.py) names a shared teacher run, a base
+student config, the methods and MS-MGANs ablations to compare, the seeds, and for every
+method the same number of tuning candidates (settings written as `field=value; ...`,
+candidate 0 being the method's paper defaults). The protocol:
+
+1. The teacher is trained once in `teacher_workdir` (or found there, finished) and its
+   anchors guide every run.
+2. Tuning: each method's candidates train on the base train split, one seed each, and
+   are scored on `validation_split`, a hold-out of the training split that no student
+   trains on. The best candidate (ties: the earlier) is the method's setting; ablations
+   take MS-MGANs'. The test split plays no part in any choice.
+3. Final runs: every method and ablation with its setting, `seeds` students in one
+   program, tested on the test split; the headline is the last-epoch test accuracy,
+   mean +- std over the seeds.
+
+Every run has its own workdir under `--workdir`; a finished run is skipped and an
+interrupted one resumes, so stopping and rerunning the command continues the comparison.
+After every run, `out` gets compare.json (every run, the tuning and the choices),
+compare.md (the tables) and two plots: test accuracy against images seen and against
+wall time. `--report` rewrites them from the finished runs without training anything.
+"""
+import ast
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from typing import Optional
+
+import numpy as np
+
+ABLATIONS = {  # METHOD.md's ablations of MS-MGANs: the overrides that make each one.
+    'single_stage': {'stages.num': 1, 'stages.stage_shares': ()},
+    'end_to_end': {'stages.greedy': False},
+    'no_gan': {'gan.alpha_adv': 0.0},
+    'no_mutual': {'mutual.enabled': False},
+}
+
+
+@dataclasses.dataclass
+class Run:
+  """One training run of the comparison."""
+  kind: str                   # 'tune' or 'final'.
+  name: str                   # e.g. 'kd', 'msmgan_no_gan', 'tune/kd/1'.
+  method: str
+  ablation: Optional[str] = None
+  candidate: Optional[int] = None  # tuning runs: the candidate's index.
+
+  def workdir(self, root: str) -> str:
+    return os.path.join(root, self.kind, self.name.replace('tune/', ''))
+
+
+def parse_setting(text: str) -> dict:
+  """'kd.tau=2.0; kd.beta=0.5' -> {'kd.tau': 2.0, 'kd.beta': 0.5} ('' -> {})."""
+  out = {}
+  for part in (p.strip() for p in text.split(';')):
+    if not part:
+      continue
+    field, sep, value = part.partition('=')
+    if not sep:
+      raise ValueError(f'setting {part!r} is not field=value')
+    try:
+      out[field.strip()] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+      out[field.strip()] = value.strip()  # a bare string, e.g. gan.loss=hinge.
+  return out
+
+
+def apply(cfg, overrides: dict):
+  """`cfg` with `overrides` ({'group.field': value}) set; unknown fields are ConfigErrors."""
+  from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  for path, value in overrides.items():
+    group, _, name = path.rpartition('.')
+    node = cfg
+    for part in filter(None, group.split('.')):
+      if part not in node:
+        raise config_lib.ConfigError(f'setting {path}={value!r}: unknown config group {part!r}')
+      node = node[part]
+    if name not in node:
+      raise config_lib.ConfigError(f'setting {path}={value!r}: unknown config field {path}')
+    if isinstance(node[name], tuple) or isinstance(value, (list, tuple)):
+      value = tuple(value)
+    elif isinstance(node[name], float) and isinstance(value, int):
+      value = float(value)
+    node[name] = value
+  return cfg
+
+
+def plan(cc) -> list:
+  """Every run of the comparison in the order they run: each method's tuning, then its
+  final run (so finished rows appear early), then the ablations. With `settings_from`
+  (another comparison's compare.json) the settings chosen there are used: no tuning runs."""
+  runs = []
+  for method in cc.methods:
+    if not cc.get('settings_from'):
+      runs += [Run('tune', f'tune/{method}/{i}', method, candidate=i)
+               for i in range(len(cc.tuning[method]))]
+    runs.append(Run('final', method, method))
+  runs += [Run('final', f'msmgan_{a}', 'msmgan', ablation=a) for a in cc.ablations]
+  return runs
+
+
+def check(cc) -> None:
+  """Raises ConfigError for a comparison config that cannot run, before any work."""
+  from msmgan_jax import config as config_lib, phases  # pylint: disable=g-import-not-at-top
+  req = lambda ok, msg: None if ok else (_ for _ in ()).throw(config_lib.ConfigError(msg))
+  req(len(cc.methods) == len(set(cc.methods)), f'methods {tuple(cc.methods)} repeats a method')
+  for m in cc.methods:
+    req(m in phases.METHODS, f'method {m!r} is not one of {sorted(phases.METHODS)}')
+    req(m in cc.tuning, f'tuning.{m} is missing: give every method its candidates')
+  counts = {m: len(cc.tuning[m]) for m in cc.methods}
+  req(len(set(counts.values())) == 1 and min(counts.values()) >= 1,
+      f'every method needs the same number (>= 1) of tuning candidates, got {counts}')
+  for m in cc.methods:
+    req(cc.tuning[m][0] == '', f'tuning.{m}[0] must be "" (the paper defaults come first)')
+  for a in cc.ablations:
+    req(a in ABLATIONS, f'ablation {a!r} is not one of {sorted(ABLATIONS)}')
+  req(not cc.ablations or 'msmgan' in cc.methods, 'ablations need msmgan among the methods')
+  req(isinstance(cc.seeds, int) and cc.seeds >= 1, f'seeds must be >= 1, got {cc.seeds!r}')
+  req(cc.validation_split != cc.base.dataset.test_split,
+      'validation_split must be a hold-out of the training data, not the test split')
+
+
+def student_config(cc, run: Run, anchors: list, chosen: dict):
+  """The full config of `run`: the base, its method and setting, the shared anchors."""
+  cfg = apply(_copy(cc.base), {'method': run.method})
+  setting = cc.tuning[run.method][run.candidate] if run.kind == 'tune' else chosen[run.method]
+  apply(cfg, parse_setting(setting))
+  if run.ablation:
+    apply(cfg, ABLATIONS[run.ablation])
+  cfg.teacher.checkpoints = tuple(anchors[-cfg.stages.num:])
+  cfg.stages.teacher_epochs = ()
+  if run.kind == 'tune':
+    cfg.dataset.test_split, cfg.seeds = cc.validation_split, 1
+  else:
+    cfg.seeds = cc.seeds
+  return cfg
+
+
+def _copy(cfg):
+  """An unlocked deep copy (tuples stay tuples, as the config schema has them)."""
+  out = cfg.copy_and_resolve_references()
+  out.unlock()
+  return out
+
+
+def _summary(workdir: str) -> Optional[dict]:
+  path = os.path.join(workdir, 'summary.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def choose(cc, root: str) -> dict:
+  """Each method's setting: its tuning candidate with the best validation accuracy (ties:
+  the earlier one); None for a method whose tuning is not finished. With `settings_from`,
+  the settings that comparison chose."""
+  if cc.get('settings_from'):
+    with open(cc.settings_from) as f:
+      there = json.load(f)['chosen']
+    return {m: there.get(m) for m in cc.methods}
+  chosen = {}
+  for m in cc.methods:
+    accs = []
+    for i in range(len(cc.tuning[m])):
+      s = _summary(Run('tune', f'tune/{m}/{i}', m, candidate=i).workdir(root))
+      accs.append(s['student']['test_accuracy'] if s else None)
+    chosen[m] = None if None in accs else cc.tuning[m][int(np.argmax(accs))]
+  return chosen
+
+
+# Results ------------------------------------------------------------------------------
+def _curve(workdir: str) -> list:
+  """The student's test evaluations: [(images seen, wall s or None, mean accuracy)], in order."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  points = {}
+  with open(path) as f:
+    for line in f:
+      r = json.loads(line)
+      if r['split'] == 'test' and r['phase'] != 'teacher':
+        key = (r['stage'], r['phase'], r['step'])
+        p = points.setdefault(key, {'epoch': r['epoch'], 'wall': [], 'acc': []})
+        p['acc'].append(r['accuracy'])
+        if 'wall_s' in r:
+          p['wall'].append(r['wall_s'])
+  return [(p['epoch'], max(p['wall']) if p['wall'] else None, float(np.mean(p['acc'])))
+          for p in points.values()]
+
+
+def result(cc, run: Run, root: str) -> Optional[dict]:
+  """The row of a finished run (None while it is not finished)."""
+  wd = run.workdir(root)
+  s = _summary(wd)
+  if s is None:
+    return None
+  st = s['student']
+  phases = [p for stage in st['stages'] for p in stage['phases']]
+  cfg = json.load(open(os.path.join(wd, 'config.json')))
+  accs = st.get('test_accuracies', [st['test_accuracy']])
+  train_s = sum(p['wall_s'] for p in phases)
+  images = sum(p['steps'] for p in phases) * cfg['batch_size'] * len(accs)
+  return {'name': run.name, 'kind': run.kind, 'method': run.method, 'ablation': run.ablation,
+          'candidate': run.candidate, 'variant': s.get('variant', []),
+          'setting': (cc.tuning[run.method][run.candidate] if run.kind == 'tune'
+                      else _setting_of(cc, cfg)),
+          'split': cfg['dataset']['test_split'], 'seeds': st.get('seeds', [cfg['seed']]),
+          'accuracies': accs, 'mean': float(np.mean(accs)), 'std': float(np.std(accs)),
+          'wall_s': st['wall_s'], 'images_per_s': round(images / max(train_s, 1e-9), 1),
+          'curve': _curve(wd), 'workdir': wd}
+
+
+def _setting_of(cc, cfg: dict) -> str:
+  """The tuning candidate a final run's config carries (by value)."""
+  for text in cc.tuning[cfg['method']]:
+    if all(_get(cfg, k) == (list(v) if isinstance(v, tuple) else v)
+           for k, v in parse_setting(text).items()):
+      return text
+  return '?'
+
+
+def _get(cfg: dict, path: str):
+  for part in path.split('.'):
+    cfg = cfg[part]
+  return cfg
+
+
+def _fmt_setting(text: str) -> str:
+  return text.replace('|', '/') if text else 'defaults'
+
+
+def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machine: str) -> str:
+  """compare.md: the final table (mean +- std, gains, time, speed) and the tuning table."""
+  finals = {r['name']: r for r in rows}
+  base = lambda m: finals.get(m)
+  lines = [f'# {cc.title}', '', cc.description.strip(), '',
+           f'Machine: {machine}. Command: `python -m msmgan_jax.compare --config {cc.config_path}`.',
+           '', f'Test accuracy on `{cc.base.dataset.test_split}` after the last step, mean +- std '
+           f'over {cc.seeds} seeds (population std); gains are differences of means, in points. '
+           'Wall time: the student runs of all seeds together (one program); images/s: student '
+           'images trained per second of training, all seeds, compilation and evaluations '
+           'included.', '',
+           '| run | method | setting (chosen on validation) | test accuracy | per seed | '
+           'gain over ce | gain over kd | wall s | images/s |', '|---|---|---|---|---|---|---|---|---|']
+  for r in rows:
+    gain = lambda m: ('-' if base(m) is None or m == r['name'] else
+                      f'{100 * (r["mean"] - base(m)["mean"]):+.2f}')
+    lines.append(f'| {r["name"]} | {r["method"]}{" (" + r["ablation"] + ")" if r["ablation"] else ""}'
+                 f' | {_fmt_setting(r["setting"])} | {r["mean"]:.4f} +- {r["std"]:.4f} | '
+                 f'{", ".join(f"{a:.4f}" for a in r["accuracies"])} | {gain("ce")} | {gain("kd")} | '
+                 f'{r["wall_s"]:.0f} | {r["images_per_s"]:.0f} |')
+  pending = [n for n in [*cc.methods, *(f'msmgan_{a}' for a in cc.ablations)] if n not in finals]
+  if pending:
+    lines += ['', f'Not run yet: {", ".join(pending)}.']
+  if torch_rows:
+    lines += ['', '## Independent check (PyTorch, same networks, recipe and slice)', '',
+              '| method | test accuracy | per seed | ours (JAX) | difference |', '|---|---|---|---|---|']
+    for t in torch_rows:
+      ours = base(t['method'])
+      lines.append(f'| {t["method"]} | {t["mean"]:.4f} +- {t["std"]:.4f} | '
+                   f'{", ".join(f"{a:.4f}" for a in t["accuracies"])} | '
+                   + (f'{ours["mean"]:.4f} +- {ours["std"]:.4f} | {100 * (ours["mean"] - t["mean"]):+.2f}'
+                      if ours else '- | -') + ' |')
+  if cc.get('settings_from'):
+    lines += ['', '## Settings', '', f'No tuning here: every method uses the setting chosen on '
+              f'the validation split of `{cc.settings_from}`\'s comparison, the same tuning '
+              'effort for every method:', '']
+    lines += [f'- {m}: {_fmt_setting(chosen.get(m) or "")}' for m in cc.methods]
+    return '\n'.join(lines) + '\n'
+  lines += ['', f'## Tuning (validation split `{cc.validation_split}`, one seed per candidate)', '',
+            f'Every method gets the same {len(cc.tuning[cc.methods[0]])} candidate settings, '
+            'candidate 0 its paper defaults; the best validation accuracy wins (ties: the '
+            'earlier). Ablations use msmgan\'s choice.', '',
+            '| method | candidate | setting | validation accuracy | chosen |', '|---|---|---|---|---|']
+  for t in tuning:
+    mark = 'yes' if chosen.get(t['method']) == t['setting'] else ''
+    acc = '-' if t.get('mean') is None else f'{t["mean"]:.4f}'
+    lines.append(f'| {t["method"]} | {t["candidate"]} | {_fmt_setting(t["setting"])} | {acc} | {mark} |')
+  return '\n'.join(lines) + '\n'
+
+
+def plots(out: str, rows: list) -> list:
+  """accuracy_vs_images.png and accuracy_vs_wall.png: each final run's mean test accuracy."""
+  from msmgan_jax import report  # pylint: disable=g-import-not-at-top
+  plt = report._pyplot()  # pylint: disable=protected-access
+  written = []
+  for x, name, label in ((0, 'accuracy_vs_images.png', 'epochs of the train split seen'),
+                         (1, 'accuracy_vs_wall.png', 'student wall time, s (all seeds)')):
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for r in rows:
+      pts = [p for p in r['curve'] if p[x] is not None]
+      if pts:
+        ax.plot([p[x] for p in pts], [p[2] for p in pts], 'o' if r['ablation'] else 's',
+                ms=3, lw=1, ls='--' if r['ablation'] else '-', label=r['name'])
+    ax.set_xlabel(label); ax.set_ylabel('test accuracy (mean over seeds)')
+    ax.grid(alpha=0.3); ax.legend(fontsize=7, ncol=2)
+    lo = min([p[2] for r in rows for p in r['curve']] or [0])
+    ax.set_ylim(bottom=max(0.0, lo - 0.02))
+    fig.tight_layout(); fig.savefig(os.path.join(out, name), dpi=120); plt.close(fig)
+    written.append(name)
+  return written
+
+
+def write(cc, root: str, machine: str) -> dict:
+  """Rewrites compare.json, compare.md and the plots in `cc.out` from the finished runs."""
+  from msmgan_jax import utils  # pylint: disable=g-import-not-at-top
+  runs = plan(cc)
+  done = {r.name: result(cc, r, root) for r in runs}
+  tuning = [done[r.name] or {'method': r.method, 'candidate': r.candidate,
+                             'setting': cc.tuning[r.method][r.candidate], 'mean': None}
+            for r in runs if r.kind == 'tune']
+  rows = [done[r.name] for r in runs if r.kind == 'final' and done[r.name]]
+  chosen = choose(cc, root)
+  torch_rows = []
+  torch_file = os.path.join(cc.out, 'torch_check.json')
+  if os.path.exists(torch_file):
+    torch_rows = json.load(open(torch_file))['rows']
+  os.makedirs(cc.out, exist_ok=True)
+  doc = {'title': cc.title, 'machine': machine, 'config': json.loads(cc.to_json()),
+         'chosen': chosen, 'tuning': tuning, 'runs': rows}
+  utils.write_json(os.path.join(cc.out, 'compare.json'), doc)
+  utils.write_text(os.path.join(cc.out, 'compare.md'),
+                   markdown(cc, rows, tuning, chosen, torch_rows, machine))
+  if rows:
+    plots(cc.out, rows)
+  return doc
+
+
+def machine() -> str:
+  import jax  # pylint: disable=g-import-not-at-top
+  dev = jax.devices()[0]
+  return (f'{platform.machine()} {platform.processor() or ""}'.strip()
+          + f', {os.cpu_count()} cores, JAX {jax.__version__} on {dev.platform} ({dev.device_kind})')
+
+
+def run_all(cc, root: str, report_only: bool = False) -> dict:
+  """Runs (or, with `report_only`, only tabulates) the whole comparison; resumable."""
+  from msmgan_jax import train  # pylint: disable=g-import-not-at-top
+  check(cc)
+  where = machine()
+  t_sum = _summary(cc.teacher_workdir)
+  if not report_only:
+    stand_ins = [f'/anchor_{i}' for i in range(cc.teacher.stages.num)]  # the teacher's later.
+    for run in plan(cc):  # every candidate's config is checked before anything trains.
+      _validate(student_config(cc, run, stand_ins, _first_settings(cc)), run)
+    print(f'compare: the shared teacher in {cc.teacher_workdir}', flush=True)
+    t_sum = train.train_and_evaluate(cc.teacher, cc.teacher_workdir)
+  if t_sum is None:
+    from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+    raise config_lib.ConfigError(f'{cc.teacher_workdir} holds no finished teacher run; run '
+                                 'the comparison without --report first')
+  anchors = [os.path.abspath(a['path']) for a in t_sum['teacher']['anchors']]
+  runs = plan(cc)
+  if report_only:
+    return write(cc, root, where)
+  t0 = time.time()
+  for n, run in enumerate(runs, 1):
+    chosen = choose(cc, root)
+    if run.kind == 'final' and chosen[run.method] is None:
+      if cc.get('settings_from'):
+        raise RuntimeError(f'{cc.settings_from} holds no setting chosen for {run.method}: '
+                           'finish that comparison first')
+      raise RuntimeError(f'{run.name}: the tuning of {run.method} is not finished')
+    if run.kind == 'final' and run.ablation and chosen['msmgan'] is None:
+      raise RuntimeError(f'{run.name}: the tuning of msmgan is not finished')
+    cfg = student_config(cc, run, anchors, chosen)
+    wd = run.workdir(root)
+    status = 'finished, skipped' if _summary(wd) else 'running'
+    print(f'compare [{n}/{len(runs)}] {run.name} ({cfg.seeds} seed{"s" * (cfg.seeds > 1)}, '
+          f'{run.kind}): {status}  [{time.time() - t0:.0f}s]', flush=True)
+    if status == 'running':
+      train.train_and_evaluate(cfg, wd)
+      write(cc, root, where)
+  return write(cc, root, where)
+
+
+def _first_settings(cc) -> dict:
+  return {m: cc.tuning[m][0] for m in cc.methods}
+
+
+def _validate(cfg, run):
+  from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  try:
+    config_lib.validate(cfg)
+  except config_lib.ConfigError as e:
+    raise config_lib.ConfigError(f'{run.name}: {e}') from e
+
+
+def main(argv=None) -> int:
+  from msmgan_jax import main as main_lib  # pylint: disable=g-import-not-at-top
+  argv = list(sys.argv if argv is None else argv)
+  report_only = '--report' in argv
+  argv = [a for a in argv if a != '--report']
+  main_lib._quiet()  # pylint: disable=protected-access
+  from msmgan_jax import config as config_lib, data, faults, utils  # pylint: disable=g-import-not-at-top
+  try:
+    cc, root, _, _ = main_lib._parse(argv)  # pylint: disable=protected-access
+  except main_lib._BadInput as e:  # pylint: disable=protected-access
+    return main_lib._error(str(e), main_lib.EXIT_BAD_INPUT)  # pylint: disable=protected-access
+  if not any(a == '--workdir' or a.startswith('--workdir=') for a in argv):
+    root = cc.workdir
+  again = 'rerun the same command to continue the comparison'
+  try:  # each run stops gracefully on its own (a checkpoint); between runs nothing is lost.
+    doc = run_all(cc, root, report_only)
+  except (config_lib.ConfigError, data.DataError, utils.CheckpointError) as e:
+    return main_lib._error(str(e), main_lib.EXIT_BAD_INPUT)  # pylint: disable=protected-access
+  except faults.Interrupted as e:
+    return main_lib._error(f'{e}; {again}', 128 + e.signum, 'stopped')  # pylint: disable=protected-access
+  except KeyboardInterrupt:
+    return main_lib._error(f'interrupted; {again}', 130, 'stopped')  # pylint: disable=protected-access
+  except (faults.NumericalError, utils.WriteError, RuntimeError) as e:
+    return main_lib._error(str(e), main_lib.EXIT_FAILED)  # pylint: disable=protected-access
+  print(f'compare: {len(doc["runs"])} final runs tabulated in {cc.out}/compare.md')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,118 @@
+"""The comparison runner: plan, fair choice on validation, resume, tables and plots; and, on
+real Fashion-MNIST slices, every baseline not run elsewhere in smoke mode through it."""
+import json
+import os
+
+import pytest
+
+from conftest import load_config, shrink
+from msmgan_jax import compare, config, utils
+
+
+def small(repo_root, teacher_run, tmp_path, methods, tuning=None, ablations=()):
+  t_cfg, t_dir, _ = teacher_run
+  cc = load_config(repo_root, 'compare_lowdata')
+  cc.teacher, cc.teacher_workdir = t_cfg, t_dir
+  cc.workdir, cc.out = str(tmp_path / 'runs'), str(tmp_path / 'results')
+  shrink(cc.base, t_cfg.dataset.data_dir)
+  cc.base.stages.num = t_cfg.stages.num
+  cc.validation_split = 'train[97%:]'
+  cc.methods, cc.ablations, cc.seeds = methods, ablations, 2
+  for m in methods:
+    cc.tuning[m] = tuning[m] if tuning else ('',)
+  return cc
+
+
+def test_every_baseline_runs_through_the_comparison_and_a_rerun_skips_them(
+    repo_root, teacher_run, tmp_path, capsys):
+  """The final runs of the baselines not smoke-tested elsewhere, two seeds in one program
+  each (their tuning is faked here: `test_each_method_takes...` covers the choice)."""
+  methods = ('ce', 'rco', 'fitnets', 'at', 'dml', 'skd')
+  cc = small(repo_root, teacher_run, tmp_path, methods)
+  for m in methods:
+    _fake_tuning(cc, m, [0.5])
+  doc = compare.run_all(cc, cc.workdir)
+  out = capsys.readouterr().out
+  assert out.count('running') == len(methods)
+  assert [r['name'] for r in doc['runs']] == list(methods)
+  anchors = [a['path'] for a in teacher_run[2]['teacher']['anchors']]
+  for r in doc['runs']:
+    assert r['split'] == 'test[:10%]' and r['seeds'] == [0, 1] and len(r['accuracies']) == 2
+    assert r['mean'] == pytest.approx(sum(r['accuracies']) / 2)
+    assert r['accuracies'][0] != r['accuracies'][1]  # two students, two initialisations.
+    # 28 steps of 64 images: some methods are still near chance (0.1); none is broken.
+    assert 0.05 < r['mean'] <= 1 and r['images_per_s'] > 0 and r['wall_s'] > 0
+    assert len(r['curve']) >= 2  # eval_every_epochs=0.5: a point inside the phase, one at its end.
+    summary = json.load(open(os.path.join(r['workdir'], 'summary.json')))
+    guides = [st['anchor'] and st['anchor']['path'] for st in summary['student']['stages']]
+    assert guides == {'ce': [None], 'dml': [None], 'rco': anchors}.get(r['name'], anchors[-1:])
+  md = open(os.path.join(cc.out, 'compare.md')).read()
+  ce = doc['runs'][0]
+  assert f'| ce | ce | defaults | {ce["mean"]:.4f} +- {ce["std"]:.4f} |' in md
+  rco = doc['runs'][1]
+  assert f'| {100 * (rco["mean"] - ce["mean"]):+.2f} | - |' in md  # no kd in this comparison.
+  assert json.load(open(os.path.join(cc.out, 'compare.json')))['runs'] == json.loads(
+      json.dumps(doc['runs']))
+  for png in ('accuracy_vs_images.png', 'accuracy_vs_wall.png'):
+    assert os.path.getsize(os.path.join(cc.out, png)) > 5000
+  stamps = {r['name']: os.path.getmtime(os.path.join(r['workdir'], 'summary.json'))
+            for r in doc['runs']}
+  again = compare.run_all(cc, cc.workdir)
+  assert capsys.readouterr().out.count('finished, skipped') == 2 * len(methods)
+  assert {r['name']: os.path.getmtime(os.path.join(r['workdir'], 'summary.json'))
+          for r in again['runs']} == stamps
+  assert compare.run_all(cc, cc.workdir, report_only=True)['runs'] == again['runs']
+
+
+def _fake_tuning(cc, method, accs):
+  """Finished tuning runs of `method` with these validation accuracies (None: not run)."""
+  for i, acc in enumerate(accs):
+    if acc is None:
+      continue
+    run = compare.Run('tune', f'tune/{method}/{i}', method, candidate=i)
+    wd = run.workdir(cc.workdir)
+    os.makedirs(wd, exist_ok=True)
+    utils.write_text(os.path.join(wd, 'config.json'),
+                     compare.student_config(cc, run, ['a'], {}).to_json())
+    utils.write_text(os.path.join(wd, 'metrics.jsonl'), '')
+    utils.write_json(os.path.join(wd, 'summary.json'), {'student': {
+        'test_accuracy': acc, 'wall_s': 1.0, 'stages': []}})
+
+
+def test_each_method_takes_its_best_validation_candidate(repo_root, teacher_run, tmp_path):
+  tuning = {'kd': ('', 'kd.tau=2.0', 'kd.beta=0.5'), 'msmgan': ('', 'gan.alpha_adv=0.2',
+                                                                 'stages.head_feat=1.0')}
+  cc = small(repo_root, teacher_run, tmp_path, ('kd', 'msmgan'), tuning, ('no_gan',))
+  root = cc.workdir
+  _fake_tuning(cc, 'kd', [0.80, 0.83, 0.83])  # a tie goes to the earlier candidate.
+  _fake_tuning(cc, 'msmgan', [0.85, 0.81, None])  # one candidate still to run.
+  assert compare.choose(cc, root) == {'kd': 'kd.tau=2.0', 'msmgan': None}
+  _fake_tuning(cc, 'msmgan', [None, None, 0.9])
+  chosen = compare.choose(cc, root)
+  assert chosen['msmgan'] == 'stages.head_feat=1.0'
+  final = compare.student_config(cc, compare.Run('final', 'msmgan_no_gan', 'msmgan',
+                                                 ablation='no_gan'), ['a', 'b'], chosen)
+  # The ablation inherits msmgan's setting and changes only its own field; the test split.
+  assert final.stages.head_feat == 1.0 and final.gan.alpha_adv == 0.0
+  assert final.dataset.test_split == 'test[:10%]' and final.seeds == 2
+  tune = compare.student_config(cc, compare.Run('tune', 'tune/kd/2', 'kd', candidate=2),
+                                ['a', 'b'], chosen)
+  assert tune.kd.beta == 0.5 and tune.kd.tau == 4.0 and tune.seeds == 1
+  assert tune.dataset.test_split == 'train[97%:]' and tune.teacher.checkpoints == ('a', 'b')
+
+
+@pytest.mark.parametrize('change, message', [
+    (lambda cc: cc.tuning.update({'kd': ('', 'kd.tau=2.0')}), 'same number'),
+    (lambda cc: cc.tuning.update({'kd': ('kd.tau=2.0',)}), r'tuning.kd\[0\] must be ""'),
+    (lambda cc: setattr(cc, 'validation_split', cc.base.dataset.test_split), 'hold-out'),
+    (lambda cc: setattr(cc, 'ablations', ('no_gann',)), "ablation 'no_gann' is not one of"),
+    (lambda cc: cc.tuning.update({'kd': ('', 'kd.temp=2.0')}, msmgan=('', '')),
+     'unknown config field kd.temp'),
+])
+def test_a_bad_comparison_is_refused_before_anything_trains(repo_root, teacher_run, tmp_path,
+                                                            change, message):
+  cc = small(repo_root, teacher_run, tmp_path, ('kd', 'msmgan'), None, ('no_gan',))
+  change(cc)
+  with pytest.raises(config.ConfigError, match=message):
+    compare.run_all(cc, cc.workdir)
+  assert not os.path.exists(cc.workdir) and not os.path.exists(cc.out)
