@@ -35,7 +35,9 @@ def apply_changes(cfg, changes):
   return cfg
 
 
-CONFIG_FILES = sorted(p.stem for p in (REPO_ROOT / 'configs').glob('*.py') if p.stem != '__init__')
+CONFIG_FILES = sorted(p.stem for p in (REPO_ROOT / 'configs').glob('*.py')
+                      if p.stem != '__init__' and not p.stem.startswith('compare_'))
+COMPARE_FILES = sorted(p.stem for p in (REPO_ROOT / 'configs').glob('compare_*.py'))
 
 
 def test_defaults_and_config_files_validate():
@@ -47,6 +49,23 @@ def test_defaults_and_config_files_validate():
       config.validate(cfg)
       if arg == 'smoke':
         assert cfg.dataset.train_split == 'train[:20%]' and cfg.student.epochs == 1
+
+
+def test_comparison_configs_and_every_run_they_plan_validate():
+  from msmgan_jax import compare  # pylint: disable=g-import-not-at-top
+  assert COMPARE_FILES == ['compare_full', 'compare_lowdata']
+  for name, arg in [(n, None) for n in COMPARE_FILES] + [('compare_lowdata', 'smoke')]:
+    cc = load_config_file(name, arg)
+    compare.check(cc)
+    config.validate(cc.teacher)
+    anchors = [f'/a{i}' for i in range(cc.teacher.stages.num)]
+    runs = compare.plan(cc)
+    for run in runs:
+      for setting in cc.tuning[run.method]:  # every candidate a final run might take.
+        config.validate(compare.student_config(cc, run, anchors, {run.method: setting}))
+    assert len([r for r in runs if r.kind == 'final']) == len(cc.methods) + len(cc.ablations)
+  lowdata = load_config_file('compare_lowdata')
+  assert len(lowdata.methods) == 8 and len(lowdata.ablations) == 4 and lowdata.seeds == 3
 
 
 def test_smoke_keeps_given_anchors_and_their_stages():

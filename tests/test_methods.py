@@ -13,11 +13,7 @@ def _names(result):
 
 
 @pytest.mark.parametrize('method,stages,names', [
-    ('kd', ['anchor1'], [['kd']]),
     ('rco', ['anchor0', 'anchor1'], [['kd'], ['kd']]),
-    ('fitnets', ['anchor1'], [['hint', 'kd']]),
-    ('at', ['anchor1'], [['at']]),
-    ('skd', ['anchor1'], [['block_1', 'block_2', 'block_3', 'head']]),
 ])
 def test_each_baseline_runs_with_its_anchors_and_phases(method, stages, names, tmp_path):
   d = make_distiller(tiny_cfg(method=method, **{'student.epochs': 1}), tmp_path)
