@@ -208,20 +208,21 @@ def result(cc, run: Run, root: str) -> Optional[dict]:
   return {'name': run.name, 'kind': run.kind, 'method': run.method, 'ablation': run.ablation,
           'candidate': run.candidate, 'variant': s.get('variant', []),
           'setting': (cc.tuning[run.method][run.candidate] if run.kind == 'tune'
-                      else _setting_of(cc, cfg)),
+                      else _setting_of(cc, cfg, ABLATIONS.get(run.ablation, {}))),
           'split': cfg['dataset']['test_split'], 'seeds': st.get('seeds', [cfg['seed']]),
           'accuracies': accs, 'mean': float(np.mean(accs)), 'std': float(np.std(accs)),
           'wall_s': st['wall_s'], 'images_per_s': round(images / max(train_s, 1e-9), 1),
           'curve': _curve(wd), 'workdir': wd}
 
 
-def _setting_of(cc, cfg: dict) -> str:
-  """The tuning candidate a final run's config carries (by value)."""
-  for text in cc.tuning[cfg['method']]:
-    if all(_get(cfg, k) == (list(v) if isinstance(v, tuple) else v)
-           for k, v in parse_setting(text).items()):
-      return text
-  return '?'
+def _setting_of(cc, cfg: dict, ablated: dict) -> str:
+  """The tuning candidate a final run's config carries (by value): of the candidates whose
+  every field it has (but the fields its ablation sets), the one naming the most fields
+  ('' matches any config)."""
+  matches = [t for t in cc.tuning[cfg['method']] if all(
+      _get(cfg, k) == (list(v) if isinstance(v, tuple) else v)
+      for k, v in parse_setting(t).items() if k not in ablated)]
+  return max(matches, key=lambda t: len(parse_setting(t))) if matches else '?'
 
 
 def _get(cfg: dict, path: str):

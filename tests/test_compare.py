@@ -135,3 +135,14 @@ def test_the_table_gives_gains_over_ce_and_kd_in_points(repo_root):
   assert '| ce | ce | defaults | 0.8100 +- 0.0100 | 0.8000, 0.8200 | - | -2.00 |' in md
   assert '| ce | 0.8050 +- 0.0050 | 0.8000, 0.8100 | 0.8100 +- 0.0100 | +0.50 |' in md
   assert 'Not run yet: rco, fitnets, at, dml, skd, msmgan_single_stage' in md
+
+
+def test_a_final_row_names_the_candidate_its_config_carries(repo_root):
+  cc = load_config(repo_root, 'compare_lowdata', None)
+  anchors = ['/a', '/b', '/c']
+  for i, setting in enumerate(cc.tuning.msmgan):
+    for ablation in (None, 'single_stage', 'no_gan'):
+      run = compare.Run('final', 'x', 'msmgan', ablation=ablation)
+      cfg = json.loads(compare.student_config(cc, run, anchors, {'msmgan': setting}).to_json())
+      assert compare._setting_of(cc, cfg, compare.ABLATIONS.get(ablation, {})) == setting, (
+          i, ablation)
