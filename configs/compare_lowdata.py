@@ -36,6 +36,12 @@ def get_config(arg=None):
   b.dataset.train_split, b.dataset.test_split = 'train[:10%]', 'test'
   b.student.eval_every_epochs = 3.0  # curves for the plots: every 3 epochs and each stage's end.
   b.student.eval_every_phase = False  # (12 phase-end evaluations would cost msmgan minutes).
+  # The settings candidate 0 stands for, pinned: later changes to config.defaults() (say, a
+  # default chosen by this comparison) must not change the runs it has already made.
+  b.student.lr, b.kd.tau, b.kd.beta, b.at.beta, b.fitnets.hint_share = 0.1, 4.0, 0.9, 1000.0, 0.2
+  b.dml.tau, b.dml.beta, b.disc.lr = 1.0, 1.0, 2e-4
+  b.stages.block_lr, b.stages.finetune_lr_mult, b.stages.head_feat = 0.05, 0.5, 0.0
+  b.stages.stage_shares, b.stages.schedule = (), 'global'
   c.base = b
 
   c.methods = ('ce', 'kd', 'msmgan', 'rco', 'fitnets', 'at', 'dml', 'skd')  # the run order.
