@@ -235,11 +235,17 @@ def _fmt_setting(text: str) -> str:
   return text.replace('|', '/') if text else 'defaults'
 
 
-def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machine: str) -> str:
+def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machine: str,
+             teacher: Optional[dict] = None) -> str:
   """compare.md: the final table (mean +- std, gains, time, speed) and the tuning table."""
   finals = {r['name']: r for r in rows}
   base = lambda m: finals.get(m)
-  lines = [f'# {cc.title}', '', cc.description.strip(), '',
+  about = ''
+  if teacher:
+    about = (f' Teacher: {teacher["model"]} ({teacher["params"]:,} parameters), test accuracy '
+             f'{teacher["test_accuracy"]:.4f}; anchors ' + ', '.join(
+                 f'epoch {a["epoch"]} {a["test_accuracy"]:.4f}' for a in teacher['anchors']) + '.')
+  lines = [f'# {cc.title}', '', cc.description.strip() + about, '',
            f'Machine: {machine}. Command: `python -m msmgan_jax.compare --config {cc.config_path}`.',
            '', f'Test accuracy on `{cc.base.dataset.test_split}` after the last step, mean +- std '
            f'over {cc.seeds} seeds (population std); gains are differences of means, in points. '
@@ -322,11 +328,12 @@ def write(cc, root: str, machine: str) -> dict:
   if os.path.exists(torch_file):
     torch_rows = json.load(open(torch_file))['rows']
   os.makedirs(cc.out, exist_ok=True)
+  teacher = (_summary(cc.teacher_workdir) or {}).get('teacher')
   doc = {'title': cc.title, 'machine': machine, 'config': json.loads(cc.to_json()),
-         'chosen': chosen, 'tuning': tuning, 'runs': rows}
+         'teacher': teacher, 'chosen': chosen, 'tuning': tuning, 'runs': rows}
   utils.write_json(os.path.join(cc.out, 'compare.json'), doc)
   utils.write_text(os.path.join(cc.out, 'compare.md'),
-                   markdown(cc, rows, tuning, chosen, torch_rows, machine))
+                   markdown(cc, rows, tuning, chosen, torch_rows, machine, teacher))
   if rows:
     plots(cc.out, rows)
   return doc
