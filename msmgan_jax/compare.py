@@ -20,14 +20,15 @@ candidate 0 being the method's paper defaults). The protocol:
 Every run has its own workdir under `--workdir`; a finished run is skipped and an
 interrupted one resumes, so stopping and rerunning the command continues the comparison.
 After every run, `out` gets compare.json (every run, the tuning and the choices),
-compare.md (the tables) and two plots: test accuracy against images seen and against
-wall time. `--report` rewrites them from the finished runs without training anything.
+compare.md (the tables), two plots: test accuracy against images seen and against wall
+time, and runs/<name>/ with each finished run's config, summary and metrics. `--report` rewrites them from the finished runs without training anything.
 """
 import ast
 import dataclasses
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 from typing import Optional
@@ -328,6 +329,13 @@ def write(cc, root: str, machine: str) -> dict:
   if os.path.exists(torch_file):
     torch_rows = json.load(open(torch_file))['rows']
   os.makedirs(cc.out, exist_ok=True)
+  from msmgan_jax import report  # pylint: disable=g-import-not-at-top
+  for r in runs:  # each finished run's record, so the tables' claims can be checked.
+    if done[r.name]:
+      dest = os.path.join(cc.out, 'runs', r.name)
+      os.makedirs(dest, exist_ok=True)
+      for f in report.FILES:
+        shutil.copyfile(os.path.join(done[r.name]['workdir'], f), os.path.join(dest, f))
   teacher = (_summary(cc.teacher_workdir) or {}).get('teacher')
   doc = {'title': cc.title, 'machine': machine, 'config': json.loads(cc.to_json()),
          'teacher': teacher, 'chosen': chosen, 'tuning': tuning, 'runs': rows}

@@ -60,6 +60,9 @@ def test_every_baseline_runs_through_the_comparison_and_a_rerun_skips_them(
       json.dumps(doc['runs']))
   for png in ('accuracy_vs_images.png', 'accuracy_vs_wall.png'):
     assert os.path.getsize(os.path.join(cc.out, png)) > 5000
+  for name in ('rco', 'tune/rco/0'):  # each finished run's record travels with the tables.
+    assert sorted(os.listdir(os.path.join(cc.out, 'runs', name))) == [
+        'config.json', 'metrics.jsonl', 'summary.json']
   stamps = {r['name']: os.path.getmtime(os.path.join(r['workdir'], 'summary.json'))
             for r in doc['runs']}
   again = compare.run_all(cc, cc.workdir)
