@@ -94,15 +94,17 @@ def apply(cfg, overrides: dict):
 
 def plan(cc) -> list:
   """Every run of the comparison in the order they run: each method's tuning, then its
-  final run (so finished rows appear early), then the ablations. With `settings_from`
-  (another comparison's compare.json) the settings chosen there are used: no tuning runs."""
+  final run (so finished rows appear early); msmgan's ablations right after msmgan. With
+  `settings_from` (another comparison's compare.json) the settings chosen there are used:
+  no tuning runs."""
   runs = []
   for method in cc.methods:
     if not cc.get('settings_from'):
       runs += [Run('tune', f'tune/{method}/{i}', method, candidate=i)
                for i in range(len(cc.tuning[method]))]
     runs.append(Run('final', method, method))
-  runs += [Run('final', f'msmgan_{a}', 'msmgan', ablation=a) for a in cc.ablations]
+    if method == 'msmgan':
+      runs += [Run('final', f'msmgan_{a}', 'msmgan', ablation=a) for a in cc.ablations]
   return runs
 
 
@@ -426,7 +428,7 @@ def main(argv=None) -> int:
   except (config_lib.ConfigError, data.DataError, utils.CheckpointError) as e:
     return main_lib._error(str(e), main_lib.EXIT_BAD_INPUT)  # pylint: disable=protected-access
   except faults.Interrupted as e:
-    return main_lib._error(f'{e}; {again}', 128 + e.signum, 'stopped')  # pylint: disable=protected-access
+    return main_lib._error(str(e), 128 + e.signum, 'stopped')  # pylint: disable=protected-access
   except KeyboardInterrupt:
     return main_lib._error(f'interrupted; {again}', 130, 'stopped')  # pylint: disable=protected-access
   except (faults.NumericalError, utils.WriteError, RuntimeError) as e:

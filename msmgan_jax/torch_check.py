@@ -12,7 +12,8 @@ final teacher anchor, its weights converted to PyTorch; the conversion is checke
 comparing both networks' logits on test images (the largest difference is recorded).
 Only the implementation differs, so the accuracies should agree within the seeds' spread.
 
-Writes `<out>/torch_check.json`, which `python -m msmgan_jax.compare --report` puts in
+Writes `<out>/torch_check.json` after every seed (a rerun keeps the seeds already there for
+the same method and setting), which `python -m msmgan_jax.compare --report` puts in
 the comparison table next to our numbers.
 """
 import argparse
@@ -203,23 +204,33 @@ def main(argv=None) -> int:
     torch_logits = teacher(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
   conversion = float(np.max(np.abs(jax_logits - torch_logits)))
   print(f'teacher converted to PyTorch: logits differ by at most {conversion:.2e} on 256 test images')
+  out = os.path.join(cc.out, 'torch_check.json')
+  # Seeds finished by an earlier, interrupted call (same method and setting) are kept.
+  before = {(r['method'], r['setting']): r for r in
+            (json.load(open(out))['rows'] if os.path.exists(out) else [])}
   rows = []
+  os.makedirs(cc.out, exist_ok=True)
   for method in args.methods.split(','):
     setting = chosen.get(method) or ''
     cfg = compare.apply(compare._copy(cc.base), compare.parse_setting(setting))  # pylint: disable=protected-access
-    accs, walls = [], []
+    old = before.get((method, setting), {})
+    row = {'method': method, 'setting': setting, 'seeds': [], 'accuracies': [], 'wall_s': []}
+    rows.append(row)
     for seed in range(cc.base.seed, cc.base.seed + args.seeds):
-      acc, wall = train_one(method, arrays, cfg, teacher, seed, args.threads)
+      if seed in old.get('seeds', []):
+        j = old['seeds'].index(seed)
+        acc, wall = old['accuracies'][j], old['wall_s'][j]
+      else:
+        acc, wall = train_one(method, arrays, cfg, teacher, seed, args.threads)
       print(f'pytorch {method} seed {seed}: test accuracy {acc:.4f} ({wall:.0f}s)', flush=True)
-      accs.append(acc)
-      walls.append(wall)
-    rows.append({'method': method, 'setting': setting, 'accuracies': accs,
-                 'mean': float(np.mean(accs)), 'std': float(np.std(accs)), 'wall_s': walls})
-  os.makedirs(cc.out, exist_ok=True)
-  utils.write_json(os.path.join(cc.out, 'torch_check.json'), {
-      'torch': torch.__version__, 'threads': args.threads, 'teacher_anchor': anchor_path,
-      'teacher_conversion_max_abs_logit_diff': conversion, 'rows': rows})
-  print(f'wrote {os.path.join(cc.out, "torch_check.json")}')
+      row['seeds'].append(seed)
+      row['accuracies'].append(acc)
+      row['wall_s'].append(wall)
+      row.update(mean=float(np.mean(row['accuracies'])), std=float(np.std(row['accuracies'])))
+      utils.write_json(out, {  # after every seed: a stopped check keeps what it measured.
+          'torch': torch.__version__, 'threads': args.threads, 'teacher_anchor': anchor_path,
+          'teacher_conversion_max_abs_logit_diff': conversion, 'rows': rows})
+  print(f'wrote {out}')
   return 0
 
 
