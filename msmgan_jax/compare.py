@@ -372,7 +372,10 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
     from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
     raise config_lib.ConfigError(f'{cc.teacher_workdir} holds no finished teacher run; run '
                                  'the comparison without --report first')
-  anchors = [os.path.abspath(a['path']) for a in t_sum['teacher']['anchors']]
+  anchors = []  # the teacher workdir's own anchors (a copied workdir), else the summary's.
+  for a in t_sum['teacher']['anchors']:
+    here = os.path.join(cc.teacher_workdir, 'checkpoints', 'anchors', str(a['epoch']))
+    anchors.append(os.path.abspath(here if os.path.isdir(here) else a['path']))
   runs = plan(cc)
   if report_only:
     return write(cc, root, where)
