@@ -19,6 +19,7 @@ candidate 0 being the method's paper defaults). The protocol:
 
 Every run has its own workdir under `--workdir`; a finished run is skipped and an
 interrupted one resumes, so stopping and rerunning the command continues the comparison.
+On a fresh checkout, runs recorded in `out/runs/` with the same config count as finished.
 After every run, `out` gets compare.json (every run, the tuning and the choices),
 compare.md (the tables), two plots: test accuracy against images seen and against wall
 time, and runs/<name>/ with each finished run's config, summary and metrics. `--report` rewrites them from the finished runs without training anything.
@@ -391,6 +392,7 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
       raise RuntimeError(f'{run.name}: the tuning of msmgan is not finished')
     cfg = student_config(cc, run, anchors, chosen)
     wd = run.workdir(root)
+    _adopt(cc, run, wd, cfg)
     status = 'finished, skipped' if _summary(wd) else 'running'
     print(f'compare [{n}/{len(runs)}] {run.name} ({cfg.seeds} seed{"s" * (cfg.seeds > 1)}, '
           f'{run.kind}): {status}  [{time.time() - t0:.0f}s]', flush=True)
@@ -398,6 +400,22 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
       train.train_and_evaluate(cfg, wd)
       write(cc, root, where)
   return write(cc, root, where)
+
+
+def _adopt(cc, run: Run, wd: str, cfg) -> None:
+  """A run missing from `wd` (a fresh checkout) but recorded in the results folder with
+  this very config is finished: its record is copied back instead of training it again."""
+  from msmgan_jax import loop, report  # pylint: disable=g-import-not-at-top
+  record = os.path.join(cc.out, 'runs', run.name)
+  if _summary(wd) is not None or _summary(record) is None or (
+      os.path.exists(wd) and os.listdir(wd)):
+    return
+  if loop.Workdir(record).read_config() != json.loads(cfg.to_json()):
+    return
+  os.makedirs(wd, exist_ok=True)
+  for f in report.FILES:
+    shutil.copyfile(os.path.join(record, f), os.path.join(wd, f))
+  print(f'compare: {run.name} taken from its record in {record}', flush=True)
 
 
 def _first_settings(cc) -> dict:

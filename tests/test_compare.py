@@ -2,6 +2,7 @@
 real Fashion-MNIST slices, every baseline not run elsewhere in smoke mode through it."""
 import json
 import os
+import shutil
 
 import pytest
 
@@ -33,13 +34,13 @@ def test_every_baseline_runs_through_the_comparison_and_a_rerun_skips_them(
            'dml': [['dml']], 'skd': [['block_1', 'block_2', 'block_3', 'head']]}
   cc = small(repo_root, teacher_run, tmp_path, methods)
   cc.base.student.model = 'cnn'
+  anchors = [a['path'] for a in teacher_run[2]['teacher']['anchors']]
   for m in methods:
-    _fake_tuning(cc, m, [0.5])
+    _fake_tuning(cc, m, [0.5], anchors)
   doc = compare.run_all(cc, cc.workdir)
   out = capsys.readouterr().out
   assert out.count('running') == len(methods)
   assert [r['name'] for r in doc['runs']] == list(methods)
-  anchors = [a['path'] for a in teacher_run[2]['teacher']['anchors']]
   for r in doc['runs']:
     assert r['split'] == 'test[:10%]' and r['seeds'] == [0, 1] and len(r['accuracies']) == 2
     assert r['mean'] == pytest.approx(sum(r['accuracies']) / 2)
@@ -70,9 +71,14 @@ def test_every_baseline_runs_through_the_comparison_and_a_rerun_skips_them(
   assert {r['name']: os.path.getmtime(os.path.join(r['workdir'], 'summary.json'))
           for r in again['runs']} == stamps
   assert compare.run_all(cc, cc.workdir, report_only=True)['runs'] == again['runs']
+  # A fresh checkout: the workdirs are gone, the results folder's records remain.
+  shutil.rmtree(cc.workdir)
+  fresh = compare.run_all(cc, cc.workdir)
+  assert capsys.readouterr().out.count('taken from its record') == 2 * len(methods)
+  assert [r['accuracies'] for r in fresh['runs']] == [r['accuracies'] for r in again['runs']]
 
 
-def _fake_tuning(cc, method, accs):
+def _fake_tuning(cc, method, accs, anchors=('a',)):
   """Finished tuning runs of `method` with these validation accuracies (None: not run)."""
   for i, acc in enumerate(accs):
     if acc is None:
@@ -81,7 +87,7 @@ def _fake_tuning(cc, method, accs):
     wd = run.workdir(cc.workdir)
     os.makedirs(wd, exist_ok=True)
     utils.write_text(os.path.join(wd, 'config.json'),
-                     compare.student_config(cc, run, ['a'], {}).to_json())
+                     compare.student_config(cc, run, list(anchors), {}).to_json())
     utils.write_text(os.path.join(wd, 'metrics.jsonl'), '')
     utils.write_json(os.path.join(wd, 'summary.json'), {'student': {
         'test_accuracy': acc, 'wall_s': 1.0, 'stages': []}})
