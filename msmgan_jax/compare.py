@@ -112,7 +112,9 @@ def plan(cc) -> list:
 def check(cc) -> None:
   """Raises ConfigError for a comparison config that cannot run, before any work."""
   from msmgan_jax import config as config_lib, phases  # pylint: disable=g-import-not-at-top
-  req = lambda ok, msg: None if ok else (_ for _ in ()).throw(config_lib.ConfigError(msg))
+  def req(ok, msg):
+    if not ok:
+      raise config_lib.ConfigError(msg)
   req(len(cc.methods) == len(set(cc.methods)), f'methods {tuple(cc.methods)} repeats a method')
   for m in cc.methods:
     req(m in phases.METHODS, f'method {m!r} is not one of {sorted(phases.METHODS)}')

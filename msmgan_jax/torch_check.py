@@ -17,7 +17,6 @@ the same method and setting), which `python -m msmgan_jax.compare --report` puts
 the comparison table next to our numbers.
 """
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -25,14 +24,6 @@ import sys
 import time
 
 import numpy as np
-
-
-def _load_compare_config(path: str):
-  spec = importlib.util.spec_from_file_location('compare_config', path)
-  module = importlib.util.module_from_spec(spec)
-  sys.path.insert(0, os.getcwd())  # config files import `configs.*`.
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def flax_to_torch(variables: dict, net) -> None:
@@ -182,10 +173,18 @@ def main(argv=None) -> int:
   main_lib._quiet()  # pylint: disable=protected-access
   import jax  # pylint: disable=g-import-not-at-top
   from msmgan_jax import compare, data, models, teacher as teacher_lib, utils  # pylint: disable=g-import-not-at-top
-  cc = _load_compare_config(args.config)
+  try:  # the comparison config, read as the command line reads every config.
+    cc = main_lib._parse(['torch_check', '--config', args.config])[0]  # pylint: disable=protected-access
+  except main_lib._BadInput as e:  # pylint: disable=protected-access
+    return main_lib._error(str(e), main_lib.EXIT_BAD_INPUT)  # pylint: disable=protected-access
   chosen_file = os.path.join(cc.out, 'compare.json')
   chosen = json.load(open(chosen_file))['chosen'] if os.path.exists(chosen_file) else {}
-  t_sum = json.load(open(os.path.join(cc.teacher_workdir, 'summary.json')))
+  t_file = os.path.join(cc.teacher_workdir, 'summary.json')
+  if not os.path.exists(t_file):
+    return main_lib._error(f'{t_file} not found: the check distils from the comparison\'s '  # pylint: disable=protected-access
+                           'teacher; run the comparison first (or copy its teacher run there)',
+                           main_lib.EXIT_BAD_INPUT)
+  t_sum = json.load(open(t_file))
   anchor_path = t_sum['teacher']['anchors'][-1]['path']
   arrays = data.to_arrays(cc.base.dataset)
   for k in ('mean', 'std'):
