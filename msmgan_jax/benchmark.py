@@ -69,7 +69,7 @@ class JaxCase:
     info = data.DatasetInfo('bench', CLASSES, SHAPE, 60000, 10000)
     wd = loop.Workdir(workdir)
     self.d = student.Distiller(cfg, wd, info, None, None, utils.mesh(), _teacher(cfg))
-    self.d.phases = [phase]
+    self.d.phases = [[phase]]  # one stage of one phase.
     self.phase, self.anchor = phase, self.d.anchors[0]
     self.states = self.d.build_states(0, 0, self.d.init_carry())
     self.step = self.d.step_fn(phase, self.anchor)

@@ -97,12 +97,14 @@ def plan(cc) -> list:
   """Every run of the comparison in the order they run: each method's tuning, then its
   final run (so finished rows appear early); msmgan's ablations right after msmgan. With
   `settings_from` (another comparison's compare.json) the settings chosen there are used:
-  no tuning runs."""
+  no tuning runs; with `tune_only` (a design study on the validation split) no final runs."""
   runs = []
   for method in cc.methods:
     if not cc.get('settings_from'):
       runs += [Run('tune', f'tune/{method}/{i}', method, candidate=i)
                for i in range(len(cc.tuning[method]))]
+    if cc.get('tune_only'):
+      continue
     runs.append(Run('final', method, method))
     if method == 'msmgan':
       runs += [Run('final', f'msmgan_{a}', 'msmgan', ablation=a) for a in cc.ablations]
@@ -127,6 +129,8 @@ def check(cc) -> None:
   for a in cc.ablations:
     req(a in ABLATIONS, f'ablation {a!r} is not one of {sorted(ABLATIONS)}')
   req(not cc.ablations or 'msmgan' in cc.methods, 'ablations need msmgan among the methods')
+  req(not (cc.get('tune_only') and cc.get('settings_from')),
+      'tune_only runs only tuning, settings_from skips it: set one of them')
   req(isinstance(cc.seeds, int) and cc.seeds >= 1, f'seeds must be >= 1, got {cc.seeds!r}')
   req(cc.validation_split != cc.base.dataset.test_split,
       'validation_split must be a hold-out of the training data, not the test split')
@@ -260,6 +264,10 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
            'included.', '',
            '| run | method | setting (chosen on validation) | test accuracy | per seed | '
            'gain over ce | gain over kd | wall s | images/s |', '|---|---|---|---|---|---|---|---|---|']
+  if cc.get('tune_only'):  # a design study: validation runs only, no test numbers at all.
+    lines = lines[:4] + [f'Machine: {machine}. Command: `python -m msmgan_jax.compare --config '
+                         f'{cc.config_path}`.', '', 'A design study on the validation split '
+                         'only: no run here is tested on the test split.']
   for r in rows:
     gain = lambda m: ('-' if base(m) is None or m == r['name'] else
                       f'{100 * (r["mean"] - base(m)["mean"]):+.2f}')
@@ -268,7 +276,7 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
                  f'{", ".join(f"{a:.4f}" for a in r["accuracies"])} | {gain("ce")} | {gain("kd")} | '
                  f'{r["wall_s"]:.0f} | {r["images_per_s"]:.0f} |')
   pending = [n for n in [*cc.methods, *(f'msmgan_{a}' for a in cc.ablations)] if n not in finals]
-  if pending:
+  if pending and not cc.get('tune_only'):
     lines += ['', f'Not run yet: {", ".join(pending)}.']
   if torch_rows:
     lines += ['', '## Independent check (PyTorch, same networks, recipe and slice)', '',
@@ -286,9 +294,10 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
     lines += [f'- {m}: {_fmt_setting(chosen.get(m) or "")}' for m in cc.methods]
     return '\n'.join(lines) + '\n'
   lines += ['', f'## Tuning (validation split `{cc.validation_split}`, one seed per candidate)', '',
-            f'Every method gets the same {len(cc.tuning[cc.methods[0]])} candidate settings, '
-            'candidate 0 its paper defaults; the best validation accuracy wins (ties: the '
-            'earlier). Ablations use msmgan\'s choice.', '',
+            (cc.get('design_note') or
+             f'Every method gets the same {len(cc.tuning[cc.methods[0]])} candidate settings, '
+             'candidate 0 its paper defaults; the best validation accuracy wins (ties: the '
+             'earlier). Ablations use msmgan\'s choice.'), '',
             '| method | candidate | setting | validation accuracy | chosen |', '|---|---|---|---|---|']
   for t in tuning:
     mark = 'yes' if chosen.get(t['method']) == t['setting'] else ''
@@ -297,7 +306,7 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
   return '\n'.join(lines) + '\n'
 
 
-def plots(out: str, rows: list) -> list:
+def plots(out: str, rows: list, split: str = 'test') -> list:
   """accuracy_vs_images.png and accuracy_vs_wall.png: each final run's mean test accuracy."""
   from msmgan_jax import report  # pylint: disable=g-import-not-at-top
   plt = report._pyplot()  # pylint: disable=protected-access
@@ -310,7 +319,7 @@ def plots(out: str, rows: list) -> list:
       if pts:
         ax.plot([p[x] for p in pts], [p[2] for p in pts], 'o' if r['ablation'] else 's',
                 ms=3, lw=1, ls='--' if r['ablation'] else '-', label=r['name'])
-    ax.set_xlabel(label); ax.set_ylabel('test accuracy (mean over seeds)')
+    ax.set_xlabel(label); ax.set_ylabel(f'{split} accuracy (mean over seeds)')
     ax.grid(alpha=0.3); ax.legend(fontsize=7, ncol=2)
     lo = min([p[2] for r in rows for p in r['curve']] or [0])
     ax.set_ylim(bottom=max(0.0, lo - 0.02))
@@ -347,8 +356,9 @@ def write(cc, root: str, machine: str) -> dict:
   utils.write_json(os.path.join(cc.out, 'compare.json'), doc)
   utils.write_text(os.path.join(cc.out, 'compare.md'),
                    markdown(cc, rows, tuning, chosen, torch_rows, machine, teacher))
-  if rows:
-    plots(cc.out, rows)
+  curves = rows or [t for t in tuning if t.get('curve')] if cc.get('tune_only') else rows
+  if curves:  # a design study plots its candidates' validation curves.
+    plots(cc.out, curves, 'validation' if cc.get('tune_only') else 'test')
   return doc
 
 

@@ -63,6 +63,7 @@ def defaults() -> ml_collections.ConfigDict:
   s.greedy = True                 # layer-wise greedy block phases (False = ablation end to end).
   s.phase_shares = (0.1, 0.1, 0.1, 0.7)  # stage budget split: block_1..block_K, head.
   s.stage_shares = ()             # budget split over the stages, weakest anchor first (() = equal).
+  s.block_stages = -1             # msmgan: leading stages with block phases (-1 = all; later: head only).
   s.schedule = 'global'           # global: one warmup+cosine over the student's whole budget; phase.
   s.block_lr = 0.05               # peak SGD learning rate of the block phases.
   s.finetune_all = True           # head phase also trains every block ...
@@ -94,6 +95,7 @@ def defaults() -> ml_collections.ConfigDict:
   mu.beta_t = 0.5                 # weight of KL(S || T') for the teacher copy.
   mu.lr = 0.01                    # peak SGD learning rate of the teacher copy.
   mu.batch_size = 16              # examples of each batch the teacher copy trains on (0 = all).
+  mu.frozen_bn = False            # the copy's BatchNorm keeps the anchor's statistics (inference mode).
 
   c.fitnets = fn = ml_collections.ConfigDict()
   fn.hint_share = 0.2             # fitnets: budget share of the hint phase (then KD).
@@ -259,6 +261,10 @@ def _check_msmgan(cfg):
            f'needs {k + 1} positive shares (block_1..block_{k}, head) for {cfg.student.model}, '
            f'got {shares}')
   _require(abs(sum(shares) - 1) < 1e-6, 'stages.phase_shares', f'{shares} must sum to 1')
+  b = cfg.stages.block_stages
+  _require(isinstance(b, int) and not isinstance(b, bool) and -1 <= b <= cfg.stages.num,
+           'stages.block_stages', f'must be -1 (every stage) or an integer 0..stages.num '
+           f'({cfg.stages.num}), got {b!r}')
   _require(cfg.gan.loss in GAN_LOSSES, 'gan.loss', f'{cfg.gan.loss!r} is not one of {GAN_LOSSES}')
   _require(cfg.disc.kind in DISC_KINDS, 'disc.kind',
            f'{cfg.disc.kind!r} is not one of {DISC_KINDS}')
@@ -304,7 +310,7 @@ def _check_phases(cfg):
   if phases.METHODS[cfg.method].uses_teacher:
     return
   k = models.create_model(cfg.student.model, 10).num_blocks
-  for p in phases.stage_phases(cfg, k):
+  for p in (p for m in range(cfg.stages.num) for p in phases.stage_phases(cfg, k, m)):
     _require(not (p.is_feature or p.kd or p.mutual or p.adversarial), 'method',
              f'{cfg.method!r} is registered without a teacher but its phase {p.name!r} needs '
              'one (features, KD, mutual or GAN); register it with uses_teacher=True')

@@ -58,28 +58,33 @@ class Method:
   stage_phases: Callable  # (cfg, num_blocks) -> list of Phase.
   uses_teacher: bool = True
   all_anchors: bool = True
+  per_stage: bool = False  # stage_phases takes the 0-based stage as a third argument.
 
 
 METHODS = {}  # name -> Method; `config.method` must name one (or 'teacher').
 
 
 def register_method(name: str, stage_phases: Callable, uses_teacher: bool = True,
-                    all_anchors: bool = True) -> Method:
-  """Adds a method: `stage_phases(cfg, num_blocks)` returns the phases of one stage; with
+                    all_anchors: bool = True, per_stage: bool = False) -> Method:
+  """Adds a method: `stage_phases(cfg, num_blocks)` returns the phases of one stage (with
+  `per_stage`, `stage_phases(cfg, num_blocks, stage)`: stages may differ); with
   `all_anchors` False the final teacher alone guides a single stage."""
   if not name.isidentifier() or name == 'teacher':
     raise ValueError(f'method name {name!r} must be an identifier other than teacher')
   if name in METHODS:
     raise ValueError(f'method {name!r} is already registered')
-  METHODS[name] = Method(name, stage_phases, uses_teacher, all_anchors)
+  METHODS[name] = Method(name, stage_phases, uses_teacher, all_anchors, per_stage)
   return METHODS[name]
 
 
-def stage_phases(cfg, num_blocks: int) -> list:
-  """The phases of one stage for `cfg.method`."""
+def stage_phases(cfg, num_blocks: int, stage: int = 0) -> list:
+  """The phases of stage `stage` (0-based) for `cfg.method`."""
   if cfg.method not in METHODS:
     raise ValueError(f'method {cfg.method!r} trains no student')
-  return METHODS[cfg.method].stage_phases(cfg, num_blocks)
+  method = METHODS[cfg.method]
+  if method.per_stage:
+    return method.stage_phases(cfg, num_blocks, stage)
+  return method.stage_phases(cfg, num_blocks)
 
 
 def uses_teacher(cfg) -> bool:
@@ -87,11 +92,15 @@ def uses_teacher(cfg) -> bool:
   return cfg.method == 'teacher' or METHODS[cfg.method].uses_teacher
 
 
-def _msmgan(cfg, num_blocks: int) -> list:
-  """METHOD.md: greedy block phases (one GAN per block), then the (mutual) head phase."""
+def _msmgan(cfg, num_blocks: int, stage: int) -> list:
+  """METHOD.md: greedy block phases (one GAN per block), then the (mutual) head phase. With
+  `stages.block_stages` >= 0 only that many leading stages run the block phases; the later
+  ones are one head phase (its feature terms, with `stages.head_feat`, kept as auxiliaries)."""
   shares = tuple(cfg.stages.phase_shares)
   adv = cfg.gan.alpha_adv > 0
-  if cfg.stages.greedy:
+  if 0 <= cfg.stages.block_stages <= stage:
+    blocks, shares = [], (0.0,) * num_blocks + (1.0,)
+  elif cfg.stages.greedy:
     blocks = [Phase(f'block_{k + 1}', shares[k], (k,), adversarial=adv)
               for k in range(num_blocks)]
   else:
@@ -142,7 +151,7 @@ register_method('skd', _skd, all_anchors=False)
 # CE + dml.beta tau^2 KL(other || self) on the same batches; no pretrained teacher.
 register_method('dml', lambda cfg, k: [Phase('dml', 1.0, finetune_all=True, standalone=True,
                                              peer=True)], uses_teacher=False)
-register_method('msmgan', _msmgan)
+register_method('msmgan', _msmgan, per_stage=True)
 
 
 def stage_share(cfg, stage: int, num_stages: int) -> float:

@@ -239,13 +239,19 @@ class PhaseSteps:
     return logits, new
 
   def _copy_update(self, t_state, x, y, s_logits):
-    """The mutual anchor copy learns CE + beta_t KD towards the student on a sub-batch."""
+    """The mutual anchor copy learns CE + beta_t KD towards the student on a sub-batch (with
+    `mutual.frozen_bn`, its BatchNorm layers normalise with the anchor's running statistics
+    and leave them as they are, as when fine-tuning a pretrained net on small batches)."""
     cfg, n = self.cfg, self.cfg.mutual.batch_size
     xs, ys, ss = sub_batch(x, n), sub_batch(y, n), sub_batch(s_logits, n)
 
     def loss_fn(params):
-      (logits, _), new = self.teacher.apply({'params': params, 'batch_stats': t_state.batch_stats},
-                                            xs, train=True, mutable=['batch_stats'])
+      variables = {'params': params, 'batch_stats': t_state.batch_stats}
+      if cfg.mutual.frozen_bn:  # BatchNorm keeps the anchor's statistics (inference mode).
+        logits, _ = self.teacher.apply(variables, xs, train=False)
+        new = {'batch_stats': t_state.batch_stats}
+      else:
+        (logits, _), new = self.teacher.apply(variables, xs, train=True, mutable=['batch_stats'])
       return losses.dml(logits, ss, ys, cfg.mutual.beta_t, cfg.kd.tau), (logits, new)
 
     (loss, (logits, new)), grads = jax.value_and_grad(loss_fn, has_aux=True)(t_state.params)

@@ -54,11 +54,12 @@ class Distiller:
     self.student = models.create_model(cfg.student.model, info.num_classes)
     self.t_model = models.create_model(cfg.teacher.model, info.num_classes)
     self.connectors = models.Connectors(tuple(self.t_model.block_channels))
-    self.phases = phases_lib.stage_phases(cfg, self.student.num_blocks)
     self.anchors = [None]
     if phases_lib.uses_teacher(cfg):
       self.anchors = (teacher.anchors if phases_lib.METHODS[cfg.method].all_anchors
                       else teacher.anchors[-1:])
+    self.phases = [phases_lib.stage_phases(cfg, self.student.num_blocks, m)  # per stage.
+                   for m in range(len(self.anchors))]
     self.spe = loop.steps_per_epoch(cfg, info)
     self.ckpt = utils.Checkpoints(wd.file('checkpoints', 'student'), max_to_keep=2)
     self.eval_step = loop.make_eval_step(self.student)
@@ -113,7 +114,7 @@ class Distiller:
         for j, seed in enumerate(self.seeds)]), self.mesh)
 
   def _build_states(self, m, i, carry, seed) -> dict:
-    cfg, phase, anchor = self.cfg, self.phases[i], self.anchors[m]
+    cfg, phase, anchor = self.cfg, self.phases[m][i], self.anchors[m]
     n_steps = self.num_steps(phase, m)
     params, batch_stats = carry
     groups = _student_groups(phase, self.student.num_blocks)
@@ -274,12 +275,12 @@ class Distiller:
       restored, _ = self.ckpt.restore(resume, self.build_states(m, i, carry))
       carry = (restored['g'].params, restored['g'].batch_stats)
       # A phase is finished once its record is in (checkpoints before this key: all steps).
-      if meta.get('phase_done', s >= self.num_steps(self.phases[i], m)):
-        restored, pos = None, (m, i + 1, 0) if i + 1 < len(self.phases) else (m + 1, 0, 0)
+      if meta.get('phase_done', s >= self.num_steps(self.phases[m][i], m)):
+        restored, pos = None, (m, i + 1, 0) if i + 1 < len(self.phases[m]) else (m + 1, 0, 0)
       print(f'student: resuming at stage {pos[0] + 1}, phase {pos[1] + 1}, step {pos[2]}')
     t_start = time.time() - wall
     for m in range(len(self.anchors)):
-      for i in range(len(self.phases)):
+      for i in range(len(self.phases[m])):
         if (m, i) < pos[:2]:
           continue
         resumed = (m, i) == pos[:2] and restored is not None
@@ -301,7 +302,7 @@ class Distiller:
 
   def _global_steps(self, m, i) -> tuple:
     """(the student's steps over all stages and phases, the steps before phase i of stage m)."""
-    steps = [[self.num_steps(p, j) for p in self.phases] for j in range(len(self.anchors))]
+    steps = [[self.num_steps(p, j) for p in self.phases[j]] for j in range(len(self.anchors))]
     return sum(map(sum, steps)), sum(map(sum, steps[:m])) + sum(steps[m][:i])
 
   def _meta(self, position, records, t_start, phase_wall, log_window=(), watch=None,
@@ -323,7 +324,7 @@ class Distiller:
     (compilation).
     """
     wall_before = resume['phase_wall_s'] if resume else 0.0
-    cfg, phase, anchor = self.cfg, self.phases[i], self.anchors[m]
+    cfg, phase, anchor = self.cfg, self.phases[m][i], self.anchors[m]
     n = self.num_steps(phase, m)
     one = self._first_seed(states)
     labels = optim.label_params(one['g'].params, _rules(_student_groups(
@@ -378,7 +379,7 @@ class Distiller:
     wall = time.time() - t0
     steady = n - start - 1
     result = None
-    if cfg.student.eval_every_phase or i == len(self.phases) - 1:
+    if cfg.student.eval_every_phase or i == len(self.phases[m]) - 1:
       result = self.evaluate(states['g'])
       log('test', n, {**result, 'wall_s': time.time() - t_start})
     print(f'stage {m + 1} phase {phase.name}: {n} steps, {wall_before + wall:.1f}s' + (

@@ -155,3 +155,26 @@ def test_a_final_row_names_the_candidate_its_config_carries(repo_root):
       cfg = json.loads(compare.student_config(cc, run, anchors, {'msmgan': setting}).to_json())
       assert compare._setting_of(cc, cfg, compare.ABLATIONS.get(ablation, {})) == setting, (
           i, ablation)
+
+
+def test_a_design_study_runs_tuning_only_and_tabulates_no_test_numbers(
+    repo_root, teacher_run, tmp_path):
+  """configs/compare_lowdata_design.py: msmgan candidates on the validation split, no final run,
+  no test-split number in its table; combined with settings_from it is refused."""
+  design = load_config(repo_root, 'compare_lowdata_design', None)
+  assert [r.kind for r in compare.plan(design)] == ['tune'] * len(design.tuning.msmgan)
+  lowdata = load_config(repo_root, 'compare_lowdata', None)
+  assert design.tuning.msmgan[:3] == lowdata.tuning.msmgan  # lowdata's own candidates first.
+  assert design.base.to_json() == lowdata.base.to_json()
+  cc = small(repo_root, teacher_run, tmp_path, ('msmgan',),
+             {'msmgan': ('', 'stages.block_stages=1')})
+  cc.tune_only = True
+  _fake_tuning(cc, 'msmgan', [0.7, 0.8])
+  doc = compare.run_all(cc, cc.workdir, report_only=True)
+  assert doc['runs'] == [] and doc['chosen'] == {'msmgan': 'stages.block_stages=1'}
+  md = open(os.path.join(cc.out, 'compare.md')).read()
+  assert 'no run here is tested on the test split' in md and 'test accuracy |' not in md
+  assert '| msmgan | 1 | stages.block_stages=1 | 0.8000 | yes |' in md
+  cc.settings_from = 'elsewhere/compare.json'
+  with pytest.raises(config.ConfigError, match='tune_only'):
+    compare.check(cc)

@@ -22,13 +22,13 @@ def test_each_baseline_runs_with_its_anchors_and_phases(method, stages, names, t
   assert _names(result) == names
   assert 0 <= result['test_accuracy'] <= 1
   assert sum(p['steps'] for st in result['stages'] for p in st['phases']) == pytest.approx(
-      sum(phases.phase_steps(d.cfg, p, d.info.num_train, len(stages)) for p in d.phases)
+      sum(phases.phase_steps(d.cfg, p, d.info.num_train, len(stages)) for p in d.phases[0])
       * len(stages))
 
 
 def test_fitnets_hint_phase_trains_the_blocks_up_to_the_middle_one(tmp_path):
   d = make_distiller(tiny_cfg(method='fitnets'), tmp_path)
-  hint = d.phases[0]
+  hint = d.phases[0][0]
   assert hint.feature_blocks == (1,) and hint.hint and not hint.adversarial
   before, after, metrics = run_phase_steps(d, hint)
   trained = changed(before['g'].params, after['g'].params)
@@ -39,8 +39,8 @@ def test_fitnets_hint_phase_trains_the_blocks_up_to_the_middle_one(tmp_path):
 
 def test_skd_blocks_have_no_discriminator_and_its_head_trains_alone(tmp_path):
   d = make_distiller(tiny_cfg(method='skd'), tmp_path)
-  assert not any(p.adversarial or p.mutual or p.kd for p in d.phases)
-  before, after, _ = run_phase_steps(d, d.phases[-1])
+  assert not any(p.adversarial or p.mutual or p.kd for p in d.phases[0])
+  before, after, _ = run_phase_steps(d, d.phases[0][-1])
   trained = changed(before['g'].params, after['g'].params)
   assert all(v == p.startswith('student/head/') for p, v in trained.items()), trained
   assert after['d'] is None and after['t'] is None
@@ -50,7 +50,7 @@ def test_attention_transfer_term_enters_the_loss_with_its_weight(tmp_path):
   losses = {}
   for beta in (0.0, 1000.0):
     d = make_distiller(tiny_cfg(method='at', **{'at.beta': beta}), tmp_path / str(beta))
-    _, after, metrics = run_phase_steps(d, d.phases[0], n=1)
+    _, after, metrics = run_phase_steps(d, d.phases[0][0], n=1)
     losses[beta] = metrics['loss']
   assert losses[1000.0] > losses[0.0] + 1e-3  # random anchors and students attend differently.
   assert np.isfinite(losses[1000.0])
@@ -61,8 +61,8 @@ def test_dml_trains_student_and_a_fresh_peer_against_each_other(tmp_path):
   each take CE + beta tau^2 KL(other || self) on the other's training-mode logits of the
   same batch, and both update."""
   d = make_distiller(tiny_cfg(method='dml'), tmp_path)
-  assert d.anchors == [None] and [p.name for p in d.phases] == ['dml']
-  phase = d.phases[0]
+  assert d.anchors == [None] and [p.name for p in d.phases[0]] == ['dml']
+  phase = d.phases[0][0]
   states = d.build_states(0, 0, d.init_carry())
   before = host(states)
   batch = utils.shard_batch(next(synthetic_batches(0)), d.mesh)
@@ -93,7 +93,7 @@ def test_head_feature_terms_train_the_connectors_with_the_head(tmp_path):
   connector, which now trains too) next to CE + KD; at 0 the connectors stay frozen."""
   for weight in (0.0, 1.0):
     d = make_distiller(tiny_cfg(**{'stages.head_feat': weight}), tmp_path / str(weight))
-    head = d.phases[-1]
+    head = d.phases[0][-1]
     assert head.feature_aux == (weight > 0)
     before, after, _ = run_phase_steps(d, head, n=2)
     trained = changed(before['g'].params['connectors'], after['g'].params['connectors'])

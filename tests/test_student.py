@@ -79,7 +79,7 @@ def changed(before, after):
 
 def run_phase_steps(d, phase, n=3):
   anchor = d.anchors[0]
-  states = d.build_states(0, d.phases.index(phase), d.init_carry())
+  states = d.build_states(0, d.phases[0].index(phase), d.init_carry())
   before = host(states)
   anchor_before = host(anchor.variables)
   step = d.step_fn(phase, anchor)
@@ -92,7 +92,7 @@ def run_phase_steps(d, phase, n=3):
 
 def test_block_phase_changes_only_block_k_its_connector_and_discriminator(tmp_path):
   d = make_distiller(tiny_cfg(), tmp_path)
-  phase = d.phases[1]
+  phase = d.phases[0][1]
   assert phase.name == 'block_2' and phase.adversarial
   before, after, metrics = run_phase_steps(d, phase)
   g_params = changed(before['g'].params, after['g'].params)
@@ -110,7 +110,7 @@ def test_block_phase_changes_only_block_k_its_connector_and_discriminator(tmp_pa
 
 def test_no_mutual_freezes_the_discriminator_trunk(tmp_path):
   d = make_distiller(tiny_cfg(**{'mutual.enabled': False}), tmp_path)
-  before, after, _ = run_phase_steps(d, d.phases[0])
+  before, after, _ = run_phase_steps(d, d.phases[0][0])
   d_params = changed(before['d'].params, after['d'].params)
   d_stats = changed(before['d'].batch_stats, after['d'].batch_stats)
   assert all(v == p.startswith('disc1/real_fake/') for p, v in d_params.items()), d_params
@@ -119,7 +119,7 @@ def test_no_mutual_freezes_the_discriminator_trunk(tmp_path):
 
 def test_head_only_phase_keeps_blocks_and_statistics(tmp_path):
   d = make_distiller(tiny_cfg(**{'stages.finetune_all': False, 'mutual.enabled': False}), tmp_path)
-  phase = d.phases[-1]
+  phase = d.phases[0][-1]
   assert phase.name == 'head' and not phase.finetune_all
   before, after, _ = run_phase_steps(d, phase)
   g_params = changed(before['g'].params, after['g'].params)
@@ -148,7 +148,7 @@ def _flops(fn, *args):
 
 def _phase_flops(d, phase):
   """FLOPs of one student update of `phase`, discriminator update included."""
-  states = d.build_states(0, d.phases.index(phase), d.init_carry())
+  states = d.build_states(0, d.phases[0].index(phase), d.init_carry())
   batch = utils.shard_batch(next(synthetic_batches(0)), d.mesh)
   return _flops(d.steps_for(phase).feature_step, states['g'], states['d'],
                 d.anchors[0].variables, batch)
@@ -159,8 +159,8 @@ def test_greedy_block_1_step_costs_fewer_flops_than_end_to_end(tmp_path):
   greedy = make_distiller(cfg, tmp_path / 'g')
   e2e = make_distiller(tiny_cfg(**{'student.model': 'resnet8', 'teacher.model': 'resnet14',
                                    'stages.greedy': False}), tmp_path / 'e')
-  assert e2e.phases[0].name == 'blocks'
-  f_block1, f_e2e = _phase_flops(greedy, greedy.phases[0]), _phase_flops(e2e, e2e.phases[0])
+  assert e2e.phases[0][0].name == 'blocks'
+  f_block1, f_e2e = _phase_flops(greedy, greedy.phases[0][0]), _phase_flops(e2e, e2e.phases[0][0])
   assert 0 < f_block1 < 0.8 * f_e2e, (f_block1, f_e2e)
 
 
@@ -170,8 +170,8 @@ def test_each_step_traces_once_per_block_index_across_stages(tmp_path):
   result = d.run()
   names = [p['name'] for s in result['stages'] for p in s['phases']]
   assert names == ['block_1', 'block_2', 'block_3', 'head'] * 2
-  expected = {f'feature_step {p.name}{p.signature}' for p in d.phases[:3]}
-  expected.add(f'logit_step head{d.phases[3].signature}')
+  expected = {f'feature_step {p.name}{p.signature}' for p in d.phases[0][:3]}
+  expected.add(f'logit_step head{d.phases[0][3].signature}')
   assert set(steps.TRACES) == expected
   assert all(count == 1 for count in steps.TRACES.values()), dict(steps.TRACES)
   for s in result['stages']:
@@ -226,7 +226,7 @@ def test_interrupted_run_resumes_mid_phase_to_the_same_student(tmp_path, monkeyp
 def test_conv_discriminator_hinge_and_two_d_steps_per_g(tmp_path):
   d = make_distiller(tiny_cfg(**{'disc.kind': 'conv', 'gan.loss': 'hinge',
                                  'disc.steps_per_g': 2}), tmp_path)
-  before, after, metrics = run_phase_steps(d, d.phases[2], n=2)
+  before, after, metrics = run_phase_steps(d, d.phases[0][2], n=2)
   assert int(after['d'].step) == 4 and int(after['g'].step) == 2  # two D updates per G update.
   d_params = changed(before['d'].params, after['d'].params)
   assert set(p.split('/')[0] for p in d_params) == {'disc3'} and not any('trunk' in p
@@ -239,7 +239,7 @@ def test_conv_discriminator_hinge_and_two_d_steps_per_g(tmp_path):
 
 def test_mutual_head_phase_trains_the_anchor_copy_not_the_anchor(tmp_path):
   d = make_distiller(tiny_cfg(), tmp_path)
-  phase = d.phases[-1]
+  phase = d.phases[0][-1]
   assert phase.mutual and phase.kd
   before, after, metrics = run_phase_steps(d, phase)  # asserts the anchor is untouched.
   t_params = changed(before['t'].params, after['t'].params)
@@ -248,6 +248,11 @@ def test_mutual_head_phase_trains_the_anchor_copy_not_the_anchor(tmp_path):
   np.testing.assert_equal(before['t'].params, host(d.anchors[0].variables['params']))
   assert all(changed(before['g'].params['student'], after['g'].params['student']).values())
   assert {'loss', 'accuracy', 'teacher_copy_loss', 'teacher_copy_accuracy'} <= set(metrics)
+  frozen = make_distiller(tiny_cfg(**{'mutual.frozen_bn': True}), tmp_path / 'frozen')
+  before, after, _ = run_phase_steps(frozen, frozen.phases[0][-1])
+  # mutual.frozen_bn: the copy learns with the anchor's BatchNorm statistics, left unchanged.
+  assert all(changed(before['t'].params, after['t'].params).values())
+  assert not any(changed(before['t'].batch_stats, after['t'].batch_stats).values())
 
 
 def reference_target(cfg):
@@ -289,7 +294,7 @@ def test_vmapped_seeds_step_like_their_single_seed_steps(tmp_path):
   multi = make_distiller(tiny_cfg(seeds=2, seed_batching='vmap'), tmp_path / 'multi')
   singles = [make_distiller(tiny_cfg(seed=s), tmp_path / f's{s}') for s in (0, 1)]
   for i in (0,):
-    phase = multi.phases[i]
+    phase = multi.phases[0][i]
     states = multi.build_states(0, i, multi.init_carry())
     batches = [next(synthetic_batches(s)) for s in (0, 1)]
     stacked = {k: np.stack([b[k] for b in batches]) for k in batches[0]}
@@ -307,16 +312,29 @@ def test_global_schedule_continues_across_phases_and_stages(tmp_path):
   before it stopped; per phase (the old way) each starts at 0."""
   d = make_distiller(tiny_cfg(**{'stages.stage_shares': (0.25, 0.75), 'student.epochs': 40}),
                     tmp_path / 'g')
-  steps = [d.num_steps(p, m) for m in range(2) for p in d.phases]
+  steps = [d.num_steps(p, m) for m in range(2) for p in d.phases[0]]
   # stages.stage_shares splits the budget over the stages: 3x the steps in the second.
-  assert sum(steps[len(d.phases):]) == pytest.approx(3 * sum(steps[:len(d.phases)]), rel=0.1)
+  assert sum(steps[len(d.phases[0]):]) == pytest.approx(3 * sum(steps[:len(d.phases[0])]), rel=0.1)
   assert d._global_steps(0, 0)[0] == sum(steps)  # pylint: disable=protected-access
   carry = d.init_carry()
   for m, i in ((0, 1), (0, 3), (1, 0), (1, 3)):
     counts = optax.tree_utils.tree_get_all_with_path(
         d.build_states(m, i, carry)['g'].opt_state, 'count')
-    assert {int(c) for _, c in counts} == {sum(steps[:m * len(d.phases) + i])}
+    assert {int(c) for _, c in counts} == {sum(steps[:m * len(d.phases[0]) + i])}
   p = make_distiller(tiny_cfg(**{'stages.schedule': 'phase'}), tmp_path / 'p')
   counts = optax.tree_utils.tree_get_all_with_path(
       p.build_states(1, 2, p.init_carry())['g'].opt_state, 'count')
   assert {int(c) for _, c in counts} == {0}
+
+
+def test_block_stages_runs_block_phases_in_leading_stages_only(tmp_path):
+  """stages.block_stages=1: the first stage has the greedy block phases, the later ones a
+  single head phase with the stage's whole budget; -1 keeps them in every stage."""
+  d = make_distiller(tiny_cfg(**{'stages.block_stages': 1, 'student.epochs': 40}), tmp_path / 'b')
+  assert [p.name for p in d.phases[0]] == ['block_1', 'block_2', 'block_3', 'head']
+  assert [p.name for p in d.phases[1]] == ['head']
+  per_stage = [sum(d.num_steps(p, m) for p in d.phases[m]) for m in range(2)]
+  assert abs(per_stage[0] - per_stage[1]) <= 3  # equal stage budgets (rounding per phase).
+  assert d._global_steps(1, 0) == (sum(per_stage), per_stage[0])  # pylint: disable=protected-access
+  every = make_distiller(tiny_cfg(), tmp_path / 'e')
+  assert [p.name for p in every.phases[1]] == [p.name for p in every.phases[0]]
