@@ -15,10 +15,15 @@ def get_config(arg=None):
   c = compare_lowdata.get_config()
   c.title = 'lowdata design study: MS-MGANs schedules on the validation split'
   c.config_path = 'configs/compare_lowdata_design.py'
+  c.description = (
+      "lowdata's setting: the full-data resnet20 teacher (anchors at epochs 5/10/15) guides a "
+      'resnet8 student that trains on `train[:10%]` for 15 epochs of that slice; every '
+      'candidate is scored on `train[90%:]`, a hold-out no student trains on.')
   c.workdir, c.out = 'runs/design_lowdata', 'results/lowdata_design'
   c.methods, c.ablations, c.tune_only = ('msmgan',), (), True
   c.design_note = ('Candidates of MS-MGANs only, one seed each, scored on the validation '
-                   'split; each later candidate changes one thing from an earlier one.')
+                   'split; each later candidate changes one thing from an earlier one. '
+                   '"chosen": the best validation accuracy.')
   t = c.tuning.msmgan
   rate = t[1]  # blocks at the full rate, stage budget (0.2, 0.2, 0.6).
   late = rate + '; disc.lr=0.001; stages.block_stages=1'  # block phases in stage 1 only.

@@ -405,6 +405,7 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
     cfg = student_config(cc, run, anchors, chosen)
     wd = run.workdir(root)
     _adopt(cc, run, wd, cfg)
+    _same_config(run, wd, cfg)
     status = 'finished, skipped' if _summary(wd) else 'running'
     print(f'compare [{n}/{len(runs)}] {run.name} ({cfg.seeds} seed{"s" * (cfg.seeds > 1)}, '
           f'{run.kind}): {status}  [{time.time() - t0:.0f}s]', flush=True)
@@ -428,6 +429,20 @@ def _adopt(cc, run: Run, wd: str, cfg) -> None:
   for f in report.FILES:
     shutil.copyfile(os.path.join(record, f), os.path.join(wd, f))
   print(f'compare: {run.name} taken from its record in {record}', flush=True)
+
+
+def _same_config(run: Run, wd: str, cfg) -> None:
+  """A finished run in `wd` counts only if it ran this very config (an edited candidate
+  list must not reuse another setting's numbers); ConfigError otherwise."""
+  from msmgan_jax import config as config_lib, loop  # pylint: disable=g-import-not-at-top
+  if _summary(wd) is None:
+    return  # an unfinished run is checked by the trainer when it resumes.
+  differ = sorted(loop._diff(loop.Workdir(wd).read_config(), json.loads(cfg.to_json())))  # pylint: disable=protected-access
+  if differ:
+    raise config_lib.ConfigError(
+        f'{run.name}: {wd} holds a finished run of another config ({", ".join(differ[:5])} '
+        'differ), for example from an earlier candidate list; move it away (it is not '
+        'deleted) and rerun to train this one')
 
 
 def _first_settings(cc) -> dict:

@@ -23,6 +23,11 @@ class ConfigError(ValueError):
   """A config field is wrong; the message names the field and how to fix it."""
 
 
+# Fields added to the schema after runs were recorded, each with the value under which those
+# runs trained (a config.json without the field ran that way); the default may differ.
+BEFORE_ADDED = {'stages.block_stages': -1, 'mutual.frozen_bn': False}
+
+
 def defaults() -> ml_collections.ConfigDict:
   """Every config field with its default value."""
   c = ml_collections.ConfigDict()

@@ -244,7 +244,8 @@ class Workdir:
 
   def read_config(self):
     """The config of the run here, fields added to the schema since it started filled in
-    with their defaults (so older runs still resume); None when there is none.
+    (so older runs still resume): with the value that reproduces the run when
+    `config.BEFORE_ADDED` names one, else with their defaults; None when there is none.
 
     A config.json that is not one of ours (not a mapping of our fields, without method,
     dataset, teacher and student) is refused: the folder is not a run to resume or delete.
@@ -259,6 +260,10 @@ class Workdir:
       raise config_lib.ConfigError(
           f'{self.file("config.json")} is not the config of a msmgan_jax run: {self.path} is '
           'not a run of ours (and --overwrite will not delete it). Pick another --workdir.')
+    for path, value in config_lib.BEFORE_ADDED.items():  # the way runs before it went.
+      group, _, name = path.rpartition('.')
+      if isinstance(old.get(group), dict) and name not in old[group]:
+        old[group][name] = value
     return _with_defaults(old, schema)
 
   def _acquire(self) -> None:

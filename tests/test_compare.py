@@ -178,3 +178,16 @@ def test_a_design_study_runs_tuning_only_and_tabulates_no_test_numbers(
   cc.settings_from = 'elsewhere/compare.json'
   with pytest.raises(config.ConfigError, match='tune_only'):
     compare.check(cc)
+
+
+def test_a_finished_run_of_another_setting_is_refused_not_reused(repo_root, teacher_run,
+                                                                 tmp_path):
+  """An edited candidate list (or base) must not count an old run as this one's result."""
+  cc = small(repo_root, teacher_run, tmp_path, ('kd',))
+  anchors = [a['path'] for a in teacher_run[2]['teacher']['anchors']]
+  _fake_tuning(cc, 'kd', [0.8], anchors)
+  cc.base.kd.tau = 3.0  # the planned tune/kd/0 is no longer the run on disk.
+  with pytest.raises(config.ConfigError, match=r'tune/kd/0: .* holds a finished run of another '
+                     r'config \(kd.tau differ\).*move it away'):
+    compare.run_all(cc, cc.workdir)
+  assert os.path.exists(os.path.join(cc.workdir, 'tune', 'kd', '0', 'summary.json'))

@@ -266,3 +266,23 @@ def test_cli_foreign_nonempty_workdir_is_refused(cli):
   assert r['rc'] == 2, r['stderr'][-2000:]
   assert 'is not empty and holds no config.json' in r['stderr']
   assert r['after'] == r['before'] and set(r['after']) == {'notes.txt'}
+
+
+def test_a_run_recorded_before_a_field_existed_reads_back_as_it_ran(tmp_path, monkeypatch):
+  """config.BEFORE_ADDED: a config.json without stages.block_stages / mutual.frozen_bn ran
+  with block phases in every stage and a BatchNorm-updating copy, whatever the defaults say."""
+  import json  # pylint: disable=g-import-not-at-top
+  from msmgan_jax import loop  # pylint: disable=g-import-not-at-top
+  old = json.loads(config.defaults().to_json())
+  del old['stages']['block_stages'], old['mutual']['frozen_bn']
+  (tmp_path / 'config.json').write_text(json.dumps(old))
+  original = config.defaults
+
+  def changed_defaults():
+    cfg = original()
+    cfg.stages.block_stages, cfg.mutual.frozen_bn = 1, True
+    return cfg
+  monkeypatch.setattr(config, 'defaults', changed_defaults)
+  back = loop.Workdir(str(tmp_path)).read_config()
+  assert back['stages']['block_stages'] == -1 and back['mutual']['frozen_bn'] is False
+  assert back['student'] == old['student']
