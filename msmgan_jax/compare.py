@@ -41,6 +41,7 @@ ABLATIONS = {  # METHOD.md's ablations of MS-MGANs: the overrides that make each
     'end_to_end': {'stages.greedy': False},
     'no_gan': {'gan.alpha_adv': 0.0},
     'no_mutual': {'mutual.enabled': False},
+    'no_blocks': {'stages.block_stages': 0},  # no greedy block phase (nor GAN) in any stage.
 }
 
 

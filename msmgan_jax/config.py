@@ -68,11 +68,11 @@ def defaults() -> ml_collections.ConfigDict:
   s.greedy = True                 # layer-wise greedy block phases (False = ablation end to end).
   s.phase_shares = (0.1, 0.1, 0.1, 0.7)  # stage budget split: block_1..block_K, head.
   s.stage_shares = ()             # budget split over the stages, weakest anchor first (() = equal).
-  s.block_stages = -1             # msmgan: leading stages with block phases (-1 = all; later: head only).
+  s.block_stages = 1              # msmgan: leading stages with block phases (-1 = all; later: head only).
   s.schedule = 'global'           # global: one warmup+cosine over the student's whole budget; phase.
-  s.block_lr = 0.05               # peak SGD learning rate of the block phases.
+  s.block_lr = 0.1                # peak SGD learning rate of the block phases.
   s.finetune_all = True           # head phase also trains every block ...
-  s.finetune_lr_mult = 0.5        # ... at this multiple of student.lr.
+  s.finetune_lr_mult = 1.0        # ... at this multiple of student.lr.
   s.head_feat = 0.0               # head phase (finetune_all): + this x feature MSE of every block.
 
   c.kd = k = ml_collections.ConfigDict()
@@ -86,7 +86,7 @@ def defaults() -> ml_collections.ConfigDict:
 
   c.disc = ds = ml_collections.ConfigDict()
   ds.kind = 'teacher'             # teacher (anchor's upper blocks + unit) | conv.
-  ds.lr = 2e-4                    # Adam learning rate of the real/fake unit (and conv net).
+  ds.lr = 1e-3                    # Adam learning rate of the real/fake unit (and conv net).
   ds.b1 = 0.5                     # Adam beta1.
   ds.trunk_lr_mult = 0.1          # the teacher trunk learns at this multiple of disc.lr.
   ds.steps_per_g = 1              # discriminator updates per student update.
@@ -97,8 +97,8 @@ def defaults() -> ml_collections.ConfigDict:
 
   c.mutual = mu = ml_collections.ConfigDict()
   mu.enabled = True               # DML head phase + learning D trunks (False = ablation no mutual).
-  mu.beta_t = 0.5                 # weight of KL(S || T') for the teacher copy.
-  mu.lr = 0.01                    # peak SGD learning rate of the teacher copy.
+  mu.beta_t = 0.1                 # weight of KL(S || T') for the teacher copy.
+  mu.lr = 0.001                   # peak SGD learning rate of the teacher copy.
   mu.batch_size = 16              # examples of each batch the teacher copy trains on (0 = all).
   mu.frozen_bn = False            # the copy's BatchNorm keeps the anchor's statistics (inference mode).
 

@@ -217,8 +217,8 @@ class Workdir:
       raise config_lib.ConfigError(
           f'workdir {self.path} is not empty and holds no config.json: it is not a run '
           'of ours. Pick a new or empty --workdir.')
-    if old is not None and old != mine and not overwrite:
-      diff = sorted(_diff(old, mine))
+    if old is not None and _what_trains(old) != _what_trains(mine) and not overwrite:
+      diff = sorted(_diff(_what_trains(old), _what_trains(mine)))
       raise config_lib.ConfigError(
           f'workdir {self.path} holds a run with another config (fields differ: '
           f'{", ".join(diff[:8])}). Use a new --workdir, rerun with the same config to '
@@ -304,6 +304,22 @@ def _read_text(path: str) -> str:
       return f.read()
   except OSError:
     return ''
+
+
+# A teacher-only run (method 'teacher') does not read these: a change to them (say, a new
+# student default) leaves the teacher run the same run, resumable and reusable.
+_NOT_THE_TEACHERS = ('student', 'kd', 'gan', 'disc', 'mutual', 'fitnets', 'at', 'dml')
+
+
+def _what_trains(cfg: dict) -> dict:
+  """The part of a config.json that decides what its run trains (all of it but, for a
+  teacher-only run, the student's fields)."""
+  if cfg.get('method') != 'teacher':
+    return cfg
+  out = {k: v for k, v in cfg.items() if k not in _NOT_THE_TEACHERS}
+  out['stages'] = {k: v for k, v in cfg.get('stages', {}).items()
+                   if k in ('num', 'teacher_epochs')}
+  return out
 
 
 def _with_defaults(old: dict, defaults: dict) -> dict:

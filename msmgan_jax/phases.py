@@ -181,4 +181,6 @@ def variant(cfg) -> list:
     out.append('no_gan')
   if not cfg.mutual.enabled:
     out.append('no_mutual')
+  if cfg.stages.block_stages == 0:
+    out.append('no_blocks')
   return out

@@ -66,7 +66,7 @@ def test_comparison_configs_and_every_run_they_plan_validate():
     finals = 0 if cc.get('tune_only') else len(cc.methods) + len(cc.ablations)
     assert len([r for r in runs if r.kind == 'final']) == finals
   lowdata = load_config_file('compare_lowdata')
-  assert len(lowdata.methods) == 8 and len(lowdata.ablations) == 4 and lowdata.seeds == 3
+  assert len(lowdata.methods) == 8 and len(lowdata.ablations) == 5 and lowdata.seeds == 3
 
 
 def test_smoke_keeps_given_anchors_and_their_stages():
@@ -286,3 +286,24 @@ def test_a_run_recorded_before_a_field_existed_reads_back_as_it_ran(tmp_path, mo
   back = loop.Workdir(str(tmp_path)).read_config()
   assert back['stages']['block_stages'] == -1 and back['mutual']['frozen_bn'] is False
   assert back['student'] == old['student']
+
+
+def test_a_teacher_only_run_is_the_same_run_whatever_the_student_fields_say(tmp_path):
+  """Student-side defaults may move (the comparisons' shared teacher must still resume
+  and be reused); a teacher field still makes another run."""
+  from msmgan_jax import loop  # pylint: disable=g-import-not-at-top
+  cfg = config.defaults()
+  cfg.method = 'teacher'
+  wd = loop.Workdir(str(tmp_path / 'teacher'))
+  wd.claim(cfg)
+  wd.release()
+  cfg.student.lr, cfg.mutual.lr, cfg.stages.block_stages = 0.3, 0.5, 0
+  wd.claim(cfg)  # the same teacher run.
+  wd.release()
+  cfg.teacher.epochs += 1
+  with pytest.raises(config.ConfigError, match=r'another config \(fields differ: teacher.epochs\)'):
+    wd.claim(cfg)
+  cfg.teacher.epochs -= 1
+  cfg.method = 'kd'  # a student run reads every field.
+  with pytest.raises(config.ConfigError, match='another config'):
+    wd.claim(cfg)

@@ -166,7 +166,7 @@ def test_greedy_block_1_step_costs_fewer_flops_than_end_to_end(tmp_path):
 
 def test_each_step_traces_once_per_block_index_across_stages(tmp_path):
   steps.TRACES.clear()
-  d = make_distiller(tiny_cfg(), tmp_path)
+  d = make_distiller(tiny_cfg(**{'stages.block_stages': -1}), tmp_path)  # blocks every stage.
   result = d.run()
   names = [p['name'] for s in result['stages'] for p in s['phases']]
   assert names == ['block_1', 'block_2', 'block_3', 'head'] * 2
@@ -183,7 +183,7 @@ def test_each_step_traces_once_per_block_index_across_stages(tmp_path):
 
 
 def test_interrupted_run_resumes_mid_phase_to_the_same_student(tmp_path, monkeypatch):
-  cfg = tiny_cfg(**{'checkpoint_every_steps': 1})
+  cfg = tiny_cfg(**{'checkpoint_every_steps': 1, 'stages.block_stages': -1})
   reference = make_distiller(cfg, tmp_path / 'ref').run()
   ref_params = host(utils.Checkpoints(str(tmp_path / 'ref' / 'checkpoints' / 'student_final'))
                     .restore(0, reference_target(cfg))[0])
@@ -310,8 +310,8 @@ def test_vmapped_seeds_step_like_their_single_seed_steps(tmp_path):
 def test_global_schedule_continues_across_phases_and_stages(tmp_path):
   """stages.schedule=global: each phase's optimizer starts its schedule where the phases
   before it stopped; per phase (the old way) each starts at 0."""
-  d = make_distiller(tiny_cfg(**{'stages.stage_shares': (0.25, 0.75), 'student.epochs': 40}),
-                    tmp_path / 'g')
+  d = make_distiller(tiny_cfg(**{'stages.stage_shares': (0.25, 0.75), 'student.epochs': 40,
+                                 'stages.block_stages': -1}), tmp_path / 'g')
   steps = [d.num_steps(p, m) for m in range(2) for p in d.phases[0]]
   # stages.stage_shares splits the budget over the stages: 3x the steps in the second.
   assert sum(steps[len(d.phases[0]):]) == pytest.approx(3 * sum(steps[:len(d.phases[0])]), rel=0.1)
@@ -321,7 +321,8 @@ def test_global_schedule_continues_across_phases_and_stages(tmp_path):
     counts = optax.tree_utils.tree_get_all_with_path(
         d.build_states(m, i, carry)['g'].opt_state, 'count')
     assert {int(c) for _, c in counts} == {sum(steps[:m * len(d.phases[0]) + i])}
-  p = make_distiller(tiny_cfg(**{'stages.schedule': 'phase'}), tmp_path / 'p')
+  p = make_distiller(tiny_cfg(**{'stages.schedule': 'phase', 'stages.block_stages': -1}),
+                     tmp_path / 'p')
   counts = optax.tree_utils.tree_get_all_with_path(
       p.build_states(1, 2, p.init_carry())['g'].opt_state, 'count')
   assert {int(c) for _, c in counts} == {0}
@@ -336,5 +337,5 @@ def test_block_stages_runs_block_phases_in_leading_stages_only(tmp_path):
   per_stage = [sum(d.num_steps(p, m) for p in d.phases[m]) for m in range(2)]
   assert abs(per_stage[0] - per_stage[1]) <= 3  # equal stage budgets (rounding per phase).
   assert d._global_steps(1, 0) == (sum(per_stage), per_stage[0])  # pylint: disable=protected-access
-  every = make_distiller(tiny_cfg(), tmp_path / 'e')
+  every = make_distiller(tiny_cfg(**{'stages.block_stages': -1}), tmp_path / 'e')
   assert [p.name for p in every.phases[1]] == [p.name for p in every.phases[0]]
