@@ -44,6 +44,7 @@ def test_finished_run_is_not_redone(teacher_run):
     ('ablation_end_to_end', ['end_to_end']),
     ('ablation_no_gan', ['no_gan']),
     ('ablation_no_mutual', ['no_mutual']),
+    ('ablation_no_blocks', ['no_blocks']),
 ])
 def test_method_and_ablations_run_in_smoke_mode(name, variant, repo_root, teacher_run, tmp_path):
   t_cfg, t_dir, t_summary = teacher_run
@@ -60,10 +61,11 @@ def test_method_and_ablations_run_in_smoke_mode(name, variant, repo_root, teache
   assert s['compression'] == 1.0  # resnet8 teaching resnet8 here.
   assert len(s['stages']) == (1 if 'single_stage' in variant else 2)
   assert [st['anchor']['path'] for st in s['stages']] == list(cfg.teacher.checkpoints)
-  for st in s['stages']:
+  for m, st in enumerate(s['stages']):
     names = [p['name'] for p in st['phases']]
-    assert names == (['blocks', 'head'] if 'end_to_end' in variant
-                     else ['block_1', 'block_2', 'block_3', 'head'])
+    blocks = ['blocks'] if 'end_to_end' in variant else ['block_1', 'block_2', 'block_3']
+    # stages.block_stages=1 (the default): block phases in the first stage only.
+    assert names == (blocks if m == 0 and 'no_blocks' not in variant else []) + ['head']
     for p in st['phases']:
       assert {'name', 'trainable_params', 'steps', 'wall_s', 'images_per_s'} <= set(p)
       assert ('test_accuracy' in p) == (p['name'] == 'head')  # smoke: after each stage only.
@@ -75,8 +77,8 @@ def test_method_and_ablations_run_in_smoke_mode(name, variant, repo_root, teache
   assert s['test_accuracy'] == s['stages'][-1]['phases'][-1]['test_accuracy'] > 0.12
   records = [json.loads(line) for line in open(tmp_path / 'metrics.jsonl')]
   train_keys = set().union(*(r for r in records if r['split'] == 'train' and r['stage'] == 1))
-  assert {'feat_mse_b1', 'feat_mse_b3', 'g_loss'} <= train_keys
-  assert ('d_acc_real_b2' in train_keys) == ('no_gan' not in variant)
+  assert ({'feat_mse_b1', 'feat_mse_b3', 'g_loss'} <= train_keys) == ('no_blocks' not in variant)
+  assert ('d_acc_real_b2' in train_keys) == (not {'no_gan', 'no_blocks'} & set(variant))
   assert os.path.isdir(tmp_path / 'checkpoints' / 'student_final' / '0')
 
 
