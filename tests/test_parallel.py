@@ -39,8 +39,9 @@ def test_four_devices_match_one(tmp_path):
   assert one['devices'] == 1 and four['devices'] == 4 and four['mesh'] == {'data': 4}
   a, b = np.load(tmp_path / 'one' / 'final.npz'), np.load(tmp_path / 'four' / 'final.npz')
   assert sorted(a.files) == sorted(b.files) and len(a.files) > 10
-  for k in a.files:
-    np.testing.assert_allclose(a[k], b[k], rtol=2e-4, atol=2e-5, err_msg=k)
+  for k in a.files:  # 4 devices sum a batch in another order; 15 SGD steps at the full rate
+    # grow that to ~5e-5 on some weights (a sharding bug moves them by 1e-2 and more).
+    np.testing.assert_allclose(a[k], b[k], rtol=2e-4, atol=1e-4, err_msg=k)
   losses = [[json.loads(l).get('loss', json.loads(l).get('g_loss'))
              for l in open(d / 'metrics.jsonl') if '"split": "train"' in l]
             for d in (tmp_path / 'one', tmp_path / 'four')]

@@ -340,7 +340,7 @@ def test_validate_checks_numbers_for_every_method():
 
 def test_stop_at_the_last_step_of_a_phase_resumes_to_the_same_student(tmp_path, monkeypatch):
   """A stop request during a phase's last step: the rerun evaluates and records that phase."""
-  cfg = tiny_cfg()
+  cfg = tiny_cfg(**{'stages.block_stages': -1})  # block phases in both stages.
   reference = make_distiller(cfg, tmp_path / 'ref').run()
   real_step_fn = student.Distiller.step_fn
   calls = {'n': 0}
