@@ -23,7 +23,9 @@ def get_config(arg=None):
   c.methods, c.ablations, c.tune_only = ('msmgan',), (), True
   c.design_note = ('Candidates of MS-MGANs only, one seed each, scored on the validation '
                    'split; each later candidate changes one thing from an earlier one. '
-                   '"chosen": the best validation accuracy.')
+                   '"chosen": the best validation accuracy. Left out: the copy with '
+                   'frozen BatchNorm at mutual.lr=0.01 (candidate 4 + mutual.frozen_bn), '
+                   'which diverged (NaN loss at its 6th head step).')
   # lowdata's first msmgan candidates: METHOD.md's settings; blocks at the full rate and a
   # budget favouring the strongest anchor; then also feature terms kept during the head
   # and a faster-learning discriminator.
