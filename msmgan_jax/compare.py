@@ -212,7 +212,8 @@ def result(cc, run: Run, root: str) -> Optional[dict]:
     return None
   st = s['student']
   phases = [p for stage in st['stages'] for p in stage['phases']]
-  cfg = json.load(open(os.path.join(wd, 'config.json')))
+  from msmgan_jax import loop  # pylint: disable=g-import-not-at-top
+  cfg = loop.Workdir(wd).read_config()  # fields added since the run filled in as it ran.
   accs = st.get('test_accuracies', [st['test_accuracy']])
   train_s = sum(p['wall_s'] for p in phases)
   images = sum(p['steps'] for p in phases) * cfg['batch_size'] * len(accs)
@@ -438,7 +439,11 @@ def _same_config(run: Run, wd: str, cfg) -> None:
   from msmgan_jax import config as config_lib, loop  # pylint: disable=g-import-not-at-top
   if _summary(wd) is None:
     return  # an unfinished run is checked by the trainer when it resumes.
-  differ = sorted(loop._diff(loop.Workdir(wd).read_config(), json.loads(cfg.to_json())))  # pylint: disable=protected-access
+  there, planned = loop.Workdir(wd).read_config(), json.loads(cfg.to_json())
+  for c in (there, planned):  # the anchors by their place in the teacher run, not the
+    c['teacher']['checkpoints'] = [os.path.join(*os.path.normpath(p).split(os.sep)[-2:])
+                                   for p in c['teacher']['checkpoints']]  # checkout's path.
+  differ = sorted(loop._diff(there, planned))  # pylint: disable=protected-access
   if differ:
     raise config_lib.ConfigError(
         f'{run.name}: {wd} holds a finished run of another config ({", ".join(differ[:5])} '

@@ -267,9 +267,9 @@ def _check_msmgan(cfg):
            f'got {shares}')
   _require(abs(sum(shares) - 1) < 1e-6, 'stages.phase_shares', f'{shares} must sum to 1')
   b = cfg.stages.block_stages
-  _require(isinstance(b, int) and not isinstance(b, bool) and -1 <= b <= cfg.stages.num,
-           'stages.block_stages', f'must be -1 (every stage) or an integer 0..stages.num '
-           f'({cfg.stages.num}), got {b!r}')
+  _require(isinstance(b, int) and not isinstance(b, bool) and b >= -1, 'stages.block_stages',
+           f'must be -1 (every stage) or an integer >= 0 (that many leading stages; '
+           f'stages.num or more: every stage), got {b!r}')
   _require(cfg.gan.loss in GAN_LOSSES, 'gan.loss', f'{cfg.gan.loss!r} is not one of {GAN_LOSSES}')
   _require(cfg.disc.kind in DISC_KINDS, 'disc.kind',
            f'{cfg.disc.kind!r} is not one of {DISC_KINDS}')

@@ -217,7 +217,7 @@ class Workdir:
       raise config_lib.ConfigError(
           f'workdir {self.path} is not empty and holds no config.json: it is not a run '
           'of ours. Pick a new or empty --workdir.')
-    if old is not None and _what_trains(old) != _what_trains(mine) and not overwrite:
+    if old is not None and not same_run(old, mine) and not overwrite:
       diff = sorted(_diff(_what_trains(old), _what_trains(mine)))
       raise config_lib.ConfigError(
           f'workdir {self.path} holds a run with another config (fields differ: '
@@ -320,6 +320,11 @@ def _what_trains(cfg: dict) -> dict:
   out['stages'] = {k: v for k, v in cfg.get('stages', {}).items()
                    if k in ('num', 'teacher_epochs')}
   return out
+
+
+def same_run(a: dict, b: dict) -> bool:
+  """Whether two config.json dicts train the same run (see `_what_trains`)."""
+  return _what_trains(a) == _what_trains(b)
 
 
 def _with_defaults(old: dict, defaults: dict) -> dict:

@@ -173,11 +173,12 @@ def variant(cfg) -> list:
   if cfg.method != 'msmgan':
     return []
   out = []
+  blocks = cfg.stages.block_stages != 0  # without block phases greedy and GAN do nothing.
   if cfg.stages.num == 1:
     out.append('single_stage')
-  if not cfg.stages.greedy:
+  if not cfg.stages.greedy and blocks:
     out.append('end_to_end')
-  if cfg.gan.alpha_adv == 0:
+  if cfg.gan.alpha_adv == 0 and blocks:
     out.append('no_gan')
   if not cfg.mutual.enabled:
     out.append('no_mutual')

@@ -20,7 +20,7 @@ import ml_collections
 
 from msmgan_jax import config as config_lib
 from msmgan_jax import data, faults, phases, student, teacher as teacher_lib, utils
-from msmgan_jax.loop import Workdir, _read_json_or_refuse
+from msmgan_jax.loop import Workdir, _read_json_or_refuse, same_run
 
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
@@ -38,7 +38,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   if not overwrite and os.path.isdir(workdir):
     done = _read_json_or_refuse(wd.file('summary.json'), 'rerun with --overwrite to train '
                                 'this run again, or move it away.')
-    if done is not None and wd.read_config() == json.loads(cfg.to_json()):
+    if done is not None and same_run(wd.read_config(), json.loads(cfg.to_json())):
       print(f'{workdir} already holds this finished run (summary.json); nothing to do. '
             'Add --overwrite to train it again.')
       return done

@@ -307,3 +307,18 @@ def test_a_teacher_only_run_is_the_same_run_whatever_the_student_fields_say(tmp_
   cfg.method = 'kd'  # a student run reads every field.
   with pytest.raises(config.ConfigError, match='another config'):
     wd.claim(cfg)
+
+
+def test_a_finished_teacher_run_is_returned_untouched_after_a_student_default_moves(tmp_path):
+  """The shared teacher of the comparisons: its summary (wall time, commit) must survive."""
+  import json  # pylint: disable=g-import-not-at-top
+  from msmgan_jax import train  # pylint: disable=g-import-not-at-top
+  cfg = config.defaults()
+  cfg.method = 'teacher'
+  old = json.loads(cfg.to_json())
+  old['mutual']['lr'] = 0.01  # recorded under an older student default.
+  (tmp_path / 'config.json').write_text(json.dumps(old))
+  (tmp_path / 'summary.json').write_text(json.dumps({'wall_s': 4527.79}))
+  stamp = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+  assert train.train_and_evaluate(cfg, str(tmp_path)) == {'wall_s': 4527.79}
+  assert stamp == {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}

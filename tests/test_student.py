@@ -182,8 +182,13 @@ def test_each_step_traces_once_per_block_index_across_stages(tmp_path):
   assert block_params == sorted(block_params) and result['params'] > block_params[-1]
 
 
-def test_interrupted_run_resumes_mid_phase_to_the_same_student(tmp_path, monkeypatch):
-  cfg = tiny_cfg(**{'checkpoint_every_steps': 1, 'stages.block_stages': -1})
+@pytest.mark.parametrize('block_stages, crash_at, position', [
+    (-1, 11, [1, 3, 1]),  # stage 2 = 4 phases: its head, after its first checkpoint.
+    (1, 8, [1, 0, 1]),  # stage 2 = the head alone (4 steps): after its first checkpoint.
+])
+def test_interrupted_run_resumes_mid_phase_to_the_same_student(tmp_path, monkeypatch,
+                                                               block_stages, crash_at, position):
+  cfg = tiny_cfg(**{'checkpoint_every_steps': 1, 'stages.block_stages': block_stages})
   reference = make_distiller(cfg, tmp_path / 'ref').run()
   ref_params = host(utils.Checkpoints(str(tmp_path / 'ref' / 'checkpoints' / 'student_final'))
                     .restore(0, reference_target(cfg))[0])
@@ -198,7 +203,7 @@ def test_interrupted_run_resumes_mid_phase_to_the_same_student(tmp_path, monkeyp
 
     def wrapped(states, batch):
       calls['n'] += 1
-      if calls['n'] == 11:
+      if calls['n'] == crash_at:
         raise KeyboardInterrupt
       return step(states, batch)
     return wrapped
@@ -207,7 +212,7 @@ def test_interrupted_run_resumes_mid_phase_to_the_same_student(tmp_path, monkeyp
     make_distiller(cfg, tmp_path / 'run').run()
   monkeypatch.setattr(student.Distiller, 'step_fn', real_step_fn)
   ckpt = utils.Checkpoints(str(tmp_path / 'run' / 'checkpoints' / 'student'))
-  assert ckpt.meta(ckpt.latest_step())['position'] == [1, 3, 1]
+  assert ckpt.meta(ckpt.latest_step())['position'] == position
   resumed = make_distiller(cfg, tmp_path / 'run').run()
   got = host(utils.Checkpoints(str(tmp_path / 'run' / 'checkpoints' / 'student_final'))
              .restore(0, reference_target(cfg))[0])
