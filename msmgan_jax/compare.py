@@ -259,17 +259,19 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
                  f'epoch {a["epoch"]} {a["test_accuracy"]:.4f}' for a in teacher['anchors']) + '.')
   lines = [f'# {cc.title}', '', cc.description.strip() + about, '',
            f'Machine: {machine}. Command: `python -m msmgan_jax.compare --config {cc.config_path}`.',
-           '', f'Test accuracy on `{cc.base.dataset.test_split}` after the last step, mean +- std '
-           f'over {cc.seeds} seeds (population std); gains are differences of means, in points. '
-           'Wall time: the student runs of all seeds together (one program); images/s: student '
-           'images trained per second of training, all seeds, compilation and evaluations '
-           'included.', '',
-           '| run | method | setting (chosen on validation) | test accuracy | per seed | '
-           'gain over ce | gain over kd | wall s | images/s |', '|---|---|---|---|---|---|---|---|---|']
+           '']
   if cc.get('tune_only'):  # a design study: validation runs only, no test numbers at all.
-    lines = lines[:4] + [f'Machine: {machine}. Command: `python -m msmgan_jax.compare --config '
-                         f'{cc.config_path}`.', '', 'A design study on the validation split '
-                         'only: no run here is tested on the test split.']
+    lines.append('A design study on the validation split only: no run here is tested on the '
+                 'test split.')
+  else:
+    lines += [f'Test accuracy on `{cc.base.dataset.test_split}` after the last step, mean +- '
+              f'std over {cc.seeds} seeds (population std); gains are differences of means, in '
+              'points. Wall time: the student runs of all seeds together (one program); '
+              'images/s: student images trained per second of training, all seeds, compilation '
+              'and evaluations included.', '',
+              '| run | method | setting (chosen on validation) | test accuracy | per seed | '
+              'gain over ce | gain over kd | wall s | images/s |',
+              '|---|---|---|---|---|---|---|---|---|']
   for r in rows:
     gain = lambda m: ('-' if base(m) is None or m == r['name'] else
                       f'{100 * (r["mean"] - base(m)["mean"]):+.2f}')
@@ -358,9 +360,12 @@ def write(cc, root: str, machine: str) -> dict:
   utils.write_json(os.path.join(cc.out, 'compare.json'), doc)
   utils.write_text(os.path.join(cc.out, 'compare.md'),
                    markdown(cc, rows, tuning, chosen, torch_rows, machine, teacher))
-  curves = rows or [t for t in tuning if t.get('curve')] if cc.get('tune_only') else rows
-  if curves:  # a design study plots its candidates' validation curves.
-    plots(cc.out, curves, 'validation' if cc.get('tune_only') else 'test')
+  if cc.get('tune_only'):  # a design study plots its candidates' validation curves.
+    curves, split = [t for t in tuning if t.get('curve')], 'validation'
+  else:
+    curves, split = rows, 'test'
+  if curves:
+    plots(cc.out, curves, split)
   return doc
 
 
@@ -425,7 +430,7 @@ def _adopt(cc, run: Run, wd: str, cfg) -> None:
   if _summary(wd) is not None or _summary(record) is None or (
       os.path.exists(wd) and os.listdir(wd)):
     return
-  if loop.Workdir(record).read_config() != json.loads(cfg.to_json()):
+  if _config_diff(record, cfg):
     return
   os.makedirs(wd, exist_ok=True)
   for f in report.FILES:
@@ -433,17 +438,24 @@ def _adopt(cc, run: Run, wd: str, cfg) -> None:
   print(f'compare: {run.name} taken from its record in {record}', flush=True)
 
 
+def _config_diff(wd: str, cfg) -> list:
+  """The fields in which the run recorded in `wd` differs from `cfg`; anchors compare by
+  their place in the teacher run (anchors/<epoch>), not by the checkout's absolute path."""
+  from msmgan_jax import loop  # pylint: disable=g-import-not-at-top
+  there, planned = loop.Workdir(wd).read_config(), json.loads(cfg.to_json())
+  for c in (there, planned):
+    c['teacher']['checkpoints'] = [os.path.join(*os.path.normpath(p).split(os.sep)[-2:])
+                                   for p in c['teacher']['checkpoints']]
+  return sorted(loop._diff(there, planned))  # pylint: disable=protected-access
+
+
 def _same_config(run: Run, wd: str, cfg) -> None:
   """A finished run in `wd` counts only if it ran this very config (an edited candidate
   list must not reuse another setting's numbers); ConfigError otherwise."""
-  from msmgan_jax import config as config_lib, loop  # pylint: disable=g-import-not-at-top
+  from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   if _summary(wd) is None:
     return  # an unfinished run is checked by the trainer when it resumes.
-  there, planned = loop.Workdir(wd).read_config(), json.loads(cfg.to_json())
-  for c in (there, planned):  # the anchors by their place in the teacher run, not the
-    c['teacher']['checkpoints'] = [os.path.join(*os.path.normpath(p).split(os.sep)[-2:])
-                                   for p in c['teacher']['checkpoints']]  # checkout's path.
-  differ = sorted(loop._diff(there, planned))  # pylint: disable=protected-access
+  differ = _config_diff(wd, cfg)
   if differ:
     raise config_lib.ConfigError(
         f'{run.name}: {wd} holds a finished run of another config ({", ".join(differ[:5])} '

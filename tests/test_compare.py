@@ -188,6 +188,10 @@ def test_a_finished_run_of_another_setting_is_refused_not_reused(repo_root, teac
   cc = small(repo_root, teacher_run, tmp_path, ('kd',))
   anchors = [a['path'] for a in teacher_run[2]['teacher']['anchors']]
   _fake_tuning(cc, 'kd', [0.8], anchors)
+  run = compare.Run('tune', 'tune/kd/0', 'kd', candidate=0)
+  moved = ['/elsewhere/checkout' + a for a in anchors]  # a checkout at another path: the same.
+  assert compare._config_diff(run.workdir(cc.workdir),  # pylint: disable=protected-access
+                              compare.student_config(cc, run, moved, {})) == []
   cc.base.kd.tau = 3.0  # the planned tune/kd/0 is no longer the run on disk.
   with pytest.raises(config.ConfigError, match=r'tune/kd/0: .* holds a finished run of another '
                      r'config \(kd.tau differ\).*move it away'):
