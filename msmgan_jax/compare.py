@@ -398,6 +398,7 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
     anchors.append(os.path.abspath(here if os.path.isdir(here) else a['path']))
   runs = plan(cc)
   if report_only:
+    _tabulated_runs_are_planned(cc, runs, root, anchors)
     return write(cc, root, where)
   t0 = time.time()
   for n, run in enumerate(runs, 1):
@@ -461,6 +462,27 @@ def _same_config(run: Run, wd: str, cfg) -> None:
         f'{run.name}: {wd} holds a finished run of another config ({", ".join(differ[:5])} '
         'differ), for example from an earlier candidate list; move it away (it is not '
         'deleted) and rerun to train this one')
+
+
+def _tabulated_runs_are_planned(cc, runs: list, root: str, anchors: list) -> None:
+  """`--report` tabulates a finished run only if it ran the config the comparison plans
+  for it now (the check `run_all` makes before skipping one), ConfigError otherwise; a run
+  recorded in the results folder but missing from `root` (a fresh checkout) is adopted."""
+  from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  for run in runs:  # in plan order: a method's tuning before its final, as choose() needs.
+    chosen, wd = choose(cc, root), run.workdir(root)
+    needs = [m for m in (run.method, 'msmgan' if run.ablation else None)
+             if m and run.kind == 'final' and chosen.get(m) is None]
+    if needs:
+      if _summary(wd) is not None:
+        raise config_lib.ConfigError(
+            f'{run.name}: {wd} holds a finished final run, but the tuning that chooses '
+            f'the setting of {needs[0]} is not finished, so it cannot be the planned run; '
+            'move it away (it is not deleted) or finish the tuning first')
+      continue
+    cfg = student_config(cc, run, anchors, chosen)
+    _adopt(cc, run, wd, cfg)
+    _same_config(run, wd, cfg)
 
 
 def _first_settings(cc) -> dict:

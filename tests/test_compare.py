@@ -73,9 +73,11 @@ def test_every_baseline_runs_through_the_comparison_and_a_rerun_skips_them(
   assert compare.run_all(cc, cc.workdir, report_only=True)['runs'] == again['runs']
   # A fresh checkout: the workdirs are gone, the results folder's records remain.
   shutil.rmtree(cc.workdir)
-  fresh = compare.run_all(cc, cc.workdir)
+  fresh = compare.run_all(cc, cc.workdir, report_only=True)  # --report alone adopts them too.
   assert capsys.readouterr().out.count('taken from its record') == 2 * len(methods)
   assert [r['accuracies'] for r in fresh['runs']] == [r['accuracies'] for r in again['runs']]
+  compare.run_all(cc, cc.workdir)
+  assert capsys.readouterr().out.count('finished, skipped') == 2 * len(methods)
 
 
 def _fake_tuning(cc, method, accs, anchors=('a',)):
@@ -171,7 +173,8 @@ def test_a_design_study_runs_tuning_only_and_tabulates_no_test_numbers(
   cc = small(repo_root, teacher_run, tmp_path, ('msmgan',),
              {'msmgan': ('', 'stages.block_stages=1')})
   cc.tune_only = True
-  _fake_tuning(cc, 'msmgan', [0.7, 0.8])
+  anchors = [a['path'] for a in teacher_run[2]['teacher']['anchors']]
+  _fake_tuning(cc, 'msmgan', [0.7, 0.8], anchors)  # --report checks they are the planned runs.
   doc = compare.run_all(cc, cc.workdir, report_only=True)
   assert doc['runs'] == [] and doc['chosen'] == {'msmgan': 'stages.block_stages=1'}
   md = open(os.path.join(cc.out, 'compare.md')).read()
@@ -192,8 +195,18 @@ def test_a_finished_run_of_another_setting_is_refused_not_reused(repo_root, teac
   moved = ['/elsewhere/checkout' + a for a in anchors]  # a checkout at another path: the same.
   assert compare._config_diff(run.workdir(cc.workdir),  # pylint: disable=protected-access
                               compare.student_config(cc, run, moved, {})) == []
-  cc.base.kd.tau = 3.0  # the planned tune/kd/0 is no longer the run on disk.
+  tau, cc.base.kd.tau = cc.base.kd.tau, 3.0  # the planned tune/kd/0 is no longer on disk.
   with pytest.raises(config.ConfigError, match=r'tune/kd/0: .* holds a finished run of another '
                      r'config \(kd.tau differ\).*move it away'):
     compare.run_all(cc, cc.workdir)
+  with pytest.raises(config.ConfigError, match=r'tune/kd/0: .*\(kd.tau differ\)'):
+    compare.run_all(cc, cc.workdir, report_only=True)  # --report does not tabulate it either.
   assert os.path.exists(os.path.join(cc.workdir, 'tune', 'kd', '0', 'summary.json'))
+  cc.base.kd.tau, cc.tuning['kd'] = tau, ('', 'kd.tau=2.0')  # a new candidate, not run: no setting is chosen yet,
+  final = compare.Run('final', 'kd', 'kd').workdir(cc.workdir)  # so the final on disk
+  os.makedirs(final)  # is not the planned one.
+  shutil.copyfile(os.path.join(cc.workdir, 'tune', 'kd', '0', 'summary.json'),
+                  os.path.join(final, 'summary.json'))
+  with pytest.raises(config.ConfigError, match=r'kd: .* tuning that chooses the setting of kd '
+                     r'is not finished'):
+    compare.run_all(cc, cc.workdir, report_only=True)
