@@ -337,7 +337,7 @@ def plots(out: str, rows: list, split: str = 'test') -> list:
     lo = min([p[2] for r in rows for p in r['curve']] or [0])
     whole.set_ylim(bottom=max(0.0, lo - 0.02))
     title = 'the last 40%'
-    if tail:  # at most 6 points deep, so a run far behind does not flatten the rest.
+    if tail:  # at most 0.06 of accuracy deep, so a run far behind does not flatten the rest.
       bottom = max(min(tail) - 0.005, max(tail) - 0.06)
       end.set_xlim(left=min(starts))
       end.set_ylim(bottom, max(tail) + 0.005)
@@ -423,18 +423,12 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
     return write(cc, root, where)
   t0 = time.time()
   for n, run in enumerate(runs, 1):
-    chosen = choose(cc, root)
-    if run.kind == 'final' and chosen[run.method] is None:
+    wd, (cfg, unchosen) = run.workdir(root), _planned_config(cc, run, root, anchors)
+    if unchosen:
       if cc.get('settings_from'):
-        raise RuntimeError(f'{cc.settings_from} holds no setting chosen for {run.method}: '
+        raise RuntimeError(f'{cc.settings_from} holds no setting chosen for {unchosen}: '
                            'finish that comparison first')
-      raise RuntimeError(f'{run.name}: the tuning of {run.method} is not finished')
-    if run.kind == 'final' and run.ablation and chosen['msmgan'] is None:
-      raise RuntimeError(f'{run.name}: the tuning of msmgan is not finished')
-    cfg = student_config(cc, run, anchors, chosen)
-    wd = run.workdir(root)
-    _adopt(cc, run, wd, cfg)
-    _same_config(run, wd, cfg)
+      raise RuntimeError(f'{run.name}: the tuning of {unchosen} is not finished')
     status = 'finished, skipped' if _summary(wd) else 'running'
     print(f'compare [{n}/{len(runs)}] {run.name} ({cfg.seeds} seed{"s" * (cfg.seeds > 1)}, '
           f'{run.kind}): {status}  [{time.time() - t0:.0f}s]', flush=True)
@@ -485,25 +479,33 @@ def _same_config(run: Run, wd: str, cfg) -> None:
         'deleted) and rerun to train this one')
 
 
+def _planned_config(cc, run: Run, root: str, anchors: list):
+  """(the config `run` is planned with, None) once the tuning that chooses its setting is
+  finished, after adopting a recorded run and refusing a stale one in its workdir (see
+  `_adopt`, `_same_config`); else (None, the method whose tuning is unfinished)."""
+  chosen = choose(cc, root)
+  if run.kind == 'final':
+    for m in (run.method, 'msmgan' if run.ablation else None):
+      if m and chosen.get(m) is None:
+        return None, m
+  cfg, wd = student_config(cc, run, anchors, chosen), run.workdir(root)
+  _adopt(cc, run, wd, cfg)
+  _same_config(run, wd, cfg)
+  return cfg, None
+
+
 def _tabulated_runs_are_planned(cc, runs: list, root: str, anchors: list) -> None:
   """`--report` tabulates a finished run only if it ran the config the comparison plans
   for it now (the check `run_all` makes before skipping one), ConfigError otherwise; a run
   recorded in the results folder but missing from `root` (a fresh checkout) is adopted."""
   from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   for run in runs:  # in plan order: a method's tuning before its final, as choose() needs.
-    chosen, wd = choose(cc, root), run.workdir(root)
-    needs = [m for m in (run.method, 'msmgan' if run.ablation else None)
-             if m and run.kind == 'final' and chosen.get(m) is None]
-    if needs:
-      if _summary(wd) is not None:
-        raise config_lib.ConfigError(
-            f'{run.name}: {wd} holds a finished final run, but the tuning that chooses '
-            f'the setting of {needs[0]} is not finished, so it cannot be the planned run; '
-            'move it away (it is not deleted) or finish the tuning first')
-      continue
-    cfg = student_config(cc, run, anchors, chosen)
-    _adopt(cc, run, wd, cfg)
-    _same_config(run, wd, cfg)
+    _, unchosen = _planned_config(cc, run, root, anchors)
+    if unchosen and _summary(run.workdir(root)) is not None:
+      raise config_lib.ConfigError(
+          f'{run.name}: {run.workdir(root)} holds a finished final run, but the tuning that '
+          f'chooses the setting of {unchosen} is not finished, so it cannot be the planned '
+          'run; move it away (it is not deleted) or finish the tuning first')
 
 
 def _first_settings(cc) -> dict:
