@@ -219,8 +219,17 @@ def abstract_variables(model, image_shape, m):
 
 
 def mesh() -> jax.sharding.Mesh:
-  """A 1-D ('data',) mesh over all devices."""
-  return jax.make_mesh((jax.device_count(),), ('data',))
+  """A 1-D ('data',) mesh over all devices.
+
+  Its axis is `Auto`: shardings propagate through the steps as XLA chooses (our steps are
+  written for that). Newer JAX makes `Explicit` axes the default, under which the
+  gradient of an integer-label gather (`optax.softmax_cross_entropy_with_integer_labels`)
+  fails to resolve its sharding.
+  """
+  axis_type = getattr(jax.sharding, 'AxisType', None)
+  if axis_type is None:  # JAX before axis types: every axis is automatic.
+    return jax.make_mesh((jax.device_count(),), ('data',))
+  return jax.make_mesh((jax.device_count(),), ('data',), axis_types=(axis_type.Auto,))
 
 
 def replicate(tree, m):

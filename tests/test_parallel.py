@@ -47,3 +47,14 @@ def test_four_devices_match_one(tmp_path):
             for d in (tmp_path / 'one', tmp_path / 'four')]
   assert len(losses[0]) == len(losses[1]) > 4
   np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
+
+
+def test_mesh_axis_is_auto():
+  """Our steps rely on XLA propagating shardings (Auto axes); JAX 0.11 defaults to Explicit
+  axes, under which the cross-entropy's gradient fails to resolve its sharding (seen on the
+  lent GPU machine)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from msmgan_jax import utils  # pylint: disable=g-import-not-at-top
+  axis_type = getattr(jax.sharding, 'AxisType', None)
+  if axis_type is not None:
+    assert tuple(utils.mesh().axis_types) == (axis_type.Auto,)
