@@ -12,6 +12,8 @@ machine where absolute numbers do not:
 - the input pipelines alone (the in-memory `device` one and `tfdata`, the run's real
   preprocessing) against what the fastest step consumes;
 - compile time of every step and the process's peak memory;
+- XLA's FLOPs of every step and the rate they run at (TFLOP/s), and with
+  `--peak-tflops P` the fraction of an accelerator's peak P that is;
 - with `--runs EPOCHS`: whole `kd` and `msmgan` student runs at the same image budget;
 - with `--seeds EPOCHS`: 3 seeds of a `ce` run as 3 commands against one `seeds=3` command;
 - with `--profile`: the ops of a resnet20 step timed alone, JAX against PyTorch
@@ -19,7 +21,9 @@ machine where absolute numbers do not:
 
 Every JSON entry carries `case`, `jax_img_s`, `ref_img_s` and `ratio` (JAX over the
 reference: > 1 means JAX is faster). The steps are the library's own (`steps.PhaseSteps`
-through `student.Distiller`), on random 28x28x1 images, batch 128.
+through `student.Distiller`), on random 28x28x1 images, batch 128. On a GPU the PyTorch
+reference runs on the GPU too (CUDA, cuDNN autotuned); on a machine without TensorFlow,
+`--dataset FILE.npz` (`python -m msmgan_jax.arrays`) feeds the pipeline and run rows.
 """
 import argparse
 import json
@@ -129,20 +133,39 @@ def cases(quick: bool, workdir: str):
   return out
 
 
-def torch_reference(name: str, threads: int):
+def torch_reference(name: str, threads: int, device: str = 'cpu'):
   """A PyTorch step of the same network, loss and optimizer as `name`, or None."""
   try:
     from msmgan_jax import torch_reference as ref  # pylint: disable=g-import-not-at-top
   except ImportError:
     return None
-  return ref.make(name, BATCH, SHAPE, CLASSES, threads)
+  return ref.make(name, BATCH, SHAPE, CLASSES, threads, device)
 
 
-def input_pipeline_img_s(n_batches: int, pipeline: str) -> float:
-  """Images/s of a real training pipeline (Fashion-MNIST, crop + flip) alone: `device`
-  (in device memory, jitted) or `tfdata`."""
+def torch_device() -> str:
+  """Where the PyTorch reference runs: on the GPU when JAX runs on one and PyTorch sees it."""
+  if jax.default_backend() != 'gpu':
+    return 'cpu'
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return 'cpu'
+  return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+def _has_tensorflow() -> bool:
+  try:
+    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return False
+  return True
+
+
+def input_pipeline_img_s(n_batches: int, pipeline: str, dataset: str = 'fashion_mnist') -> float:
+  """Images/s of a real training pipeline (`dataset`, crop + flip) alone: `device` (in
+  device memory, jitted) or `tfdata`."""
   cfg = config_lib.defaults().dataset
-  cfg.pipeline = pipeline
+  cfg.name, cfg.pipeline = dataset, pipeline
   _, batches, _ = data.load(cfg, batch_size=BATCH, eval_batch_size=1000)
   it = batches(0)
   for _ in range(10):
@@ -154,10 +177,10 @@ def input_pipeline_img_s(n_batches: int, pipeline: str) -> float:
   return n_batches * BATCH / (time.perf_counter() - t0)
 
 
-def whole_runs(workdir: str, epochs: int) -> list:
+def whole_runs(workdir: str, epochs: int, dataset: str = 'fashion_mnist') -> list:
   """Wall time of whole `kd` and `msmgan` student runs at the same image budget.
 
-  Full Fashion-MNIST, `epochs` epochs of student images, resnet20 -> resnet8, 3 stages,
+  Full Fashion-MNIST (or `dataset`, its arrays file), `epochs` epochs of student images, resnet20 -> resnet8, 3 stages,
   evaluation after each stage; the three anchors are freshly initialised resnet20s (the
   student's speed does not depend on what the anchors know), so no teacher is trained.
   Each run includes its compilations and evaluations, as a user's run does.
@@ -173,7 +196,7 @@ def whole_runs(workdir: str, epochs: int) -> list:
   rows = []
   for method in ('kd', 'msmgan'):
     cfg = config_lib.defaults()
-    cfg.method, cfg.student.epochs = method, epochs
+    cfg.method, cfg.student.epochs, cfg.dataset.name = method, epochs, dataset
     cfg.teacher.checkpoints, cfg.student.eval_every_phase = tuple(anchors), False
     run_dir = os.path.join(workdir, f'run_{method}')
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -218,11 +241,11 @@ def seed_runs(workdir: str, epochs: int, seeds: int = 3) -> list:
 
 
 def measure(quick: bool, workdir: str, profile: bool = False, runs: int = 0,
-            seeds: int = 0) -> dict:
-  threads = os.cpu_count()
+            seeds: int = 0, dataset: str = 'fashion_mnist', peak_tflops: float = 0.0) -> dict:
+  threads, ref_device = os.cpu_count(), torch_device()
   steps, repeats = (5, 3) if quick else (20, 5)
   jax_cases = cases(quick, workdir)
-  refs = {n: torch_reference(n, threads) for n in jax_cases
+  refs = {n: torch_reference(n, threads, ref_device) for n in jax_cases
           if not n.startswith('msmgan_') and '_seeds_' not in n}
   samples = {n: [] for n in jax_cases}
   ref_samples = {n: [] for n, r in refs.items() if r is not None}
@@ -252,14 +275,22 @@ def measure(quick: bool, workdir: str, profile: bool = False, runs: int = 0,
     if '_seeds_' in n:  # against SEEDS single-seed ce_resnet8 steps one after another.
       row['ratio'] = round(jax_img_s / statistics.median(samples['ce_resnet8']), 3)
       row['note'] = f'{SEEDS} seeds in one program, images/s of all seeds; ratio vs ce_resnet8'
-    if n.startswith('msmgan_') or n.startswith('kd_'):
+    if '_seeds_' not in n:  # XLA's FLOPs of one step, and the rate this run gets out of them.
       flops = c.flops()
-      row.update({'time_vs_kd': round(kd / jax_img_s, 3), 'gflops': round(flops / 1e9, 3),
+      row.update({'gflops': round(flops / 1e9, 3),
+                  'tflop_s': round(flops * jax_img_s / BATCH / 1e12, 4)})
+      if peak_tflops:
+        row['of_peak'] = round(row['tflop_s'] / peak_tflops, 5)
+    if n.startswith('msmgan_') or n.startswith('kd_'):
+      row.update({'time_vs_kd': round(kd / jax_img_s, 3),
                   'flops_vs_kd': round(flops / kd_flops, 3)})
     rows.append(row)
   consumed = max(r['jax_img_s'] for r in rows)
-  for pipeline in ('device', 'tfdata'):
-    img_s = input_pipeline_img_s(20 if quick else 100, pipeline)
+  pipelines = ['device']
+  if not data.is_arrays_file(dataset) and _has_tensorflow():  # tf.data reads TFDS only.
+    pipelines.append('tfdata')
+  for pipeline in pipelines:
+    img_s = input_pipeline_img_s(20 if quick else 100, pipeline, dataset)
     rows.append({'case': f'input_pipeline_{pipeline}', 'jax_img_s': round(img_s, 1),
                  'ref_img_s': round(consumed, 1), 'ratio': round(img_s / consumed, 2),
                  'note': f'{pipeline} pipeline images/s against the fastest step above'})
@@ -268,12 +299,13 @@ def measure(quick: bool, workdir: str, profile: bool = False, runs: int = 0,
     from msmgan_jax import op_profile  # pylint: disable=g-import-not-at-top
     extra['ops'] = op_profile.measure(threads, repeats=3 if quick else 5, n=3 if quick else 10)
   if runs:
-    extra['runs'] = whole_runs(os.path.join(workdir, 'runs'), runs)
+    extra['runs'] = whole_runs(os.path.join(workdir, 'runs'), runs, dataset)
   if seeds:
     extra['seeds'] = seed_runs(os.path.join(workdir, 'seeds'), seeds)
   return {'machine': f'{platform.machine()}, {os.cpu_count()} CPU cores',
           'device': jax.devices()[0].device_kind, 'jax': jax.__version__,
-          'torch': _torch_version(), 'batch': BATCH, 'image_shape': list(SHAPE),
+          'torch': _torch_version(), 'torch_device': ref_device,
+          'peak_tflops': peak_tflops or None, 'batch': BATCH, 'image_shape': list(SHAPE),
           'steps_per_sample': steps, 'repeats': repeats, 'quick': quick,
           'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
           'rows': rows, **extra}
@@ -294,13 +326,18 @@ def markdown(result: dict) -> str:
            f'PyTorch {fmt(result["torch"])}; batch {result["batch"]}, images '
            f'{"x".join(map(str, result["image_shape"]))}; median of {result["repeats"]} '
            f'interleaved samples of {result["steps_per_sample"]} steps; peak RSS '
-           f'{result["peak_rss_mb"]} MB.', '',
+           f'{result["peak_rss_mb"]} MB.'
+           + (f' PyTorch runs on {result["torch_device"]}.' if result.get('torch_device') else '')
+           + (f' Peak taken as {result["peak_tflops"]} TFLOP/s.' if result.get('peak_tflops')
+              else ''), '',
            '| case | JAX img/s | reference img/s | ratio | compile s | time vs kd | '
-           'GFLOPs/step | FLOPs vs kd |', '|---|---|---|---|---|---|---|---|']
+           'GFLOPs/step | FLOPs vs kd | TFLOP/s | of peak |',
+           '|---|---|---|---|---|---|---|---|---|---|']
   for r in result['rows']:
     lines.append(f'| {r["case"]} | {r["jax_img_s"]} | {fmt(r["ref_img_s"])} | '
                  f'{fmt(r["ratio"])} | {fmt(r.get("compile_s"))} | {fmt(r.get("time_vs_kd"))} '
-                 f'| {fmt(r.get("gflops"))} | {fmt(r.get("flops_vs_kd"))} |')
+                 f'| {fmt(r.get("gflops"))} | {fmt(r.get("flops_vs_kd"))} '
+                 f'| {fmt(r.get("tflop_s"))} | {fmt(r.get("of_peak"))} |')
   lines += ['', 'ratio: JAX over the PyTorch reference (> 1: JAX faster); for the input '
             'pipelines, their images/s over the fastest training step; for the seed rows, '
             f'{SEEDS} seeds in one program (images of all seeds per second) over ce_resnet8 '
@@ -341,10 +378,16 @@ def main(argv=None) -> int:
   parser.add_argument('--runs', type=int, default=0, metavar='EPOCHS',
                       help='also time whole kd and msmgan student runs of EPOCHS epochs of '
                       'Fashion-MNIST (minutes)')
+  parser.add_argument('--dataset', default='fashion_mnist',
+                      help='dataset of the input-pipeline and --runs rows: a TFDS name or an '
+                      'arrays .npz (python -m msmgan_jax.arrays), for machines without TensorFlow')
+  parser.add_argument('--peak-tflops', type=float, default=0.0,
+                      help="the accelerator's peak TFLOP/s, to report each step's fraction of it")
   args = parser.parse_args(argv)
   from msmgan_jax import main as main_lib  # pylint: disable=g-import-not-at-top
   main_lib._quiet()  # pylint: disable=protected-access
-  result = measure(args.quick, args.workdir, args.profile, args.runs, args.seeds)
+  result = measure(args.quick, args.workdir, args.profile, args.runs, args.seeds,
+                   args.dataset, args.peak_tflops)
   table = markdown(result)
   print(table)
   if args.json:

@@ -63,16 +63,20 @@ def num_params(model) -> int:
   return sum(p.numel() for p in model.parameters())
 
 
-def make(name: str, batch: int, shape: tuple, classes: int, threads: int):
+def make(name: str, batch: int, shape: tuple, classes: int, threads: int,
+         device: str = 'cpu'):
   """`run(n) -> images/s` of `n` train steps of case `name` (ce_resnet8, ce_resnet20,
-  kd_resnet20_resnet8), or None for a case without a reference."""
+  kd_resnet20_resnet8) on `device` ('cpu' or 'cuda'), or None for a case without a
+  reference."""
   torch.set_num_threads(threads)
   torch.manual_seed(0)
+  if device == 'cuda':  # cuDNN picks its fastest algorithms, as XLA autotunes ours.
+    torch.backends.cudnn.benchmark = True
   h, w, c = shape
-  x = torch.randn(batch, c, h, w)
-  y = torch.randint(0, classes, (batch,))
+  x = torch.randn(batch, c, h, w, device=device)
+  y = torch.randint(0, classes, (batch,), device=device)
   if name.startswith('ce_'):
-    net = ResNet(int(name.split('resnet')[1]), c, classes)
+    net = ResNet(int(name.split('resnet')[1]), c, classes).to(device)
     opt = _sgd(net)
 
     def step():
@@ -80,7 +84,7 @@ def make(name: str, batch: int, shape: tuple, classes: int, threads: int):
       F.cross_entropy(net(x), y).backward()
       opt.step()
   elif name == 'kd_resnet20_resnet8':
-    net, teacher = ResNet(8, c, classes), ResNet(20, c, classes).eval()
+    net, teacher = ResNet(8, c, classes).to(device), ResNet(20, c, classes).to(device).eval()
     opt, tau, beta = _sgd(net), 4.0, 0.9
 
     def step():
@@ -100,6 +104,8 @@ def make(name: str, batch: int, shape: tuple, classes: int, threads: int):
     t0 = time.perf_counter()
     for _ in range(n):
       step()
+    if device != 'cpu':  # CUDA runs asynchronously: wait for the last step.
+      torch.cuda.synchronize()
     return n * batch / (time.perf_counter() - t0)
   run.num_params = num_params(net)
   return run

@@ -25,10 +25,14 @@ def test_markdown_table_reports_every_case():
                 {'case': 'ce_resnet8', 'jax_img_s': 800.0, 'ref_img_s': 1600.0, 'ratio': 0.5,
                  'compile_s': 2.0},
                 {'case': 'msmgan_block_1', 'jax_img_s': 150.0, 'ref_img_s': None, 'ratio': None,
-                 'compile_s': 5.0, 'time_vs_kd': 3.6, 'gflops': 42.8, 'flops_vs_kd': 3.0}]}
+                 'compile_s': 5.0, 'time_vs_kd': 3.6, 'gflops': 42.8, 'flops_vs_kd': 3.0,
+                 'tflop_s': 0.0502, 'of_peak': 0.0001}],
+            'torch_device': 'cuda', 'peak_tflops': 494.7}
   table = benchmark.markdown(result)
-  assert '| ce_resnet8 | 800.0 | 1600.0 | 0.5 | 2.0 | - | - | - |' in table
-  assert '| msmgan_block_1 | 150.0 | - | - | 5.0 | 3.6 | 42.8 | 3.0 |' in table
+  assert '| ce_resnet8 | 800.0 | 1600.0 | 0.5 | 2.0 | - | - | - | - | - |' in table
+  assert '| msmgan_block_1 | 150.0 | - | - | 5.0 | 3.6 | 42.8 | 3.0 | 0.0502 | 0.0001 |' in table
+  assert 'PyTorch runs on cuda.' in table and 'Peak taken as 494.7 TFLOP/s.' in table
+  assert benchmark.torch_device() == 'cpu'  # the reference follows JAX: here, the CPU.
 
 
 def test_one_matmul_kernel_gradient_equals_jax_grad():
