@@ -160,6 +160,9 @@ def _copy(cfg):
   return out
 
 
+TEACHER_RECORDS = os.path.join('results', 'teacher')  # committed teacher runs (README).
+
+
 def _summary(workdir: str) -> Optional[dict]:
   path = os.path.join(workdir, 'summary.json')
   if not os.path.exists(path):
@@ -411,8 +414,14 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
     t_sum = train.train_and_evaluate(cc.teacher, cc.teacher_workdir)
   if t_sum is None:
     from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-    raise config_lib.ConfigError(f'{cc.teacher_workdir} holds no finished teacher run; run '
-                                 'the comparison without --report first')
+    hint = 'run the comparison without --report first'
+    name = os.path.basename(os.path.normpath(cc.teacher_workdir))
+    record = os.path.join(TEACHER_RECORDS, name)
+    if _summary(record) is not None:  # a fresh checkout: the teacher's committed record.
+      parent = os.path.dirname(os.path.normpath(cc.teacher_workdir)) or '.'
+      hint = (f'this checkout holds its record in {record}: restore it with `mkdir -p {parent} '
+              f'&& cp -r {record} {parent}/` and rerun --report, or ' + hint)
+    raise config_lib.ConfigError(f'{cc.teacher_workdir} holds no finished teacher run; {hint}')
   anchors = []  # the teacher workdir's own anchors (a copied workdir), else the summary's.
   for a in t_sum['teacher']['anchors']:
     here = os.path.join(cc.teacher_workdir, 'checkpoints', 'anchors', str(a['epoch']))

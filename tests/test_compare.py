@@ -210,3 +210,20 @@ def test_a_finished_run_of_another_setting_is_refused_not_reused(repo_root, teac
   with pytest.raises(config.ConfigError, match=r'kd: .* tuning that chooses the setting of kd '
                      r'is not finished'):
     compare.run_all(cc, cc.workdir, report_only=True)
+
+
+def test_report_on_a_fresh_checkout_says_how_to_restore_the_teacher(repo_root, tmp_path,
+                                                                    monkeypatch):
+  """Without the teacher's workdir, --report names the committed record to copy back."""
+  cc = load_config(repo_root, 'compare_full', None)
+  monkeypatch.chdir(tmp_path)
+  with pytest.raises(config.ConfigError, match='without --report first') as e:
+    compare.run_all(cc, cc.workdir, report_only=True)
+  assert 'cp -r' not in str(e.value)  # no record here: only the plain advice.
+  record = tmp_path / 'results' / 'teacher' / os.path.basename(cc.teacher_workdir)
+  record.mkdir(parents=True)
+  (record / 'summary.json').write_text('{}')
+  with pytest.raises(config.ConfigError, match=r'mkdir -p runs && cp -r results/teacher/'
+                     r'teacher_fmnist runs/'):
+    compare.run_all(cc, cc.workdir, report_only=True)
+  assert not (tmp_path / 'runs').exists()  # nothing written.
