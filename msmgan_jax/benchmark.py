@@ -26,6 +26,7 @@ reference runs on the GPU too (CUDA, cuDNN autotuned); on a machine without Tens
 `--dataset FILE.npz` (`python -m msmgan_jax.arrays`) feeds the pipeline and run rows.
 """
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -98,7 +99,10 @@ class JaxCase:
     return n * BATCH / (time.perf_counter() - t0)
 
   def flops(self):
-    """XLA's count of floating-point operations of one whole step."""
+    """XLA's count of floating-point operations of one whole step, on the program JAX
+    lowers (before the backend's passes; the compiled GPU program hides its convolutions
+    in cuDNN calls that XLA counts as 0), or None where the backend gives no such count
+    (JAX 0.11's GPU backend)."""
     fns = self.d.steps_for(self.phase)
     s, b = self.states, self.batches[0]
     if self.phase.is_feature:
@@ -107,10 +111,10 @@ class JaxCase:
 
 
 def _cost(fn, *args):
-  analysis = fn.lower(*args).compile().cost_analysis()
+  analysis = fn.lower(*args).cost_analysis()
   if isinstance(analysis, list):
     analysis = analysis[0]
-  return float(analysis.get('flops', 0.0))
+  return float(analysis['flops']) if analysis and 'flops' in analysis else None
 
 
 def cases(quick: bool, workdir: str):
@@ -154,11 +158,7 @@ def torch_device() -> str:
 
 
 def _has_tensorflow() -> bool:
-  try:
-    import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
-  except ImportError:
-    return False
-  return True
+  return importlib.util.find_spec('tensorflow') is not None
 
 
 def input_pipeline_img_s(n_batches: int, pipeline: str, dataset: str = 'fashion_mnist') -> float:
@@ -180,8 +180,8 @@ def input_pipeline_img_s(n_batches: int, pipeline: str, dataset: str = 'fashion_
 def whole_runs(workdir: str, epochs: int, dataset: str = 'fashion_mnist') -> list:
   """Wall time of whole `kd` and `msmgan` student runs at the same image budget.
 
-  Full Fashion-MNIST (or `dataset`, its arrays file), `epochs` epochs of student images, resnet20 -> resnet8, 3 stages,
-  evaluation after each stage; the three anchors are freshly initialised resnet20s (the
+  Full Fashion-MNIST (or `dataset`, its arrays file), `epochs` epochs of student images,
+  resnet20 -> resnet8, 3 stages, evaluation after each stage; the three anchors are freshly initialised resnet20s (the
   student's speed does not depend on what the anchors know), so no teacher is trained.
   Each run includes its compilations and evaluations, as a user's run does.
   """
@@ -263,7 +263,9 @@ def measure(quick: bool, workdir: str, profile: bool = False, runs: int = 0,
     if '_seeds_' in n:
       samples[n] = [x * SEEDS for x in samples[n]]
   kd = statistics.median(samples['kd_resnet20_resnet8'])
-  kd_flops = jax_cases['kd_resnet20_resnet8'].flops()
+  flops = {n: c.flops() for n, c in jax_cases.items() if '_seeds_' not in n}  # XLA's, a step.
+  flops = {n: f for n, f in flops.items() if f is not None}  # none where the backend can't.
+  kd_flops = flops.get('kd_resnet20_resnet8')
   rows = []
   for n, c in jax_cases.items():
     jax_img_s = statistics.median(samples[n])
@@ -275,15 +277,10 @@ def measure(quick: bool, workdir: str, profile: bool = False, runs: int = 0,
     if '_seeds_' in n:  # against SEEDS single-seed ce_resnet8 steps one after another.
       row['ratio'] = round(jax_img_s / statistics.median(samples['ce_resnet8']), 3)
       row['note'] = f'{SEEDS} seeds in one program, images/s of all seeds; ratio vs ce_resnet8'
-    if '_seeds_' not in n:  # XLA's FLOPs of one step, and the rate this run gets out of them.
-      flops = c.flops()
-      row.update({'gflops': round(flops / 1e9, 3),
-                  'tflop_s': round(flops * jax_img_s / BATCH / 1e12, 4)})
-      if peak_tflops:
-        row['of_peak'] = round(row['tflop_s'] / peak_tflops, 5)
     if n.startswith('msmgan_') or n.startswith('kd_'):
-      row.update({'time_vs_kd': round(kd / jax_img_s, 3),
-                  'flops_vs_kd': round(flops / kd_flops, 3)})
+      row['time_vs_kd'] = round(kd / jax_img_s, 3)
+    if n in flops:
+      _flop_columns(row, flops[n], kd_flops, peak_tflops)
     rows.append(row)
   consumed = max(r['jax_img_s'] for r in rows)
   pipelines = ['device']
@@ -309,6 +306,37 @@ def measure(quick: bool, workdir: str, profile: bool = False, runs: int = 0,
           'steps_per_sample': steps, 'repeats': repeats, 'quick': quick,
           'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
           'rows': rows, **extra}
+
+
+def _flop_columns(row: dict, flops: float, kd_flops: float, peak_tflops: float) -> None:
+  """Adds a step's FLOPs, the rate its measured images/s get out of them, the fraction of
+  `peak_tflops` (when given) and, for kd and msmgan steps, the FLOPs against kd's."""
+  row.update({'gflops': round(flops / 1e9, 3),
+              'tflop_s': round(flops * row['jax_img_s'] / BATCH / 1e12, 4)})
+  if peak_tflops:
+    row['of_peak'] = round(row['tflop_s'] / peak_tflops, 5)
+  if kd_flops and (row['case'].startswith('msmgan_') or row['case'].startswith('kd_')):
+    row['flops_vs_kd'] = round(flops / kd_flops, 3)
+
+
+def recount(result: dict, workdir: str) -> dict:
+  """`result` (a saved benchmark JSON) with its FLOP columns counted again by this version
+  (`JaxCase.flops`); its measured speeds are kept. For results whose counts were taken
+  from the compiled program, which on a GPU misses the cuDNN convolutions."""
+  jax_cases = cases(False, workdir)
+  flops = {n: c.flops() for n, c in jax_cases.items() if '_seeds_' not in n}
+  if None in flops.values():
+    raise ValueError(f'JAX {jax.__version__} on {jax.default_backend()} gives no FLOP count '
+                     'of a lowered program; recount on the CPU (the lowered program is the same)')
+  missing = [r['case'] for r in result['rows'] if 'gflops' in r and r['case'] not in flops]
+  if missing:
+    raise ValueError(f'cannot recount {missing}: no such step in this version')
+  for row in result['rows']:
+    if row['case'] in flops:
+      _flop_columns(row, flops[row['case']], flops['kd_resnet20_resnet8'],
+                    result.get('peak_tflops') or 0.0)
+  result['flops_recounted'] = {'device': jax.devices()[0].device_kind, 'jax': jax.__version__}
+  return result
 
 
 def _torch_version():
@@ -356,6 +384,12 @@ def markdown(result: dict) -> str:
     lines += [f'| {r["case"]} | {r["separate_s"]} | {r["together_s"]} | {r["ratio"]} |'
               for r in result['seeds']]
     lines.append('')
+  if result.get('flops_recounted'):
+    r = result['flops_recounted']
+    lines += [f'The FLOP columns were counted again (`--recount`) on {r["device"]} with JAX '
+              f'{r["jax"]}, from the program JAX lowers; the speeds are as measured.', '']
+  if result.get('note'):
+    lines += [result['note'], '']
   if result.get('ops'):
     from msmgan_jax import op_profile  # pylint: disable=g-import-not-at-top
     lines += ['The ops of a resnet20 train step, timed alone:', '',
@@ -383,11 +417,27 @@ def main(argv=None) -> int:
                       'arrays .npz (python -m msmgan_jax.arrays), for machines without TensorFlow')
   parser.add_argument('--peak-tflops', type=float, default=0.0,
                       help="the accelerator's peak TFLOP/s, to report each step's fraction of it")
+  parser.add_argument('--recount', metavar='JSON',
+                      help='measure nothing: count the FLOP columns of this saved result again '
+                      '(its speeds kept) and write it to --json / --md')
   args = parser.parse_args(argv)
   from msmgan_jax import main as main_lib  # pylint: disable=g-import-not-at-top
   main_lib._quiet()  # pylint: disable=protected-access
-  result = measure(args.quick, args.workdir, args.profile, args.runs, args.seeds,
-                   args.dataset, args.peak_tflops)
+  if args.recount:
+    try:
+      if not os.path.isfile(args.recount):
+        raise OSError('no such file')
+      saved = utils.read_json(args.recount)
+      if not isinstance(saved, dict) or not isinstance(saved.get('rows'), list):
+        raise ValueError('not a benchmark result (a JSON object with "rows")')
+      result = recount(saved, args.workdir)
+    except (OSError, ValueError, KeyError) as e:
+      print(f'error: cannot recount {args.recount}: {e}; give the --json file a benchmark '
+            'wrote', file=sys.stderr)
+      return 2
+  else:
+    result = measure(args.quick, args.workdir, args.profile, args.runs, args.seeds,
+                     args.dataset, args.peak_tflops)
   table = markdown(result)
   print(table)
   if args.json:

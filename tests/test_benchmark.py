@@ -88,3 +88,31 @@ def test_torch_check_converts_our_resnet_and_follows_our_schedule():
   sched = optim.lr_schedule(0.1, 100, 10)
   for step in (0, 5, 10, 50, 99, 100):
     assert torch_check.lr_at(step, 0.1, 100, 10) == pytest.approx(float(sched(step)), abs=1e-7)
+
+
+def test_flop_columns_from_a_step_count_and_its_speed():
+  row = {'case': 'msmgan_head', 'jax_img_s': 256.0}  # 2 steps of batch 128 per second.
+  benchmark._flop_columns(row, 3e12, 2e12, 12.0)  # pylint: disable=protected-access
+  assert row == {'case': 'msmgan_head', 'jax_img_s': 256.0, 'gflops': 3000.0, 'tflop_s': 6.0,
+                 'of_peak': 0.5, 'flops_vs_kd': 1.5}
+  row = {'case': 'ce_resnet8', 'jax_img_s': 128.0}
+  benchmark._flop_columns(row, 1e12, None, 0.0)  # pylint: disable=protected-access
+  assert row == {'case': 'ce_resnet8', 'jax_img_s': 128.0, 'gflops': 1000.0, 'tflop_s': 1.0}
+
+
+def test_a_step_is_counted_on_the_lowered_program(tmp_path):
+  """The count includes the convolutions (a resnet8 ce step: ~55 MFLOP per image, forward
+  and backward), which a compiled GPU program hides in cuDNN calls."""
+  case = benchmark.JaxCase(benchmark._cfg(), benchmark.phases.Phase(  # pylint: disable=protected-access
+      'ce', 1.0, finetune_all=True, standalone=True), str(tmp_path))
+  assert 6.0e9 < case.flops() < 7.5e9
+
+
+def test_recount_refuses_what_is_not_a_benchmark_result(tmp_path, capsys):
+  bad = tmp_path / 'bad.json'
+  bad.write_text('[1]')
+  out = tmp_path / 'out.json'
+  for path in (str(tmp_path / 'missing.json'), str(bad)):
+    assert benchmark.main(['--recount', path, '--json', str(out)]) == 2
+  assert 'no such file' in capsys.readouterr().err
+  assert not out.exists()
