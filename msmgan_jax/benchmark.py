@@ -436,6 +436,10 @@ def main(argv=None) -> int:
             'wrote', file=sys.stderr)
       return 2
   else:
+    problem = data.check_name(args.dataset)  # before minutes of measuring, not after.
+    if problem:
+      print(f'error: --dataset {problem}', file=sys.stderr)
+      return 2
     result = measure(args.quick, args.workdir, args.profile, args.runs, args.seeds,
                      args.dataset, args.peak_tflops)
   table = markdown(result)

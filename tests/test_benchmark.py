@@ -108,11 +108,14 @@ def test_a_step_is_counted_on_the_lowered_program(tmp_path):
   assert 6.0e9 < case.flops() < 7.5e9
 
 
-def test_recount_refuses_what_is_not_a_benchmark_result(tmp_path, capsys):
+def test_bad_recount_or_dataset_input_is_refused_before_measuring(tmp_path, capsys):
   bad = tmp_path / 'bad.json'
   bad.write_text('[1]')
   out = tmp_path / 'out.json'
   for path in (str(tmp_path / 'missing.json'), str(bad)):
     assert benchmark.main(['--recount', path, '--json', str(out)]) == 2
   assert 'no such file' in capsys.readouterr().err
+  assert not out.exists()
+  assert benchmark.main(['--dataset', str(tmp_path / 'missing.npz'), '--json', str(out)]) == 2
+  assert 'is not one of the registered TFDS datasets' in capsys.readouterr().err
   assert not out.exists()
