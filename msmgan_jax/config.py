@@ -12,15 +12,16 @@ from typing import Optional
 
 import ml_collections
 
-from msmgan_jax import data, models, phases
+from msmgan_jax.data import datasets as data
+from msmgan_jax.core import models
+from msmgan_jax.methods import registry as phases
 
 GAN_LOSSES = ('bce', 'hinge', 'lsgan')
 DISC_KINDS = ('teacher', 'conv')
 SEED_BATCHING = ('auto', 'vmap', 'unroll')
 
 
-class ConfigError(ValueError):
-  """A config field is wrong; the message names the field and how to fix it."""
+from msmgan_jax.errors import ConfigError  # noqa: E402,F401 (config_lib.ConfigError)
 
 
 # Fields added to the schema after runs were recorded, each with the value under which those

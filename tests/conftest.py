@@ -55,7 +55,7 @@ def tfds_data_dir() -> str:
   Preparing reads Debian's IDX files once (about 10 s); later sessions reuse it.
   """
   from tensorflow_datasets.core import constants  # pylint: disable=g-import-not-at-top
-  from msmgan_jax import data  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.data import datasets as data  # pylint: disable=g-import-not-at-top
   data_dir = os.path.expanduser(constants.DATA_DIR)
   local = data.FashionMnistLocal(data_dir=data_dir)
   if not local.is_prepared() and data.find_idx_dir(None) is None:
@@ -87,7 +87,7 @@ def shrink(cfg, data_dir):
 @pytest.fixture(scope='session')
 def teacher_run(repo_root, tfds_data_dir, tmp_path_factory):
   """A finished 2-epoch resnet8 teacher run: (config, workdir, summary)."""
-  from msmgan_jax import train  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.training import train  # pylint: disable=g-import-not-at-top
   cfg = shrink(load_config(repo_root, 'teacher_fmnist'), tfds_data_dir)
   workdir = str(tmp_path_factory.mktemp('teacher'))
   return cfg, workdir, train.train_and_evaluate(cfg, workdir)

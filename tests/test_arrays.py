@@ -10,7 +10,9 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import dataset_cfg
-from msmgan_jax import arrays, data, utils
+from msmgan_jax.data import arrays
+from msmgan_jax.data import datasets as data
+from msmgan_jax.core import sharding
 
 N, H = 50, 6  # examples, image side
 
@@ -28,7 +30,7 @@ def index_arrays(n=N, test=7):
 def pipeline(batch_size=8, eval_batch_size=4, **fields):
   cfg = dataset_cfg(**{'crop_padding': 0, 'flip': False, **fields})
   return arrays.DevicePipeline(index_arrays(), cfg, batch_size=batch_size,
-                               eval_batch_size=eval_batch_size, mesh=utils.mesh())
+                               eval_batch_size=eval_batch_size, mesh=sharding.mesh())
 
 
 def example_ids(batch):
@@ -60,7 +62,7 @@ def test_crop_and_flip_move_pixels_as_tf_data_does():
   a['train_images'][:, 2, 3, 0] = 255
   a['mean'], a['std'] = np.zeros(1, np.float32), np.ones(1, np.float32)
   cfg = dataset_cfg(crop_padding=2, flip=True)
-  pipe = arrays.DevicePipeline(a, cfg, batch_size=N, eval_batch_size=5, mesh=utils.mesh())
+  pipe = arrays.DevicePipeline(a, cfg, batch_size=N, eval_batch_size=5, mesh=sharding.mesh())
   x = np.asarray(next(pipe.train_batches(seed=0))['image'])[..., 0]
   seen = set()
   for im in x:

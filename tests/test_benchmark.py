@@ -4,7 +4,13 @@ import jax
 import numpy as np
 import pytest
 
-from msmgan_jax import benchmark, models, optim
+from msmgan_jax.lab import benchmark
+
+
+from msmgan_jax.core import models
+
+
+from msmgan_jax.core import optim
 
 
 @pytest.mark.parametrize('depth', [8, 20])
@@ -39,7 +45,7 @@ def test_one_matmul_kernel_gradient_equals_jax_grad():
   """The alternative the op profile times computes the same gradient as jax.vjp of the conv."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from msmgan_jax import op_profile  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.lab import op_profile  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(0)
   x = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
   w = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
@@ -49,7 +55,7 @@ def test_one_matmul_kernel_gradient_equals_jax_grad():
 
 
 def test_op_table_sums_the_step_and_whole_runs_are_reported():
-  from msmgan_jax import op_profile  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.lab import op_profile  # pylint: disable=g-import-not-at-top
   ops = [{'case': 'op conv_fwd 28x28x16', 'jax_ms': 2.0, 'ref_ms': 1.0, 'ratio': 0.5,
           'per_step': 6, 'jax_ms_per_step': 12.0, 'ref_ms_per_step': 6.0},
          {'case': 'op conv_dkernel_one_matmul 28x28x16', 'jax_ms': 9.0, 'ref_ms': None,
@@ -73,7 +79,10 @@ def test_torch_check_converts_our_resnet_and_follows_our_schedule():
   per-step learning rate is `optim.lr_schedule`."""
   pytest.importorskip('torch')
   import torch  # pylint: disable=g-import-not-at-top
-  from msmgan_jax import models, optim, torch_check, torch_reference  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.core import models  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.core import optim  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.lab import torch_check  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.lab import torch_reference  # pylint: disable=g-import-not-at-top
   model = models.create_model('resnet20', 10)
   v = optim.init_variables(model, jax.random.key(0), (28, 28, 1))
   rng = np.random.default_rng(0)  # BatchNorm statistics that are not the identity.

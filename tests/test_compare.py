@@ -7,7 +7,13 @@ import shutil
 import pytest
 
 from conftest import load_config, shrink
-from msmgan_jax import compare, config, utils
+from msmgan_jax.lab import compare
+
+
+from msmgan_jax import config
+
+
+from msmgan_jax.files import io
 
 
 def small(repo_root, teacher_run, tmp_path, methods, tuning=None, ablations=()):
@@ -88,10 +94,10 @@ def _fake_tuning(cc, method, accs, anchors=('a',)):
     run = compare.Run('tune', f'tune/{method}/{i}', method, candidate=i)
     wd = run.workdir(cc.workdir)
     os.makedirs(wd, exist_ok=True)
-    utils.write_text(os.path.join(wd, 'config.json'),
+    io.write_text(os.path.join(wd, 'config.json'),
                      compare.student_config(cc, run, list(anchors), {}).to_json())
-    utils.write_text(os.path.join(wd, 'metrics.jsonl'), '')
-    utils.write_json(os.path.join(wd, 'summary.json'), {'student': {
+    io.write_text(os.path.join(wd, 'metrics.jsonl'), '')
+    io.write_json(os.path.join(wd, 'summary.json'), {'student': {
         'test_accuracy': acc, 'wall_s': 1.0, 'stages': []}})
 
 

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from msmgan_jax import config
+from msmgan_jax.files import workdir as workdir_lib
 
 
 def load_config_file(name, arg=None):
@@ -52,7 +53,7 @@ def test_defaults_and_config_files_validate():
 
 
 def test_comparison_configs_and_every_run_they_plan_validate():
-  from msmgan_jax import compare  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.lab import compare  # pylint: disable=g-import-not-at-top
   assert COMPARE_FILES == ['compare_full', 'compare_lowdata', 'compare_lowdata_design']
   for name, arg in [(n, None) for n in COMPARE_FILES] + [('compare_lowdata', 'smoke')]:
     cc = load_config_file(name, arg)
@@ -272,7 +273,7 @@ def test_a_run_recorded_before_a_field_existed_reads_back_as_it_ran(tmp_path, mo
   """config.BEFORE_ADDED: a config.json without stages.block_stages / mutual.frozen_bn ran
   with block phases in every stage and a BatchNorm-updating copy, whatever the defaults say."""
   import json  # pylint: disable=g-import-not-at-top
-  from msmgan_jax import loop  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.training import loop  # pylint: disable=g-import-not-at-top
   old = json.loads(config.defaults().to_json())
   del old['stages']['block_stages'], old['mutual']['frozen_bn']
   (tmp_path / 'config.json').write_text(json.dumps(old))
@@ -283,7 +284,7 @@ def test_a_run_recorded_before_a_field_existed_reads_back_as_it_ran(tmp_path, mo
     cfg.stages.block_stages, cfg.mutual.frozen_bn = 1, True
     return cfg
   monkeypatch.setattr(config, 'defaults', changed_defaults)
-  back = loop.Workdir(str(tmp_path)).read_config()
+  back = workdir_lib.Workdir(str(tmp_path)).read_config()
   assert back['stages']['block_stages'] == -1 and back['mutual']['frozen_bn'] is False
   assert back['student'] == old['student']
 
@@ -291,10 +292,10 @@ def test_a_run_recorded_before_a_field_existed_reads_back_as_it_ran(tmp_path, mo
 def test_a_teacher_only_run_is_the_same_run_whatever_the_student_fields_say(tmp_path):
   """Student-side defaults may move (the comparisons' shared teacher must still resume
   and be reused); a teacher field still makes another run."""
-  from msmgan_jax import loop  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.training import loop  # pylint: disable=g-import-not-at-top
   cfg = config.defaults()
   cfg.method = 'teacher'
-  wd = loop.Workdir(str(tmp_path / 'teacher'))
+  wd = workdir_lib.Workdir(str(tmp_path / 'teacher'))
   wd.claim(cfg)
   wd.release()
   cfg.student.lr, cfg.mutual.lr, cfg.stages.block_stages = 0.3, 0.5, 0
@@ -312,7 +313,7 @@ def test_a_teacher_only_run_is_the_same_run_whatever_the_student_fields_say(tmp_
 def test_a_finished_teacher_run_is_returned_untouched_after_a_student_default_moves(tmp_path):
   """The shared teacher of the comparisons: its summary (wall time, commit) must survive."""
   import json  # pylint: disable=g-import-not-at-top
-  from msmgan_jax import train  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.training import train  # pylint: disable=g-import-not-at-top
   cfg = config.defaults()
   cfg.method = 'teacher'
   old = json.loads(cfg.to_json())

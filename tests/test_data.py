@@ -7,7 +7,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from conftest import dataset_cfg
-from msmgan_jax import data
+from msmgan_jax.data import datasets as data
 
 MOCK_TRAIN, MOCK_TEST = 40, 13  # 13 test examples: not a multiple of the eval batch (5).
 MOCK_BATCH, MOCK_EVAL_BATCH = 4, 5

@@ -19,7 +19,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from conftest import load_config, shrink
-from msmgan_jax import data, export, models, predict, train, utils
+from msmgan_jax.data import datasets as data
+from msmgan_jax.serving import export
+from msmgan_jax.core import models
+from msmgan_jax.serving import predict
+from msmgan_jax.training import train
+from msmgan_jax.files import checkpoints
+from msmgan_jax.core import sharding
 from test_config import snapshot
 
 PARITY = 1e-4  # max abs difference of logits, float32 on CPU through XLA in both paths.
@@ -49,9 +55,9 @@ def test_set(run):
   inputs = next(iter(tfds.as_numpy(prep.batch(n))))['image']
   names = builder.info.features['label'].names
   model = models.create_model(cfg.student.model, len(names))
-  ckpt = utils.Checkpoints(os.path.join(workdir, 'checkpoints', 'student_final'), read_only=True)
-  variables, _ = ckpt.restore(0, utils.abstract_variables(model, raw['image'].shape[1:],
-                                                          utils.mesh()))
+  ckpt = checkpoints.Checkpoints(os.path.join(workdir, 'checkpoints', 'student_final'), read_only=True)
+  variables, _ = ckpt.restore(0, sharding.abstract_variables(model, raw['image'].shape[1:],
+                                                          sharding.mesh()))
   logits = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])(variables, inputs)
   return raw['image'], raw['label'], names, np.asarray(logits)
 

@@ -6,7 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from msmgan_jax import losses, models
+from msmgan_jax.core import losses
+
+
+from msmgan_jax.core import models
 
 
 def test_kd_matches_hand_value_with_tau_squared():

@@ -3,7 +3,9 @@ phases they run and what each phase trains (tiny models, synthetic data)."""
 import numpy as np
 import pytest
 
-from msmgan_jax import losses, phases, utils
+from msmgan_jax.core import losses
+from msmgan_jax.methods import registry as phases
+from msmgan_jax.core import sharding
 from test_student import (changed, host, make_distiller, make_teacher, run_phase_steps,
                           synthetic_batches, tiny_cfg)
 
@@ -65,7 +67,7 @@ def test_dml_trains_student_and_a_fresh_peer_against_each_other(tmp_path):
   phase = d.phases[0][0]
   states = d.build_states(0, 0, d.init_carry())
   before = host(states)
-  batch = utils.shard_batch(next(synthetic_batches(0)), d.mesh)
+  batch = sharding.shard_batch(next(synthetic_batches(0)), d.mesh)
   # The two forwards the step must use: training mode, the first batch, the initial params.
   (s_logits, _), _ = d.student.apply(
       {'params': before['g'].params['student'], 'batch_stats': before['g'].batch_stats['student']},

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from msmgan_jax import models
+from msmgan_jax.core import models
 
 ALL = sorted(models.MODELS)
 

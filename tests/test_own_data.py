@@ -10,7 +10,10 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from conftest import dataset_cfg
-from msmgan_jax import config, data, main, train
+from msmgan_jax import config
+from msmgan_jax.data import datasets as data
+from msmgan_jax import main
+from msmgan_jax.training import train
 from test_config import snapshot
 from test_data import write_idx
 

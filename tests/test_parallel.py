@@ -12,14 +12,15 @@ from conftest import REPO_ROOT
 SCRIPT = '''
 import json, sys
 import jax, numpy as np
-from msmgan_jax import utils
+from msmgan_jax.files import checkpoints
+from msmgan_jax.core import sharding
 from test_student import make_distiller, reference_target, tiny_cfg
 out = sys.argv[1]
 summary = make_distiller(tiny_cfg(), out).run()
-final, _ = utils.Checkpoints(out + '/checkpoints/student_final').restore(0, reference_target(tiny_cfg()))
+final, _ = checkpoints.Checkpoints(out + '/checkpoints/student_final').restore(0, reference_target(tiny_cfg()))
 leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(final))[0]
 np.savez(out + '/final.npz', **{jax.tree_util.keystr(k): np.asarray(v) for k, v in leaves})
-print(json.dumps({'devices': jax.device_count(), 'mesh': dict(utils.mesh().shape),
+print(json.dumps({'devices': jax.device_count(), 'mesh': dict(sharding.mesh().shape),
                   'accuracy': summary['test_accuracy']}))
 '''
 
@@ -54,7 +55,8 @@ def test_mesh_axis_is_auto():
   axes, under which the cross-entropy's gradient fails to resolve its sharding (seen on the
   lent GPU machine)."""
   import jax  # pylint: disable=g-import-not-at-top
-  from msmgan_jax import utils  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.files import checkpoints  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.core import sharding  # pylint: disable=g-import-not-at-top
   axis_type = getattr(jax.sharding, 'AxisType', None)
   if axis_type is not None:
-    assert tuple(utils.mesh().axis_types) == (axis_type.Auto,)
+    assert tuple(sharding.mesh().axis_types) == (axis_type.Auto,)

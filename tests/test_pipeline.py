@@ -6,7 +6,7 @@ import os
 import pytest
 
 from conftest import load_config, shrink
-from msmgan_jax import train
+from msmgan_jax.training import train
 
 
 def test_teacher_workdir_contract(teacher_run):
@@ -94,13 +94,13 @@ def _student_cfg(repo_root, teacher_run, **teacher_fields):
 
 def test_anchor_paths_missing_or_of_another_model_are_clear_errors(repo_root, teacher_run,
                                                                    tmp_path):
-  from msmgan_jax import utils  # pylint: disable=g-import-not-at-top
+  from msmgan_jax import errors  # pylint: disable=g-import-not-at-top
   good = _student_cfg(repo_root, teacher_run).teacher.checkpoints
   cfg = _student_cfg(repo_root, teacher_run, checkpoints=(good[0], str(tmp_path / 'nope')))
-  with pytest.raises(utils.CheckpointError, match='nope not found.*teacher.checkpoints'):
+  with pytest.raises(errors.CheckpointError, match='nope not found.*teacher.checkpoints'):
     train.train_and_evaluate(cfg, str(tmp_path / 'a'))
   cfg = _student_cfg(repo_root, teacher_run, model='resnet14')
-  with pytest.raises(utils.CheckpointError, match="holds a 'resnet8' but teacher.model is "
+  with pytest.raises(errors.CheckpointError, match="holds a 'resnet8' but teacher.model is "
                                                   "'resnet14'"):
     train.train_and_evaluate(cfg, str(tmp_path / 'b'))
   # Checked before any work: no workdir was made.
@@ -109,7 +109,7 @@ def test_anchor_paths_missing_or_of_another_model_are_clear_errors(repo_root, te
 
 def test_corrupt_checkpoint_is_a_clear_error_and_loses_nothing(teacher_run, tmp_path):
   import shutil  # pylint: disable=g-import-not-at-top
-  from msmgan_jax import utils  # pylint: disable=g-import-not-at-top
+  from msmgan_jax import errors  # pylint: disable=g-import-not-at-top
   cfg, workdir, _ = teacher_run
   copy = tmp_path / 'run'
   shutil.copytree(workdir, copy)
@@ -119,13 +119,13 @@ def test_corrupt_checkpoint_is_a_clear_error_and_loses_nothing(teacher_run, tmp_
   for p in victims:
     p.write_bytes(b'\0' * p.stat().st_size)
   before = {str(p): p.read_bytes() for p in copy.rglob('*') if p.is_file()}
-  with pytest.raises(utils.CheckpointError, match='could not be restored.*move it away'):
+  with pytest.raises(errors.CheckpointError, match='could not be restored.*move it away'):
     train.train_and_evaluate(cfg, str(copy))
   assert {str(p): p.read_bytes() for p in copy.rglob('*') if p.is_file()} == before
 
 
 def test_report_tables_runs_and_refuses_unfinished_ones(teacher_run, tmp_path):
-  from msmgan_jax import report  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.lab import report  # pylint: disable=g-import-not-at-top
   _, workdir, summary = teacher_run
   out = tmp_path / 'results'
   assert report.main(['--out', str(out), '--machine', 'test box', workdir]) == 0

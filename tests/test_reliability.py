@@ -17,7 +17,15 @@ import PIL.Image
 import pytest
 
 from conftest import REPO_ROOT
-from msmgan_jax import config, faults, main, models, student, loop, utils
+from msmgan_jax import config
+from msmgan_jax.files import workdir as workdir_lib
+from msmgan_jax.files import faults
+from msmgan_jax import main
+from msmgan_jax.core import models
+from msmgan_jax.training import student
+from msmgan_jax.training import loop
+from msmgan_jax.files import checkpoints
+from msmgan_jax.files import io
 from test_config import snapshot
 from test_data import write_idx
 from test_student import make_distiller, tiny_cfg
@@ -205,7 +213,7 @@ def test_busy_workdir_is_refused_and_a_killed_holder_leaves_no_stale_lock(world,
   argv = base(world, world['root'] / 'busy')
   cfg, workdir, _, _ = main._parse(argv)  # pylint: disable=protected-access
   os.makedirs(workdir)
-  utils.write_json(os.path.join(workdir, 'config.json'), json.loads(cfg.to_json()))
+  io.write_json(os.path.join(workdir, 'config.json'), json.loads(cfg.to_json()))
   holder = subprocess.Popen([sys.executable, '-c', textwrap.dedent(f'''
       import os, time, filelock
       lock = filelock.FileLock({os.path.join(workdir, '.lock')!r}, timeout=0)
@@ -224,7 +232,7 @@ def test_busy_workdir_is_refused_and_a_killed_holder_leaves_no_stale_lock(world,
   finally:
     holder.kill()
     holder.wait()
-  wd = loop.Workdir(workdir)  # the kernel dropped the dead holder's lock.
+  wd = workdir_lib.Workdir(workdir)  # the kernel dropped the dead holder's lock.
   wd.claim(cfg)
   wd.release()
 
@@ -258,7 +266,8 @@ def test_concurrent_preparation_prepares_once(tmp_path):
     write_idx(idx / img, rng.integers(0, 255, (50, 28, 28)))
     write_idx(idx / lab, rng.integers(0, 10, (50,)))
   script = textwrap.dedent(f'''
-      from msmgan_jax import config, data
+      from msmgan_jax import config
+      from msmgan_jax.data import datasets as data
       c = config.defaults().dataset
       c.data_dir, c.manual_dir, c.source = {str(tmp_path / 'tfds')!r}, {str(idx)!r}, 'local'
       print(data.builder_for(c).info.splits['train'].num_examples)''')
@@ -294,7 +303,7 @@ def test_nan_loss_stops_naming_where_and_keeps_the_last_good_checkpoint(tmp_path
   with pytest.raises(faults.NumericalError,
                      match=r'non-finite training loss in stage 1 phase head at step 2: loss=nan'):
     d.run()
-  ckpt = utils.Checkpoints(str(tmp_path / 'checkpoints' / 'student'))
+  ckpt = checkpoints.Checkpoints(str(tmp_path / 'checkpoints' / 'student'))
   meta = ckpt.meta(ckpt.latest_step())
   assert meta['position'] == [0, 3, 1]  # head phase after its 1st step, before the NaN.
   states, _ = ckpt.restore(ckpt.latest_step(), d.build_states(0, 3, d.init_carry()))
@@ -302,7 +311,7 @@ def test_nan_loss_stops_naming_where_and_keeps_the_last_good_checkpoint(tmp_path
 
 
 def test_checkpoints_refuse_non_finite_states(tmp_path):
-  ckpt = utils.Checkpoints(str(tmp_path / 'c'))
+  ckpt = checkpoints.Checkpoints(str(tmp_path / 'c'))
   ckpt.save(1, {'w': jnp.ones(3)}, {})
   with pytest.raises(faults.NumericalError, match=r"non-finite values in \['w'\]"):
     ckpt.save(2, {'w': jnp.array([1.0, jnp.inf, 0.0])}, {})
@@ -371,14 +380,14 @@ def test_stop_at_the_last_step_of_a_phase_resumes_to_the_same_student(tmp_path, 
 def test_temp_files_of_a_killed_write_do_not_make_a_workdir_foreign(tmp_path):
   (tmp_path / 'run').mkdir()
   (tmp_path / 'run' / 'config.json.tmp4242').write_text('{"half": ')
-  wd = loop.Workdir(str(tmp_path / 'run'))
+  wd = workdir_lib.Workdir(str(tmp_path / 'run'))
   wd.claim(tiny_cfg())
   wd.release()
   assert sorted(os.listdir(tmp_path / 'run')) == ['.lock', '.owner', 'config.json']
 
 
 def test_a_method_without_teacher_cannot_have_teacher_phases(monkeypatch):
-  from msmgan_jax import phases  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.methods import registry as phases  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(phases, 'METHODS', dict(phases.METHODS))
   phases.register_method('lonely_kd', lambda cfg, k: [phases.Phase('head', 1.0, kd=True)],
                          uses_teacher=False)

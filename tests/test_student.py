@@ -8,7 +8,17 @@ import numpy as np
 import optax
 import pytest
 
-from msmgan_jax import config, data, models, optim, steps, student, teacher, loop, utils
+from msmgan_jax import config
+from msmgan_jax.files import workdir as workdir_lib
+from msmgan_jax.data import datasets as data
+from msmgan_jax.core import models
+from msmgan_jax.core import optim
+from msmgan_jax.core import steps
+from msmgan_jax.training import student
+from msmgan_jax.training import teacher
+from msmgan_jax.training import loop
+from msmgan_jax.files import checkpoints
+from msmgan_jax.core import sharding
 
 INFO = data.DatasetInfo('fashion_mnist', 10, (28, 28, 1), 64, 40)
 
@@ -59,9 +69,9 @@ def make_teacher(cfg, num_anchors):
 
 
 def make_distiller(cfg, tmp_path, num_anchors=2):
-  wd = loop.Workdir(str(tmp_path))
+  wd = workdir_lib.Workdir(str(tmp_path))
   os.makedirs(wd.path, exist_ok=True)
-  return student.Distiller(cfg, wd, INFO, synthetic_batches, synthetic_eval, utils.mesh(),
+  return student.Distiller(cfg, wd, INFO, synthetic_batches, synthetic_eval, sharding.mesh(),
                            make_teacher(cfg, num_anchors))
 
 
@@ -85,7 +95,7 @@ def run_phase_steps(d, phase, n=3):
   step = d.step_fn(phase, anchor)
   batches = synthetic_batches(0)
   for _ in range(n):
-    states, metrics = step(states, utils.shard_batch(next(batches), d.mesh))
+    states, metrics = step(states, sharding.shard_batch(next(batches), d.mesh))
   np.testing.assert_equal(host(anchor.variables), anchor_before)  # anchors are never trained.
   return before, host(states), metrics
 
@@ -149,7 +159,7 @@ def _flops(fn, *args):
 def _phase_flops(d, phase):
   """FLOPs of one student update of `phase`, discriminator update included."""
   states = d.build_states(0, d.phases[0].index(phase), d.init_carry())
-  batch = utils.shard_batch(next(synthetic_batches(0)), d.mesh)
+  batch = sharding.shard_batch(next(synthetic_batches(0)), d.mesh)
   return _flops(d.steps_for(phase).feature_step, states['g'], states['d'],
                 d.anchors[0].variables, batch)
 
@@ -190,7 +200,7 @@ def test_interrupted_run_resumes_mid_phase_to_the_same_student(tmp_path, monkeyp
                                                                block_stages, crash_at, position):
   cfg = tiny_cfg(**{'checkpoint_every_steps': 1, 'stages.block_stages': block_stages})
   reference = make_distiller(cfg, tmp_path / 'ref').run()
-  ref_params = host(utils.Checkpoints(str(tmp_path / 'ref' / 'checkpoints' / 'student_final'))
+  ref_params = host(checkpoints.Checkpoints(str(tmp_path / 'ref' / 'checkpoints' / 'student_final'))
                     .restore(0, reference_target(cfg))[0])
   # Per stage: block_1, block_2, block_3 (1 step each), head (3 steps, checkpointed after
   # steps 1 and 2). Crash at the 11th update: stage 2's head, after its first checkpoint.
@@ -211,10 +221,10 @@ def test_interrupted_run_resumes_mid_phase_to_the_same_student(tmp_path, monkeyp
   with pytest.raises(KeyboardInterrupt):
     make_distiller(cfg, tmp_path / 'run').run()
   monkeypatch.setattr(student.Distiller, 'step_fn', real_step_fn)
-  ckpt = utils.Checkpoints(str(tmp_path / 'run' / 'checkpoints' / 'student'))
+  ckpt = checkpoints.Checkpoints(str(tmp_path / 'run' / 'checkpoints' / 'student'))
   assert ckpt.meta(ckpt.latest_step())['position'] == position
   resumed = make_distiller(cfg, tmp_path / 'run').run()
-  got = host(utils.Checkpoints(str(tmp_path / 'run' / 'checkpoints' / 'student_final'))
+  got = host(checkpoints.Checkpoints(str(tmp_path / 'run' / 'checkpoints' / 'student_final'))
              .restore(0, reference_target(cfg))[0])
   np.testing.assert_equal(got, ref_params)  # bit for bit: same data, same states, same steps.
   assert resumed['test_accuracy'] == reference['test_accuracy']
@@ -281,9 +291,9 @@ def test_several_seeds_in_one_program_match_their_separate_runs(tmp_path):
   assert both['test_accuracy'] == pytest.approx(np.mean(both['test_accuracies']))
   for j, seed in enumerate((0, 1)):
     final = 'student_final' + (f'_{seed}' if j else '')
-    got = host(utils.Checkpoints(str(tmp_path / 'both' / 'checkpoints' / final))
+    got = host(checkpoints.Checkpoints(str(tmp_path / 'both' / 'checkpoints' / final))
                .restore(0, reference_target(both_cfg))[0])
-    want = host(utils.Checkpoints(str(tmp_path / f'seed{seed}' / 'checkpoints' / 'student_final'))
+    want = host(checkpoints.Checkpoints(str(tmp_path / f'seed{seed}' / 'checkpoints' / 'student_final'))
                 .restore(0, reference_target(both_cfg))[0])
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4), got, want)
   records = [json.loads(line) for line in open(tmp_path / 'both' / 'metrics.jsonl')]
@@ -306,7 +316,7 @@ def test_vmapped_seeds_step_like_their_single_seed_steps(tmp_path):
     after, _ = multi.step_fn(phase, multi.anchors[0])(states, jax.device_put(stacked))
     for j, d in enumerate(singles):
       one = d.build_states(0, i, d.init_carry())
-      want, _ = d.step_fn(phase, d.anchors[0])(one, utils.shard_batch(batches[j], d.mesh))
+      want, _ = d.step_fn(phase, d.anchors[0])(one, sharding.shard_batch(batches[j], d.mesh))
       for side in ('g', 'd'):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a[j], b, rtol=1e-4, atol=1e-5),
                      host(after[side].params), host(want[side].params))

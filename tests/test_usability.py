@@ -11,7 +11,22 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, load_config, shrink
-from msmgan_jax import config, models, phases, report, loop, train
+from msmgan_jax import config
+
+
+from msmgan_jax.core import models
+
+
+from msmgan_jax.methods import registry as phases
+
+
+from msmgan_jax.lab import report
+
+
+from msmgan_jax.training import loop
+
+
+from msmgan_jax.training import train
 
 
 def readme_blocks(section: str) -> list:
@@ -74,8 +89,8 @@ def test_tensorboard_reads_the_event_files(teacher_run, extended_run):
 
 def test_tensorboard_events_are_rebuilt_from_metrics_on_resume(tmp_path):
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
-  from msmgan_jax import utils  # pylint: disable=g-import-not-at-top
-  w = utils.MetricsWriter(str(tmp_path), images_per_epoch=100)
+  from msmgan_jax.files import metrics  # pylint: disable=g-import-not-at-top
+  w = metrics.MetricsWriter(str(tmp_path), images_per_epoch=100)
   for step in (1, 2):
     w.write(step=step, epoch=step / 10, stage=1, phase='head', split='train', loss=float(step))
   offset = w.offset()

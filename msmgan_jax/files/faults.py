@@ -16,22 +16,11 @@ import os
 import signal
 import threading
 
+from msmgan_jax.errors import Interrupted, NumericalError  # noqa: F401 (raised by the loops)
+
 FAULT_ENV = 'MSMGAN_JAX_FAULT'
 _HITS = collections.Counter()
 _REQUESTED = {'signal': None}
-
-
-class Interrupted(Exception):
-  """The run stopped on a signal after saving a checkpoint; rerunning resumes it."""
-
-  def __init__(self, signum: int, where: str):
-    self.signum = signum
-    super().__init__(f'stopped by {signal.Signals(signum).name} in {where}; a checkpoint was '
-                     'saved. Rerun the same command to resume from it.')
-
-
-class NumericalError(FloatingPointError):
-  """A loss or metric became NaN or inf; the last good checkpoint is kept."""
 
 
 def point(name: str) -> None:

@@ -17,8 +17,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from msmgan_jax import faults, loop, models, optim, phases as phases_lib, steps as steps_lib
-from msmgan_jax import utils
+from msmgan_jax.files import faults
+from msmgan_jax.training import loop
+from msmgan_jax.core import models
+from msmgan_jax.core import optim
+from msmgan_jax.methods import registry as phases_lib
+from msmgan_jax.core import steps as steps_lib
+from msmgan_jax.files import checkpoints
+
+
+from msmgan_jax.core import sharding
 
 
 def _rules(groups: dict) -> list:
@@ -61,7 +69,7 @@ class Distiller:
     self.phases = [phases_lib.stage_phases(cfg, self.student.num_blocks, m)  # per stage.
                    for m in range(len(self.anchors))]
     self.spe = loop.steps_per_epoch(cfg, info)
-    self.ckpt = utils.Checkpoints(wd.file('checkpoints', 'student'), max_to_keep=2)
+    self.ckpt = checkpoints.Checkpoints(wd.file('checkpoints', 'student'), max_to_keep=2)
     self.eval_step = loop.make_eval_step(self.student)
     if self.multi:  # every seed's student on the same eval batch (replicated for vmap).
       over = self._over_seeds(self.eval_step, in_axes=(0, None))
@@ -108,8 +116,8 @@ class Distiller:
     """Fresh functional train states of phase i of stage m, starting from `carry` (with
     several seeds: each seed's, stacked on a leading axis)."""
     if not self.multi:
-      return utils.replicate(self._build_states(m, i, carry, self.seeds[0]), self.mesh)
-    return utils.replicate(_stack([
+      return sharding.replicate(self._build_states(m, i, carry, self.seeds[0]), self.mesh)
+    return sharding.replicate(_stack([
         self._build_states(m, i, jax.tree.map(lambda x: x[j], carry), seed)
         for j, seed in enumerate(self.seeds)]), self.mesh)
 
@@ -426,7 +434,7 @@ class Distiller:
 
     def stacked():
       while True:
-        parts = [utils.shard_batch(next(it), self.mesh) for it in its]
+        parts = [sharding.shard_batch(next(it), self.mesh) for it in its]
         yield {k: jax.device_put(jnp.stack([p[k] for p in parts]), sharding) for k in parts[0]}
     return stacked()
 
@@ -440,7 +448,7 @@ class Distiller:
     if self.multi:
       finals = [jax.tree.map(lambda x: x[j], finals[0]) for j in range(len(self.seeds))]
     for j, (seed, final) in enumerate(zip(self.seeds, finals)):
-      utils.Checkpoints(self.wd.file('checkpoints', 'student_final' + (f'_{seed}' if j else ''))
+      checkpoints.Checkpoints(self.wd.file('checkpoints', 'student_final' + (f'_{seed}' if j else ''))
                         ).save(0, final, {'model': self.cfg.student.model, 'seed': seed})
     n_params = optim.count_params(finals[0]['params'])
     stages = []

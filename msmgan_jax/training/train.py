@@ -19,8 +19,14 @@ import jax
 import ml_collections
 
 from msmgan_jax import config as config_lib
-from msmgan_jax import data, faults, phases, student, teacher as teacher_lib, utils
-from msmgan_jax.loop import Workdir, _read_json_or_refuse, same_run
+from msmgan_jax.data import datasets as data
+from msmgan_jax.files import faults
+from msmgan_jax.methods import registry as phases
+from msmgan_jax.training import student
+from msmgan_jax.training import teacher as teacher_lib
+from msmgan_jax.files import io
+from msmgan_jax.core import sharding
+from msmgan_jax.files.workdir import Workdir, same_run
 
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
@@ -36,13 +42,13 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   teacher_lib.check_anchor_paths(cfg)
   wd = Workdir(workdir)
   if not overwrite and os.path.isdir(workdir):
-    done = _read_json_or_refuse(wd.file('summary.json'), 'rerun with --overwrite to train '
+    done = io.read_json_or_refuse(wd.file('summary.json'), 'rerun with --overwrite to train '
                                 'this run again, or move it away.')
     if done is not None and same_run(wd.read_config(), json.loads(cfg.to_json())):
       print(f'{workdir} already holds this finished run (summary.json); nothing to do. '
             'Add --overwrite to train it again.')
       return done
-  mesh = utils.mesh()
+  mesh = sharding.mesh()
   info, batches, eval_batches = data.load(cfg.dataset, batch_size=cfg.batch_size,
                                           eval_batch_size=cfg.eval_batch_size, mesh=mesh)
   # Given checkpoints are restored before the workdir is claimed (for `ce`, for reference).
@@ -80,7 +86,7 @@ def _run(cfg, wd, info, batches, eval_batches, mesh, teacher) -> dict:
                                            teacher).run()
   summary['wall_s'] = round(time.time() - t0, 2)
   summary['environment'] = environment()
-  utils.write_json(wd.file('summary.json'), summary)
+  io.write_json(wd.file('summary.json'), summary)
   return summary
 
 

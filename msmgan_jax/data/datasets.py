@@ -48,7 +48,13 @@ import filelock
 import jax
 import numpy as np
 
-from msmgan_jax import arrays as arrays_lib, utils
+from msmgan_jax.data import arrays as arrays_lib
+
+
+from msmgan_jax.files import io
+
+
+from msmgan_jax.core import sharding
 
 
 class _Lazy:
@@ -95,8 +101,7 @@ DEVICE_MAX_BYTES = 1 << 30  # dataset.pipeline auto: training images up to this 
 PIPELINES = ('auto', 'device', 'tfdata')
 
 
-class DataError(RuntimeError):
-  """A dataset could not be found or prepared; the message says how to get it."""
+from msmgan_jax.errors import DataError  # noqa: E402,F401 (data.DataError)
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -387,7 +392,7 @@ def _cached(cfg, kind: str, key: dict, compute: Callable[[], dict]) -> dict:
   value = compute()
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    utils.write_json(path, {'key': key, 'value': value})
+    io.write_json(path, {'key': key, 'value': value})
   except OSError as e:
     sys.stderr.write(f'warning: could not cache the dataset {kind} in {path} ({e})\n')
   return value
@@ -548,7 +553,7 @@ def load(cfg, *, batch_size: int, eval_batch_size: int, mesh=None):
   `eval_fn()` yields padded eval batches with a `mask` over this host's test share.
   The pipeline is `dataset.pipeline`'s (see the module docstring).
   """
-  mesh = mesh if mesh is not None else utils.mesh()
+  mesh = mesh if mesh is not None else sharding.mesh()
   if is_arrays_file(cfg.name):
     if cfg.pipeline == 'tfdata':
       raise DataError(f'{cfg.name} is an arrays file, read only by the device pipeline; set '

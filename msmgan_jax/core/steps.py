@@ -14,8 +14,8 @@ import collections
 import jax
 import jax.numpy as jnp
 
-from msmgan_jax import losses
-from msmgan_jax.phases import Phase
+from msmgan_jax.core import losses
+from msmgan_jax.methods.registry import Phase
 
 TRACES = collections.Counter()
 

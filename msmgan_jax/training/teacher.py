@@ -12,7 +12,22 @@ import time
 import jax
 
 from msmgan_jax import config as config_lib
-from msmgan_jax import loop, models, optim, utils
+from msmgan_jax.training import loop
+
+
+from msmgan_jax.core import models
+
+
+from msmgan_jax.core import optim
+
+
+from msmgan_jax.files import checkpoints
+
+
+from msmgan_jax import errors
+
+
+from msmgan_jax.core import sharding
 
 
 @dataclasses.dataclass(eq=False)
@@ -50,13 +65,13 @@ def _anchor_checkpoint(path: str, model_name: str):
   path = os.path.abspath(path)
   base = os.path.basename(path)
   if not base.isdigit() or not os.path.isdir(os.path.join(path, 'state')):
-    raise utils.CheckpointError(
+    raise errors.CheckpointError(
         f'teacher checkpoint {path} not found (expected a directory with state/ and meta/, '
         'such as WORKDIR/checkpoints/anchors/EPOCH); fix teacher.checkpoints.')
-  ckpt = utils.Checkpoints(os.path.dirname(path), read_only=True)
+  ckpt = checkpoints.Checkpoints(os.path.dirname(path), read_only=True)
   meta = ckpt.meta(int(base))
   if meta.get('model') != model_name:
-    raise utils.CheckpointError(
+    raise errors.CheckpointError(
         f'teacher checkpoint {path} holds a {meta.get("model")!r} but teacher.model is '
         f'{model_name!r}; set teacher.model to match it or give other checkpoints.')
   return ckpt, int(base)
@@ -82,7 +97,7 @@ def load_given(cfg, info, mesh) -> Teacher:
   another architecture stops the run with nothing written.
   """
   model = models.create_model(cfg.teacher.model, info.num_classes)
-  target = utils.abstract_variables(model, info.image_shape, mesh)  # restore target, no compute.
+  target = sharding.abstract_variables(model, info.image_shape, mesh)  # restore target, no compute.
   anchors = [load_anchor(p, target, cfg.teacher.model) for p in cfg.teacher.checkpoints]
   return Teacher(model, cfg.teacher.model, anchors, anchors[-1].test_accuracy,
                  optim.count_params(target['params']), 0.0, metrics_offset=0)
@@ -91,7 +106,7 @@ def load_given(cfg, info, mesh) -> Teacher:
 def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
   """Trains (or resumes, or reuses) the teacher of `cfg`; returns it with its anchors."""
   model = models.create_model(cfg.teacher.model, info.num_classes)
-  target = utils.abstract_variables(model, info.image_shape, mesh)  # restore target, no compute.
+  target = sharding.abstract_variables(model, info.image_shape, mesh)  # restore target, no compute.
   n_params = optim.count_params(target['params'])
 
   spe = loop.steps_per_epoch(cfg, info)
@@ -100,11 +115,11 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
   lr = cfg.teacher.lr * cfg.batch_size / 128
   tx = optim.sgd(optim.lr_schedule(lr, total, int(cfg.teacher.warmup_epochs * spe)),
                  cfg.teacher.momentum, cfg.teacher.weight_decay)
-  latest = utils.Checkpoints(wd.file('checkpoints', 'teacher'), max_to_keep=1)
-  anchor_ckpt = utils.Checkpoints(wd.file('checkpoints', 'anchors'))
+  latest = checkpoints.Checkpoints(wd.file('checkpoints', 'teacher'), max_to_keep=1)
+  anchor_ckpt = checkpoints.Checkpoints(wd.file('checkpoints', 'anchors'))
   if latest.latest_step() is not None and latest.latest_step() >= total:
     return _finished(cfg, model, target, n_params, latest, anchor_ckpt, anchor_epochs)
-  state = utils.replicate(optim.create_state(model, jax.random.key(cfg.seed), info.image_shape, tx),
+  state = sharding.replicate(optim.create_state(model, jax.random.key(cfg.seed), info.image_shape, tx),
                           mesh)
   start, wall, window = 0, 0.0, ()
   if latest.latest_step() is None:

@@ -1,0 +1,152 @@
+"""What every command shares: the `--config` flag parser, the quiet start-up, and
+`run_command`, which turns the exceptions of `msmgan_jax.errors` into a message and the
+exit code of its one table.
+"""
+import os
+import sys
+
+from absl import flags, logging
+from ml_collections import config_flags
+
+from msmgan_jax import errors
+from msmgan_jax.errors import BadInput, EXIT_BAD_INPUT, EXIT_FAILED  # noqa: F401
+
+USAGE = ('usage: python -m msmgan_jax.main --config configs/X.py[:smoke] [--workdir DIR] '
+         '[--overwrite] [--distributed] [--config.FIELD=VALUE ...]')
+
+
+def _flags(argv):
+  """A fresh flag set for `argv` (so `run` works more than once in a process, as tests do)."""
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'config file, e.g. configs/default.py',
+                                  flag_values=fv, lock_config=True, sys_argv=list(argv))
+  flags.DEFINE_string('workdir', None, 'run directory (default: runs/<config>[_<arg>])',
+                      flag_values=fv)
+  flags.DEFINE_boolean('overwrite', False, 'delete a run (finished or not, any config) in '
+                       '--workdir and start this one', flag_values=fv)
+  flags.DEFINE_boolean('distributed', False, 'call jax.distributed.initialize() first: one '
+                       'process per host of a multi-host job (Cloud TPU pods, SLURM)',
+                       flag_values=fv)
+  return fv
+
+
+def parse(argv):
+  """(config, workdir, overwrite, distributed) from `argv`; `BadInput` otherwise."""
+  path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None) or next(
+      (argv[i + 1] for i, a in enumerate(argv[:-1]) if a == '--config'), None)
+  if path is None:
+    raise BadInput(f'--config is required, e.g. --config configs/default.py\n{USAGE}')
+  if not os.path.exists(path.partition(':')[0]):
+    raise BadInput(f'config file {path.partition(":")[0]} not found; pass e.g. '
+                    '--config configs/default.py')
+  fv = _flags(argv)
+  try:
+    fv(argv)
+    cfg = fv.config  # Loads the file and applies the --config.a.b=v overrides.
+  except flags.Error as e:
+    raise BadInput(f'{_unknown_override(argv) or _last_line(str(e))}\n{USAGE}') from e
+  except errors.ConfigError as e:
+    raise BadInput(str(e)) from e
+  except (AttributeError, KeyError) as e:
+    raise BadInput(_unknown_override(argv) or f'unknown config field in an override ({e}); '
+                    'see msmgan_jax/config.py for the fields') from e
+  except (ValueError, TypeError) as e:
+    raise BadInput(f'bad config override: {e}') from e
+  return cfg, fv.workdir or default_workdir(path), fv.overwrite, fv.distributed
+
+
+def _unknown_override(argv):
+  """A message for the first `--config.a.b=v` whose field the config file lacks, or None."""
+  import difflib  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  overrides = [a for a in argv[1:] if a.startswith('--config.')]
+  base = [argv[0]] + [a for a in argv[1:] if a not in overrides]
+  fv = _flags(base)
+  try:
+    fv(base)
+    cfg = fv.config
+  except Exception:  # pylint: disable=broad-except
+    return None
+  for arg in overrides:
+    node, path = cfg, arg[len('--config.'):].split('=', 1)[0]
+    for depth, name in enumerate(path.split('.')):
+      if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+        where = '.'.join(path.split('.')[:depth]) or 'the config'
+        known = sorted(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f'; did you mean {close[0]!r}?' if close else f'; {where} has {known}'
+        return f'unknown config field {path} in {arg!r}{hint}'
+      node = node[name]
+  return None
+
+
+def _last_line(msg: str) -> str:
+  """The exception line of a message that embeds a traceback (absl does, for config files)."""
+  if 'Traceback' not in msg:
+    return msg
+  last = [l for l in msg.splitlines() if l.strip()][-1]
+  return last.split(': ', 1)[1] if last.split(': ', 1)[0].endswith(('Error', 'Exception')) else last
+
+
+def default_workdir(config_arg: str) -> str:
+  path, _, arg = config_arg.partition(':')
+  name = os.path.splitext(os.path.basename(path))[0]
+  return os.path.join('runs', f'{name}_{arg}' if arg else name)
+
+
+def quiet(init_backend: bool = True) -> None:
+  """Keeps TensorFlow's, JAX's and absl's start-up chatter off the console.
+
+  TensorFlow and jaxlib print C++ log lines while they load, before any Python setting can
+  reach them; they are loaded here with file descriptor 2 pointed at /dev/null. Python
+  errors still surface (as exceptions), and everything after start-up prints as usual.
+  """
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  flags.FLAGS.mark_as_parsed()  # absl logs "before flag parsing" warnings otherwise.
+  logging.set_verbosity(logging.ERROR)  # orbax logs every save at INFO and slow ones at WARNING.
+  sys.stderr.flush()
+  saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+  try:
+    os.dup2(devnull, 2)
+    import jax  # pylint: disable=g-import-not-at-top
+    try:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+      tf.get_logger().setLevel('ERROR')
+      tf.config.set_visible_devices([], 'GPU')  # TF only feeds data: keep it off accelerators.
+    except ImportError:  # no TensorFlow: arrays files still work (see data.py).
+      pass
+    if init_backend:  # not before jax.distributed.initialize(), which must come first.
+      jax.devices()  # initialises the backend, which logs too.
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+    os.close(devnull)
+
+
+def error(msg: str, code: int, prefix: str = 'error') -> int:
+  sys.stdout.flush()
+  sys.stderr.write(f'{prefix}: {msg}\n')
+  return code
+
+
+def run_command(fn, *, hints=None, extra=()) -> int:
+  """Calls `fn()`; returns 0, or the exit code of `errors.EXIT_CODES` (then `extra`, more
+  (type, code, prefix) rows) for what it raised, after printing `prefix: message` on stderr.
+  `hints` maps an exception type to the message shown instead of (or, for a callable, made
+  from) the exception's own. Anything else raises: a bug shows its traceback."""
+  try:
+    fn()
+  except BaseException as e:  # pylint: disable=broad-except
+    found = errors.exit_code(e)
+    for kind, code, prefix in extra:
+      if found is None and isinstance(e, kind):
+        found = code, prefix
+    if found is None:
+      raise
+    msg = str(e)
+    for kind, hint in (hints or {}).items():
+      if isinstance(e, kind):
+        msg = hint(e) if callable(hint) else hint
+        break
+    return error(msg, *found)
+  return 0

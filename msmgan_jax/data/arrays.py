@@ -1,0 +1,171 @@
+"""Datasets held in device memory: splits as arrays, batches made by jitted code.
+
+For datasets that fit in memory (MNIST-class, CIFAR) the training split is put on the
+device once; every step's batch is gathered, cropped, flipped and normalised by one
+jitted function, so the host does no per-example work and no TensorFlow runs during
+training. The example order is epoch-exact: batch s holds positions
+s*B .. (s+1)*B - 1 of the stream perm_0 ++ perm_1 ++ ..., where perm_e is a fresh seeded
+permutation of the split (computed on the device), so every epoch visits every example
+exactly once and a resumed run recomputes the same batches from the step number.
+
+Splits can be saved to an `.npz` file (`python -m msmgan_jax.arrays NAME OUT.npz`, which
+needs TFDS) and a run given that file as `dataset.name` reads it with NumPy alone: this is
+how a machine without TensorFlow (a lent GPU box) trains.
+"""
+import argparse
+import os
+import re
+import sys
+from typing import Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+FORMAT = 'msmgan_jax arrays v1'
+KEYS = ('train_images', 'train_labels', 'test_images', 'test_labels', 'mean', 'std',
+        'num_classes', 'name', 'format')
+
+
+from msmgan_jax.errors import ArrayError  # noqa: E402,F401 (arrays.ArrayError)
+
+
+def save(path: str, arrays: dict) -> None:
+  """Writes `arrays` (the `KEYS` but `format`: uint8 or float32 [0, 1] NHWC images, int
+  labels, per-channel mean and std, the class count and the dataset's name)."""
+  tmp = f'{path}.tmp.npz'
+  np.savez_compressed(
+      tmp, train_images=arrays['train_images'],
+      train_labels=np.asarray(arrays['train_labels'], np.int32),
+      test_images=arrays['test_images'], test_labels=np.asarray(arrays['test_labels'], np.int32),
+      mean=np.asarray(arrays['mean'], np.float32), std=np.asarray(arrays['std'], np.float32),
+      num_classes=np.int32(arrays['num_classes']), name=np.str_(arrays['name']),
+      format=np.str_(FORMAT))
+  os.replace(tmp, path)
+
+
+def read(path: str) -> dict:
+  """The arrays of a file written by `save`; ArrayError when it is not one."""
+  try:
+    with np.load(os.path.expanduser(path), allow_pickle=False) as f:
+      out = {k: f[k] for k in f.files}
+  except (OSError, ValueError, EOFError) as e:
+    raise ArrayError(f'{path} cannot be read as a msmgan_jax arrays file ({e}); write it again '
+                     'with python -m msmgan_jax.arrays') from e
+  missing = [k for k in KEYS if k not in out]
+  if missing or str(out['format']) != FORMAT:
+    raise ArrayError(f'{path} is not a msmgan_jax arrays file (missing {missing}); write it with '
+                     'python -m msmgan_jax.arrays NAME OUT.npz')
+  for split in ('train', 'test'):
+    images, labels = out[f'{split}_images'], out[f'{split}_labels']
+    if images.ndim != 4 or len(images) != len(labels) or not len(images):
+      raise ArrayError(f'{path}: {split} images {images.shape} and labels {labels.shape} do not '
+                       'match; write the file again')
+  return out
+
+
+def slice_split(n: int, spec: str) -> slice:
+  """The examples of `spec` ('train', 'train[:10%]', 'test[100:200]') in a split of n."""
+  m = re.fullmatch(r'[a-z_]+(?:\[(-?\d*)(%?):(-?\d*)(%?)\])?', spec)
+  if not m:
+    raise ArrayError(f'split {spec!r} is not NAME or NAME[a:b] (a, b counts or percents)')
+
+  def bound(v, pct, default):
+    if not v:
+      return default
+    v = int(v)
+    return int(round(n * v / 100)) if pct else v
+  start, stop = bound(m.group(1), m.group(2), 0), bound(m.group(3), m.group(4), n)
+  return slice(start, stop)
+
+
+class DevicePipeline:
+  """Training and eval batches of in-memory splits, made on the device by jitted code."""
+
+  def __init__(self, arrays: dict, dataset_cfg, *, batch_size: int, eval_batch_size: int, mesh,
+               train_split: str = 'train', test_split: str = 'test'):
+    self.cfg, self.mesh = dataset_cfg, mesh
+    self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+    train = slice_split(len(arrays['train_labels']), train_split)
+    test = slice_split(len(arrays['test_labels']), test_split)
+    images, labels = arrays['train_images'][train], arrays['train_labels'][train]
+    if len(labels) < batch_size:
+      raise ArrayError(f'the training split holds {len(labels)} examples, fewer than one batch '
+                       f'of {batch_size}; lower batch_size or use more data')
+    rep = NamedSharding(mesh, P())
+    self.images, self.labels = jax.device_put((images, labels), rep)
+    self.test_images = arrays['test_images'][test]
+    self.test_labels = arrays['test_labels'][test]
+    self.num_train, self.num_test = len(labels), len(self.test_labels)
+    self.mean = jnp.asarray(arrays['mean'], jnp.float32)
+    self.std = jnp.asarray(arrays['std'], jnp.float32)
+    self._batch_sharding = NamedSharding(mesh, P('data'))
+    self._perm = jax.jit(lambda key: jax.random.permutation(key, self.num_train),
+                         out_shardings=rep)
+    self._train_batch = jax.jit(self._make_train_batch, out_shardings=self._batch_sharding)
+    self._eval_batch = jax.jit(
+        lambda images, mask: jnp.where(mask[:, None, None, None] > 0, self._normalise(images), 0),
+        out_shardings=self._batch_sharding)
+
+  # Jitted pieces ---------------------------------------------------------------------
+  @staticmethod
+  def _pixels(images):
+    """Images on [0, 1] (uint8 arrays are divided by 255, float ones already are)."""
+    x = images.astype(jnp.float32)
+    return x / 255.0 if images.dtype == jnp.uint8 else x
+
+  def _normalise(self, images):
+    return (self._pixels(images) - self.mean) / self.std
+
+  def _make_train_batch(self, images, labels, perm_a, perm_b, offset, key):
+    idx = jax.lax.dynamic_slice(jnp.concatenate([perm_a, perm_b]), (offset,), (self.batch_size,))
+    x = self._pixels(images[idx])
+    crop_key, flip_key = jax.random.split(key)
+    p = self.cfg.crop_padding
+    if p > 0:
+      _, h, w, c = x.shape
+      padded = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+      corners = jax.random.randint(crop_key, (x.shape[0], 2), 0, 2 * p + 1)
+      x = jax.vmap(lambda im, yx: jax.lax.dynamic_slice(im, (yx[0], yx[1], 0), (h, w, c)))(
+          padded, corners)
+    if self.cfg.flip:
+      flip = jax.random.bernoulli(flip_key, 0.5, (x.shape[0],))
+      x = jnp.where(flip[:, None, None, None], x[:, :, ::-1], x)
+    return {'image': (x - self.mean) / self.std, 'label': labels[idx]}
+
+  # Iterators -------------------------------------------------------------------------
+  def train_batches(self, seed: int, skip: int = 0) -> Iterator[dict]:
+    """Batches skip, skip+1, ... of the epoch-exact stream for `seed` (see the module doc)."""
+    base = jax.random.key(seed)
+    perm_key, aug_key = jax.random.fold_in(base, 0), jax.random.fold_in(base, 1)
+    perms = {}
+
+    def perm(e):
+      if e not in perms:
+        for old in [k for k in perms if k < e - 1]:
+          del perms[old]
+        perms[e] = self._perm(jax.random.fold_in(perm_key, e))
+      return perms[e]
+
+    step = skip
+    while True:
+      epoch, offset = divmod(step * self.batch_size, self.num_train)
+      yield self._train_batch(self.images, self.labels, perm(epoch), perm(epoch + 1),
+                              np.int32(offset), jax.random.fold_in(aug_key, step))
+      step += 1
+
+  def eval_batches(self) -> Iterator[dict]:
+    """Every test example once, in order; the last batch padded, with a 0/1 `mask`."""
+    n, size = self.num_test, self.eval_batch_size
+    for start in range(0, n, size):
+      images = self.test_images[start:start + size]
+      k = len(images)
+      if k < size:
+        images = np.concatenate([images, np.zeros((size - k,) + images.shape[1:], images.dtype)])
+      labels = np.zeros(size, np.int32)
+      labels[:k] = self.test_labels[start:start + k]
+      mask = (np.arange(size) < k).astype(np.float32)
+      yield {'image': self._eval_batch(images, mask),
+             'label': jax.device_put(labels, self._batch_sharding),
+             'mask': jax.device_put(mask, self._batch_sharding)}

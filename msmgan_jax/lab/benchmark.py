@@ -1,0 +1,466 @@
+"""Side-by-side speed: `python -m msmgan_jax.benchmark [--quick] [--json FILE] [--md FILE]`.
+
+Measures in one process, on the same cores, with warm-up excluded and the cases
+interleaved over repeats (the median is reported), so that ratios hold on a shared, noisy
+machine where absolute numbers do not:
+- the train step of `ce` (resnet8, resnet20) and of end-to-end `kd` (resnet20 -> resnet8)
+  in JAX against a PyTorch reference of the same networks, batch, loss and optimizer
+  (`pip install -e '.[bench]'`; without torch these rows have no reference);
+- each MS-MGANs phase step (`block_k` with its discriminator update, `head` with the
+  mutual teacher copy) against the end-to-end `kd` step: time ratio, and FLOPs from XLA's
+  cost analysis;
+- the input pipelines alone (the in-memory `device` one and `tfdata`, the run's real
+  preprocessing) against what the fastest step consumes;
+- compile time of every step and the process's peak memory;
+- XLA's FLOPs of every step and the rate they run at (TFLOP/s), and with
+  `--peak-tflops P` the fraction of an accelerator's peak P that is;
+- with `--runs EPOCHS`: whole `kd` and `msmgan` student runs at the same image budget;
+- with `--seeds EPOCHS`: 3 seeds of a `ce` run as 3 commands against one `seeds=3` command;
+- with `--profile`: the ops of a resnet20 step timed alone, JAX against PyTorch
+  (`op_profile.py`).
+
+Every JSON entry carries `case`, `jax_img_s`, `ref_img_s` and `ratio` (JAX over the
+reference: > 1 means JAX is faster). The steps are the library's own (`steps.PhaseSteps`
+through `student.Distiller`), on random 28x28x1 images, batch 128. On a GPU the PyTorch
+reference runs on the GPU too (CUDA, cuDNN autotuned); on a machine without TensorFlow,
+`--dataset FILE.npz` (`python -m msmgan_jax.arrays`) feeds the pipeline and run rows.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from msmgan_jax import config as config_lib
+from msmgan_jax.data import datasets as data
+from msmgan_jax.core import models
+from msmgan_jax.core import optim
+from msmgan_jax.methods import registry as phases
+from msmgan_jax.training import student
+from msmgan_jax.training import teacher
+from msmgan_jax.training import train
+from msmgan_jax.training import loop
+from msmgan_jax.files import workdir as workdir_lib
+from msmgan_jax.files import checkpoints
+from msmgan_jax.files import io
+from msmgan_jax.core import sharding
+
+BATCH, SHAPE, CLASSES = 128, (28, 28, 1), 10
+SEEDS = 3  # seeds in one program for the seed rows.
+
+
+def _cfg(student_model='resnet8', teacher_model='resnet20'):
+  cfg = config_lib.defaults()
+  cfg.teacher.model, cfg.student.model = teacher_model, student_model
+  cfg.batch_size, cfg.stages.num, cfg.student.epochs = BATCH, 1, 1
+  return cfg
+
+
+def _batch(rng):
+  return {'image': rng.normal(size=(BATCH,) + SHAPE).astype(np.float32),
+          'label': rng.integers(0, CLASSES, BATCH).astype(np.int32)}
+
+
+def _teacher(cfg):
+  model = models.create_model(cfg.teacher.model, CLASSES)
+  v = optim.init_variables(model, jax.random.key(7), SHAPE)
+  anchor = teacher.Anchor(1, 0.0, 'random', v)
+  return teacher.Teacher(model, cfg.teacher.model, [anchor], 0.0,
+                         optim.count_params(v['params']), 0.0, 0)
+
+
+class JaxCase:
+  """One student step of the library (`phase` of the Distiller of `cfg`), ready to time."""
+
+  def __init__(self, cfg, phase, workdir):
+    info = data.DatasetInfo('bench', CLASSES, SHAPE, 60000, 10000)
+    wd = workdir_lib.Workdir(workdir)
+    self.d = student.Distiller(cfg, wd, info, None, None, sharding.mesh(), _teacher(cfg))
+    self.d.phases = [[phase]]  # one stage of one phase.
+    self.phase, self.anchor = phase, self.d.anchors[0]
+    self.states = self.d.build_states(0, 0, self.d.init_carry())
+    self.step = self.d.step_fn(phase, self.anchor)
+    self.batches = [sharding.shard_batch(_batch(np.random.default_rng(i)), self.d.mesh)
+                    for i in range(4)]
+    if cfg.seeds > 1:  # each seed its own batch, stacked as the trainer stacks them.
+      spec = ('data',) if cfg.seed_batching == 'unroll' else ()
+      sharding = jax.sharding.NamedSharding(self.d.mesh, jax.sharding.PartitionSpec(None, *spec))
+      self.batches = [{k: jax.device_put(np.stack([np.asarray(self.batches[(i + j) % 4][k])
+                                                   for j in range(cfg.seeds)]), sharding)
+                       for k in self.batches[0]} for i in range(4)]
+    t0 = time.perf_counter()
+    self.states, m = self.step(self.states, self.batches[0])
+    jax.block_until_ready(m)
+    self.compile_s = time.perf_counter() - t0
+
+  def run(self, n):
+    t0 = time.perf_counter()
+    for i in range(n):
+      self.states, m = self.step(self.states, self.batches[i % 4])
+    jax.block_until_ready((self.states['g'].params, m))
+    return n * BATCH / (time.perf_counter() - t0)
+
+  def flops(self):
+    """XLA's count of floating-point operations of one whole step, on the program JAX
+    lowers (before the backend's passes; the compiled GPU program hides its convolutions
+    in cuDNN calls that XLA counts as 0), or None where the backend gives no such count
+    (JAX 0.11's GPU backend)."""
+    fns = self.d.steps_for(self.phase)
+    s, b = self.states, self.batches[0]
+    if self.phase.is_feature:
+      return _cost(fns.feature_step, s['g'], s['d'], self.anchor.variables, b)
+    return _cost(fns.logit_step, s['g'], s['t'], self.anchor.variables, b)
+
+
+def _cost(fn, *args):
+  analysis = fn.lower(*args).cost_analysis()
+  if isinstance(analysis, list):
+    analysis = analysis[0]
+  return float(analysis['flops']) if analysis and 'flops' in analysis else None
+
+
+def cases(quick: bool, workdir: str):
+  """name -> JaxCase for every measured JAX step."""
+  out = {}
+  for net in ('resnet8', 'resnet20'):
+    out[f'ce_{net}'] = JaxCase(_cfg(net, 'resnet20'), phases.Phase(
+        'ce', 1.0, finetune_all=True, standalone=True), os.path.join(workdir, f'ce_{net}'))
+  cfg = _cfg()
+  out['kd_resnet20_resnet8'] = JaxCase(cfg, phases.METHODS['kd'].stage_phases(cfg, 3)[0],
+                                       os.path.join(workdir, 'kd'))
+  msmgan = phases.stage_phases(cfg, 3)
+  for p in (msmgan[:1] + msmgan[-1:] if quick else msmgan):
+    out[f'msmgan_{p.name}'] = JaxCase(cfg, p, os.path.join(workdir, p.name))
+  for how in ('unroll', 'vmap'):  # 3 seeds' ce_resnet8 steps in one program.
+    seeded = _cfg('resnet8', 'resnet20')
+    seeded.seeds, seeded.seed_batching = SEEDS, how
+    out[f'ce_resnet8_{SEEDS}_seeds_{how}'] = JaxCase(seeded, phases.Phase(
+        'ce', 1.0, finetune_all=True, standalone=True), os.path.join(workdir, f'seeds_{how}'))
+  return out
+
+
+def torch_reference(name: str, threads: int, device: str = 'cpu'):
+  """A PyTorch step of the same network, loss and optimizer as `name`, or None."""
+  try:
+    from msmgan_jax.lab import torch_reference as ref  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return ref.make(name, BATCH, SHAPE, CLASSES, threads, device)
+
+
+def torch_device() -> str:
+  """Where the PyTorch reference runs: on the GPU when JAX runs on one and PyTorch sees it."""
+  if jax.default_backend() != 'gpu':
+    return 'cpu'
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return 'cpu'
+  return 'cuda' if torch.cuda.is_available() else 'cpu'
+
+
+def _has_tensorflow() -> bool:
+  return importlib.util.find_spec('tensorflow') is not None
+
+
+def input_pipeline_img_s(n_batches: int, pipeline: str, dataset: str = 'fashion_mnist') -> float:
+  """Images/s of a real training pipeline (`dataset`, crop + flip) alone: `device` (in
+  device memory, jitted) or `tfdata`."""
+  cfg = config_lib.defaults().dataset
+  cfg.name, cfg.pipeline = dataset, pipeline
+  _, batches, _ = data.load(cfg, batch_size=BATCH, eval_batch_size=1000)
+  it = batches(0)
+  for _ in range(10):
+    jax.block_until_ready(next(it))
+  t0 = time.perf_counter()
+  for _ in range(n_batches):
+    last = next(it)
+  jax.block_until_ready(last)
+  return n_batches * BATCH / (time.perf_counter() - t0)
+
+
+def whole_runs(workdir: str, epochs: int, dataset: str = 'fashion_mnist') -> list:
+  """Wall time of whole `kd` and `msmgan` student runs at the same image budget.
+
+  Full Fashion-MNIST (or `dataset`, its arrays file), `epochs` epochs of student images,
+  resnet20 -> resnet8, 3 stages, evaluation after each stage; the three anchors are freshly initialised resnet20s (the
+  student's speed does not depend on what the anchors know), so no teacher is trained.
+  Each run includes its compilations and evaluations, as a user's run does.
+  """
+  model = models.create_model('resnet20', CLASSES)
+  anchors = []
+  for e in range(3):
+    v = optim.init_variables(model, jax.random.key(e), SHAPE)
+    path = os.path.join(workdir, 'anchors')
+    checkpoints.Checkpoints(path).save(e + 1, v, {'model': 'resnet20', 'epoch': e + 1,
+                                            'test_accuracy': 0.0})
+    anchors.append(os.path.join(path, str(e + 1)))
+  rows = []
+  for method in ('kd', 'msmgan'):
+    cfg = config_lib.defaults()
+    cfg.method, cfg.student.epochs, cfg.dataset.name = method, epochs, dataset
+    cfg.teacher.checkpoints, cfg.student.eval_every_phase = tuple(anchors), False
+    run_dir = os.path.join(workdir, f'run_{method}')
+    shutil.rmtree(run_dir, ignore_errors=True)
+    t0 = time.perf_counter()
+    summary = train.train_and_evaluate(cfg, run_dir)
+    rows.append({'case': f'run_{method}', 'wall_s': round(time.perf_counter() - t0, 1),
+                 'student_wall_s': summary['student']['wall_s'], 'epochs': epochs})
+  kd = rows[0]['wall_s']
+  for r in rows:
+    r['time_vs_kd'] = round(r['wall_s'] / kd, 3)
+  return rows
+
+
+def seed_runs(workdir: str, epochs: int, seeds: int = 3) -> list:
+  """`seeds` seeds of one `ce` run (resnet8, 10% of Fashion-MNIST, `epochs` epochs): as
+  that many separate commands one after another, and as one command with `seeds` set
+  (one program steps every seed). Whole processes, as a user runs them: start-up, data
+  loading, compilation and evaluation included."""
+  def command(run_dir, *fields):
+    return [sys.executable, '-m', 'msmgan_jax.main', '--config', 'configs/default.py',
+            '--workdir', run_dir, '--overwrite', '--config.method=ce',
+            "--config.dataset.train_split=train[:10%]", f'--config.student.epochs={epochs}',
+            *fields]
+  rows, root = [], os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  t0 = time.perf_counter()
+  for seed in range(seeds):
+    subprocess.run(command(os.path.join(workdir, f'seed{seed}'), f'--config.seed={seed}'),
+                   check=True, cwd=root, capture_output=True)
+  separate = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  subprocess.run(command(os.path.join(workdir, 'together'), f'--config.seeds={seeds}'),
+                 check=True, cwd=root, capture_output=True)
+  together = time.perf_counter() - t0
+  accs = [io.read_json(os.path.join(workdir, f'seed{s}', 'summary.json'))['student'][
+      'test_accuracy'] for s in range(seeds)]
+  joint = io.read_json(os.path.join(workdir, 'together', 'summary.json'))['student']
+  rows.append({'case': f'ce_{seeds}_seeds', 'separate_s': round(separate, 1),
+               'together_s': round(together, 1), 'ratio': round(together / separate, 3),
+               'separate_accuracies': accs, 'together_accuracies': joint['test_accuracies'],
+               'epochs': epochs})
+  return rows
+
+
+def measure(quick: bool, workdir: str, profile: bool = False, runs: int = 0,
+            seeds: int = 0, dataset: str = 'fashion_mnist', peak_tflops: float = 0.0) -> dict:
+  threads, ref_device = os.cpu_count(), torch_device()
+  steps, repeats = (5, 3) if quick else (20, 5)
+  jax_cases = cases(quick, workdir)
+  refs = {n: torch_reference(n, threads, ref_device) for n in jax_cases
+          if not n.startswith('msmgan_') and '_seeds_' not in n}
+  samples = {n: [] for n in jax_cases}
+  ref_samples = {n: [] for n, r in refs.items() if r is not None}
+  for r in refs.values():
+    if r is not None:
+      r(2)  # warm-up
+  for c in jax_cases.values():
+    c.run(2)
+  for _ in range(repeats):  # interleaved, so drifts in machine load hit every case alike.
+    for n, c in jax_cases.items():
+      samples[n].append(c.run(steps))
+      if n in ref_samples:
+        ref_samples[n].append(refs[n](steps))
+  for n in samples:  # a step of several seeds trains that many students: count their images.
+    if '_seeds_' in n:
+      samples[n] = [x * SEEDS for x in samples[n]]
+  kd = statistics.median(samples['kd_resnet20_resnet8'])
+  flops = {n: c.flops() for n, c in jax_cases.items() if '_seeds_' not in n}  # XLA's, a step.
+  flops = {n: f for n, f in flops.items() if f is not None}  # none where the backend can't.
+  kd_flops = flops.get('kd_resnet20_resnet8')
+  rows = []
+  for n, c in jax_cases.items():
+    jax_img_s = statistics.median(samples[n])
+    ref_img_s = statistics.median(ref_samples[n]) if n in ref_samples else None
+    row = {'case': n, 'jax_img_s': round(jax_img_s, 1),
+           'ref_img_s': None if ref_img_s is None else round(ref_img_s, 1),
+           'ratio': None if ref_img_s is None else round(jax_img_s / ref_img_s, 3),
+           'compile_s': round(c.compile_s, 2), 'samples_img_s': [round(x, 1) for x in samples[n]]}
+    if '_seeds_' in n:  # against SEEDS single-seed ce_resnet8 steps one after another.
+      row['ratio'] = round(jax_img_s / statistics.median(samples['ce_resnet8']), 3)
+      row['note'] = f'{SEEDS} seeds in one program, images/s of all seeds; ratio vs ce_resnet8'
+    if n.startswith('msmgan_') or n.startswith('kd_'):
+      row['time_vs_kd'] = round(kd / jax_img_s, 3)
+    if n in flops:
+      _flop_columns(row, flops[n], kd_flops, peak_tflops)
+    rows.append(row)
+  consumed = max(r['jax_img_s'] for r in rows)
+  pipelines = ['device']
+  if not data.is_arrays_file(dataset) and _has_tensorflow():  # tf.data reads TFDS only.
+    pipelines.append('tfdata')
+  for pipeline in pipelines:
+    img_s = input_pipeline_img_s(20 if quick else 100, pipeline, dataset)
+    rows.append({'case': f'input_pipeline_{pipeline}', 'jax_img_s': round(img_s, 1),
+                 'ref_img_s': round(consumed, 1), 'ratio': round(img_s / consumed, 2),
+                 'note': f'{pipeline} pipeline images/s against the fastest step above'})
+  extra = {}
+  if profile:
+    from msmgan_jax.lab import op_profile  # pylint: disable=g-import-not-at-top
+    extra['ops'] = op_profile.measure(threads, repeats=3 if quick else 5, n=3 if quick else 10)
+  if runs:
+    extra['runs'] = whole_runs(os.path.join(workdir, 'runs'), runs, dataset)
+  if seeds:
+    extra['seeds'] = seed_runs(os.path.join(workdir, 'seeds'), seeds)
+  return {'machine': f'{platform.machine()}, {os.cpu_count()} CPU cores',
+          'device': jax.devices()[0].device_kind, 'jax': jax.__version__,
+          'torch': _torch_version(), 'torch_device': ref_device,
+          'peak_tflops': peak_tflops or None, 'batch': BATCH, 'image_shape': list(SHAPE),
+          'steps_per_sample': steps, 'repeats': repeats, 'quick': quick,
+          'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+          'rows': rows, **extra}
+
+
+def _flop_columns(row: dict, flops: float, kd_flops: float, peak_tflops: float) -> None:
+  """Adds a step's FLOPs, the rate its measured images/s get out of them, the fraction of
+  `peak_tflops` (when given) and, for kd and msmgan steps, the FLOPs against kd's."""
+  row.update({'gflops': round(flops / 1e9, 3),
+              'tflop_s': round(flops * row['jax_img_s'] / BATCH / 1e12, 4)})
+  if peak_tflops:
+    row['of_peak'] = round(row['tflop_s'] / peak_tflops, 5)
+  if kd_flops and (row['case'].startswith('msmgan_') or row['case'].startswith('kd_')):
+    row['flops_vs_kd'] = round(flops / kd_flops, 3)
+
+
+def recount(result: dict, workdir: str) -> dict:
+  """`result` (a saved benchmark JSON) with its FLOP columns counted again by this version
+  (`JaxCase.flops`); its measured speeds are kept. For results whose counts were taken
+  from the compiled program, which on a GPU misses the cuDNN convolutions."""
+  jax_cases = cases(False, workdir)
+  flops = {n: c.flops() for n, c in jax_cases.items() if '_seeds_' not in n}
+  if None in flops.values():
+    raise ValueError(f'JAX {jax.__version__} on {jax.default_backend()} gives no FLOP count '
+                     'of a lowered program; recount on the CPU (the lowered program is the same)')
+  missing = [r['case'] for r in result['rows'] if 'gflops' in r and r['case'] not in flops]
+  if missing:
+    raise ValueError(f'cannot recount {missing}: no such step in this version')
+  for row in result['rows']:
+    if row['case'] in flops:
+      _flop_columns(row, flops[row['case']], flops['kd_resnet20_resnet8'],
+                    result.get('peak_tflops') or 0.0)
+  result['flops_recounted'] = {'device': jax.devices()[0].device_kind, 'jax': jax.__version__}
+  return result
+
+
+def _torch_version():
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    return torch.__version__
+  except ImportError:
+    return None
+
+
+def markdown(result: dict) -> str:
+  """The table of `result`, with what the columns mean."""
+  fmt = lambda v: '-' if v is None else str(v)
+  lines = [f'Machine: {result["machine"]}; JAX {result["jax"]} ({result["device"]}), '
+           f'PyTorch {fmt(result["torch"])}; batch {result["batch"]}, images '
+           f'{"x".join(map(str, result["image_shape"]))}; median of {result["repeats"]} '
+           f'interleaved samples of {result["steps_per_sample"]} steps; peak RSS '
+           f'{result["peak_rss_mb"]} MB.'
+           + (f' PyTorch runs on {result["torch_device"]}.' if result.get('torch_device') else '')
+           + (f' Peak taken as {result["peak_tflops"]} TFLOP/s.' if result.get('peak_tflops')
+              else ''), '',
+           '| case | JAX img/s | reference img/s | ratio | compile s | time vs kd | '
+           'GFLOPs/step | FLOPs vs kd | TFLOP/s | of peak |',
+           '|---|---|---|---|---|---|---|---|---|---|']
+  for r in result['rows']:
+    lines.append(f'| {r["case"]} | {r["jax_img_s"]} | {fmt(r["ref_img_s"])} | '
+                 f'{fmt(r["ratio"])} | {fmt(r.get("compile_s"))} | {fmt(r.get("time_vs_kd"))} '
+                 f'| {fmt(r.get("gflops"))} | {fmt(r.get("flops_vs_kd"))} '
+                 f'| {fmt(r.get("tflop_s"))} | {fmt(r.get("of_peak"))} |')
+  lines += ['', 'ratio: JAX over the PyTorch reference (> 1: JAX faster); for the input '
+            'pipelines, their images/s over the fastest training step; for the seed rows, '
+            f'{SEEDS} seeds in one program (images of all seeds per second) over ce_resnet8 '
+            'steps one after another. time vs kd: a step of the case takes this many '
+            'end-to-end kd steps of time.', '']
+  if result.get('runs'):
+    lines += ['Whole student runs at the same image budget (compilation and evaluation '
+              'included):', '', '| run | wall s | student s | time vs kd |', '|---|---|---|---|']
+    lines += [f'| {r["case"]} | {r["wall_s"]} | {r["student_wall_s"]} | {r["time_vs_kd"]} |'
+              for r in result['runs']]
+    lines.append('')
+  if result.get('seeds'):
+    lines += ['Several seeds of one run: separate commands one after another against one '
+              'command training them together (whole processes):', '',
+              '| case | separate s | together s | together / separate |', '|---|---|---|---|']
+    lines += [f'| {r["case"]} | {r["separate_s"]} | {r["together_s"]} | {r["ratio"]} |'
+              for r in result['seeds']]
+    lines.append('')
+  if result.get('flops_recounted'):
+    r = result['flops_recounted']
+    lines += [f'The FLOP columns were counted again (`--recount`) on {r["device"]} with JAX '
+              f'{r["jax"]}, from the program JAX lowers; the speeds are as measured.', '']
+  if result.get('note'):
+    lines += [result['note'], '']
+  if result.get('ops'):
+    from msmgan_jax.lab import op_profile  # pylint: disable=g-import-not-at-top
+    lines += ['The ops of a resnet20 train step, timed alone:', '',
+              op_profile.markdown(result['ops'])]
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(prog='python -m msmgan_jax.benchmark', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--quick', action='store_true', help='fewer steps and phases (a smoke)')
+  parser.add_argument('--json', help='write the result here')
+  parser.add_argument('--md', help='write the Markdown table here')
+  parser.add_argument('--workdir', default='/tmp/msmgan_bench', help='scratch folder')
+  parser.add_argument('--profile', action='store_true',
+                      help='also time the ops of a resnet20 step alone, JAX against PyTorch')
+  parser.add_argument('--seeds', type=int, default=0, metavar='EPOCHS',
+                      help='also time 3 seeds of a ce run (10%% of Fashion-MNIST, EPOCHS epochs) '
+                      'as 3 commands against one command with seeds=3 (minutes)')
+  parser.add_argument('--runs', type=int, default=0, metavar='EPOCHS',
+                      help='also time whole kd and msmgan student runs of EPOCHS epochs of '
+                      'Fashion-MNIST (minutes)')
+  parser.add_argument('--dataset', default='fashion_mnist',
+                      help='dataset of the input-pipeline and --runs rows: a TFDS name or an '
+                      'arrays .npz (python -m msmgan_jax.arrays), for machines without TensorFlow')
+  parser.add_argument('--peak-tflops', type=float, default=0.0,
+                      help="the accelerator's peak TFLOP/s, to report each step's fraction of it")
+  parser.add_argument('--recount', metavar='JSON',
+                      help='measure nothing: count the FLOP columns of this saved result again '
+                      '(its speeds kept) and write it to --json / --md')
+  args = parser.parse_args(argv)
+  from msmgan_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.quiet()
+  if args.recount:
+    try:
+      if not os.path.isfile(args.recount):
+        raise OSError('no such file')
+      saved = io.read_json(args.recount)
+      if not isinstance(saved, dict) or not isinstance(saved.get('rows'), list):
+        raise ValueError('not a benchmark result (a JSON object with "rows")')
+      result = recount(saved, args.workdir)
+    except (OSError, ValueError, KeyError) as e:
+      print(f'error: cannot recount {args.recount}: {e}; give the --json file a benchmark '
+            'wrote', file=sys.stderr)
+      return 2
+  else:
+    problem = data.check_name(args.dataset)  # before minutes of measuring, not after.
+    if problem:
+      print(f'error: --dataset {problem}', file=sys.stderr)
+      return 2
+    result = measure(args.quick, args.workdir, args.profile, args.runs, args.seeds,
+                     args.dataset, args.peak_tflops)
+  table = markdown(result)
+  print(table)
+  if args.json:
+    io.write_json(args.json, result)
+  if args.md:
+    io.write_text(args.md, table)
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -1,0 +1,177 @@
+"""Loop utilities the trainers share: the classifier and eval steps, the training loop
+(logging, checkpoints, stop requests, progress bars) and the workdir contract.
+
+The whole job (teacher, then student) is orchestrated by `train.train_and_evaluate`; this
+module imports neither trainer, so `teacher` and `student` build on it without a cycle.
+"""
+import json
+import os
+import re
+import shutil
+import socket
+import time
+from typing import Callable
+
+import filelock
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+
+from msmgan_jax import config as config_lib
+from msmgan_jax.files import faults
+
+
+from msmgan_jax.core import losses
+
+
+from msmgan_jax.core import sharding
+
+
+def make_classifier_step(model) -> Callable:
+  """A jitted CE step `(state, batch) -> (state, metrics)` training every parameter."""
+  def step(state, batch):
+    def loss_fn(params):
+      (logits, _), new = model.apply({'params': params, 'batch_stats': state.batch_stats},
+                                     batch['image'], train=True, mutable=['batch_stats'])
+      return losses.cross_entropy(logits, batch['label']), (logits, new['batch_stats'])
+    (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    state = state.apply_gradients(grads=grads, batch_stats=stats)
+    return state, {'loss': loss, 'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label'])}
+  return jax.jit(step, donate_argnums=0)
+
+
+def make_eval_step(model) -> Callable:
+  """A jitted step summing correct predictions, loss and examples over a masked batch."""
+  def step(variables, batch):
+    logits, _ = model.apply(variables, batch['image'], train=False)
+    m = batch['mask']
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['label'])
+    return {'correct': jnp.sum((jnp.argmax(logits, -1) == batch['label']) * m),
+            'loss': jnp.sum(loss * m), 'count': jnp.sum(m)}
+  return jax.jit(step)
+
+
+def progress(**kwargs) -> tqdm.tqdm:
+  """A tqdm bar with rate and ETA on a terminal (process 0), silent otherwise."""
+  return tqdm.tqdm(**kwargs, dynamic_ncols=True,
+                   disable=None if jax.process_index() == 0 else True)
+
+
+def evaluate(eval_step, variables, eval_batches, mesh) -> dict:
+  """Test accuracy and loss over every example of the eval split, each counted once.
+
+  With several seeds' variables stacked (an `eval_step` mapped over them), accuracy and
+  loss are lists, one value per seed.
+  """
+  totals = None
+  for batch in progress(iterable=eval_batches(), desc='evaluating', unit='batch', leave=False):
+    out = eval_step(variables, sharding.shard_batch(batch, mesh))
+    totals = out if totals is None else jax.tree.map(jnp.add, totals, out)
+    faults.point('eval')
+  totals = jax.device_get(totals)
+  n = np.asarray(totals['count'], np.float64)
+  per_seed = lambda a: (np.asarray(a, np.float64) / n).tolist()
+  return {'accuracy': per_seed(totals['correct']), 'loss': per_seed(totals['loss']),
+          'count': int(np.max(n))}
+
+
+def train_loop(states, step_fn, *, batches, start: int, stop: int, mesh, batch_size: int,
+               log_every: int, log: Callable, after_step: Callable, save: Callable,
+               save_at: Callable, where: str, window=(), epoch_steps: int = 0):
+  """Runs `step_fn` for steps start..stop-1; returns (states, seconds of the first step).
+
+  The first step includes compilation, so it is timed apart (one device sync). Every
+  `log_every` steps (and at the end) `log(step, means)` gets the mean metrics of the steps
+  since the last log and the throughput. Then, steps counted from 1, `after_step(step,
+  states)` evaluates (or not) and `save(step, states, window)` checkpoints where
+  `save_at(step)` says; `window` (the metrics of the steps since the last log, as floats)
+  goes into the checkpoint, and a resumed run passes it back, so its logs are the ones an
+  uninterrupted run writes.
+
+  A progress bar (a terminal only) counts the steps of `where`, one bar per epoch of
+  `epoch_steps` steps when that is given, and shows the last logged loss.
+
+  Faults: a NaN or inf metric raises `faults.NumericalError` naming `where`, the step and
+  the metric; metrics are checked before anything is saved, so no checkpoint holds a
+  diverged state. A SIGTERM / SIGINT (under `faults.graceful_stop`) saves at the next
+  step boundary and raises `faults.Interrupted`.
+  """
+  done, pending, t0, first_step_s, timed = list(window), [], time.time(), 0.0, 0
+  bar = None
+  try:
+    for step in range(start, stop):
+      if bar is None:
+        bar = _step_bar(where, step, stop, epoch_steps)
+      states, metrics = step_fn(states, sharding.shard_batch(next(batches), mesh))
+      bar.update()
+      faults.point('step')
+      if step == start:
+        jax.block_until_ready(metrics)
+        first_step_s = time.time() - t0
+      pending.append(metrics)
+      timed += 1
+      logging_now = (step + 1) % log_every == 0 or step + 1 == stop
+      signum = faults.stop_requested()
+      if jax.process_count() > 1:  # every host must stop (and save) at the same step.
+        signum = _agreed(signum) if logging_now or save_at(step + 1) else None
+      saving = save_at(step + 1) or signum is not None
+      if logging_now or saving:  # floats, or lists of one float per seed.
+        host = [{k: np.asarray(v, np.float64).tolist() for k, v in m.items()}
+                for m in jax.device_get(pending)]
+        _check_finite(host, step + 1 - len(host), where)
+        done, pending = done + host, []
+      if logging_now:
+        means = {k: np.mean([m[k] for m in done], axis=0).tolist() for k in done[0]}
+        means['images_per_s'] = timed * batch_size / (time.time() - t0)
+        log(step + 1, means)
+        bar.set_postfix({k: f'{np.mean(v):.4g}' for k, v in means.items()
+                         if k in ('loss', 'g_loss', 'accuracy')}, refresh=False)
+        done, t0, timed = [], time.time(), 0
+      if step + 1 == stop or (epoch_steps and (step + 1) % epoch_steps == 0):
+        bar.close()  # before after_step prints its evaluation line.
+        bar = None
+      states = after_step(step + 1, states)
+      if saving:
+        save(step + 1, states, done)
+      if signum is not None:
+        raise faults.Interrupted(signum, f'{where} at step {step + 1}')
+  finally:
+    if bar is not None:
+      bar.close()
+  return states, first_step_s
+
+
+def _agreed(signum):
+  """The stop request of any host (the largest signal number), the same on every host."""
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  agreed = int(np.max(multihost_utils.process_allgather(np.int32(signum or 0))))
+  return agreed or None
+
+
+def _step_bar(where: str, step: int, stop: int, epoch_steps: int) -> tqdm.tqdm:
+  """The bar from `step` on: of the whole loop, or of the epoch `step` is in."""
+  if not epoch_steps:
+    return progress(total=stop, initial=step, desc=where, unit='step')
+  epoch = step // epoch_steps
+  return progress(total=min(epoch_steps, stop - epoch * epoch_steps),
+                  initial=step - epoch * epoch_steps, unit='step',
+                  desc=f'{where} epoch {epoch + 1}/{-(-stop // epoch_steps)}')
+
+
+def _check_finite(host_metrics: list, first_step: int, where: str) -> None:
+  """Raises NumericalError naming the first step (counted from 1) with a NaN / inf metric."""
+  for i, m in enumerate(host_metrics):
+    bad = {k: v for k, v in m.items() if not np.all(np.isfinite(v))}
+    if bad:
+      raise faults.NumericalError(
+          f'non-finite training loss in {where} at step {first_step + i + 1}: '
+          f'{", ".join(f"{k}={v}" for k, v in sorted(bad.items()))}. The last checkpoint '
+          'before it is kept. Lower the learning rate (or check the data), then rerun with '
+          '--overwrite or in a new --workdir.')
+
+
+def steps_per_epoch(cfg, info) -> int:
+  return max(1, info.num_train // cfg.batch_size)
