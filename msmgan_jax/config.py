@@ -14,10 +14,10 @@ import ml_collections
 
 from msmgan_jax.data import datasets as data
 from msmgan_jax.core import models
-from msmgan_jax.methods import registry as phases
+from msmgan_jax.core.phase import ANCHOR
+from msmgan_jax import methods  # noqa: F401 (registers the built-in methods)
+from msmgan_jax.methods import registry
 
-GAN_LOSSES = ('bce', 'hinge', 'lsgan')
-DISC_KINDS = ('teacher', 'conv')
 SEED_BATCHING = ('auto', 'vmap', 'unroll')
 
 
@@ -32,7 +32,7 @@ BEFORE_ADDED = {'stages.block_stages': -1, 'mutual.frozen_bn': False}
 def defaults() -> ml_collections.ConfigDict:
   """Every config field with its default value."""
   c = ml_collections.ConfigDict()
-  c.method = 'msmgan'             # phases.METHODS: msmgan, ce, ...; 'teacher' = teacher only.
+  c.method = 'msmgan'             # a registered method (msmgan_jax.methods): msmgan, ce, kd, ...; 'teacher' = teacher only.
   c.seed = 0                      # PRNG seed for init, data order and augmentation.
   c.seeds = 1                     # students trained at once: seeds seed .. seed+seeds-1, one program.
   c.seed_batching = 'auto'        # vmap | unroll over the seeds | auto (unroll on CPU, else vmap).
@@ -76,42 +76,7 @@ def defaults() -> ml_collections.ConfigDict:
   s.finetune_lr_mult = 1.0        # ... at this multiple of student.lr.
   s.head_feat = 0.0               # head phase (finetune_all): + this x feature MSE of every block.
 
-  c.kd = k = ml_collections.ConfigDict()
-  k.tau = 4.0                     # KD temperature.
-  k.beta = 0.9                    # weight of the KD term (CE gets 1 - beta).
-
-  c.gan = g = ml_collections.ConfigDict()
-  g.loss = 'bce'                  # bce (non-saturating) | hinge | lsgan.
-  g.alpha_feat = 1.0              # weight of the feature MSE through the connector.
-  g.alpha_adv = 0.1               # weight of the adversarial term (0 = ablation no GAN).
-
-  c.disc = ds = ml_collections.ConfigDict()
-  ds.kind = 'teacher'             # teacher (anchor's upper blocks + unit) | conv.
-  ds.lr = 1e-3                    # Adam learning rate of the real/fake unit (and conv net).
-  ds.b1 = 0.5                     # Adam beta1.
-  ds.trunk_lr_mult = 0.1          # the teacher trunk learns at this multiple of disc.lr.
-  ds.steps_per_g = 1              # discriminator updates per student update.
-  ds.batch_size = 16              # real and as many fake examples D_k sees per step (0 = batch).
-  ds.trunk_blocks = 1             # teacher blocks after k in D_k (0 = all of them, k+1..K).
-  ds.conv_width = 64              # channels of the conv discriminator.
-  ds.stuck_logs = 5               # warn when a D accuracy sits at 0 or 1 this many logs (0 = off).
-
-  c.mutual = mu = ml_collections.ConfigDict()
-  mu.enabled = True               # DML head phase + learning D trunks (False = ablation no mutual).
-  mu.beta_t = 0.1                 # weight of KL(S || T') for the teacher copy.
-  mu.lr = 0.001                   # peak SGD learning rate of the teacher copy.
-  mu.batch_size = 16              # examples of each batch the teacher copy trains on (0 = all).
-  mu.frozen_bn = False            # the copy's BatchNorm keeps the anchor's statistics (inference mode).
-
-  c.fitnets = fn = ml_collections.ConfigDict()
-  fn.hint_share = 0.2             # fitnets: budget share of the hint phase (then KD).
-
-  c.at = at = ml_collections.ConfigDict()
-  at.beta = 1000.0                # at: weight of the attention-transfer term (RepDistiller's).
-
-  c.dml = dm = ml_collections.ConfigDict()
-  dm.tau = 1.0                    # dml: temperature of the mutual KL terms (Zhang et al.'s 1).
-  dm.beta = 1.0                   # dml: weight of KL(peer || self) for both networks.
+  registry.add_groups(c)         # each method's own groups (kd, gan, disc, mutual, ...).
 
   c.student = st = ml_collections.ConfigDict()
   st.model = 'resnet8'            # a name in msmgan_jax.models.MODELS.
@@ -180,7 +145,7 @@ def anchor_epochs(cfg) -> tuple:
 def validate(cfg: ml_collections.ConfigDict) -> None:
   """Raises ConfigError on the first wrong field of `cfg`."""
   _check_schema(cfg, defaults())
-  methods = ('teacher',) + tuple(phases.METHODS)
+  methods = ('teacher',) + tuple(registry.METHODS)
   _require(cfg.method in methods, 'method', f'{cfg.method!r} is not one of {methods}')
   problem = data.check_name(cfg.dataset.name)
   _require(problem is None, 'dataset.name', problem)
@@ -240,12 +205,13 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   else:
     _check_anchor_epochs(cfg)
   _check_numbers(cfg)
-  _check_sub_batches(cfg)
+  registry.check_groups(cfg)
   if cfg.method != 'teacher':
     _check_pair(cfg)
     _check_phases(cfg)
-  if cfg.method == 'msmgan':
-    _check_msmgan(cfg)
+    method = registry.METHODS[cfg.method]
+    if method.check is not None:
+      method.check(cfg)
 
 
 def _check_anchor_epochs(cfg):
@@ -260,66 +226,20 @@ def _check_anchor_epochs(cfg):
            f'({cfg.teacher.epochs})')
 
 
-def _check_msmgan(cfg):
-  k = models.create_model(cfg.student.model, 10).num_blocks
-  shares = tuple(cfg.stages.phase_shares)
-  _require(len(shares) == k + 1 and all(x > 0 for x in shares), 'stages.phase_shares',
-           f'needs {k + 1} positive shares (block_1..block_{k}, head) for {cfg.student.model}, '
-           f'got {shares}')
-  _require(abs(sum(shares) - 1) < 1e-6, 'stages.phase_shares', f'{shares} must sum to 1')
-  b = cfg.stages.block_stages
-  _require(isinstance(b, int) and not isinstance(b, bool) and b >= -1, 'stages.block_stages',
-           f'must be -1 (every stage) or an integer >= 0 (that many leading stages; '
-           f'stages.num or more: every stage), got {b!r}')
-  _require(cfg.gan.loss in GAN_LOSSES, 'gan.loss', f'{cfg.gan.loss!r} is not one of {GAN_LOSSES}')
-  _require(cfg.disc.kind in DISC_KINDS, 'disc.kind',
-           f'{cfg.disc.kind!r} is not one of {DISC_KINDS}')
-  _require(isinstance(cfg.disc.steps_per_g, int) and cfg.disc.steps_per_g >= 1,
-           'disc.steps_per_g', 'must be an integer >= 1')
-  _require(0 <= cfg.disc.b1 < 1, 'disc.b1', f'must be in [0, 1), got {cfg.disc.b1}')
-  _require(isinstance(cfg.disc.trunk_blocks, int) and cfg.disc.trunk_blocks >= 0,
-           'disc.trunk_blocks', f'must be an integer >= 0, got {cfg.disc.trunk_blocks!r}')
-
-
 def _check_numbers(cfg):
-  """Ranges of the loss weights, rates and counts, whatever the method."""
-  for f in ('kd.tau', 'kd.beta', 'gan.alpha_feat', 'gan.alpha_adv', 'disc.lr', 'disc.b1',
-            'disc.trunk_lr_mult', 'mutual.beta_t', 'mutual.lr', 'stages.block_lr',
-            'stages.finetune_lr_mult', 'stages.head_feat', 'fitnets.hint_share', 'at.beta', 'dml.tau', 'dml.beta'):
-    group, name = f.split('.')
-    v = cfg[group][name]
-    _require(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-             f, f'must be a finite number, got {v!r}')
-    _require(v >= 0, f, f'must be >= 0, got {v!r}')
-  for f in ('kd.tau', 'dml.tau'):
-    group, name = f.split('.')
-    _require(cfg[group][name] > 0, f, f'must be > 0 (it divides the logits), got {cfg[group][name]!r}')
-  _require(cfg.kd.beta <= 1, 'kd.beta', f'must be in [0, 1], got {cfg.kd.beta}')
-  _require(0 < cfg.fitnets.hint_share < 1, 'fitnets.hint_share',
-           f'must be in (0, 1) (the rest is KD), got {cfg.fitnets.hint_share}')
-  _require(isinstance(cfg.disc.stuck_logs, int) and cfg.disc.stuck_logs >= 0, 'disc.stuck_logs',
-           f'must be an integer >= 0, got {cfg.disc.stuck_logs!r}')
-
-
-def _check_sub_batches(cfg):
-  for f in ('disc.batch_size', 'mutual.batch_size'):
-    group, name = f.split('.')
-    v = cfg[group][name]
-    _require(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-             and (v == 0 or v >= cfg.batch_size or cfg.batch_size % v == 0), f,
-             f'must be 0 (the whole batch) or an integer that divides batch_size '
-             f'({cfg.batch_size}), got {v!r}')
+  """Ranges of the trainer's own rates (each method's group checks its own fields)."""
+  registry.check_finite(cfg, ('stages.block_lr', 'stages.finetune_lr_mult', 'stages.head_feat'))
 
 
 def _check_phases(cfg):
   """A method without a teacher cannot have phases that need one."""
-  if phases.METHODS[cfg.method].uses_teacher:
+  if registry.METHODS[cfg.method].uses_teacher:
     return
   k = models.create_model(cfg.student.model, 10).num_blocks
-  for p in (p for m in range(cfg.stages.num) for p in phases.stage_phases(cfg, k, m)):
-    _require(not (p.is_feature or p.kd or p.mutual or p.adversarial), 'method',
+  for p in (p for m in range(cfg.stages.num) for p in registry.stage_phases(cfg, k, m)):
+    _require(not (p.is_feature or p.adversarial or p.partner is ANCHOR), 'method',
              f'{cfg.method!r} is registered without a teacher but its phase {p.name!r} needs '
-             'one (features, KD, mutual or GAN); register it with uses_teacher=True')
+             "one (features, the anchor's logits or a GAN); register it with uses_teacher=True")
 
 
 def _check_pair(cfg):
@@ -338,29 +258,20 @@ REFERENCE_START, REFERENCE_END = '<!-- config reference: start -->', '<!-- confi
 
 
 def reference_markdown() -> str:
-  """The config reference (field, default, comment) as Markdown, read from `defaults()`.
+  """The config reference (field, default, comment) as Markdown, read from `defaults()` and
+  each registered method group's defaults function.
 
-  The comments are the ones in `defaults()`' source, so the reference cannot drift from it;
-  `python -m msmgan_jax.config README.md` writes it into the README between the markers.
+  The comments are the ones in those functions' source, so the reference cannot drift from
+  them; `python -m msmgan_jax.config README.md` writes it into the README between the markers.
   """
-  import inspect  # pylint: disable=g-import-not-at-top
-  groups = {}
-  for line in inspect.getsource(defaults).splitlines():
-    m = re.match(r'\s*(\w+) = ml_collections\.ConfigDict\(\)', line)
-    g = re.match(r'\s*c\.(\w+) = (\w+) = ml_collections\.ConfigDict\(\)', line)
-    if g:
-      groups[g.group(2)] = g.group(1) + '.'
-    elif m:
-      groups[m.group(1)] = ''
-  cfg, rows = defaults(), []
-  for line in inspect.getsource(defaults).splitlines():
-    f = re.match(r'\s*(\w+)\.(\w+) = .*?#\s*(.*)$', line)
-    if f and f.group(1) in groups:
-      field = groups[f.group(1)] + f.group(2)
-      group, _, name = field.rpartition('.')
-      value = (cfg[group] if group else cfg)[name]
-      rows.append(f'| `{field}` | `{value!r}` | {f.group(3).replace("|", "/")} |')
-  return '\n'.join(['| field | default | what |', '|---|---|---|'] + rows) + '\n'
+  cfg = defaults()
+  rows = registry.reference_rows(defaults, cfg)
+  student = next(i for i, r in enumerate(rows) if r[0].startswith('student.'))
+  groups = [r for g in registry.GROUPS.values() for r in registry.reference_rows(g.defaults, cfg)]
+  rows = rows[:student] + groups + rows[student:]
+  lines = [f'| `{field}` | `{value!r}` | {comment.replace("|", "/")} |'
+           for field, value, comment in rows]
+  return '\n'.join(['| field | default | what |', '|---|---|---|'] + lines) + '\n'
 
 
 def write_reference(readme: str) -> bool:

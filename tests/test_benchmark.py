@@ -112,8 +112,8 @@ def test_flop_columns_from_a_step_count_and_its_speed():
 def test_a_step_is_counted_on_the_lowered_program(tmp_path):
   """The count includes the convolutions (a resnet8 ce step: ~55 MFLOP per image, forward
   and backward), which a compiled GPU program hides in cuDNN calls."""
-  case = benchmark.JaxCase(benchmark._cfg(), benchmark.phases.Phase(  # pylint: disable=protected-access
-      'ce', 1.0, finetune_all=True, standalone=True), str(tmp_path))
+  case = benchmark.JaxCase(benchmark._cfg(), benchmark.phases.METHODS['ce'].stage_phases(  # pylint: disable=protected-access
+      benchmark._cfg(), 3, 0)[0], str(tmp_path))
   assert 6.0e9 < case.flops() < 7.5e9
 
 

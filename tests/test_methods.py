@@ -41,7 +41,7 @@ def test_fitnets_hint_phase_trains_the_blocks_up_to_the_middle_one(tmp_path):
 
 def test_skd_blocks_have_no_discriminator_and_its_head_trains_alone(tmp_path):
   d = make_distiller(tiny_cfg(method='skd'), tmp_path)
-  assert not any(p.adversarial or p.mutual or p.kd for p in d.phases[0])
+  assert not any(p.adversarial or p.partner is not None for p in d.phases[0])
   before, after, _ = run_phase_steps(d, d.phases[0][-1])
   trained = changed(before['g'].params, after['g'].params)
   assert all(v == p.startswith('student/head/') for p, v in trained.items()), trained
@@ -96,7 +96,7 @@ def test_head_feature_terms_train_the_connectors_with_the_head(tmp_path):
   for weight in (0.0, 1.0):
     d = make_distiller(tiny_cfg(**{'stages.head_feat': weight}), tmp_path / str(weight))
     head = d.phases[0][-1]
-    assert head.feature_aux == (weight > 0)
+    assert head.trains_connectors == (weight > 0)
     before, after, _ = run_phase_steps(d, head, n=2)
     trained = changed(before['g'].params['connectors'], after['g'].params['connectors'])
     assert all(v == (weight > 0) for v in trained.values()), (weight, trained)

@@ -389,7 +389,9 @@ def test_temp_files_of_a_killed_write_do_not_make_a_workdir_foreign(tmp_path):
 def test_a_method_without_teacher_cannot_have_teacher_phases(monkeypatch):
   from msmgan_jax.methods import registry as phases  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(phases, 'METHODS', dict(phases.METHODS))
-  phases.register_method('lonely_kd', lambda cfg, k: [phases.Phase('head', 1.0, kd=True)],
+  from msmgan_jax.core.phase import ANCHOR, Phase  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.methods import kd  # pylint: disable=g-import-not-at-top
+  phases.register_method('lonely_kd', lambda cfg, k: [Phase('head', 1.0, loss=kd.kd_loss, partner=ANCHOR)],
                          uses_teacher=False)
   cfg = config.defaults()
   cfg.method = 'lonely_kd'

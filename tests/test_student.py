@@ -15,6 +15,8 @@ from msmgan_jax.core import models
 from msmgan_jax.core import optim
 from msmgan_jax.core import steps
 from msmgan_jax.training import student
+from msmgan_jax.training import states as states_lib
+from msmgan_jax.methods import msmgan
 from msmgan_jax.training import teacher
 from msmgan_jax.training import loop
 from msmgan_jax.files import checkpoints
@@ -140,7 +142,7 @@ def test_head_only_phase_keeps_blocks_and_statistics(tmp_path):
 
 def test_masks_cover_every_parameter_exactly_once():
   params = {'student': {'block1': {'k': 1}, 'head': {'k': 2}}, 'connectors': {'connector1': {'k': 3}}}
-  rules = student._rules({'train': ['student/block1/.*', 'connectors/connector1/.*']})
+  rules = states_lib.rules({'train': ['student/block1/.*', 'connectors/connector1/.*']})
   labels = optim.label_params(params, rules)
   assert labels == {'student': {'block1': {'k': 'train'}, 'head': {'k': 'frozen'}},
                     'connectors': {'connector1': {'k': 'train'}}}
@@ -255,7 +257,7 @@ def test_conv_discriminator_hinge_and_two_d_steps_per_g(tmp_path):
 def test_mutual_head_phase_trains_the_anchor_copy_not_the_anchor(tmp_path):
   d = make_distiller(tiny_cfg(), tmp_path)
   phase = d.phases[0][-1]
-  assert phase.mutual and phase.kd
+  assert phase.partner is msmgan.COPY
   before, after, metrics = run_phase_steps(d, phase)  # asserts the anchor is untouched.
   t_params = changed(before['t'].params, after['t'].params)
   assert all(t_params.values())
@@ -330,7 +332,7 @@ def test_global_schedule_continues_across_phases_and_stages(tmp_path):
   steps = [d.num_steps(p, m) for m in range(2) for p in d.phases[0]]
   # stages.stage_shares splits the budget over the stages: 3x the steps in the second.
   assert sum(steps[len(d.phases[0]):]) == pytest.approx(3 * sum(steps[:len(d.phases[0])]), rel=0.1)
-  assert d._global_steps(0, 0)[0] == sum(steps)  # pylint: disable=protected-access
+  assert d.global_steps(0, 0)[0] == sum(steps)  # pylint: disable=protected-access
   carry = d.init_carry()
   for m, i in ((0, 1), (0, 3), (1, 0), (1, 3)):
     counts = optax.tree_utils.tree_get_all_with_path(
@@ -351,6 +353,22 @@ def test_block_stages_runs_block_phases_in_leading_stages_only(tmp_path):
   assert [p.name for p in d.phases[1]] == ['head']
   per_stage = [sum(d.num_steps(p, m) for p in d.phases[m]) for m in range(2)]
   assert abs(per_stage[0] - per_stage[1]) <= 3  # equal stage budgets (rounding per phase).
-  assert d._global_steps(1, 0) == (sum(per_stage), per_stage[0])  # pylint: disable=protected-access
+  assert d.global_steps(1, 0) == (sum(per_stage), per_stage[0])  # pylint: disable=protected-access
   every = make_distiller(tiny_cfg(**{'stages.block_stages': -1}), tmp_path / 'e')
   assert [p.name for p in every.phases[1]] == [p.name for p in every.phases[0]]
+
+
+def test_start_at_moves_schedules_only_not_adams_bias_correction():
+  """A phase that continues the global schedule sets the schedule's count; an Adam inside the
+  same optimizer keeps its own count (its bias correction counts its own updates)."""
+  params = {'a': jax.numpy.ones(3), 'b': jax.numpy.ones(2)}
+  tx = optax.multi_transform({'sgd': optim.sgd(lambda c: 0.1 * c, 0.9, 0.0),
+                              'adam': optax.adam(1e-3)}, {'a': 'sgd', 'b': 'adam'})
+  state = optim.start_at(tx.init(params), 7)
+  counts = {}
+  def visit(n):
+    if hasattr(n, '_fields') and 'count' in n._fields:
+      counts[type(n).__name__] = int(n.count)
+    return n
+  jax.tree.map(visit, state, is_leaf=lambda n: hasattr(n, '_fields') and 'count' in n._fields)
+  assert counts == {'ScaleByScheduleState': 7, 'ScaleByAdamState': 0}, counts

@@ -42,6 +42,7 @@ def extended_run(teacher_run, tmp_path_factory):
   mp = pytest.MonkeyPatch()
   mp.setattr(models, 'MODELS', dict(models.MODELS))
   mp.setattr(phases, 'METHODS', dict(phases.METHODS))
+  mp.setattr(phases, 'GROUPS', dict(phases.GROUPS))
   blocks = readme_blocks('Extending it')
   assert len(blocks) == 3 and 'register_model' in blocks[0] and 'register_method' in blocks[1]
   for code in blocks[:2]:
@@ -66,6 +67,9 @@ def test_readme_model_and_method_train_a_student(extended_run):
   depthwise = [9 * c for c in (1, 16, 32)]
   pointwise = [a * b for a, b in ((1, 16), (16, 32), (32, 64))]
   assert s['params'] == sum(depthwise) + sum(pointwise) + 2 * (16 + 32 + 64) + 64 * 10 + 10
+  # The method reads block features: the connectors (to resnet20's 16, 32, 64 channels)
+  # train with the whole student, so more parameters train than the student has.
+  assert all(p['trainable_params'] > s['params'] for st in s['stages'] for p in st['phases'])
   assert s['test_accuracy'] > 0.2  # 10 classes; two short stages of a tiny net.
   train_losses = [json.loads(l)['loss'] for l in open(workdir / 'metrics.jsonl')
                   if '"split": "train"' in l and '"phase": "head"' in l]

@@ -47,12 +47,14 @@ def lr_schedule(lr: float, total_steps: int, warmup_steps: int) -> optax.Schedul
 
 
 def start_at(opt_state, step: int):
-  """`opt_state` with every schedule's step count set to `step`: a fresh optimizer that
-  continues a schedule begun in earlier phases (the schedule stays a static part of the
-  optimizer, so its compiled steps are shared by every phase of the same kind)."""
-  has_count = lambda n: hasattr(n, '_fields') and 'count' in n._fields
-  return jax.tree.map(lambda n: n._replace(count=jnp.full_like(n.count, step)) if has_count(n)
-                      else n, opt_state, is_leaf=has_count)  # a buffer each: steps donate them.
+  """`opt_state` with every schedule's step count (`optax.ScaleByScheduleState.count`) set
+  to `step`: a fresh optimizer that continues a schedule begun in earlier phases (the
+  schedule stays a static part of the optimizer, so its compiled steps are shared by every
+  phase of the same kind). Other counts, such as Adam's for its bias correction, keep their
+  own value: they count this optimizer's updates, not the run's."""
+  is_schedule = lambda n: isinstance(n, optax.ScaleByScheduleState)
+  return jax.tree.map(lambda n: n._replace(count=jnp.full_like(n.count, step)) if is_schedule(n)
+                      else n, opt_state, is_leaf=is_schedule)  # a buffer each: steps donate them.
 
 
 def sgd(schedule, momentum: float, weight_decay: float) -> optax.GradientTransformation:

@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from msmgan_jax.data import recipe
+
 FORMAT = 'msmgan_jax arrays v1'
 KEYS = ('train_images', 'train_labels', 'test_images', 'test_labels', 'mean', 'std',
         'num_classes', 'name', 'format')
@@ -108,31 +110,21 @@ class DevicePipeline:
         lambda images, mask: jnp.where(mask[:, None, None, None] > 0, self._normalise(images), 0),
         out_shardings=self._batch_sharding)
 
-  # Jitted pieces ---------------------------------------------------------------------
-  @staticmethod
-  def _pixels(images):
-    """Images on [0, 1] (uint8 arrays are divided by 255, float ones already are)."""
-    x = images.astype(jnp.float32)
-    return x / 255.0 if images.dtype == jnp.uint8 else x
-
+  # Jitted pieces: the input recipe (`data.recipe`) on device arrays --------------------
   def _normalise(self, images):
-    return (self._pixels(images) - self.mean) / self.std
+    return recipe.normalise(recipe.to_unit(images), self.mean, self.std)
 
   def _make_train_batch(self, images, labels, perm_a, perm_b, offset, key):
     idx = jax.lax.dynamic_slice(jnp.concatenate([perm_a, perm_b]), (offset,), (self.batch_size,))
-    x = self._pixels(images[idx])
+    x = recipe.to_unit(images[idx])
     crop_key, flip_key = jax.random.split(key)
     p = self.cfg.crop_padding
     if p > 0:
-      _, h, w, c = x.shape
-      padded = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
       corners = jax.random.randint(crop_key, (x.shape[0], 2), 0, 2 * p + 1)
-      x = jax.vmap(lambda im, yx: jax.lax.dynamic_slice(im, (yx[0], yx[1], 0), (h, w, c)))(
-          padded, corners)
+      x = recipe.pad_crop(x, corners, p)
     if self.cfg.flip:
-      flip = jax.random.bernoulli(flip_key, 0.5, (x.shape[0],))
-      x = jnp.where(flip[:, None, None, None], x[:, :, ::-1], x)
-    return {'image': (x - self.mean) / self.std, 'label': labels[idx]}
+      x = recipe.flip(x, jax.random.bernoulli(flip_key, 0.5, (x.shape[0],)))
+    return {'image': recipe.normalise(x, self.mean, self.std), 'label': labels[idx]}
 
   # Iterators -------------------------------------------------------------------------
   def train_batches(self, seed: int, skip: int = 0) -> Iterator[dict]:

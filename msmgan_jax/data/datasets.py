@@ -49,6 +49,7 @@ import jax
 import numpy as np
 
 from msmgan_jax.data import arrays as arrays_lib
+from msmgan_jax.data import recipe
 
 
 from msmgan_jax.files import io
@@ -429,27 +430,15 @@ def _read(builder, split: str, shard: tuple = (0, 1),
                             read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed))
 
 
-def _pixels(image, image_size: int) -> tf.Tensor:
-  """uint8 HxWxC -> float32 on [0, 1], resized to image_size x image_size unless it is 0."""
-  image = tf.cast(image, tf.float32) / 255.0
-  return tf.image.resize(image, (image_size, image_size), antialias=True) if image_size else image
-
-
 def _preprocess(cfg, stats: tuple, train: bool, seed: int = 0):
   mean, std = (np.array(s, np.float32) for s in stats)
 
   def fn(index, ex):
     crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
         tf.stack([tf.cast(seed, tf.int64), tf.cast(index, tf.int64)]), 2))
-    image = _pixels(ex['image'], cfg.image_size)
-    if train and cfg.crop_padding > 0:
-      shape = tf.shape(image)
-      p = cfg.crop_padding
-      image = tf.pad(image, [[p, p], [p, p], [0, 0]], mode='CONSTANT')
-      image = tf.image.stateless_random_crop(image, shape, crop_seed)
-    if train and cfg.flip:
-      image = tf.image.stateless_random_flip_left_right(image, flip_seed)
-    return {'image': (image - mean) / std, 'label': tf.cast(ex['label'], tf.int32)}
+    image = recipe.tf_example(ex['image'], mean, std, cfg.crop_padding, cfg.flip, train,
+                              crop_seed, flip_seed, cfg.image_size)
+    return {'image': image, 'label': tf.cast(ex['label'], tf.int32)}
   return fn
 
 
@@ -501,7 +490,7 @@ def normalisation(cfg, builder) -> tuple:
 def _compute_stats(cfg, builder) -> dict:
   """Mean and std per channel of the first STATS_SAMPLE training images, in file order."""
   ds = _read(builder, cfg.train_split).take(STATS_SAMPLE)
-  ds = ds.map(lambda ex: _pixels(ex['image'], cfg.image_size), num_parallel_calls=tf.data.AUTOTUNE)
+  ds = ds.map(lambda ex: recipe.tf_to_unit(ex['image'], cfg.image_size), num_parallel_calls=tf.data.AUTOTUNE)
   total = total_sq = count = 0
   for images in ds.batch(64).as_numpy_iterator():
     total = total + images.sum((0, 1, 2), dtype=np.float64)
@@ -530,7 +519,7 @@ def to_arrays(cfg) -> dict:
     num_examples(builder, name)
     ds = _read(builder, name)
     if cfg.image_size:
-      ds = ds.map(lambda ex: {'image': _pixels(ex['image'], cfg.image_size), 'label': ex['label']},
+      ds = ds.map(lambda ex: {'image': recipe.tf_to_unit(ex['image'], cfg.image_size), 'label': ex['label']},
                   num_parallel_calls=tf.data.AUTOTUNE)
     images, labels = [], []
     for batch in tfds.as_numpy(ds.batch(4096)):

@@ -12,6 +12,7 @@ import ml_collections
 import numpy as np
 
 from msmgan_jax import config as config_lib
+from msmgan_jax.methods import registry
 from msmgan_jax.errors import ConfigError, WorkdirBusy
 from msmgan_jax.files import io, metrics
 
@@ -135,9 +136,11 @@ class Workdir:
       self._lock = None
 
 
-# A teacher-only run (method 'teacher') does not read these: a change to them (say, a new
-# student default) leaves the teacher run the same run, resumable and reusable.
-_NOT_THE_TEACHERS = ('student', 'kd', 'gan', 'disc', 'mutual', 'fitnets', 'at', 'dml')
+def not_the_teachers() -> tuple:
+  """The groups a teacher-only run (method 'teacher') does not read: a change to them (say, a
+  new student default) leaves the teacher run the same run, resumable and reusable. The
+  student's, and every method's own (`methods.registry.GROUPS`)."""
+  return ('student',) + tuple(registry.GROUPS)
 
 
 def _what_trains(cfg: dict) -> dict:
@@ -145,7 +148,7 @@ def _what_trains(cfg: dict) -> dict:
   teacher-only run, the student's fields)."""
   if cfg.get('method') != 'teacher':
     return cfg
-  out = {k: v for k, v in cfg.items() if k not in _NOT_THE_TEACHERS}
+  out = {k: v for k, v in cfg.items() if k not in not_the_teachers()}
   out['stages'] = {k: v for k, v in cfg.get('stages', {}).items()
                    if k in ('num', 'teacher_epochs')}
   return out

@@ -44,6 +44,7 @@ from msmgan_jax import config as config_lib
 from msmgan_jax.data import datasets as data
 from msmgan_jax.core import models
 from msmgan_jax.core import optim
+from msmgan_jax import methods  # noqa: F401 (registers the built-in methods)
 from msmgan_jax.methods import registry as phases
 from msmgan_jax.training import student
 from msmgan_jax.training import teacher
@@ -132,10 +133,9 @@ def cases(quick: bool, workdir: str):
   """name -> JaxCase for every measured JAX step."""
   out = {}
   for net in ('resnet8', 'resnet20'):
-    out[f'ce_{net}'] = JaxCase(_cfg(net, 'resnet20'), phases.Phase(
-        'ce', 1.0, finetune_all=True, standalone=True), os.path.join(workdir, f'ce_{net}'))
+    out[f'ce_{net}'] = JaxCase(_cfg(net, 'resnet20'), phases.METHODS['ce'].stage_phases(_cfg(), 3, 0)[0], os.path.join(workdir, f'ce_{net}'))
   cfg = _cfg()
-  out['kd_resnet20_resnet8'] = JaxCase(cfg, phases.METHODS['kd'].stage_phases(cfg, 3)[0],
+  out['kd_resnet20_resnet8'] = JaxCase(cfg, phases.METHODS['kd'].stage_phases(cfg, 3, 0)[0],
                                        os.path.join(workdir, 'kd'))
   msmgan = phases.stage_phases(cfg, 3)
   for p in (msmgan[:1] + msmgan[-1:] if quick else msmgan):
@@ -143,8 +143,7 @@ def cases(quick: bool, workdir: str):
   for how in ('unroll', 'vmap'):  # 3 seeds' ce_resnet8 steps in one program.
     seeded = _cfg('resnet8', 'resnet20')
     seeded.seeds, seeded.seed_batching = SEEDS, how
-    out[f'ce_resnet8_{SEEDS}_seeds_{how}'] = JaxCase(seeded, phases.Phase(
-        'ce', 1.0, finetune_all=True, standalone=True), os.path.join(workdir, f'seeds_{how}'))
+    out[f'ce_resnet8_{SEEDS}_seeds_{how}'] = JaxCase(seeded, phases.METHODS['ce'].stage_phases(_cfg(), 3, 0)[0], os.path.join(workdir, f'seeds_{how}'))
   return out
 
 

@@ -36,14 +36,8 @@ from typing import Optional
 
 import numpy as np
 
-ABLATIONS = {  # METHOD.md's ablations of MS-MGANs: the overrides that make each one.
-    'single_stage': {'stages.num': 1, 'stages.stage_shares': ()},
-    'end_to_end': {'stages.greedy': False},
-    'no_gan': {'gan.alpha_adv': 0.0},
-    'no_mutual': {'mutual.enabled': False},
-    'no_blocks': {'stages.block_stages': 0},  # no greedy block phase (nor GAN) in any stage.
-}
-
+from msmgan_jax import methods  # noqa: F401 (registers the built-in methods)
+from msmgan_jax.methods import registry
 
 @dataclasses.dataclass
 class Run:
@@ -107,30 +101,30 @@ def plan(cc) -> list:
     if cc.get('tune_only'):
       continue
     runs.append(Run('final', method, method))
-    if method == 'msmgan':
-      runs += [Run('final', f'msmgan_{a}', 'msmgan', ablation=a) for a in cc.ablations]
+    own = registry.ablations(method)  # the method's own ablations, right after it.
+    runs += [Run('final', f'{method}_{a}', method, ablation=a) for a in cc.ablations if a in own]
   return runs
 
 
 def check(cc) -> None:
   """Raises ConfigError for a comparison config that cannot run, before any work."""
   from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from msmgan_jax.methods import registry as phases  # pylint: disable=g-import-not-at-top
   def req(ok, msg):
     if not ok:
       raise config_lib.ConfigError(msg)
   req(len(cc.methods) == len(set(cc.methods)), f'methods {tuple(cc.methods)} repeats a method')
   for m in cc.methods:
-    req(m in phases.METHODS, f'method {m!r} is not one of {sorted(phases.METHODS)}')
+    req(m in registry.METHODS, f'method {m!r} is not one of {sorted(registry.METHODS)}')
     req(m in cc.tuning, f'tuning.{m} is missing: give every method its candidates')
   counts = {m: len(cc.tuning[m]) for m in cc.methods}
   req(len(set(counts.values())) == 1 and min(counts.values()) >= 1,
       f'every method needs the same number (>= 1) of tuning candidates, got {counts}')
   for m in cc.methods:
     req(cc.tuning[m][0] == '', f'tuning.{m}[0] must be "" (the paper defaults come first)')
+  known = {a for m in cc.methods for a in registry.ablations(m)}
   for a in cc.ablations:
-    req(a in ABLATIONS, f'ablation {a!r} is not one of {sorted(ABLATIONS)}')
-  req(not cc.ablations or 'msmgan' in cc.methods, 'ablations need msmgan among the methods')
+    req(a in known, f'ablation {a!r} is not one of {sorted(known)} (the ablations of '
+        f'{tuple(cc.methods)}); a method registers its ablations with its phases')
   req(not (cc.get('tune_only') and cc.get('settings_from')),
       'tune_only runs only tuning, settings_from skips it: set one of them')
   req(isinstance(cc.seeds, int) and cc.seeds >= 1, f'seeds must be >= 1, got {cc.seeds!r}')
@@ -144,7 +138,7 @@ def student_config(cc, run: Run, anchors: list, chosen: dict):
   setting = cc.tuning[run.method][run.candidate] if run.kind == 'tune' else chosen[run.method]
   apply(cfg, parse_setting(setting))
   if run.ablation:
-    apply(cfg, ABLATIONS[run.ablation])
+    apply(cfg, registry.ablations(run.method)[run.ablation])
   cfg.teacher.checkpoints = tuple(anchors[-cfg.stages.num:])
   cfg.stages.teacher_epochs = ()
   if run.kind == 'tune':
@@ -224,7 +218,7 @@ def result(cc, run: Run, root: str) -> Optional[dict]:
   return {'name': run.name, 'kind': run.kind, 'method': run.method, 'ablation': run.ablation,
           'candidate': run.candidate, 'variant': s.get('variant', []),
           'setting': (cc.tuning[run.method][run.candidate] if run.kind == 'tune'
-                      else _setting_of(cc, cfg, ABLATIONS.get(run.ablation, {}))),
+                      else _setting_of(cc, cfg, registry.ablations(run.method).get(run.ablation, {}))),
           'split': cfg['dataset']['test_split'], 'seeds': st.get('seeds', [cfg['seed']]),
           'accuracies': accs, 'mean': float(np.mean(accs)), 'std': float(np.std(accs)),
           'wall_s': st['wall_s'], 'images_per_s': round(images / max(train_s, 1e-9), 1),

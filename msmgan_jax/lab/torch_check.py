@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from msmgan_jax.data import recipe
+
 
 def flax_to_torch(variables: dict, net) -> None:
   """Copies a `models.ResNet`'s variables into a `torch_reference.ResNet` of equal shape."""
@@ -74,7 +76,7 @@ class Batches:
   """The epoch-exact stream of augmented batches (crop after padding + flip), as NCHW."""
 
   def __init__(self, images, labels, mean, std, batch, pad, flip, seed):
-    self.x = images.astype(np.float32) / (255.0 if images.dtype == np.uint8 else 1.0)
+    self.x = recipe.to_unit(images)
     self.y, self.mean, self.std = labels, mean, std
     self.batch, self.pad, self.flip = batch, pad, flip
     self.rng = np.random.default_rng(seed)
@@ -85,16 +87,14 @@ class Batches:
       self.stream = np.concatenate([self.stream, self.rng.permutation(len(self.y))])
     idx, self.stream = self.stream[:self.batch], self.stream[self.batch:]
     x = self.x[idx]
-    n, h, w, _ = x.shape
+    n = x.shape[0]
     if self.pad:
       p = self.pad
-      padded = np.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
       ys, xs = self.rng.integers(0, 2 * p + 1, n), self.rng.integers(0, 2 * p + 1, n)
-      x = np.stack([padded[i, ys[i]:ys[i] + h, xs[i]:xs[i] + w] for i in range(n)])
+      x = recipe.pad_crop(x, np.stack([ys, xs], axis=1), p)
     if self.flip:
-      flip = self.rng.random(n) < 0.5
-      x = np.where(flip[:, None, None, None], x[:, :, ::-1], x)
-    x = (x - self.mean) / self.std
+      x = recipe.flip(x, self.rng.random(n) < 0.5)
+    x = recipe.normalise(x, self.mean, self.std)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)), self.y[idx]
 
 
@@ -145,8 +145,7 @@ def train_one(method, arrays, cfg, teacher, seed, threads):
 def evaluate(net, arrays, batch=1000) -> float:
   import torch  # pylint: disable=g-import-not-at-top
   net.eval()
-  x = arrays['test_images'].astype(np.float32) / (255.0 if arrays['test_images'].dtype == np.uint8 else 1.0)
-  x = (x - arrays['mean']) / arrays['std']
+  x = recipe.normalise(recipe.to_unit(arrays['test_images']), arrays['mean'], arrays['std'])
   correct = 0
   with torch.no_grad():
     for i in range(0, len(x), batch):
@@ -202,7 +201,7 @@ def main(argv=None) -> int:
   teacher = ref.ResNet(int(cc.teacher.teacher.model.replace('resnet', '')), info_shape[-1],
                        int(arrays['num_classes'])).eval()
   flax_to_torch(variables, teacher)
-  x = (arrays['test_images'][:256].astype(np.float32) / 255.0 - arrays['mean']) / arrays['std']
+  x = recipe.normalise(recipe.to_unit(arrays['test_images'][:256]), arrays['mean'], arrays['std'])
   jax_logits = np.asarray(t_model.apply(variables, x, train=False)[0])
   with torch.no_grad():
     torch_logits = teacher(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()

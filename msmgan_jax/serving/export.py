@@ -43,6 +43,7 @@ from jax.experimental import jax2tf  # noqa: E402
 from msmgan_jax import config as config_lib  # noqa: E402
 from msmgan_jax.data import datasets as data  # noqa: E402
 from msmgan_jax.core import models  # noqa: E402
+from msmgan_jax.data import recipe  # noqa: E402
 from msmgan_jax.serving import predict  # noqa: E402
 from msmgan_jax.files import checkpoints  # noqa: E402
 from msmgan_jax import errors  # noqa: E402
@@ -61,7 +62,7 @@ def serving_fn(model: models.Classifier, stats: tuple):
   mean, std = (np.array(s, np.float32) for s in stats)
 
   def fn(variables, images):
-    x = (images.astype(jnp.float32) / 255.0 - mean) / std
+    x = recipe.normalise(recipe.to_unit(images), mean, std)
     logits, _ = model.apply(variables, x, train=False)
     return {'logits': logits, 'probabilities': jax.nn.softmax(logits)}
   return fn

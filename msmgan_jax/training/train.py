@@ -21,6 +21,7 @@ import ml_collections
 from msmgan_jax import config as config_lib
 from msmgan_jax.data import datasets as data
 from msmgan_jax.files import faults
+from msmgan_jax import methods  # noqa: F401 (registers the built-in methods)
 from msmgan_jax.methods import registry as phases
 from msmgan_jax.training import student
 from msmgan_jax.training import teacher as teacher_lib

@@ -1,0 +1,40 @@
+"""`kd` (Hinton et al. 2015) and `rco` (route-constrained optimisation, Jin et al. ICCV 2019).
+
+`kd`: the whole student learns (1 - kd.beta) CE + kd.beta tau^2 KL(softmax(t/tau) ||
+softmax(s/tau)) from the final teacher's logits (Hinton et al.'s eq. 2 with the tau^2
+factor). `rco`: the same loss from each anchor in turn, weakest first, one stage each.
+"""
+import ml_collections
+
+from msmgan_jax.core import losses
+from msmgan_jax.core.phase import ANCHOR, Phase
+from msmgan_jax.methods.registry import check_finite, register_group, register_method, require
+
+
+def defaults(c: ml_collections.ConfigDict) -> None:
+  c.kd = k = ml_collections.ConfigDict()
+  k.tau = 4.0                     # KD temperature.
+  k.beta = 0.9                    # weight of the KD term (CE gets 1 - beta).
+
+
+def check(cfg) -> None:
+  check_finite(cfg, ('kd.tau', 'kd.beta'), positive=('kd.tau',))
+  require(cfg.kd.beta <= 1, 'kd.beta', f'must be in [0, 1], got {cfg.kd.beta}')
+
+
+def kd_loss(view):
+  """(1 - kd.beta) CE + kd.beta tau^2 KL(T || S) on logits (B, C); a batch mean."""
+  cfg = view.cfg
+  return losses.dml(view.s_logits, view.t_logits, view.labels, cfg.kd.beta, cfg.kd.tau,
+                    1 - cfg.kd.beta)
+
+
+def kd_phase(share: float = 1.0) -> Phase:
+  """Hinton KD on the whole student from the stage's anchor, `share` of the stage."""
+  return Phase('kd', share, loss=kd_loss, partner=ANCHOR, finetune_all=True, standalone=True)
+
+
+register_group('kd', defaults, check)
+register_method('kd', lambda cfg, k: [kd_phase()], all_anchors=False)
+# RCO: KD from every anchor in turn, weakest first (the route-constrained curriculum).
+register_method('rco', lambda cfg, k: [kd_phase()])

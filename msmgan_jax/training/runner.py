@@ -1,0 +1,159 @@
+"""Runs one phase of the student: its steps through the training loop, its logs, mid-phase
+checkpoints, evaluations and the phase's record for the summary."""
+import re
+import sys
+import time
+
+import jax
+import numpy as np
+
+from msmgan_jax.core import optim
+from msmgan_jax.training import loop
+from msmgan_jax.training.states import rules, student_groups
+
+
+class PhaseRunner:
+  """Runs phases of one student run. `states` is its `training.states.StateBuilder`,
+  `seeds` its `training.seeds.Seeds`; `step_fn(phase, anchor)` gives the step of a phase,
+  `evaluate(g_state)` the test metrics, `batches(seed, skip=)` a training batch iterator."""
+
+  def __init__(self, cfg, wd, info, mesh, ckpt, states, seeds, step_fn, evaluate, batches):
+    self.cfg, self.wd, self.info, self.mesh, self.ckpt = cfg, wd, info, mesh, ckpt
+    self.states, self.seeds, self.step_fn = states, seeds, step_fn
+    self.evaluate, self.batches = evaluate, batches
+
+  def meta(self, position, records, t_start, phase_wall, log_window=(), watch=None,
+            phase_done=False) -> dict:
+    """A checkpoint's metadata. `phase_done`: the phase was evaluated and recorded; a
+    checkpoint after its last step without it (a stop request there) resumes with zero
+    steps left, then evaluates and records the phase."""
+    return {'position': list(position), 'records': records, 'wall_s': time.time() - t_start,
+            'phase_wall_s': phase_wall, 'metrics_offset': self.wd.metrics.offset(),
+            'log_window': list(log_window), 'disc_watch': watch.state() if watch else None,
+            'phase_done': phase_done}
+
+  def run_phase(self, m, i, states, start, resume, records, t_start):
+    """Runs steps start..n-1 of phase i of stage m, then evaluates the student.
+
+    `resume` is the meta of the mid-phase checkpoint the states come from (None when the
+    phase starts fresh). Returns the final states and the phase's record for the summary.
+    `wall_s` adds the time spent before a resume; `images_per_s` leaves out the first step
+    (compilation).
+    """
+    wall_before = resume['phase_wall_s'] if resume else 0.0
+    cfg, phase, anchor = self.cfg, self.states.phases[m][i], self.states.anchors[m]
+    n = self.states.num_steps(phase, m)
+    one = self.seeds.first(states)
+    labels = optim.label_params(one['g'].params, rules(student_groups(
+        phase, self.states.student.num_blocks)))
+    trainable = optim.count_params(jax.tree.map(
+        lambda x, lab: x if lab != 'frozen' else None, one['g'].params, labels))
+    images_before = sum(r['steps'] for r in records) * cfg.batch_size
+
+    def log(split, step, metrics):
+      """One metrics.jsonl record; with several seeds, one per seed (with its `seed`)."""
+      where = dict(step=step, epoch=(images_before + step * cfg.batch_size) / self.info.num_train,
+                   stage=m + 1, phase=phase.name, split=split)
+      if not self.seeds.multi:
+        self.wd.metrics.write(**where, **metrics)
+        return
+      for j, seed in enumerate(self.seeds.seeds):
+        self.wd.metrics.write(**where, seed=seed, **{
+            k: v[j] if isinstance(v, list) else v for k, v in metrics.items()})
+    t0 = time.time()
+
+    def save(step, states, log_window):
+      self.ckpt.save((self.ckpt.latest_step() or 0) + 1, states, self.meta(
+          (m, i, step), records, t_start, wall_before + time.time() - t0, log_window, watch))
+
+    where = f'stage {m + 1} phase {phase.name}'
+    watch = DiscWatch(cfg.disc.stuck_logs, where, cfg.log_every_steps,
+                      resume.get('disc_watch') if resume else None)
+
+    def log_train(step, metrics):
+      log('train', step, metrics)
+      watch.update(metrics)
+
+    per = cfg.student.eval_every_epochs * self.info.num_train  # images between evaluations.
+
+    def after_step(step, states):
+      """Within the phase, a test evaluation each time another `per` images are seen."""
+      seen = images_before + step * cfg.batch_size
+      if per > 0 and step < n and seen // per > (seen - cfg.batch_size) // per:
+        t = time.time()
+        log('test', step, {**self.evaluate(states['g']), 'wall_s': t - t_start})
+        eval_s[0] += time.time() - t
+      return states
+    eval_s = [0.0]  # left out of the phase's images/s.
+
+    states, first_step_s = loop.train_loop(
+        states, self.step_fn(phase, anchor),
+        batches=self.seeds.batches(self.batches, states, start), start=start, stop=n,
+        mesh=self.mesh, batch_size=cfg.batch_size, log_every=cfg.log_every_steps,
+        log=log_train, after_step=after_step, save=save,
+        save_at=lambda step: step % cfg.checkpoint_every_steps == 0 and step < n, where=where,
+        window=resume.get('log_window', ()) if resume else ())
+    wall = time.time() - t0
+    steady = n - start - 1
+    result = None
+    if cfg.student.eval_every_phase or i == len(self.states.phases[m]) - 1:
+      result = self.evaluate(states['g'])
+      log('test', n, {**result, 'wall_s': time.time() - t_start})
+    print(f'stage {m + 1} phase {phase.name}: {n} steps, {wall_before + wall:.1f}s' + (
+        f', student test accuracy {_fmt(result["accuracy"])}' if result else ''), flush=True)
+    record = {'name': phase.name, 'trainable_params': trainable, 'steps': n,
+              'wall_s': round(wall_before + wall, 2), 'first_step_s': round(first_step_s, 2),
+              'images_per_s': round(
+                  steady * cfg.batch_size / max(wall - first_step_s - eval_s[0], 1e-9)
+                  if steady > 0
+                  else (n - start) * cfg.batch_size / max(wall, 1e-9), 1),
+              'stage': m + 1}
+    if result is not None:
+      record['test_accuracy'] = result['accuracy']
+    if one['d'] is not None:
+      record['disc_trainable_params'] = optim.count_params(one['d'].params)
+    if one['t'] is not None:
+      record[phase.partner.record_key] = optim.count_params(
+          one['t'].params)
+    if watch.warnings:
+      record['warnings'] = watch.warnings
+    return states, record
+
+
+def _fmt(accuracy) -> str:
+  if isinstance(accuracy, list):
+    return f'{np.mean(accuracy):.4f} +- {np.std(accuracy):.4f} over {len(accuracy)} seeds'
+  return f'{accuracy:.4f}'
+
+
+class DiscWatch:
+  """Warns when a discriminator's accuracy on real or on fake sits at 0 or 1 for `limit`
+  logged intervals in a row (it has won or lost outright and no longer teaches the
+  student). Each block and side warns once per phase; `limit` 0 turns it off."""
+  LOW, HIGH = 0.02, 0.98
+
+  def __init__(self, limit: int, where: str, log_every: int, state=None):
+    self.limit, self.where, self.log_every = limit, where, log_every
+    state = state or {'runs': {}, 'warnings': [], 'warned': []}
+    self.runs, self.warnings = dict(state['runs']), list(state['warnings'])
+    self.warned = set(state['warned'])
+
+  def state(self) -> dict:
+    """What a checkpoint keeps, so a resumed phase warns as an uninterrupted one would."""
+    return {'runs': dict(self.runs), 'warnings': list(self.warnings),
+            'warned': sorted(self.warned)}
+
+  def update(self, metrics: dict) -> None:
+    for key, v in sorted(metrics.items()):
+      if not re.fullmatch(r'd_acc_(real|fake)_b\d+', key) or self.limit <= 0:
+        continue
+      v = np.asarray(v)  # one value, or one per seed: stuck when every seed is.
+      stuck = bool(np.all((v <= self.LOW) | (v >= self.HIGH)))
+      self.runs[key] = self.runs.get(key, 0) + 1 if stuck else 0
+      if self.runs[key] >= self.limit and key not in self.warned:
+        self.warned.add(key)
+        msg = (f'{self.where}: {key} has been {np.round(v).astype(int).tolist()} for {self.limit} logs '
+               f'({self.limit * self.log_every} steps): discriminator {key.rsplit("_b", 1)[1]} '
+               'has stopped learning; see disc.lr, disc.steps_per_g and gan.loss')
+        self.warnings.append(msg)
+        sys.stderr.write(f'warning: {msg}\n')
