@@ -1,0 +1,69 @@
+"""`dkd`: decoupled knowledge distillation (Zhao et al., CVPR 2022).
+
+KD's KL splits into a target-class term and a non-target-class term, weighted apart:
+  TCKD = KL(b_T || b_S), b = [p_y, 1 - p_y] the binary target / non-target probabilities;
+  NCKD = KL(p^_T || p^_S), p^ the softmax over the non-target classes only;
+  DKD  = tau^2 (dkd.alpha TCKD + dkd.beta NCKD)  (their eq. 7, probabilities at temperature tau);
+the student learns CE + w DKD on the whole student from the final teacher's logits, w rising
+linearly from 0 to 1 over the first `dkd.warmup_epochs` (their 20 of 240 epochs; scaled to
+our 15-epoch budgets: 1.25).
+"""
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from msmgan_jax.core import losses
+from msmgan_jax.core.phase import ANCHOR, Phase
+from msmgan_jax.methods.registry import check_finite, register_group, register_method
+
+
+def defaults(c: ml_collections.ConfigDict) -> None:
+  c.dkd = dk = ml_collections.ConfigDict()
+  dk.alpha = 1.0                  # dkd: weight of TCKD, the target-class term (Zhao et al.'s 1).
+  dk.beta = 8.0                   # dkd: weight of NCKD, the non-target term (their CIFAR 8).
+  dk.tau = 4.0                    # dkd: temperature (their 4).
+  dk.warmup_epochs = 1.25         # dkd: DKD's weight rises from 0 to 1 over these epochs.
+
+
+def check(cfg) -> None:
+  check_finite(cfg, ('dkd.alpha', 'dkd.beta', 'dkd.tau', 'dkd.warmup_epochs'),
+               positive=('dkd.tau',))
+
+
+def tckd_nckd(student_logits, teacher_logits, labels, tau: float):
+  """(TCKD, NCKD), each a batch mean of KL divergences (nats, without tau^2), from logits
+  (B, C) and integer labels (B,). Computed in log space (no log of 1 - p)."""
+  s, t = student_logits / tau, teacher_logits / tau
+  target = jax.nn.one_hot(labels, s.shape[-1], dtype=bool)
+
+  def binary(z):  # log [p_y, 1 - p_y] from the logits.
+    all_ = jax.nn.logsumexp(z, axis=-1)
+    y = jnp.sum(jnp.where(target, z, 0.0), axis=-1)
+    rest = jax.nn.logsumexp(jnp.where(target, -jnp.inf, z), axis=-1)
+    return jnp.stack([y - all_, rest - all_], axis=-1)
+
+  log_bs, log_bt = binary(s), binary(t)
+  tckd = jnp.sum(jnp.exp(log_bt) * (log_bt - log_bs), axis=-1)
+  log_ps = jax.nn.log_softmax(jnp.where(target, -1e9, s), axis=-1)
+  log_pt = jax.nn.log_softmax(jnp.where(target, -1e9, t), axis=-1)
+  nckd = jnp.sum(jnp.where(target, 0.0, jnp.exp(log_pt) * (log_pt - log_ps)), axis=-1)
+  return jnp.mean(tckd), jnp.mean(nckd)
+
+
+def dkd_loss(view):
+  """CE + min(epoch / dkd.warmup_epochs, 1) tau^2 (alpha TCKD + beta NCKD)."""
+  cfg = view.cfg
+  tckd, nckd = tckd_nckd(view.s_logits, jax.lax.stop_gradient(view.t_logits), view.labels,
+                         cfg.dkd.tau)
+  dkd = cfg.dkd.tau ** 2 * (cfg.dkd.alpha * tckd + cfg.dkd.beta * nckd)
+  warm = 1.0 if cfg.dkd.warmup_epochs == 0 else jnp.minimum(
+      view.epoch / cfg.dkd.warmup_epochs, 1.0)
+  return losses.cross_entropy(view.s_logits, view.labels) + warm * dkd
+
+
+def _phases(cfg, num_blocks: int) -> list:
+  return [Phase('dkd', 1.0, loss=dkd_loss, partner=ANCHOR, finetune_all=True, standalone=True)]
+
+
+register_group('dkd', defaults, check)
+register_method('dkd', _phases, all_anchors=False)
