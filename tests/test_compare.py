@@ -14,6 +14,8 @@ from msmgan_jax import config
 
 
 from msmgan_jax.files import io
+from msmgan_jax.core import models
+from msmgan_jax.methods import registry
 
 
 def small(repo_root, teacher_run, tmp_path, methods, tuning=None, ablations=()):
@@ -30,14 +32,22 @@ def small(repo_root, teacher_run, tmp_path, methods, tuning=None, ablations=()):
   return cc
 
 
+def expected_phases(cc, method, num_anchors) -> dict:
+  """{method: the phase names of each stage} from the registry."""
+  m = registry.METHODS[method]
+  stages = num_anchors if (m.uses_teacher and m.all_anchors) else 1
+  cfg = compare.apply(compare.copy_config(cc.base), {'method': method})
+  k = models.create_model(cfg.student.model, 10).num_blocks
+  return {method: [[p.name for p in registry.stage_phases(cfg, k, i)] for i in range(stages)]}
+
+
 def test_every_baseline_runs_through_the_comparison_and_a_rerun_skips_them(
     repo_root, teacher_run, tmp_path, capsys):
-  """The final runs of the baselines not smoke-tested elsewhere (ce and kd are, in
-  test_pipeline), two seeds in one program each, a small CNN student; their tuning is faked
+  """The final runs of every registered method not smoke-tested elsewhere (ce and kd are, in
+  test_pipeline; msmgan in its own tests), two seeds in one program each, a small CNN student:
+  a method registered later runs here without being named; their tuning is faked
   here (`test_each_method_takes...` covers the choice)."""
-  methods = ('rco', 'fitnets', 'at', 'dml', 'skd')
-  names = {'rco': [['kd'], ['kd']], 'fitnets': [['hint', 'kd']], 'at': [['at']],
-           'dml': [['dml']], 'skd': [['block_1', 'block_2', 'block_3', 'head']]}
+  methods = tuple(m for m in registry.METHODS if m not in ('ce', 'kd', 'msmgan'))
   cc = small(repo_root, teacher_run, tmp_path, methods)
   cc.base.student.model = 'cnn'
   anchors = [a['path'] for a in teacher_run[2]['teacher']['anchors']]
@@ -56,7 +66,10 @@ def test_every_baseline_runs_through_the_comparison_and_a_rerun_skips_them(
     assert len(r['curve']) >= 2  # eval_every_epochs=0.5: a point inside the phase, one at its end.
     summary = json.load(open(os.path.join(r['workdir'], 'summary.json')))
     guides = [st['anchor'] and st['anchor']['path'] for st in summary['student']['stages']]
-    assert guides == {'dml': [None], 'rco': anchors}.get(r['name'], anchors[-1:])
+    method = registry.METHODS[r['name']]
+    assert guides == (anchors if method.all_anchors else anchors[-1:]) if method.uses_teacher \
+        else [None]
+    names = expected_phases(cc, r['name'], len(anchors))
     assert [[p['name'] for p in st['phases']] for st in summary['student']['stages']] == names[
         r['name']]
   md = open(os.path.join(cc.out, 'compare.md')).read()
