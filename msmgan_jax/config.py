@@ -55,7 +55,7 @@ def defaults() -> ml_collections.ConfigDict:
   d.pipeline = 'auto'             # device (splits in device memory) | tfdata | auto (see data.py).
 
   c.teacher = t = ml_collections.ConfigDict()
-  t.model = 'resnet20'            # a name in msmgan_jax.models.MODELS.
+  t.model = 'resnet20'            # a name in msmgan_jax.core.models.MODELS.
   t.epochs = 15                   # teacher training epochs.
   t.lr = 0.1                      # peak SGD learning rate (scaled by batch_size / 128).
   t.momentum = 0.9                # SGD (Nesterov) momentum.
@@ -79,7 +79,7 @@ def defaults() -> ml_collections.ConfigDict:
   registry.add_groups(c)         # each method's own groups (kd, gan, disc, mutual, ...).
 
   c.student = st = ml_collections.ConfigDict()
-  st.model = 'resnet8'            # a name in msmgan_jax.models.MODELS.
+  st.model = 'resnet8'            # a name in msmgan_jax.core.models.MODELS.
   st.epochs = 15                  # the student's whole budget, in epochs of the train split.
   st.lr = 0.1                     # peak SGD learning rate (scaled by batch_size / 128).
   st.momentum = 0.9               # SGD (Nesterov) momentum.
