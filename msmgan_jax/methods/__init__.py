@@ -12,6 +12,9 @@ import pkgutil
 from msmgan_jax.methods import registry
 from msmgan_jax.methods.registry import METHODS, register_group, register_method  # noqa: F401
 
-for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-  if _module != 'registry':
-    importlib.import_module(f'{__name__}.{_module}')
+# The built-in methods first, in the order their config groups have always had (a config
+# dump keeps its order); any other module of this folder after them, by name.
+_FIRST = ('ce', 'kd', 'msmgan', 'fitnets', 'at', 'dml', 'skd')
+for _module in _FIRST + tuple(sorted(
+    m.name for m in pkgutil.iter_modules(__path__) if m.name not in _FIRST + ('registry',))):
+  importlib.import_module(f'{__name__}.{_module}')
