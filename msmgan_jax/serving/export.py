@@ -40,6 +40,7 @@ import tensorflow as tf  # noqa: E402
 from absl import logging  # noqa: E402
 from jax.experimental import jax2tf  # noqa: E402
 
+from msmgan_jax import cli  # noqa: E402
 from msmgan_jax import config as config_lib  # noqa: E402
 from msmgan_jax.data import datasets as data  # noqa: E402
 from msmgan_jax.core import models  # noqa: E402
@@ -240,23 +241,18 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   logging.set_verbosity(logging.ERROR)  # orbax logs each restore, and warns of read-only.
   tf.config.set_visible_devices([], 'GPU')  # TensorFlow only traces and writes here.
-  try:
-    meta = export(args.workdir, args.out, args.tflite, args.overwrite)
-  except BadInput as e:
-    return _error(str(e), 2)
-  except OSError as e:
-    return _error(f'could not write {args.out} ({e}); nothing there was changed', 1)
+  done = {}
+  code = cli.run_command(
+      lambda: done.update(export(args.workdir, args.out, args.tflite, args.overwrite)),
+      hints={OSError: lambda e: f'could not write {args.out} ({e}); nothing there was changed'})
+  if code:
+    return code
+  meta = done
   shape = 'x'.join(map(str, meta['input_shape']))
   print(f'exported {meta["model"]} ({meta["dataset"]}, uint8 {shape} images, '
         f'{len(meta["labels"])} classes) to {args.out}; try: python -m msmgan_jax.predict '
         f'--model {args.out} IMAGE.png')
   return 0
-
-
-def _error(msg: str, code: int) -> int:
-  sys.stdout.flush()
-  sys.stderr.write(f'error: {msg}\n')
-  return code
 
 
 if __name__ == '__main__':

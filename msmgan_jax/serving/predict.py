@@ -24,6 +24,8 @@ import sys  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from msmgan_jax import cli  # noqa: E402
+
 FORMAT, META = 'msmgan_jax.export/1', 'model.json'  # what msmgan_jax.export writes.
 
 
@@ -99,11 +101,10 @@ def main(argv=None) -> int:
   if args.top_k < 1:
     parser.error(f'--top-k must be at least 1, got {args.top_k}')
   tf.get_logger().setLevel('ERROR')
-  try:
-    results = predict(args.model, args.images, args.top_k)
-  except BadInput as e:
-    sys.stderr.write(f'error: {e}\n')
-    return 2
+  results = []
+  code = cli.run_command(lambda: results.extend(predict(args.model, args.images, args.top_k)))
+  if code:
+    return code
   for path, classes in zip(args.images, results):
     print(f'{path}: ' + ', '.join(f'{name} {100 * p:.1f}%' for name, p in classes))
   return 0
