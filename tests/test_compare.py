@@ -174,7 +174,7 @@ def test_a_final_row_names_the_candidate_its_config_carries(repo_root):
     for ablation in (None, 'single_stage', 'no_gan'):
       run = compare.Run('final', 'x', 'msmgan', ablation=ablation)
       cfg = json.loads(compare.student_config(cc, run, anchors, {'msmgan': setting}).to_json())
-      assert compare._setting_of(cc, cfg, compare.ABLATIONS.get(ablation, {})) == setting, (
+      assert compare._setting_of(cc, cfg, registry.ablations('msmgan').get(ablation, {})) == setting, (
           i, ablation)
 
 

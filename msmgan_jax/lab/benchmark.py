@@ -94,9 +94,9 @@ class JaxCase:
                     for i in range(4)]
     if cfg.seeds > 1:  # each seed its own batch, stacked as the trainer stacks them.
       spec = ('data',) if cfg.seed_batching == 'unroll' else ()
-      sharding = jax.sharding.NamedSharding(self.d.mesh, jax.sharding.PartitionSpec(None, *spec))
+      placed = jax.sharding.NamedSharding(self.d.mesh, jax.sharding.PartitionSpec(None, *spec))
       self.batches = [{k: jax.device_put(np.stack([np.asarray(self.batches[(i + j) % 4][k])
-                                                   for j in range(cfg.seeds)]), sharding)
+                                                   for j in range(cfg.seeds)]), placed)
                        for k in self.batches[0]} for i in range(4)]
     t0 = time.perf_counter()
     self.states, m = self.step(self.states, self.batches[0])

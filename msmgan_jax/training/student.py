@@ -42,10 +42,10 @@ class Distiller:
     if registry.uses_teacher(cfg):
       self.anchors = (teacher.anchors if registry.METHODS[cfg.method].all_anchors
                       else teacher.anchors[-1:])
-    self.phases = [registry.stage_phases(cfg, self.student.num_blocks, m)  # per stage.
-                   for m in range(len(self.anchors))]
+    phases = [registry.stage_phases(cfg, self.student.num_blocks, m)  # per stage.
+              for m in range(len(self.anchors))]
     self.states = StateBuilder(cfg, self.student, self.t_model, self.connectors,
-                               info.image_shape, self.phases, self.anchors,
+                               info.image_shape, phases, self.anchors,
                                loop.steps_per_epoch(cfg, info), info.num_train)
     self.ckpt = checkpoints.Checkpoints(wd.file('checkpoints', 'student'), max_to_keep=2)
     self.eval_step = self.seeds.eval_step(loop.make_eval_step(self.student))
@@ -53,6 +53,15 @@ class Distiller:
                               step_fn=lambda phase, anchor: self.step_fn(phase, anchor),
                               evaluate=lambda g: self.evaluate(g), batches=batches)
     self._steps, self._multi_steps = {}, {}
+
+  @property
+  def phases(self) -> list:
+    """The phases of each stage (`phases[m]`: stage m's), as the state builder has them."""
+    return self.states.phases
+
+  @phases.setter
+  def phases(self, value: list) -> None:  # the benchmark times one phase as a whole run.
+    self.states.phases = value
 
   def init_carry(self):
     """Fresh student + connector variables (the `g` params/batch_stats layout); with several
