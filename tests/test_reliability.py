@@ -20,7 +20,7 @@ from conftest import REPO_ROOT
 from msmgan_jax import config
 from msmgan_jax.files import workdir as workdir_lib
 from msmgan_jax.files import faults
-from msmgan_jax import main
+from msmgan_jax import cli, main
 from msmgan_jax.core import models
 from msmgan_jax.training import student
 from msmgan_jax.training import loop
@@ -211,7 +211,7 @@ def test_bad_input_exits_with_a_message_and_changes_nothing(world, extra, workdi
 
 def test_busy_workdir_is_refused_and_a_killed_holder_leaves_no_stale_lock(world, capsys):
   argv = base(world, world['root'] / 'busy')
-  cfg, workdir, _, _ = main._parse(argv)  # pylint: disable=protected-access
+  cfg, workdir, _, _ = cli.parse(argv)
   os.makedirs(workdir)
   io.write_json(os.path.join(workdir, 'config.json'), json.loads(cfg.to_json()))
   holder = subprocess.Popen([sys.executable, '-c', textwrap.dedent(f'''

@@ -16,6 +16,7 @@ import dataclasses
 import inspect
 import math
 import re
+import tokenize
 from typing import Callable, Optional
 
 import ml_collections
@@ -136,9 +137,13 @@ def check_groups(cfg) -> None:
 
 def reference_rows(fn: Callable, cfg) -> list:
   """(field, default, comment) of each `X.name = value  # comment` line of `fn`'s source,
-  where `X` was bound by `c.group = X = ml_collections.ConfigDict()` (or is the root `c`)."""
+  where `X` was bound by `c.group = X = ml_collections.ConfigDict()` (or is the root `c`);
+  none for a function whose source cannot be read (defined by `exec`)."""
   groups, rows = {}, []
-  source = inspect.getsource(fn)
+  try:
+    source = inspect.getsource(fn)
+  except (OSError, TypeError, tokenize.TokenError):  # defined where no source file is (exec).
+    return []
   for line in source.splitlines():
     g = re.match(r'\s*c\.(\w+) = (\w+) = ml_collections\.ConfigDict\(\)', line)
     m = re.match(r'\s*(\w+) = ml_collections\.ConfigDict\(\)', line)
