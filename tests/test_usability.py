@@ -54,8 +54,11 @@ def extended_run(teacher_run, tmp_path_factory):
   cfg.teacher.checkpoints = tuple(a['path'] for a in t_summary['teacher']['anchors'])
   cfg.log_every_steps = 5
   workdir = tmp_path_factory.mktemp('extended')
-  yield cfg, workdir, train.train_and_evaluate(cfg, str(workdir))
-  mp.undo()
+  try:
+    summary = train.train_and_evaluate(cfg, str(workdir))
+  finally:
+    mp.undo()  # The README's method must not leak into later tests (config reference).
+  return cfg, workdir, summary
 
 
 def test_readme_model_and_method_train_a_student(extended_run):
