@@ -47,6 +47,10 @@ def get_config(arg=None):
 
   c.methods = ('ce', 'kd', 'msmgan', 'rco', 'fitnets', 'at', 'dml', 'skd')  # the run order.
   c.ablations = ('single_stage', 'end_to_end', 'no_gan', 'no_mutual', 'no_blocks')
+  # v1's single_stage, as it ran: one stage with the stage's phase shares, so its block
+  # phases had 5x msmgan's block steps (confounded; msmgan's single_stage now keeps them).
+  c.ablation_definitions = ml_collections.ConfigDict({
+      'single_stage': 'stages.num=1; stages.stage_shares=()'})
   # The same number of candidates for every method; candidate 0 is the paper's defaults.
   t = c.tuning = ml_collections.ConfigDict()
   t.ce = ('', 'student.lr=0.05', 'student.lr=0.2')

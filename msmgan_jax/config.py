@@ -71,6 +71,7 @@ def defaults() -> ml_collections.ConfigDict:
   s.stage_shares = ()             # budget split over the stages, weakest anchor first (() = equal).
   s.block_stages = 1              # msmgan: leading stages with block phases (-1 = all; later: head only).
   s.schedule = 'global'           # global: one warmup+cosine over the student's whole budget; phase.
+  s.block_schedule = 'global'     # feature phases: global (as `schedule`) | own (a cosine each).
   s.block_lr = 0.1                # peak SGD learning rate of the block phases.
   s.finetune_all = True           # head phase also trains every block ...
   s.finetune_lr_mult = 1.0        # ... at this multiple of student.lr.
@@ -87,6 +88,7 @@ def defaults() -> ml_collections.ConfigDict:
   st.warmup_epochs = 0.5          # linear warmup, then cosine decay to 0.
   st.eval_every_phase = True      # test accuracy after every phase (False: after each stage).
   st.eval_every_epochs = 0.0      # also within phases, every this many epochs of images (0 = off).
+  st.init = 'random'              # random | first_anchor | last_anchor: weight selection from it.
   return c
 
 
@@ -142,6 +144,9 @@ def anchor_epochs(cfg) -> tuple:
   return tuple(round(e * (i + 1) / m) for i in range(m))
 
 
+STUDENT_INITS = ('random', 'first_anchor', 'last_anchor')
+
+
 def validate(cfg: ml_collections.ConfigDict) -> None:
   """Raises ConfigError on the first wrong field of `cfg`."""
   _check_schema(cfg, defaults())
@@ -155,6 +160,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
            'seeds', f'must be an integer >= 1, got {cfg.seeds!r}')
   _require(cfg.stages.schedule in ('global', 'phase'), 'stages.schedule',
            f'{cfg.stages.schedule!r} is not global or phase')
+  _require(cfg.stages.block_schedule in ('global', 'own'), 'stages.block_schedule',
+           f'{cfg.stages.block_schedule!r} is not global or own')
   _require(cfg.seed_batching in SEED_BATCHING, 'seed_batching',
            f'{cfg.seed_batching!r} is not one of {SEED_BATCHING}')
   _require(cfg.seeds == 1 or cfg.method != 'teacher', 'seeds',
@@ -170,6 +177,8 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             'dataset.shuffle_buffer', 'teacher.epochs', 'student.epochs', 'stages.num'):
     v = cfg[f] if '.' not in f else cfg[f.split('.')[0]][f.split('.')[1]]
     _require(isinstance(v, int) and v > 0, f, f'must be a positive integer, got {v!r}')
+  _require(cfg.student.init in STUDENT_INITS, 'student.init',
+           f'{cfg.student.init!r} is not one of {STUDENT_INITS}')
   v = cfg.student.eval_every_epochs
   _require(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0,
            'student.eval_every_epochs', f'must be a finite number >= 0 (0 = off), got {v!r}')

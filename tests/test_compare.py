@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 
+import ml_collections
 import pytest
 
 from conftest import load_config, shrink
@@ -105,7 +106,8 @@ def test_every_baseline_runs_through_the_comparison_and_a_rerun_skips_them(
 
 
 def _fake_tuning(cc, method, accs, anchors=('a',)):
-  """Finished tuning runs of `method` with these validation accuracies (None: not run)."""
+  """Finished tuning runs of `method` with these validation accuracies (None: not run; a
+  list: one per tuning seed)."""
   for i, acc in enumerate(accs):
     if acc is None:
       continue
@@ -115,8 +117,10 @@ def _fake_tuning(cc, method, accs, anchors=('a',)):
     io.write_text(os.path.join(wd, 'config.json'),
                      compare.student_config(cc, run, list(anchors), {}).to_json())
     io.write_text(os.path.join(wd, 'metrics.jsonl'), '')
+    accs_ = list(acc) if isinstance(acc, (list, tuple)) else [acc]
     io.write_json(os.path.join(wd, 'summary.json'), {'student': {
-        'test_accuracy': acc, 'wall_s': 1.0, 'stages': []}})
+        'test_accuracy': sum(accs_) / len(accs_), 'test_accuracies': accs_,
+        'seeds': list(range(len(accs_))), 'wall_s': 1.0, 'stages': []}})
 
 
 def test_each_method_takes_its_best_validation_candidate(repo_root, teacher_run, tmp_path):
@@ -158,18 +162,139 @@ def test_a_bad_comparison_is_refused_before_anything_trains(repo_root, teacher_r
   assert not os.path.exists(cc.workdir) and not os.path.exists(cc.out)
 
 
-def test_the_table_gives_gains_over_ce_and_kd_in_points(repo_root):
+def _row(name, accs, method=None, seeds=None, **kw):
+  return {'name': name, 'method': method or name, 'ablation': None, 'setting': '',
+          'mean': sum(accs) / len(accs), 'std': 0.01, 'accuracies': accs,
+          'seeds': seeds or list(range(len(accs))), 'wall_s': 10.0, 'images_per_s': 100.0, **kw}
+
+
+def test_the_paired_difference_is_a_student_t_interval_over_shared_seeds():
+  a = _row('a', [0.80, 0.82, 0.84])
+  b = _row('b', [0.79, 0.80, 0.83])
+  d = compare.paired_difference(a, b)  # differences 1, 2, 1 points: sd 0.577, t_2 = 4.303.
+  assert d['n'] == 3 and d['mean'] == pytest.approx(4 / 3)
+  assert d['high'] - d['mean'] == pytest.approx(4.3027 * 0.57735 / 3 ** 0.5, rel=1e-4)
+  assert d['low'] == pytest.approx(2 * d['mean'] - d['high'])
+  # Only the seeds both ran pair up; a single shared seed gives no interval.
+  c = _row('c', [0.90, 0.70, 0.95], seeds=[2, 7, 0])
+  pairs = compare.paired_difference(a, c)
+  assert pairs['n'] == 2 and pairs['mean'] == pytest.approx(100 * ((0.80 - 0.95) + (0.84 - 0.90)) / 2)
+  assert compare.paired_difference(a, _row('d', [0.5], seeds=[1])) is None
+
+
+def test_the_table_gives_paired_differences_to_kd_and_the_best_baseline(repo_root):
   cc = load_config(repo_root, 'compare_lowdata', None)
-  row = lambda name, accs: {'name': name, 'method': name, 'ablation': None, 'setting': '',
-                            'mean': sum(accs) / len(accs), 'std': 0.01, 'accuracies': accs,
-                            'wall_s': 10.0, 'images_per_s': 100.0}
-  rows = [row('ce', [0.80, 0.82]), row('kd', [0.83, 0.83]), row('msmgan', [0.85, 0.86])]
+  rows = [_row('ce', [0.80, 0.82]), _row('kd', [0.83, 0.83]), _row('at', [0.84, 0.86]),
+          _row('msmgan', [0.85, 0.86])]
   md = compare.markdown(cc, rows, [], {}, [{'method': 'ce', 'mean': 0.805, 'std': 0.005,
                                             'accuracies': [0.80, 0.81]}], 'here')
-  assert '| msmgan | msmgan | defaults | 0.8550 +- 0.0100 | 0.8500, 0.8600 | +4.50 | +2.50 |' in md
-  assert '| ce | ce | defaults | 0.8100 +- 0.0100 | 0.8000, 0.8200 | - | -2.00 |' in md
+  # Two pairs: differences 2 and 3 points to kd, 1 and 0 to at (t_1 = 12.706).
+  assert ('| msmgan | msmgan | defaults | 0.8550 +- 0.0100 | 0.8500, 0.8600 | +4.50 | '
+          '+2.50 [-3.85, +8.85] | +0.50 [-5.85, +6.85] |') in md
+  assert 'vs best baseline (at): paired 95% CI' in md
+  assert '| ce | ce | defaults | 0.8100 +- 0.0100 | 0.8000, 0.8200 | - | -2.00 [-14.71, +10.71] |' in md
+  assert '| at | at | defaults | 0.8500 +- 0.0100 | 0.8400, 0.8600 | +4.00 | +2.00 [-10.71, +14.71] | - |' in md
   assert '| ce | 0.8050 +- 0.0050 | 0.8000, 0.8100 | 0.8100 +- 0.0100 | +0.50 |' in md
-  assert 'Not run yet: rco, fitnets, at, dml, skd, msmgan_single_stage' in md
+  assert 'Not run yet: rco, fitnets, dml, skd, msmgan_single_stage' in md
+
+
+def test_the_choice_is_mechanical_and_reads_validation_numbers_only(repo_root, teacher_run,
+                                                                    tmp_path):
+  """The best mean over the tuning seeds wins (ties: the earlier); reordering the candidates
+  moves the choice with them; the finals' test numbers play no part; a tuning run that was
+  evaluated on the test split is refused."""
+  tuning = {'kd': ('', 'kd.tau=2.0', 'kd.beta=0.5', 'student.lr=0.2')}
+  cc = small(repo_root, teacher_run, tmp_path, ('kd',), tuning)
+  cc.tune_seeds = 2
+  # Candidate 1 has the best single seed (0.95), candidate 2 the best mean.
+  _fake_tuning(cc, 'kd', [[0.80, 0.82], [0.95, 0.70], [0.86, 0.88], [0.87, 0.87]])
+  assert compare.choose(cc, cc.workdir) == {'kd': 'kd.beta=0.5'}
+  assert compare.validation_scores(cc, cc.workdir) == {'kd': pytest.approx(0.87)}
+  # The tie between candidates 2 and 3 (both 0.87) goes to the earlier one.
+  final = compare.Run('final', 'kd', 'kd').workdir(cc.workdir)
+  os.makedirs(final)
+  io.write_json(os.path.join(final, 'summary.json'), {'student': {'test_accuracy': 0.99}})
+  assert compare.choose(cc, cc.workdir) == {'kd': 'kd.beta=0.5'}  # test numbers: no say.
+  shutil.rmtree(cc.workdir)
+  cc.tuning['kd'] = ('', 'student.lr=0.2', 'kd.tau=2.0', 'kd.beta=0.5')
+  _fake_tuning(cc, 'kd', [[0.80, 0.82], [0.87, 0.87], [0.95, 0.70], [0.86, 0.88]])
+  assert compare.choose(cc, cc.workdir) == {'kd': 'student.lr=0.2'}  # now the earlier one.
+  # Every candidate runs with tune_seeds seeds on the validation split.
+  run = compare.Run('tune', 'tune/kd/3', 'kd', candidate=3)
+  cfg = compare.student_config(cc, run, ['a'], {})
+  assert cfg.seeds == 2 and cfg.dataset.test_split == cc.validation_split
+  # A tuning run evaluated on another split (the test split) cannot enter the choice.
+  wd = run.workdir(cc.workdir)
+  cfg.dataset.test_split = cc.base.dataset.test_split
+  io.write_text(os.path.join(wd, 'config.json'), cfg.to_json())
+  with pytest.raises(config.ConfigError, match='not on the validation split'):
+    compare.choose(cc, cc.workdir)
+
+
+def test_the_v2_protocol_gives_every_method_the_same_powered_tuning(repo_root):
+  """configs/compare_lowdata_v2.py: >= 4 candidates x >= 2 seeds for every method, each
+  grid changing the method's learning rate and its own loss weights; >= 5 final seeds; a
+  validation hold-out of >= 20,000 images; the 30-epoch budget for the named methods."""
+  cc = load_config(repo_root, 'compare_lowdata_v2', None)
+  compare.check(cc)
+  counts = {len(cc.tuning[m]) for m in cc.methods}
+  assert len(counts) == 1 and counts.pop() >= 4
+  assert cc.tune_seeds >= 2 and cc.seeds >= 5 and cc.min_validation_images >= 20_000
+  own = {'ce': (), 'kd': ('kd.beta', 'kd.tau'), 'rco': ('kd.beta', 'kd.tau'),
+         'dkd': ('dkd.',), 'srrl': ('srrl.',), 'fitnets': ('fitnets.', 'kd.'), 'at': ('at.',),
+         'dml': ('dml.',), 'skd': (), 'msmgan': ('gan.', 'kd.')}
+  assert set(own) == set(cc.methods)
+  for m in cc.methods:
+    fields = {f for t in cc.tuning[m] for f in compare.parse_setting(t)}
+    assert fields & {'student.lr', 'stages.block_lr'}, m
+    for prefix in own[m]:
+      assert any(f.startswith(prefix) for f in fields), (m, prefix)
+  runs = compare.plan(cc)
+  assert sum(r.kind == 'tune' for r in runs) == 4 * len(cc.methods)
+  assert [r.name for r in runs if r.budget] == [  # best_other: not known before tuning.
+      'ce@epochs30', 'kd@epochs30', 'dkd@epochs30', 'msmgan@epochs30']
+  cfg = compare.student_config(cc, [r for r in runs if r.budget][1], ['/a'] * 3, {'kd': 'kd.beta=0.5'})
+  assert cfg.student.epochs == 30 and cfg.kd.beta == 0.5 and cfg.seeds == 5
+  # The design study scores on its own slice, disjoint from the tuning's and the students'.
+  design = load_config(repo_root, 'compare_lowdata_v2_design', None)
+  assert design.validation_split == 'train[20%:60%]' and cc.validation_split == 'train[60%:]'
+  assert design.base.to_json() == cc.base.to_json()
+
+
+def test_best_other_is_the_best_validation_score_and_a_budget_run_trains(
+    repo_root, teacher_run, tmp_path, capsys):
+  cc = small(repo_root, teacher_run, tmp_path, ('ce', 'kd', 'at', 'fitnets'))
+  cc.base.student.model = 'cnn'
+  cc.budgets = {'twice': ml_collections.ConfigDict({
+      'setting': 'student.epochs=2', 'methods': ('ce', 'best_other')})}
+  anchors = [a['path'] for a in teacher_run[2]['teacher']['anchors']]
+  _fake_tuning(cc, 'ce', [0.5], anchors)
+  _fake_tuning(cc, 'kd', [0.9], anchors)  # named nowhere in the budget, but it is kd.
+  _fake_tuning(cc, 'at', [0.6], anchors)
+  assert compare.budget_methods(cc, 'twice', cc.workdir) == ['ce']  # fitnets not tuned yet.
+  _fake_tuning(cc, 'fitnets', [0.7], anchors)
+  assert compare.budget_methods(cc, 'twice', cc.workdir) == ['ce', 'kd']
+  cc.methods = ('ce', 'kd')  # train only ce, kd and their 2-epoch runs.
+  doc = compare.run_all(cc, cc.workdir)
+  assert [r['name'] for r in doc['runs']] == ['ce', 'kd', 'ce@twice', 'kd@twice']
+  steps = {r['name']: json.load(open(os.path.join(r['workdir'], 'summary.json')))['student']
+           for r in doc['runs']}
+  phase_steps = lambda s: sum(p['steps'] for st in s['stages'] for p in st['phases'])
+  assert phase_steps(steps['kd@twice']) == 2 * phase_steps(steps['kd'])
+  md = open(os.path.join(cc.out, 'compare.md')).read()
+  assert '| kd@twice | kd |' in md and md.index('| kd |') < md.index('## twice')
+
+
+def test_the_validation_slice_must_be_large_enough_and_disjoint(repo_root, teacher_run,
+                                                                tmp_path):
+  cc = small(repo_root, teacher_run, tmp_path, ('kd',))
+  compare.check_validation_split(cc)  # train[:3%] and train[97%:].
+  cc.min_validation_images = 2000
+  with pytest.raises(config.ConfigError, match='holds 1,800 images, fewer than'):
+    compare.check_validation_split(cc)
+  cc.min_validation_images, cc.validation_split = 0, 'train[2%:5%]'
+  with pytest.raises(config.ConfigError, match=r'overlaps the train split .*examples 1200\.\.1799'):
+    compare.check_validation_split(cc)
 
 
 def test_a_final_row_names_the_candidate_its_config_carries(repo_root):
@@ -179,7 +304,8 @@ def test_a_final_row_names_the_candidate_its_config_carries(repo_root):
     for ablation in (None, 'single_stage', 'no_gan'):
       run = compare.Run('final', 'x', 'msmgan', ablation=ablation)
       cfg = json.loads(compare.student_config(cc, run, anchors, {'msmgan': setting}).to_json())
-      assert compare._setting_of(cc, cfg, registry.ablations('msmgan').get(ablation, {})) == setting, (
+      fixed = registry.ablation_overrides('msmgan', ablation, ml_collections.ConfigDict(cfg))
+      assert compare._setting_of(cc, cfg, fixed) == setting, (
           i, ablation)
 
 
@@ -203,7 +329,7 @@ def test_a_design_study_runs_tuning_only_and_tabulates_no_test_numbers(
   assert doc['runs'] == [] and doc['chosen'] == {'msmgan': 'stages.block_stages=1'}
   md = open(os.path.join(cc.out, 'compare.md')).read()
   assert 'no run here is tested on the test split' in md and 'test accuracy |' not in md
-  assert '| msmgan | 1 | stages.block_stages=1 | 0.8000 | yes |' in md
+  assert '| msmgan | 1 | stages.block_stages=1 | 0.8000 | 0.8000 | yes |' in md
   cc.settings_from = 'elsewhere/compare.json'
   with pytest.raises(config.ConfigError, match='tune_only'):
     compare.check(cc)

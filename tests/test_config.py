@@ -54,8 +54,11 @@ def test_defaults_and_config_files_validate():
 
 def test_comparison_configs_and_every_run_they_plan_validate():
   from msmgan_jax.lab import compare  # pylint: disable=g-import-not-at-top
-  assert COMPARE_FILES == ['compare_full', 'compare_lowdata', 'compare_lowdata_design']
-  for name, arg in [(n, None) for n in COMPARE_FILES] + [('compare_lowdata', 'smoke')]:
+  assert COMPARE_FILES == ['compare_full', 'compare_full_v2', 'compare_lowdata',
+                           'compare_lowdata_design', 'compare_lowdata_v2',
+                           'compare_lowdata_v2_design']
+  for name, arg in [(n, None) for n in COMPARE_FILES] + [('compare_lowdata', 'smoke'),
+                                                          ('compare_lowdata_v2', 'smoke')]:
     cc = load_config_file(name, arg)
     compare.check(cc)
     config.validate(cc.teacher)
@@ -64,7 +67,8 @@ def test_comparison_configs_and_every_run_they_plan_validate():
     for run in runs:
       for setting in cc.tuning[run.method]:  # every candidate a final run might take.
         config.validate(compare.student_config(cc, run, anchors, {run.method: setting}))
-    finals = 0 if cc.get('tune_only') else len(cc.methods) + len(cc.ablations)
+    budgeted = sum(len(compare.budget_methods(cc, b)) for b in cc.get('budgets', {}) or {})
+    finals = 0 if cc.get('tune_only') else len(cc.methods) + len(cc.ablations) + budgeted
     assert len([r for r in runs if r.kind == 'final']) == finals
   lowdata = load_config_file('compare_lowdata')
   assert len(lowdata.methods) == 8 and len(lowdata.ablations) == 5 and lowdata.seeds == 3

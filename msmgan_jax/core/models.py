@@ -13,6 +13,7 @@ import functools
 from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 ModuleDef = Callable[..., nn.Module]
@@ -248,6 +249,28 @@ class TeacherDisc(nn.Module):
     return nn.Dense(1, name='real_fake')(jnp.mean(h, axis=(1, 2)))[:, 0]
 
 
+class TaskDisc(nn.Module):
+  """D_k as a task critic: the teacher's blocks k+1..K and its head on a block-k map, (B, C)
+  logits. Its BatchNorm layers keep the teacher's running statistics (inference mode), so
+  real and fake maps are judged by the same statistics; its weights may learn.
+  Realness is read from the logits (`task_realness`)."""
+  trunk: Classifier
+  k: int
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    logits, _ = self.trunk(x, False, start=self.k + 1)
+    return logits
+
+
+def task_realness(logits):
+  """The K+1-class discriminator's real-vs-fake logit from its C class logits (Salimans et
+  al., "Improved Techniques for Training GANs", 2016, section 5): with the fake class's
+  logit fixed at 0, D(x) = Z / (Z + 1) where Z = sum_c exp(l_c), so logit D = logsumexp(l).
+  (B, C) -> (B,)."""
+  return jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)
+
+
 class ConvDisc(nn.Module):
   """D_k as a small conv net: two 3x3 conv-BN-LeakyReLU layers, pooling, real/fake unit."""
   width: int = 64
@@ -259,6 +282,35 @@ class ConvDisc(nn.Module):
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
       x = nn.leaky_relu(x, 0.2)
     return nn.Dense(1, name='real_fake')(jnp.mean(x, axis=(1, 2)))[:, 0]
+
+
+def select_weights(student: dict, teacher: dict) -> tuple:
+  """Weight selection (Xu et al., "Initializing Models with Larger Ones", ICLR 2024): the
+  student's variables with each array that the teacher has under the same path (by name,
+  e.g. resnet8's `block2/BasicBlock_0/Conv_0/kernel` inside resnet20) replaced by the
+  teacher's, sliced to the student's shape where the teacher's is larger in some axes (the
+  leading elements of each axis, the same ones in every layer, so channel i still feeds
+  channel i). Arrays the teacher lacks, or has with another rank or a smaller axis, keep
+  their own (random) values.
+
+  `student`, `teacher`: variable trees ({'params': ..., 'batch_stats': ...}) of the two
+  models. Returns (the new student tree, the number of student parameters and statistics
+  taken from the teacher, the student's total).
+  """
+  flat_t = {tuple(str(getattr(k, 'key', k)) for k in path): v
+            for path, v in jax.tree_util.tree_flatten_with_path(teacher)[0]}
+  taken = [0]
+
+  def pick(path, s):
+    t = flat_t.get(tuple(str(getattr(k, 'key', k)) for k in path))
+    if t is None or t.ndim != s.ndim or any(a > b for a, b in zip(s.shape, t.shape)):
+      return s
+    taken[0] += s.size
+    return jnp.asarray(t[tuple(slice(0, n) for n in s.shape)], s.dtype)
+
+  out = jax.tree_util.tree_map_with_path(pick, student)
+  total = sum(x.size for x in jax.tree_util.tree_leaves(student))
+  return out, taken[0], total
 
 
 def register_model(name: str, factory: Callable[..., Classifier]) -> None:

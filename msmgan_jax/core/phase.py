@@ -130,16 +130,18 @@ ANCHOR = AnchorPartner()
 class Critic:
   """The adversarial part of a feature phase (one discriminator per phase block).
 
-  `init_state(ctx)` builds the `d` train state; `modules(steps)` the discriminator modules
-  (one per student block); `step(steps, d_state, reals, proj, cotangent, metrics)` ->
-  (d_state, cotangent, metrics, g_loss term) updates the discriminators and adds the
-  adversarial gradient to the student's cotangent on its projected features `proj`.
+  `init_state(ctx)` builds the `d` train state (None: the critic has none to train);
+  `step(steps, d_state, reals, proj, cotangent, metrics, anchor, labels)` ->
+  (d_state, cotangent, metrics, g_loss term) updates the discriminators and adds its
+  gradient to the student's cotangent on its projected features `proj` (one (B, H, W, C_T)
+  map per phase block, like the teacher's block maps `reals`); `anchor` is the stage's
+  anchor variables (frozen), `labels` the batch's (B,) int32 labels.
   """
 
   def init_state(self, ctx: 'StateContext'):
     raise NotImplementedError
 
-  def step(self, steps, d_state, reals, proj, cotangent, metrics):
+  def step(self, steps, d_state, reals, proj, cotangent, metrics, anchor, labels):
     raise NotImplementedError
 
 

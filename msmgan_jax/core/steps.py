@@ -104,8 +104,8 @@ class PhaseSteps:
     metrics = {f'feat_mse_b{k + 1}': m for k, m in zip(blocks, mses)}
     g_loss = cfg.gan.alpha_feat * sum(mses)
     if self.phase.critic is not None:
-      d_state, cotangent, metrics, adv = self.phase.critic.step(self, d_state, reals, proj,
-                                                                cotangent, metrics)
+      d_state, cotangent, metrics, adv = self.phase.critic.step(
+          self, d_state, reals, proj, cotangent, metrics, anchor, batch['label'])
       g_loss = g_loss + adv
     metrics['g_loss'] = g_loss
     grads = pull(cotangent)[0]

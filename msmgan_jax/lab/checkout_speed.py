@@ -27,8 +27,10 @@ def _bench(checkout: str, out_json: str, workdir: str) -> float:
   return time.time() - t0
 
 
-def measure(base: str, new: str, rounds: int) -> dict:
-  """{case: {'base': [img/s per round], 'new': [...]}} and the wall time of each run."""
+def measure(base: str, new: str, rounds: int, after_run=None) -> dict:
+  """{case: {'base': [img/s per round], 'new': [...]}} and the wall time of each run;
+  `after_run(result so far)` is called after every benchmark run (so that what was
+  measured is written even if the comparison is stopped)."""
   samples, walls = {}, {'base': [], 'new': []}
   with tempfile.TemporaryDirectory() as tmp:
     for r in range(rounds):
@@ -41,6 +43,8 @@ def measure(base: str, new: str, rounds: int) -> dict:
               samples.setdefault(row['case'], {'base': [], 'new': []})[side].append(
                   row['jax_img_s'])
         print(f'round {r + 1}/{rounds} {side}: {walls[side][-1]} s', flush=True)
+        if after_run:
+          after_run({'samples': samples, 'walls': walls})
   return {'samples': samples, 'walls': walls}
 
 
@@ -85,18 +89,23 @@ def main(argv=None) -> int:
             file=sys.stderr)
       return 2
   import platform  # pylint: disable=g-import-not-at-top
-  result = measure(args.base, args.new, args.rounds)
   rev = lambda p: subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=p,
                                  capture_output=True, text=True).stdout.strip() or p
   meta = {'base': rev(args.base), 'new': rev(args.new), 'rounds': args.rounds,
           'machine': f'{platform.machine()}, {os.cpu_count()} cores'}
-  rows = summarise(result)
   os.makedirs(args.out, exist_ok=True)
-  with open(os.path.join(args.out, 'speed.json'), 'w') as f:
-    json.dump({**meta, 'rows': rows, **result}, f, indent=2)
-  with open(os.path.join(args.out, 'speed.md'), 'w') as f:
-    f.write(markdown(rows, meta))
-  print(markdown(rows, meta))
+
+  def write(result):
+    done = min(len(result['walls']['base']), len(result['walls']['new']))
+    info = {**meta, 'rounds_done': done}
+    rows = summarise(result)
+    with open(os.path.join(args.out, 'speed.json'), 'w') as f:
+      json.dump({**info, 'rows': rows, **result}, f, indent=2)
+    with open(os.path.join(args.out, 'speed.md'), 'w') as f:
+      f.write(markdown(rows, {**meta, 'rounds': done}))
+    return rows
+  result = measure(args.base, args.new, args.rounds, after_run=write)
+  print(markdown(write(result), meta))
   return 0
 
 

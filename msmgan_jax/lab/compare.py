@@ -2,20 +2,27 @@
 
     python -m msmgan_jax.compare --config configs/compare_lowdata.py [--report]
 
-A comparison config (see configs/compare_lowdata.py) names a shared teacher run, a base
+A comparison config (see configs/compare_lowdata_v2.py) names a shared teacher run, a base
 student config, the methods and MS-MGANs ablations to compare, the seeds, and for every
 method the same number of tuning candidates (settings written as `field=value; ...`,
-candidate 0 being the method's paper defaults). The protocol:
+candidate 0 being the method's defaults: the base config plus `method_defaults[method]`).
+The protocol:
 
 1. The teacher is trained once in `teacher_workdir` (or found there, finished) and its
    anchors guide every run.
-2. Tuning: each method's candidates train on the base train split, one seed each, and
-   are scored on `validation_split`, a hold-out of the training split that no student
-   trains on. The best candidate (ties: the earlier) is the method's setting; ablations
-   take MS-MGANs'. The test split plays no part in any choice.
+2. Tuning: each method's candidates train on the base train split, `tune_seeds` seeds each
+   (one program), and are scored on `validation_split`, a hold-out of the training split
+   that no student trains on (checked against the train split's examples, and to hold at
+   least `min_validation_images`). The candidate with the best mean validation accuracy
+   (ties: the earlier) is the method's setting; ablations take MS-MGANs'. The test split
+   plays no part in any choice: a tuning run evaluated on another split is refused.
 3. Final runs: every method and ablation with its setting, `seeds` students in one
    program, tested on the test split; the headline is the last-epoch test accuracy,
-   mean +- std over the seeds.
+   mean +- std over the seeds, and the seed-paired difference to kd and to the best
+   baseline with its 95% Student-t interval (`paired_difference`).
+4. Extra budgets (`budgets`): some methods again with the same settings and, say, twice
+   the epochs (`best_other`: the baseline not named whose choice scored best on
+   validation), so a margin that is only faster convergence shows.
 
 Every run has its own workdir under `--workdir`; a finished run is skipped and an
 interrupted one resumes, so stopping and rerunning the command continues the comparison.
@@ -47,6 +54,7 @@ class Run:
   method: str
   ablation: Optional[str] = None
   candidate: Optional[int] = None  # tuning runs: the candidate's index.
+  budget: Optional[str] = None     # a final run at one of `budgets` (name 'kd@epochs30').
 
   def workdir(self, root: str) -> str:
     return os.path.join(root, self.kind, self.name.replace('tune/', ''))
@@ -88,11 +96,16 @@ def apply(cfg, overrides: dict):
   return cfg
 
 
-def plan(cc) -> list:
+BEST_OTHER = 'best_other'  # in a budget's methods: see `budget_methods`.
+
+
+def plan(cc, root: Optional[str] = None) -> list:
   """Every run of the comparison in the order they run: each method's tuning, then its
-  final run (so finished rows appear early); msmgan's ablations right after msmgan. With
-  `settings_from` (another comparison's compare.json) the settings chosen there are used:
-  no tuning runs; with `tune_only` (a design study on the validation split) no final runs."""
+  final run (so finished rows appear early); msmgan's ablations right after msmgan; last,
+  the runs at each extra budget (`budgets`), which reuse the settings chosen at the main
+  budget. With `settings_from` (another comparison's compare.json) the settings chosen
+  there are used: no tuning runs; with `tune_only` (a design study on the validation split)
+  no final runs. A budget's `best_other` is planned once the tuning in `root` names it."""
   runs = []
   for method in cc.methods:
     if not cc.get('settings_from'):
@@ -103,7 +116,30 @@ def plan(cc) -> list:
     runs.append(Run('final', method, method))
     own = registry.ablations(method)  # the method's own ablations, right after it.
     runs += [Run('final', f'{method}_{a}', method, ablation=a) for a in cc.ablations if a in own]
+  if cc.get('tune_only'):
+    return runs
+  for budget in cc.get('budgets', {}) or {}:
+    for method in budget_methods(cc, budget, root):
+      runs.append(Run('final', f'{method}@{budget}', method, budget=budget))
   return runs
+
+
+def budget_methods(cc, budget: str, root: Optional[str] = None) -> list:
+  """The methods run at `budget`: its `methods`, where `best_other` stands for the method
+  not named there (nor `ours`) whose chosen candidate scored best on validation (ties: the
+  earlier in `methods`); left out while that is unknown (tuning unfinished, or no `root`)."""
+  named = list(cc.budgets[budget].methods)
+  out = []
+  for m in named:
+    if m != BEST_OTHER:
+      out.append(m)
+      continue
+    others = [o for o in cc.methods if o not in named and o != cc.get('ours', 'msmgan')]
+    scores = validation_scores(cc, root) if root else {}
+    best = [scores.get(o) for o in others]
+    if others and None not in best:
+      out.append(others[int(np.argmax(best))])
+  return out
 
 
 def check(cc) -> None:
@@ -121,6 +157,9 @@ def check(cc) -> None:
       f'every method needs the same number (>= 1) of tuning candidates, got {counts}')
   for m in cc.methods:
     req(cc.tuning[m][0] == '', f'tuning.{m}[0] must be "" (the paper defaults come first)')
+  for m, text in (cc.get('method_defaults') or {}).items():
+    req(m in cc.methods, f'method_defaults.{m}: {m!r} is not one of the compared methods')
+    parse_setting(text)
   known = {a for m in cc.methods for a in registry.ablations(m)}
   for a in cc.ablations:
     req(a in known, f'ablation {a!r} is not one of {sorted(known)} (the ablations of '
@@ -128,6 +167,15 @@ def check(cc) -> None:
   req(not (cc.get('tune_only') and cc.get('settings_from')),
       'tune_only runs only tuning, settings_from skips it: set one of them')
   req(isinstance(cc.seeds, int) and cc.seeds >= 1, f'seeds must be >= 1, got {cc.seeds!r}')
+  tune_seeds = cc.get('tune_seeds', 1)
+  req(isinstance(tune_seeds, int) and tune_seeds >= 1,
+      f'tune_seeds must be an integer >= 1, got {tune_seeds!r}')
+  for name, b in (cc.get('budgets', {}) or {}).items():
+    req('setting' in b and 'methods' in b, f'budgets.{name} needs a setting and methods')
+    req(set(b.methods) <= set(cc.methods) | {BEST_OTHER}, f'budgets.{name}.methods '
+        f'{tuple(b.methods)} may name only the compared methods {tuple(cc.methods)} and '
+        f'{BEST_OTHER!r}')
+    parse_setting(b.setting)
   req(cc.validation_split != cc.base.dataset.test_split,
       'validation_split must be a hold-out of the training data, not the test split')
 
@@ -135,17 +183,31 @@ def check(cc) -> None:
 def student_config(cc, run: Run, anchors: list, chosen: dict):
   """The full config of `run`: the base, its method and setting, the shared anchors."""
   cfg = apply(copy_config(cc.base), {'method': run.method})
+  apply(cfg, parse_setting((cc.get('method_defaults') or {}).get(run.method, '')))
   setting = cc.tuning[run.method][run.candidate] if run.kind == 'tune' else chosen[run.method]
   apply(cfg, parse_setting(setting))
   if run.ablation:
-    apply(cfg, registry.ablations(run.method)[run.ablation])
+    apply(cfg, ablation_overrides(cc, run, cfg))
+  if run.budget:
+    apply(cfg, parse_setting(cc.budgets[run.budget].setting))
   cfg.teacher.checkpoints = tuple(anchors[-cfg.stages.num:])
   cfg.stages.teacher_epochs = ()
   if run.kind == 'tune':
-    cfg.dataset.test_split, cfg.seeds = cc.validation_split, 1
+    cfg.dataset.test_split, cfg.seeds = cc.validation_split, cc.get('tune_seeds', 1)
   else:
     cfg.seeds = cc.seeds
   return cfg
+
+
+def ablation_overrides(cc, run: Run, cfg) -> dict:
+  """The overrides of `run`'s ablation: the method's (`registry.ablation_overrides`), or
+  the comparison's own `ablation_definitions[name]` (a setting, `field=value; ...`) where
+  it pins an earlier definition (so that a finished comparison stays reproducible when a
+  method's ablation changes)."""
+  pinned = (cc.get('ablation_definitions') or {}).get(run.ablation) if run.ablation else None
+  if pinned is not None:
+    return parse_setting(pinned)
+  return registry.ablation_overrides(run.method, run.ablation, cfg)
 
 
 def copy_config(cfg):
@@ -175,13 +237,61 @@ def choose(cc, root: str) -> dict:
       there = json.load(f)['chosen']
     return {m: there.get(m) for m in cc.methods}
   chosen = {}
-  for m in cc.methods:
-    accs = []
-    for i in range(len(cc.tuning[m])):
-      s = _summary(Run('tune', f'tune/{m}/{i}', m, candidate=i).workdir(root))
-      accs.append(s['student']['test_accuracy'] if s else None)
-    chosen[m] = None if None in accs else cc.tuning[m][int(np.argmax(accs))]
+  for m, accs in tuning_accuracies(cc, root).items():
+    means = [None if a is None else float(np.mean(a)) for a in accs]
+    chosen[m] = None if None in means else cc.tuning[m][int(np.argmax(means))]
   return chosen
+
+
+def tuning_accuracies(cc, root: str) -> dict:
+  """{method: per candidate, its seeds' last-step accuracies on `validation_split` (None:
+  not finished)}. Only validation numbers: a tuning run evaluated on any other split
+  (the test split, say) is refused with a ConfigError, so no test number can choose."""
+  from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  out = {}
+  for m in cc.methods:
+    out[m] = []
+    for i in range(len(cc.tuning[m])):
+      wd = Run('tune', f'tune/{m}/{i}', m, candidate=i).workdir(root)
+      s = _summary(wd)
+      if s is None:
+        out[m].append(None)
+        continue
+      with open(os.path.join(wd, 'config.json')) as f:
+        split = json.load(f)['dataset']['test_split']
+      if split != cc.validation_split:
+        raise config_lib.ConfigError(
+            f'tune/{m}/{i}: {wd} was evaluated on {split!r}, not on the validation split '
+            f'{cc.validation_split!r}; a choice is made on validation only: move it away')
+      st = s['student']
+      out[m].append([float(a) for a in st.get('test_accuracies', [st['test_accuracy']])])
+  return out
+
+
+def validation_scores(cc, root: str) -> dict:
+  """{method: the mean validation accuracy of its chosen candidate, or None}."""
+  chosen, accs = choose(cc, root), tuning_accuracies(cc, root)
+  return {m: (None if chosen[m] is None else
+              float(np.mean(accs[m][list(cc.tuning[m]).index(chosen[m])])))
+          for m in cc.methods}
+
+
+def paired_difference(a: dict, b: dict, level: float = 0.95) -> Optional[dict]:
+  """The seed-paired difference of two final runs' accuracies, in points: `a` minus `b`
+  over the seeds both ran (rows with 'seeds' and 'accuracies'). Seed i of both methods
+  starts from the same data order and initialisation stream, so the pairs share much of
+  their noise. Returns {'mean', 'low', 'high', 'n'} with the Student-t interval
+  mean +- t_{n-1} sd / sqrt(n) at `level`; None with fewer than 2 shared seeds."""
+  import scipy.stats  # pylint: disable=g-import-not-at-top
+  mine = dict(zip(a['seeds'], a['accuracies']))
+  theirs = dict(zip(b['seeds'], b['accuracies']))
+  seeds = [s for s in mine if s in theirs]
+  if len(seeds) < 2:
+    return None
+  d = 100 * np.array([mine[s] - theirs[s] for s in seeds])
+  half = float(scipy.stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)))
+  return {'mean': float(d.mean()), 'low': float(d.mean() - half), 'high': float(d.mean() + half),
+          'n': len(d)}
 
 
 # Results ------------------------------------------------------------------------------
@@ -215,10 +325,14 @@ def result(cc, run: Run, root: str) -> Optional[dict]:
   accs = st.get('test_accuracies', [st['test_accuracy']])
   train_s = sum(p['wall_s'] for p in phases)
   images = sum(p['steps'] for p in phases) * cfg['batch_size'] * len(accs)
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  fixed = ablation_overrides(cc, run, ml_collections.ConfigDict(cfg))
+  if run.budget:
+    fixed.update(parse_setting(cc.budgets[run.budget].setting))
   return {'name': run.name, 'kind': run.kind, 'method': run.method, 'ablation': run.ablation,
-          'candidate': run.candidate, 'variant': s.get('variant', []),
+          'budget': run.budget, 'candidate': run.candidate, 'variant': s.get('variant', []),
           'setting': (cc.tuning[run.method][run.candidate] if run.kind == 'tune'
-                      else _setting_of(cc, cfg, registry.ablations(run.method).get(run.ablation, {}))),
+                      else _setting_of(cc, cfg, fixed)),
           'split': cfg['dataset']['test_split'], 'seeds': st.get('seeds', [cfg['seed']]),
           'accuracies': accs, 'mean': float(np.mean(accs)), 'std': float(np.std(accs)),
           'wall_s': st['wall_s'], 'images_per_s': round(images / max(train_s, 1e-9), 1),
@@ -245,11 +359,46 @@ def _fmt_setting(text: str) -> str:
   return text.replace('|', '/') if text else 'defaults'
 
 
+def _ci(d: Optional[dict]) -> str:
+  return '-' if d is None else f'{d["mean"]:+.2f} [{d["low"]:+.2f}, {d["high"]:+.2f}]'
+
+
+def best_baseline(cc, rows: list) -> Optional[dict]:
+  """Of the final rows at one budget, the baseline (not `ours`, not an ablation) with the
+  highest test mean: the hardest comparison for ours, named in the table. This picks a
+  column to report, never a setting: every setting was chosen on validation."""
+  ours = cc.get('ours', 'msmgan')
+  base = [r for r in rows if r['method'] != ours and not r['ablation']]
+  return max(base, key=lambda r: r['mean']) if base else None
+
+
+def _final_table(cc, rows: list) -> list:
+  """The rows of one budget: mean +- std, per seed, the difference of means to ce, the
+  seed-paired difference (95% interval) to kd and to the best baseline, time, speed."""
+  by_method = {r['method']: r for r in rows if not r['ablation']}
+  best = best_baseline(cc, rows)
+  lines = ['| run | method | setting (chosen on validation) | test accuracy | per seed | '
+           'vs ce | vs kd: paired 95% CI | vs best baseline'
+           + (f' ({best["name"]})' if best else '') + ': paired 95% CI | wall s | images/s |',
+           '|---|---|---|---|---|---|---|---|---|---|']
+  for r in rows:
+    ce, kd = by_method.get('ce'), by_method.get('kd')
+    vs_ce = '-' if ce is None or ce is r else f'{100 * (r["mean"] - ce["mean"]):+.2f}'
+    vs_kd = '-' if kd is None or kd is r else _ci(paired_difference(r, kd))
+    vs_best = '-' if best is None or best is r else _ci(paired_difference(r, best))
+    lines.append(f'| {r["name"]} | {r["method"]}{" (" + r["ablation"] + ")" if r["ablation"] else ""}'
+                 f' | {_fmt_setting(r["setting"])} | {r["mean"]:.4f} +- {r["std"]:.4f} | '
+                 f'{", ".join(f"{a:.4f}" for a in r["accuracies"])} | {vs_ce} | {vs_kd} | '
+                 f'{vs_best} | {r["wall_s"]:.0f} | {r["images_per_s"]:.0f} |')
+  return lines
+
+
 def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machine: str,
              teacher: Optional[dict] = None) -> str:
-  """compare.md: the final table (mean +- std, gains, time, speed) and the tuning table."""
-  finals = {r['name']: r for r in rows}
-  base = lambda m: finals.get(m)
+  """compare.md: the final table of each budget (mean +- std, the paired differences to kd
+  and to the best baseline with 95% intervals, time, speed) and the tuning table."""
+  main = [r for r in rows if not r.get('budget')]
+  finals = {r['name']: r for r in main}
   about = ''
   if teacher:
     about = (f' Teacher: {teacher["model"]} ({teacher["params"]:,} parameters), test accuracy '
@@ -263,28 +412,29 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
                  'test split.')
   else:
     lines += [f'Test accuracy on `{cc.base.dataset.test_split}` after the last step, mean +- '
-              f'std over {cc.seeds} seeds (population std); gains are differences of means, in '
-              'points. Wall time: the student runs of all seeds together (one program); '
-              'images/s: student images trained per second of training, all seeds, compilation '
-              'and evaluations included.', '',
-              '| run | method | setting (chosen on validation) | test accuracy | per seed | '
-              'gain over ce | gain over kd | wall s | images/s |',
-              '|---|---|---|---|---|---|---|---|---|']
-  for r in rows:
-    gain = lambda m: ('-' if base(m) is None or m == r['name'] else
-                      f'{100 * (r["mean"] - base(m)["mean"]):+.2f}')
-    lines.append(f'| {r["name"]} | {r["method"]}{" (" + r["ablation"] + ")" if r["ablation"] else ""}'
-                 f' | {_fmt_setting(r["setting"])} | {r["mean"]:.4f} +- {r["std"]:.4f} | '
-                 f'{", ".join(f"{a:.4f}" for a in r["accuracies"])} | {gain("ce")} | {gain("kd")} | '
-                 f'{r["wall_s"]:.0f} | {r["images_per_s"]:.0f} |')
+              f'std over {cc.seeds} seeds (population std). vs ce: the difference of means, in '
+              'points. vs kd and vs the best baseline (the baseline with the highest test '
+              'mean, the hardest comparison): the mean of the per-seed differences (seed i '
+              'against seed i) with its 95% Student-t interval, in points; an interval above '
+              'zero is a win the seeds can tell apart. Wall time: the student runs of all seeds '
+              'together (one program); images/s: student images trained per second of '
+              'training, all seeds, compilation and evaluations included.', '']
+    lines += _final_table(cc, main)
   pending = [n for n in [*cc.methods, *(f'msmgan_{a}' for a in cc.ablations)] if n not in finals]
   if pending and not cc.get('tune_only'):
     lines += ['', f'Not run yet: {", ".join(pending)}.']
+  for name, b in (cc.get('budgets', {}) or {}).items():
+    at = [r for r in rows if r.get('budget') == name]
+    lines += ['', f'## {b.get("title", name)}', '',
+              f'The same settings (chosen at the main budget) with `{b.setting}`; '
+              f'{BEST_OTHER} is the baseline not named in {tuple(b.methods)} whose chosen '
+              'candidate scored best on validation.', '']
+    lines += _final_table(cc, at) if at else ['Not run yet.']
   if torch_rows:
     lines += ['', '## Independent check (PyTorch, same networks, recipe and slice)', '',
               '| method | test accuracy | per seed | ours (JAX) | difference |', '|---|---|---|---|---|']
     for t in torch_rows:
-      ours = base(t['method'])
+      ours = finals.get(t['method'])
       lines.append(f'| {t["method"]} | {t["mean"]:.4f} +- {t["std"]:.4f} | '
                    f'{", ".join(f"{a:.4f}" for a in t["accuracies"])} | '
                    + (f'{ours["mean"]:.4f} +- {ours["std"]:.4f} | {100 * (ours["mean"] - t["mean"]):+.2f}'
@@ -295,16 +445,21 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
               'effort for every method:', '']
     lines += [f'- {m}: {_fmt_setting(chosen.get(m) or "")}' for m in cc.methods]
     return '\n'.join(lines) + '\n'
-  lines += ['', f'## Tuning (validation split `{cc.validation_split}`, one seed per candidate)', '',
-            (cc.get('design_note') or
-             f'Every method gets the same {len(cc.tuning[cc.methods[0]])} candidate settings, '
-             'candidate 0 its paper defaults; the best validation accuracy wins (ties: the '
-             'earlier). Ablations use msmgan\'s choice.'), '',
-            '| method | candidate | setting | validation accuracy | chosen |', '|---|---|---|---|---|']
+  tune_seeds = cc.get('tune_seeds', 1)
+  seeds_text = 'one seed' if tune_seeds == 1 else f'{tune_seeds} seeds'
+  lines += ['', f'## Tuning (validation split `{cc.validation_split}`, {seeds_text} per candidate)',
+            '', (cc.get('design_note') or
+                 f'Every method gets the same {len(cc.tuning[cc.methods[0]])} candidate settings, '
+                 f'each trained with {seeds_text}, candidate 0 its paper defaults; the best mean '
+                 'validation accuracy wins (ties: the earlier). Ablations use msmgan\'s choice.'),
+            '', '| method | candidate | setting | validation accuracy | per seed | chosen |',
+            '|---|---|---|---|---|---|']
   for t in tuning:
     mark = 'yes' if chosen.get(t['method']) == t['setting'] else ''
     acc = '-' if t.get('mean') is None else f'{t["mean"]:.4f}'
-    lines.append(f'| {t["method"]} | {t["candidate"]} | {_fmt_setting(t["setting"])} | {acc} | {mark} |')
+    per = ', '.join(f'{a:.4f}' for a in t.get('accuracies') or []) or '-'
+    lines.append(f'| {t["method"]} | {t["candidate"]} | {_fmt_setting(t["setting"])} | {acc} | '
+                 f'{per} | {mark} |')
   return '\n'.join(lines) + '\n'
 
 
@@ -355,7 +510,7 @@ def write(cc, root: str, machine: str) -> dict:
   """Rewrites compare.json, compare.md and the plots in `cc.out` from the finished runs."""
   from msmgan_jax import errors  # pylint: disable=g-import-not-at-top
   from msmgan_jax.files import io  # pylint: disable=g-import-not-at-top
-  runs = plan(cc)
+  runs = plan(cc, root)
   done = {r.name: result(cc, r, root) for r in runs}
   tuning = [done[r.name] or {'method': r.method, 'candidate': r.candidate,
                              'setting': cc.tuning[r.method][r.candidate], 'mean': None}
@@ -404,8 +559,11 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
   t_sum = _summary(cc.teacher_workdir)
   if not report_only:
     stand_ins = [f'/anchor_{i}' for i in range(cc.teacher.stages.num)]  # the teacher's later.
-    for run in plan(cc):  # every candidate's config is checked before anything trains.
+    budgeted = [Run('final', f'{m}@{b}', m, budget=b) for b in cc.get('budgets', {}) or {}
+                for m in cc.methods]  # best_other may become any of them.
+    for run in plan(cc) + budgeted:  # every candidate's config is checked before training.
       _validate(student_config(cc, run, stand_ins, _first_settings(cc)), run)
+    check_validation_split(cc)
     print(f'compare: the shared teacher in {cc.teacher_workdir}', flush=True)
     t_sum = train.train_and_evaluate(cc.teacher, cc.teacher_workdir)
   if t_sum is None:
@@ -422,12 +580,18 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
   for a in t_sum['teacher']['anchors']:
     here = os.path.join(cc.teacher_workdir, 'checkpoints', 'anchors', str(a['epoch']))
     anchors.append(os.path.abspath(here if os.path.isdir(here) else a['path']))
-  runs = plan(cc)
   if report_only:
-    _tabulated_runs_are_planned(cc, runs, root, anchors)
+    _tabulated_runs_are_planned(cc, plan(cc, root), root, anchors)
     return write(cc, root, where)
   t0 = time.time()
-  for n, run in enumerate(runs, 1):
+  n, seen = 0, set()
+  while True:  # planned anew after each run: a budget's best_other appears once tuned.
+    runs = plan(cc, root)
+    todo = [r for r in runs if r.name not in seen]
+    if not todo:
+      break
+    run, n = todo[0], n + 1
+    seen.add(run.name)
     wd, (cfg, unchosen) = run.workdir(root), _planned_config(cc, run, root, anchors)
     if unchosen:
       if cc.get('settings_from'):
@@ -512,6 +676,36 @@ def _tabulated_runs_are_planned(cc, runs: list, root: str, anchors: list) -> Non
           f'{run.name}: {run.workdir(root)} holds a finished final run, but the tuning that '
           f'chooses the setting of {unchosen} is not finished, so it cannot be the planned '
           'run; move it away (it is not deleted) or finish the tuning first')
+
+
+def check_validation_split(cc) -> None:
+  """ConfigError unless `validation_split` holds at least `min_validation_images` images
+  (0 or unset: any) and shares no example with the base train split, as TFDS reads them
+  (the file ranges of both slices); before anything trains."""
+  from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  builder = datasets.builder_for(cc.base.dataset)
+  val, train_split = cc.validation_split, cc.base.dataset.train_split
+  n = datasets.num_examples(builder, val)
+  if n < cc.get('min_validation_images', 0):
+    raise config_lib.ConfigError(
+        f'validation_split {val!r} holds {n:,} images, fewer than min_validation_images '
+        f'{cc.min_validation_images:,}: one seed\'s validation accuracy would be too noisy to '
+        'choose with; take a larger hold-out of the training split')
+
+  def ranges(split):
+    out = []
+    for f in builder.info.splits[split].file_instructions:
+      take = f.examples_in_shard - f.skip if f.take in (-1, None) else f.take
+      out.append((f.filename, f.skip, f.skip + take))
+    return out
+  for fa, a0, a1 in ranges(val):
+    for fb, b0, b1 in ranges(train_split):
+      if fa == fb and max(a0, b0) < min(a1, b1):
+        raise config_lib.ConfigError(
+            f'validation_split {val!r} overlaps the train split {train_split!r} (examples '
+            f'{max(a0, b0)}..{min(a1, b1) - 1} of {os.path.basename(fa)}): a student would be '
+            'scored on images it trained on; take a disjoint slice')
 
 
 def _first_settings(cc) -> dict:

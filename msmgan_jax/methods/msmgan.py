@@ -4,12 +4,14 @@
 Per stage (one teacher anchor each, weakest first):
 - greedy block phases `block_k` (`stages.greedy`; only in the first `stages.block_stages`
   stages): student block k (and its connector) regresses the anchor's block-k features,
-  gan.alpha_feat x MSE, against a discriminator D_k (`GanCritic`: the anchor's next block(s)
-  and a real/fake unit, `disc.kind = 'teacher'`) with weight gan.alpha_adv;
+  gan.alpha_feat x MSE, against a discriminator D_k with weight gan.alpha_adv: `GanCritic`
+  (the anchor's next block(s) and a real/fake unit, `disc.kind = 'teacher'`, or a conv net)
+  or `TaskCritic` (`disc.kind = 'task'`: the anchor's blocks k+1..K and head, a K+1-class
+  critic, plus the task term gan.alpha_task x tau^2 KL(T(x) || T_up(C_k(f_S))));
 - the head phase: CE + kd.beta tau^2 KL from the logits of a trainable copy of the anchor
   (`mutual.enabled`; `MutualCopy`), which learns CE + mutual.beta_t tau^2 KL towards the
   student (deep mutual learning, Zhang et al. 2018), plus stages.head_feat x the block
-  features' MSE where that is > 0.
+  features' MSE and gan.head_task x the last block's task term where those are > 0.
 Ablations (`ABLATIONS`) switch one part off each.
 """
 import jax
@@ -24,11 +26,28 @@ from msmgan_jax.methods.registry import (check_finite, check_sub_batch, register
                                          register_method, require)
 
 GAN_LOSSES = ('bce', 'hinge', 'lsgan')
-DISC_KINDS = ('teacher', 'conv')
+DISC_KINDS = ('teacher', 'conv', 'task')
 
-# METHOD.md's ablations of MS-MGANs: the overrides that make each one.
+def single_stage(cfg) -> dict:
+  """One stage (the final anchor) that keeps the full method's block and head budgets:
+  each block phase gets the steps it had over all of the full method's stages with block
+  phases (stage share x phase share, summed), the head the rest; only the stages (the
+  anchors' curriculum) change."""
+  num, shares = cfg.stages.num, tuple(cfg.stages.phase_shares)
+  stage = tuple(cfg.stages.stage_shares) or (1.0 / num,) * num
+  b = cfg.stages.block_stages
+  if b == 0:  # no block phases to keep.
+    return {'stages.num': 1, 'stages.stage_shares': ()}
+  with_blocks = sum(stage[:num if b < 0 else min(b, num)])
+  blocks = tuple(round(x * with_blocks, 6) for x in shares[:-1])
+  return {'stages.num': 1, 'stages.stage_shares': (), 'stages.block_stages': -1,
+          'stages.phase_shares': blocks + (round(1.0 - sum(blocks), 6),)}
+
+
+# METHOD.md's ablations of MS-MGANs: the overrides that make each one (a function of the
+# full method's config where a budget must stay the same).
 ABLATIONS = {
-    'single_stage': {'stages.num': 1, 'stages.stage_shares': ()},
+    'single_stage': single_stage,
     'end_to_end': {'stages.greedy': False},
     'no_gan': {'gan.alpha_adv': 0.0},
     'no_mutual': {'mutual.enabled': False},
@@ -41,11 +60,13 @@ def defaults_gan(c: ml_collections.ConfigDict) -> None:
   g.loss = 'bce'                  # bce (non-saturating) | hinge | lsgan.
   g.alpha_feat = 1.0              # weight of the feature MSE through the connector.
   g.alpha_adv = 0.1               # weight of the adversarial term (0 = ablation no GAN).
+  g.alpha_task = 0.0              # disc.kind task: weight of the task KL (teacher's upper net).
+  g.head_task = 0.0               # head phase: + this x the last block's task KL (its head).
 
 
 def defaults_disc(c: ml_collections.ConfigDict) -> None:
   c.disc = ds = ml_collections.ConfigDict()
-  ds.kind = 'teacher'             # teacher (anchor's upper blocks + unit) | conv.
+  ds.kind = 'teacher'             # teacher (anchor's upper blocks + unit) | conv | task.
   ds.lr = 1e-3                    # Adam learning rate of the real/fake unit (and conv net).
   ds.b1 = 0.5                     # Adam beta1.
   ds.trunk_lr_mult = 0.1          # the teacher trunk learns at this multiple of disc.lr.
@@ -66,7 +87,7 @@ def defaults_mutual(c: ml_collections.ConfigDict) -> None:
 
 
 def check_gan(cfg) -> None:
-  check_finite(cfg, ('gan.alpha_feat', 'gan.alpha_adv'))
+  check_finite(cfg, ('gan.alpha_feat', 'gan.alpha_adv', 'gan.alpha_task', 'gan.head_task'))
 
 
 def check_disc(cfg) -> None:
@@ -113,11 +134,22 @@ def head_loss(view):
 
 def head_loss_with_features(view):
   """`head_loss` + stages.head_feat x the feature MSE of every block through its connector
-  (the block phases' feature terms, kept while the head trains)."""
+  (the block phases' feature terms, kept while the head trains) + gan.head_task x the last
+  block's task term: tau^2 KL(T || T_head(C_K(f_S^K))), the anchor's (frozen) head on the
+  student's connected last map against the partner's logits (SRRL's idea, Yang et al.
+  ICLR 2021, as a KL; the last block's critic term kept while the head trains)."""
+  cfg = view.cfg
   s_loss = head_loss(view)
+  last = len(view.s_feats) - 1
   for i, f in enumerate(view.s_feats):
+    if cfg.stages.head_feat <= 0 and i != last:
+      continue
     out = view.connect(i, f)
-    s_loss += view.cfg.stages.head_feat * losses.feature_mse(out, view.t_feats[view.first + i])
+    if cfg.stages.head_feat > 0:
+      s_loss += cfg.stages.head_feat * losses.feature_mse(out, view.t_feats[view.first + i])
+    if i == last and cfg.gan.head_task > 0:
+      s_loss += cfg.gan.head_task * losses.kd(view.t_head(out),
+                                              jax.lax.stop_gradient(view.t_logits), cfg.kd.tau)
   return s_loss
 
 
@@ -216,7 +248,7 @@ class GanCritic(Critic):
         {'trunk': adam(cfg.disc.lr * cfg.disc.trunk_lr_mult), 'unit': adam(cfg.disc.lr)}))
     return optim.TrainState.create(apply_fn=None, params=params, batch_stats=stats, tx=tx)
 
-  def step(self, steps, d_state, reals, proj, cotangent, metrics):
+  def step(self, steps, d_state, reals, proj, cotangent, metrics, anchor, labels):
     cfg, blocks = steps.cfg, steps.phase.feature_blocks
     discs = self.modules(cfg, steps.teacher, steps.num_blocks)
     n = cfg.disc.batch_size
@@ -281,12 +313,118 @@ def _d_update(cfg, discs, blocks, d_state, reals, fakes):
 GAN = GanCritic()
 
 
+class TaskCritic(Critic):
+  """D_k as the teacher judging the student's block-k features by its own task output.
+
+  Task term (every example, the frozen anchor in inference mode): the student's connected
+  map goes through the anchor's blocks k+1..K and head, and is pulled towards what the
+  anchor outputs on its own map: gan.alpha_task x tau^2 KL(T_up(f_T^k) || T_up(C_k(f_S^k)))
+  (progressive blockwise KD, Wang et al. IJCAI 2018; SRRL, Yang et al. ICLR 2021, at every
+  block). Adversarial term (gan.alpha_adv > 0): D_k (`core.models.TaskDisc`, a copy of the
+  same upper network, its BatchNorm statistics the anchor's) is a K+1-class discriminator
+  (Salimans et al. 2016): realness logsumexp of its C logits (`models.task_realness`),
+  trained with `gan.loss` on `disc.batch_size` real and fake maps plus cross-entropy on the
+  real maps' labels, so it starts as the teacher and stays a classifier. Its weights learn
+  at disc.lr x disc.trunk_lr_mult with mutual learning (`mutual.enabled`), else stay the
+  anchor's. The student gets gan.alpha_adv x the generator loss on its fake realness.
+  """
+
+  @staticmethod
+  def modules(steps) -> list:
+    return [models.TaskDisc(steps.teacher, k) for k in range(steps.num_blocks)]
+
+  def init_state(self, ctx):
+    """D_k for each phase block: the anchor's blocks k+1..K and head (None without the
+    adversarial term: the task term needs only the frozen anchor)."""
+    cfg, phase = ctx.cfg, ctx.phase
+    if cfg.gan.alpha_adv <= 0:
+      return None
+    copy = jax.tree.map(jnp.copy, ctx.anchor.variables)  # steps donate states; anchors stay.
+    names = list(ctx.t_model.block_names)
+    params, stats = {}, {}
+    for k in phase.feature_blocks:
+      upper = names[k + 1:] + ['head']
+      params[f'disc{k + 1}'] = {'trunk': {n: copy['params'][n] for n in upper}}
+      stats[f'disc{k + 1}'] = {'trunk': {n: copy['batch_stats'][n] for n in upper
+                                         if n in copy['batch_stats']}}
+    label = 'trunk' if cfg.mutual.enabled else 'frozen'
+    tx = ctx.tx(('d_task', phase.signature), lambda: optim.masked(
+        params, [('.*', label)],
+        {'trunk': optax.adam(cfg.disc.lr * cfg.disc.trunk_lr_mult, b1=cfg.disc.b1)}))
+    return optim.TrainState.create(apply_fn=None, params=params, batch_stats=stats, tx=tx)
+
+  def step(self, steps, d_state, reals, proj, cotangent, metrics, anchor, labels):
+    cfg, blocks, tau = steps.cfg, steps.phase.feature_blocks, steps.cfg.kd.tau
+    g_loss = 0.0
+    if cfg.gan.alpha_task > 0:
+      t_logits = [steps.teacher.apply(anchor, r, train=False, start=k + 1)[0]
+                  for k, r in zip(blocks, reals)]
+
+      def task(ps):
+        return [losses.kd(steps.teacher.apply(anchor, losses.align(p, r)[0], train=False,
+                                              start=k + 1)[0], t, tau)
+                for k, p, r, t in zip(blocks, ps, reals, t_logits)]
+      kls, kl_pull = jax.vjp(task, proj)
+      grads = kl_pull([jnp.asarray(cfg.gan.alpha_task, kl.dtype) for kl in kls])[0]
+      cotangent = [c + g for c, g in zip(cotangent, grads)]
+      metrics.update({f'task_kl_b{k + 1}': kl for k, kl in zip(blocks, kls)})
+      g_loss = g_loss + cfg.gan.alpha_task * sum(kls)
+    if d_state is None:
+      return d_state, cotangent, metrics, g_loss
+    discs, n = self.modules(steps), cfg.disc.batch_size
+    d_reals, ys = [sub_batch(r, n) for r in reals], sub_batch(labels, n)
+    fakes, fake_pull = jax.vjp(lambda ps: [sub_batch(p, n) for p in ps], proj)
+
+    def logits_of(d_params, fs):
+      out = []
+      for i, k in enumerate(blocks):
+        v = {'params': d_params[f'disc{k + 1}'], 'batch_stats': d_state.batch_stats[f'disc{k + 1}']}
+        f, r = losses.align(fs[i], d_reals[i])
+        out.append((discs[k].apply(v, r), discs[k].apply(v, f)))
+      return out
+
+    def d_losses(lg):
+      return [losses.gan_d(cfg.gan.loss, models.task_realness(r), models.task_realness(f))
+              + losses.cross_entropy(r, ys) for r, f in lg]
+
+    def g_advs(lg):
+      return [losses.gan_g(cfg.gan.loss, models.task_realness(f)) for _, f in lg]
+
+    ones = lambda xs: [jnp.ones_like(x) for x in xs]
+    for _ in range(cfg.disc.steps_per_g - 1):  # extra discriminator updates on these maps.
+      lg, pull = jax.vjp(lambda dp: logits_of(dp, fakes), d_state.params)
+      dl, dl_pull = jax.vjp(d_losses, lg)
+      d_state = d_state.apply_gradients(grads=pull(dl_pull(ones(dl))[0])[0],
+                                        batch_stats=d_state.batch_stats)
+    lg, pull = jax.vjp(logits_of, d_state.params, fakes)
+    dl, dl_pull = jax.vjp(d_losses, lg)
+    advs, adv_pull = jax.vjp(g_advs, lg)
+    d_grads = pull(dl_pull(ones(dl))[0])[0]
+    adv_cotangent = fake_pull(pull(adv_pull(ones(advs))[0])[1])[0]
+    d_state = d_state.apply_gradients(grads=d_grads, batch_stats=d_state.batch_stats)
+    thr = losses.gan_threshold(cfg.gan.loss)
+    for i, k in enumerate(blocks):
+      cotangent[i] = cotangent[i] + cfg.gan.alpha_adv * adv_cotangent[i]
+      real_l, fake_l = lg[i]
+      metrics.update({f'd_loss_b{k + 1}': dl[i], f'g_adv_b{k + 1}': advs[i],
+                      f'd_acc_real_b{k + 1}': jnp.mean(models.task_realness(real_l) > thr),
+                      f'd_acc_fake_b{k + 1}': jnp.mean(models.task_realness(fake_l) <= thr),
+                      f'd_class_acc_b{k + 1}': jnp.mean(jnp.argmax(real_l, -1) == ys)})
+    return d_state, cotangent, metrics, g_loss + cfg.gan.alpha_adv * sum(advs)
+
+
+TASK = TaskCritic()
+
+
 def _phases(cfg, num_blocks: int, stage: int) -> list:
   """Greedy block phases (one GAN per block), then the (mutual) head phase. With
   `stages.block_stages` >= 0 only that many leading stages run the block phases; the later
   ones are one head phase (its feature terms, with `stages.head_feat`, kept as auxiliaries)."""
   shares = tuple(cfg.stages.phase_shares)
-  critic = GAN if cfg.gan.alpha_adv > 0 else None
+  if cfg.disc.kind == 'task':  # the task term acts without the adversarial one (no_gan).
+    critic = TASK if cfg.gan.alpha_adv > 0 or cfg.gan.alpha_task > 0 else None
+  else:
+    critic = GAN if cfg.gan.alpha_adv > 0 else None
   if 0 <= cfg.stages.block_stages <= stage:
     blocks, shares = [], (0.0,) * num_blocks + (1.0,)
   elif cfg.stages.greedy:
@@ -295,7 +433,7 @@ def _phases(cfg, num_blocks: int, stage: int) -> list:
   else:
     blocks = [Phase('blocks', sum(shares[:num_blocks]), tuple(range(num_blocks)),
                     critic=critic)]
-  feature_aux = cfg.stages.head_feat > 0 and cfg.stages.finetune_all
+  feature_aux = (cfg.stages.head_feat > 0 or cfg.gan.head_task > 0) and cfg.stages.finetune_all
   head = Phase('head', shares[num_blocks],
                loss=head_loss_with_features if feature_aux else head_loss,
                partner=COPY if cfg.mutual.enabled else ANCHOR,

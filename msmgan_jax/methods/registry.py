@@ -112,8 +112,19 @@ def phase_steps(cfg, phase, num_train: int, num_stages: int, stage: int = 0) -> 
 
 
 def ablations(method: str) -> dict:
-  """The ablations of `method`: name -> config overrides ({} when it has none)."""
+  """{ablation name: its overrides ({'group.field': value}) or a function of the config
+  giving them} of `method` ({} for an unknown one); see `ablation_overrides`."""
   return dict(METHODS[method].ablations) if method in METHODS else {}
+
+
+def ablation_overrides(method: str, name: Optional[str], cfg) -> dict:
+  """The overrides that make ablation `name` of `method` from `cfg` (the full method's
+  config; {} for no ablation). An ablation that must keep some budget of the full method
+  (say, the steps of its block phases) computes its overrides from `cfg`."""
+  if not name:
+    return {}
+  over = dict(METHODS[method].ablations)[name]
+  return dict(over(cfg) if callable(over) else over)
 
 
 def variant(cfg) -> list:

@@ -10,7 +10,7 @@ build them, then stacked (`training.seeds`).
 import jax
 import jax.numpy as jnp
 
-from msmgan_jax.core import optim
+from msmgan_jax.core import models, optim
 from msmgan_jax.core.phase import StateContext
 from msmgan_jax.methods import registry
 
@@ -47,17 +47,25 @@ class StateBuilder:
   """
 
   def __init__(self, cfg, student, t_model, connectors, image_shape, phases, anchors,
-               steps_per_epoch, num_train):
+               steps_per_epoch, num_train, init_from=None):
     self.cfg, self.student, self.t_model, self.connectors = cfg, student, t_model, connectors
     self.image_shape, self.phases, self.anchors = image_shape, phases, anchors
     self.spe, self.num_train = steps_per_epoch, num_train
+    self.init_from = init_from  # `student.init`: the anchor whose weights are selected.
+    self.init_record = None
     self._txs, self.cache = {}, {}
 
   def init_carry(self, seed):
     """Fresh student + connector variables of `seed`: (params, batch_stats), each
-    {'student': ..., 'connectors': ...}."""
+    {'student': ..., 'connectors': ...}. With `init_from` (an anchor), the student's
+    arrays that the anchor has by name are selected from it (`models.select_weights`);
+    `init_record` then says how many."""
     s_rng, c_rng = jax.random.split(jax.random.key(seed + 1))
     s_vars = optim.init_variables(self.student, s_rng, self.image_shape)
+    if self.init_from is not None:
+      s_vars, taken, total = models.select_weights(s_vars, self.init_from.variables)
+      self.init_record = {'from': self.init_from.path, 'epoch': self.init_from.epoch,
+                          'selected': int(taken), 'total': int(total)}
     _, feats = jax.eval_shape(lambda v: self.student.apply(
         v, jnp.zeros((1,) + self.image_shape)), s_vars)
     c_vars = jax.jit(self.connectors.init_all)(
@@ -69,9 +77,18 @@ class StateBuilder:
     """Steps of `phase` in stage m."""
     return registry.phase_steps(self.cfg, phase, self.num_train, len(self.anchors), m)
 
+  def on_global(self, phase) -> bool:
+    """Whether `phase` follows the student's global schedule (`stages.schedule` global;
+    feature phases only with `stages.block_schedule` global: with own, each feature phase
+    has its own cosine from block_lr, no warmup, and is not counted in the global one)."""
+    return self.cfg.stages.schedule == 'global' and not (
+        phase.is_feature and self.cfg.stages.block_schedule == 'own')
+
   def global_steps(self, m, i) -> tuple:
-    """(the student's steps over all stages and phases, the steps before phase i of stage m)."""
-    steps = [[self.num_steps(p, j) for p in self.phases[j]] for j in range(len(self.anchors))]
+    """(the student's steps over all stages and phases on the global schedule, those of
+    them before phase i of stage m)."""
+    steps = [[self.num_steps(p, j) if self.on_global(p) else 0 for p in self.phases[j]]
+             for j in range(len(self.anchors))]
     return sum(map(sum, steps)), sum(map(sum, steps[:m])) + sum(steps[m][:i])
 
   def build(self, m, i, carry, seed) -> dict:
@@ -83,7 +100,7 @@ class StateBuilder:
     groups = student_groups(phase, self.student.num_blocks)
     lr = cfg.student.lr * cfg.batch_size / 128
     sched = None
-    if cfg.stages.schedule == 'global':
+    if self.on_global(phase):
       # One warmup + cosine over the student's whole budget; each phase continues it from
       # where the phases before it left off (`optim.start_at` below), rates scaled per group.
       total, offset = self.global_steps(m, i)

@@ -44,9 +44,12 @@ class Distiller:
                       else teacher.anchors[-1:])
     phases = [registry.stage_phases(cfg, self.student.num_blocks, m)  # per stage.
               for m in range(len(self.anchors))]
+    init_from = None  # `student.init`: weight selection from the first or last anchor.
+    if cfg.student.init != 'random':
+      init_from = teacher.anchors[0 if cfg.student.init == 'first_anchor' else -1]
     self.states = StateBuilder(cfg, self.student, self.t_model, self.connectors,
                                info.image_shape, phases, self.anchors,
-                               loop.steps_per_epoch(cfg, info), info.num_train)
+                               loop.steps_per_epoch(cfg, info), info.num_train, init_from)
     self.ckpt = checkpoints.Checkpoints(wd.file('checkpoints', 'student'), max_to_keep=2)
     self.eval_step = self.seeds.eval_step(loop.make_eval_step(self.student))
     self.runner = PhaseRunner(cfg, wd, info, mesh, self.ckpt, self.states, self.seeds,
@@ -158,5 +161,8 @@ class Distiller:
                        self.runner.meta((m, i, record['steps']), records, t_start, record['wall_s'],
                                   phase_done=True))
         faults.point('phase')
-    return summary_lib.summary(self.cfg, self.wd, self.seeds, self.anchors, self.teacher, carry,
-                               records, time.time() - t_start)
+    out = summary_lib.summary(self.cfg, self.wd, self.seeds, self.anchors, self.teacher, carry,
+                              records, time.time() - t_start)
+    if self.states.init_record:
+      out['init'] = self.states.init_record
+    return out

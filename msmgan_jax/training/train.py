@@ -77,7 +77,8 @@ def _keep_tensorflow_off_accelerators() -> None:
 
 def _run(cfg, wd, info, batches, eval_batches, mesh, teacher) -> dict:
   t0 = time.time()
-  if teacher is None and phases.uses_teacher(cfg):
+  if teacher is None and (phases.uses_teacher(cfg) or (
+      cfg.method != 'teacher' and cfg.student.init != 'random')):
     teacher = teacher_lib.train_teacher(cfg, wd, info, batches, eval_batches, mesh)
   summary = {'method': cfg.method, 'dataset': cfg.dataset.name,
              'teacher': teacher.summary() if teacher else None}

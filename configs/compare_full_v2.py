@@ -1,0 +1,32 @@
+"""The `full` comparison under the v2 protocol: ce, kd, dkd and MS-MGANs, a resnet8 student
+on the whole Fashion-MNIST training split (15 epochs, 900,000 images each), distilled from
+the same resnet20 teacher, 3 seeds each.
+
+Run:  python -m msmgan_jax.compare --config configs/compare_full_v2.py
+Settings: the ones chosen on the validation hold-out by configs/compare_lowdata_v2.py (its
+results/lowdata_v2/compare.json, which must be finished first); tuning again at full scale
+would cost 32 more full-data runs. Resumable: stop it and rerun the command.
+Results: results/full_v2/compare.{json,md} and the plots.
+"""
+from configs import compare_lowdata_v2
+from msmgan_jax import config as config_lib
+
+
+def get_config(arg=None):
+  c = compare_lowdata_v2.get_config()
+  c.title = 'full (v2 protocol): resnet20 -> resnet8 on all of Fashion-MNIST'
+  c.description = (
+      'The full-data resnet20 teacher (15 epochs, anchors at epochs 5/10/15) guides a resnet8 '
+      'student that trains on the whole training split for 15 epochs (900,000 images, the '
+      'same budget for every method), tested on the full test split.')
+  c.config_path = 'configs/compare_full_v2.py'
+  c.workdir, c.out = 'runs/compare_full_v2', 'results/full_v2'
+  c.base.dataset.train_split = 'train'
+  c.base.student.eval_every_epochs = 1.0
+  c.methods, c.ablations, c.seeds = ('ce', 'kd', 'dkd', 'msmgan'), (), 3
+  c.budgets = {}
+  c.min_validation_images = 0  # no tuning here: the settings come from lowdata's.
+  c.settings_from = 'results/lowdata_v2/compare.json'
+  if arg not in (None, ''):
+    raise config_lib.ConfigError(f'unknown config argument {arg!r}: use nothing')
+  return c

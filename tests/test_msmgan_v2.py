@@ -1,0 +1,156 @@
+"""MS-MGANs v2's parts: the teacher as task critic, the head's task term, block phases on
+their own schedule, a single-stage ablation with the same block budget, and the student
+initialised from an anchor (weight selection)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from msmgan_jax.core import losses, models, optim, sharding
+from msmgan_jax.methods import msmgan, registry
+from test_student import (changed, host, make_distiller, run_phase_steps, synthetic_batches,
+                          tiny_cfg)
+
+TASK = {'disc.kind': 'task', 'gan.alpha_task': 1.0}
+
+
+def test_the_task_critic_trains_block_k_and_a_copy_of_the_teachers_upper_network(tmp_path):
+  d = make_distiller(tiny_cfg(**TASK), tmp_path)
+  phase = d.phases[0][1]
+  assert phase.name == 'block_2' and phase.critic is msmgan.TASK
+  before, after, metrics = run_phase_steps(d, phase)
+  g_params = changed(before['g'].params, after['g'].params)
+  assert all(v == (p.startswith('student/block2/') or p.startswith('connectors/connector2/'))
+             for p, v in g_params.items()), g_params
+  d_params = changed(before['d'].params, after['d'].params)
+  # D_2 is the anchor's block 3 and head, and all of it learns (mutual learning).
+  assert {p.split('/')[2] for p in d_params} == {'block3', 'head'} and all(d_params.values())
+  assert not any(changed(before['d'].batch_stats, after['d'].batch_stats).values())
+  assert {'task_kl_b2', 'g_adv_b2', 'd_loss_b2', 'd_acc_real_b2', 'd_acc_fake_b2',
+          'd_class_acc_b2'} <= set(metrics)
+  assert float(metrics['task_kl_b2']) > 0
+
+
+def test_the_task_term_is_the_kl_of_the_anchors_upper_network_on_both_maps(tmp_path):
+  """With only the task term on (no MSE, no adversary), the student's loss is
+  tau^2 KL(T_up(f_T) || T_up(C(f_S))) of the frozen anchor, computed here by hand."""
+  cfg = tiny_cfg(**TASK, **{'gan.alpha_adv': 0.0, 'gan.alpha_feat': 0.0})
+  d = make_distiller(cfg, tmp_path)
+  phase = d.phases[0][0]
+  assert phase.critic is msmgan.TASK and registry.variant(cfg) == ['no_gan']
+  states = d.build_states(0, 0, d.init_carry())
+  assert states['d'] is None  # no adversary: nothing of the critic's to train.
+  p, s = host(states['g'].params), host(states['g'].batch_stats)
+  anchor = d.anchors[0].variables
+  batch = next(synthetic_batches(0))
+  x = jnp.asarray(batch['image'])
+  _, (f_s,) = d.student.apply({'params': p['student'], 'batch_stats': s['student']}, x,
+                              train=True, stop=1, with_head=False, mutable=['batch_stats'])[0]
+  proj, _ = d.connectors.apply({'params': p['connectors'], 'batch_stats': s['connectors']},
+                               f_s, 0, train=True, mutable=['batch_stats'])
+  _, t_feats = d.t_model.apply(anchor, x, train=False)
+  up = lambda f: d.t_model.apply(anchor, f, train=False, start=1)[0]
+  expected = losses.kd(up(proj), up(t_feats[0]), cfg.kd.tau)
+  _, metrics = d.step_fn(phase, d.anchors[0])(states, sharding.shard_batch(batch, d.mesh))
+  np.testing.assert_allclose(metrics['task_kl_b1'], expected, rtol=2e-4)
+  np.testing.assert_allclose(metrics['g_loss'], expected, rtol=2e-4)
+
+
+def test_realness_is_the_logsumexp_of_the_class_logits():
+  logits = jnp.array([[0.0, 0.0], [3.0, -1.0]])
+  np.testing.assert_allclose(models.task_realness(logits), [np.log(2), np.log(np.exp(3) + np.exp(-1))],
+                             rtol=1e-6)
+  # D(x) = Z / (Z + 1) with Z = sum exp(l): sigmoid of the realness.
+  z = np.exp(logits).sum(-1)
+  np.testing.assert_allclose(jax.nn.sigmoid(models.task_realness(logits)), z / (z + 1), rtol=1e-6)
+
+
+def test_the_head_task_term_trains_the_last_connector_with_the_head(tmp_path):
+  d = make_distiller(tiny_cfg(**{'gan.head_task': 1.0, 'mutual.enabled': False}), tmp_path)
+  phase = d.phases[0][-1]
+  assert phase.name == 'head' and phase.trains_connectors
+  before, after, _ = run_phase_steps(d, phase)
+  # Only the last block's connector runs (its BatchNorm statistics move) and gets
+  # gradients; the others change by weight decay alone: a common factor on every weight.
+  stats = changed(before['g'].batch_stats, after['g'].batch_stats)
+  assert any(v for p, v in stats.items() if p.startswith('connectors/connector3/'))
+  assert not any(v for p, v in stats.items() if p.startswith('connectors/connector1/'))
+  ratio = lambda c: (after['g'].params['connectors'][c]['Conv_0']['kernel']
+                     / before['g'].params['connectors'][c]['Conv_0']['kernel'])
+  decay = ratio('connector1')
+  np.testing.assert_allclose(decay, decay.flat[0], rtol=1e-5)
+  assert np.ptp(ratio('connector3')) > 100 * np.ptp(decay)
+
+
+def test_own_block_schedule_takes_block_phases_out_of_the_global_warmup(tmp_path):
+  d = make_distiller(tiny_cfg(**{'stages.block_schedule': 'own', 'student.epochs': 40}), tmp_path)
+  blocks = [p for p in d.phases[0] if p.is_feature]
+  heads = sum(d.num_steps(p, m) for m in range(2) for p in d.phases[m] if not p.is_feature)
+  assert len(blocks) == 3 and d.global_steps(0, 3) == (heads, 0)
+  carry = d.init_carry()
+  block = d.build_states(0, 1, carry)['g']
+  counts = optax.tree_utils.tree_get_all_with_path(block.opt_state, 'count')
+  assert {int(c) for _, c in counts} == {0}  # its own cosine, from block_lr at step 0.
+  n = d.num_steps(d.phases[0][1], 0)
+  sched = optim.lr_schedule(d.cfg.stages.block_lr, n, 0)
+  assert float(sched(0)) == pytest.approx(d.cfg.stages.block_lr)
+  head = d.build_states(1, 0, carry)['g']
+  first_head = d.num_steps(d.phases[0][-1], 0)
+  counts = optax.tree_utils.tree_get_all_with_path(head.opt_state, 'count')
+  assert {int(c) for _, c in counts} == {first_head}  # the global one counts heads only.
+
+
+def test_single_stage_keeps_the_block_and_head_budgets(tmp_path):
+  cfg = tiny_cfg(**{'stages.stage_shares': (0.25, 0.75), 'stages.block_stages': 1,
+                    'student.epochs': 40})
+  over = registry.ablation_overrides('msmgan', 'single_stage', cfg)
+  assert over['stages.phase_shares'] == pytest.approx((0.025, 0.025, 0.025, 0.925))
+  full = make_distiller(cfg, tmp_path / 'full')
+  one_cfg = tiny_cfg(**{'stages.stage_shares': (0.25, 0.75), 'stages.block_stages': 1,
+                        'student.epochs': 40, **over})
+  one = make_distiller(one_cfg, tmp_path / 'one', num_anchors=1)
+  steps = lambda d: {p.name: sum(d.num_steps(q, m) for m in range(len(d.phases))
+                                 for q in d.phases[m] if q.name == p.name)
+                     for p in d.phases[0]}
+  a, b = steps(full), steps(one)
+  assert set(a) == set(b) and all(abs(a[k] - b[k]) <= 2 for k in a), (a, b)
+  assert registry.variant(one_cfg) == ['single_stage']
+  # Without block phases there is no block budget to keep.
+  assert registry.ablation_overrides('msmgan', 'single_stage', tiny_cfg(**{
+      'stages.block_stages': 0})) == {'stages.num': 1, 'stages.stage_shares': ()}
+
+
+def test_weight_selection_takes_the_anchors_arrays_by_name_and_leading_slices():
+  r8, r20 = models.create_model('resnet8', 10), models.create_model('resnet20', 10)
+  v8 = optim.init_variables(r8, jax.random.key(0), (28, 28, 1))
+  v20 = optim.init_variables(r20, jax.random.key(1), (28, 28, 1))
+  out, taken, total = models.select_weights(v8, v20)
+  assert taken == total  # resnet8 nests in resnet20 by name: every array is the teacher's.
+  np.testing.assert_array_equal(out['params']['block2']['BasicBlock_0']['Conv_0']['kernel'],
+                                v20['params']['block2']['BasicBlock_0']['Conv_0']['kernel'])
+  # A narrower net: each axis takes the leading elements; arrays the teacher lacks stay.
+  narrow = {'params': {'head': {'Dense_0': {'kernel': jnp.zeros((32, 10)),
+                                             'extra': jnp.ones(3)}}}}
+  out, taken, total = models.select_weights(narrow, v20)
+  np.testing.assert_array_equal(out['params']['head']['Dense_0']['kernel'],
+                                v20['params']['head']['Dense_0']['kernel'][:32])
+  np.testing.assert_array_equal(out['params']['head']['Dense_0']['extra'], jnp.ones(3))
+  assert (taken, total) == (320, 323)
+  wider = {'params': {'head': {'Dense_0': {'kernel': jnp.zeros((128, 10))}}}}
+  assert models.select_weights(wider, v20)[1] == 0  # larger than the teacher's: kept.
+
+
+def test_student_init_starts_the_student_from_the_first_anchor(tmp_path):
+  cfg = tiny_cfg(**{'student.model': 'resnet8', 'student.init': 'first_anchor'})
+  d = make_distiller(cfg, tmp_path)
+  params, stats = host(d.init_carry())
+  anchor = host(d.teacher.anchors[0].variables)
+  np.testing.assert_array_equal(params['student']['block1']['Conv_0']['kernel'],
+                                anchor['params']['block1']['Conv_0']['kernel'])
+  np.testing.assert_array_equal(stats['student']['block3']['BasicBlock_0']['BatchNorm_0']['mean'],
+                                anchor['batch_stats']['block3']['BasicBlock_0']['BatchNorm_0']['mean'])
+  assert d.states.init_record['selected'] == d.states.init_record['total'] > 0
+  random = make_distiller(tiny_cfg(**{'student.model': 'resnet8'}), tmp_path / 'r')
+  assert not np.array_equal(host(random.init_carry())[0]['student']['block1']['Conv_0']['kernel'],
+                            anchor['params']['block1']['Conv_0']['kernel'])
