@@ -30,21 +30,26 @@ def _flags(argv):
   return fv
 
 
-def parse(argv):
-  """(config, workdir, overwrite, distributed) from `argv`; `BadInput` otherwise."""
+def parse(argv, usage: str = USAGE):
+  """(config, workdir, overwrite, distributed) from `argv`; `BadInput` otherwise (its
+  message ends with `usage`, the calling command's). `~` in --config and --workdir is
+  the user's home; a config file inside a package (configs/, with its __init__.py)
+  imports its sibling configs from any working directory."""
+  argv = [_expand(a) for a in argv]
   path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None) or next(
       (argv[i + 1] for i, a in enumerate(argv[:-1]) if a == '--config'), None)
   if path is None:
-    raise BadInput(f'--config is required, e.g. --config configs/default.py\n{USAGE}')
+    raise BadInput(f'--config is required, e.g. --config configs/default.py\n{usage}')
   if not os.path.exists(path.partition(':')[0]):
     raise BadInput(f'config file {path.partition(":")[0]} not found; pass e.g. '
                     '--config configs/default.py')
+  _importable(path.partition(':')[0])
   fv = _flags(argv)
   try:
     fv(argv)
     cfg = fv.config  # Loads the file and applies the --config.a.b=v overrides.
   except flags.Error as e:
-    raise BadInput(f'{_unknown_override(argv) or _last_line(str(e))}\n{USAGE}') from e
+    raise BadInput(f'{_unknown_override(argv) or _last_line(str(e))}\n{usage}') from e
   except errors.ConfigError as e:
     raise BadInput(str(e)) from e
   except (AttributeError, KeyError) as e:
@@ -53,6 +58,25 @@ def parse(argv):
   except (ValueError, TypeError) as e:
     raise BadInput(f'bad config override: {e}') from e
   return cfg, fv.workdir or default_workdir(path), fv.overwrite, fv.distributed
+
+
+def _expand(arg: str) -> str:
+  """`--workdir ~/x`, `--workdir=~/x`, `--config=~/c.py` with `~` expanded (a shell does it
+  only at a word's start)."""
+  for flag in ('--workdir=', '--config='):
+    if arg.startswith(flag + '~'):
+      return flag + os.path.expanduser(arg[len(flag):])
+  return os.path.expanduser(arg) if arg.startswith('~') else arg
+
+
+def _importable(config_file: str) -> None:
+  """Puts the folder above a config file's package (the repository root for configs/X.py)
+  on sys.path, so `from configs import teacher_fmnist` works from any working directory."""
+  folder = os.path.dirname(os.path.abspath(config_file))
+  if os.path.exists(os.path.join(folder, '__init__.py')):
+    root = os.path.dirname(folder)
+    if root not in sys.path:
+      sys.path.insert(0, root)
 
 
 def _unknown_override(argv):
@@ -67,8 +91,13 @@ def _unknown_override(argv):
     cfg = fv.config
   except Exception:  # pylint: disable=broad-except
     return None
+  comparison = all(f in cfg for f in ('base', 'methods', 'tuning'))
   for arg in overrides:
     node, path = cfg, arg[len('--config.'):].split('=', 1)[0]
+    if comparison and path.split('.')[0] not in cfg:
+      return (f'unknown config field {path} in {arg!r}: this is a comparison config, whose '
+              f'runs\' fields are under base (--config.base.{path}=...); it is run with '
+              'python -m msmgan_jax.compare --config ...')
     for depth, name in enumerate(path.split('.')):
       if not isinstance(node, ml_collections.ConfigDict) or name not in node:
         where = '.'.join(path.split('.')[:depth]) or 'the config'

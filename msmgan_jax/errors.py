@@ -10,7 +10,7 @@ through `exit_code`, so `main`, `compare`, `export` and the others agree:
 | 1 | a failure during the run; the last good checkpoint is kept | `NumericalError`, `WriteError`, `OSError` |
 | 2 | bad input; nothing was written | `BadInput` and its kinds: `ConfigError`, `DataError`, `CheckpointError`, `ArrayError` |
 | 128 + N | stopped by signal N after saving a checkpoint | `Interrupted` |
-| 130 | a second Ctrl-C: stopped at once | `KeyboardInterrupt` |
+| 130 | Ctrl-C before training began, or a second one during it: stopped at once | `KeyboardInterrupt` |
 """
 import signal
 

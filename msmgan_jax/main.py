@@ -22,6 +22,10 @@ def run(argv) -> int:
     return 0
   try:
     cfg, workdir, overwrite, distributed = cli.parse(argv)
+    if all(f in cfg for f in ('base', 'methods', 'tuning')):
+      raise BadInput('this is a comparison config (it has base, methods and tuning): run it '
+                     'with python -m msmgan_jax.compare --config ..., or give main a run config '
+                     'such as configs/default.py')
   except BadInput as e:
     return cli.error(str(e), EXIT_BAD_INPUT)
   if distributed:
@@ -35,8 +39,7 @@ def run(argv) -> int:
   from msmgan_jax.training import train  # pylint: disable=g-import-not-at-top
   code = cli.run_command(lambda: train.train_and_evaluate(cfg, workdir, overwrite=overwrite),
                          hints={
-      KeyboardInterrupt: 'interrupted twice: stopped at once, without a new checkpoint. Rerun '
-                         'the same command to resume from the last one.',
+      KeyboardInterrupt: _interrupted,
       WriteError: str,
       OSError: lambda e: f'{e}; the last checkpoint is intact: fix the cause and rerun the '
                          'same command to resume'})
@@ -44,6 +47,18 @@ def run(argv) -> int:
     return code
   print(f'done: {os.path.join(workdir, "summary.json")}')
   return 0
+
+
+def _interrupted(_) -> str:
+  """What a KeyboardInterrupt means: a second Ctrl-C during training, or one before
+  training began (data preparation, loading the teacher), when nothing was trained yet."""
+  from msmgan_jax.files import faults  # pylint: disable=g-import-not-at-top
+  if faults.stop_was_requested():
+    return ('interrupted twice: stopped at once, without a new checkpoint. Rerun the same '
+            'command to resume from the last one.')
+  return ('interrupted before training began (while preparing the data or loading the '
+          'teacher): nothing was trained and no checkpoint written. Rerun the same command to '
+          'start; a half-prepared dataset is prepared again.')
 
 
 if __name__ == '__main__':

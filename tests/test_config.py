@@ -309,8 +309,12 @@ def test_a_teacher_only_run_is_the_same_run_whatever_the_student_fields_say(tmp_
   with pytest.raises(config.ConfigError, match=r'another config \(fields differ: teacher.epochs\)'):
     wd.claim(cfg)
   cfg.teacher.epochs -= 1
-  cfg.method = 'kd'  # a student run reads every field.
-  with pytest.raises(config.ConfigError, match='another config'):
+  cfg.method = 'kd'  # a student run reads every field; the message names what differs.
+  with pytest.raises(config.ConfigError, match=r'another config \(fields differ: method\)'):
+    wd.claim(cfg)
+  cfg.teacher.lr *= 2
+  with pytest.raises(config.ConfigError,
+                     match=r'another config \(fields differ: method, teacher.lr\)\. Use'):
     wd.claim(cfg)
 
 

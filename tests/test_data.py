@@ -103,6 +103,10 @@ def fmnist_small(tfds_data_dir):
 def test_fmnist_slices_info(fmnist_small):
   _, info, _, _ = fmnist_small
   assert info == data.DatasetInfo('fashion_mnist', 10, (28, 28, 1), 600, 500)
+  # What a run records of its data (summary.json's `data`, an anchor's meta).
+  record = info.record()
+  assert record['class_names'] == list(data.FASHION_MNIST_LABELS)
+  assert record['image_shape'] == [28, 28, 1] and len(record['mean']) == len(record['std']) == 1
 
 
 def test_fmnist_train_batches_normalised(fmnist_small):
@@ -338,6 +342,16 @@ def test_unknown_dataset_name():
   with pytest.raises(data.DataError, match="dataset.name 'svhn' is not one of the registered TFDS "
                      "datasets nor an existing folder \\(did you mean 'svhn_cropped'\\?\\)"):
     data.builder_for(dataset_cfg(name='svhn'))
+
+
+@pytest.mark.parametrize('name', ['Fashion_MNIST', 'FashionMNIST'])
+def test_a_dataset_name_tfds_reads_is_the_same_dataset(name, tfds_data_dir):
+  """TFDS reads 'Fashion_MNIST' and 'FashionMNIST' as fashion_mnist: so do we (the local
+  files included), not an uninstalled-package error."""
+  assert data.canonical_name(name).startswith('fashion_mnist')
+  builder = data.builder_for(dataset_cfg(name=name, data_dir=tfds_data_dir))
+  assert builder.info.splits['train'].num_examples == 60000
+  assert data.canonical_name('/some/folder') == '/some/folder'
 
 
 def test_corrupt_manual_dir_is_a_data_error(tmp_path):

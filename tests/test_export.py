@@ -237,3 +237,24 @@ def test_bad_predict_input_exits_2_and_prints_no_prediction(exported, test_set, 
     assert captured.out == '' and len(captured.err.splitlines()) == 1, case
     assert re.match(f'error: .*{pattern}', captured.err), (case, captured.err)
   assert (snapshot(tmp_path), snapshot(out)) == before
+
+
+def test_export_reads_only_what_the_run_recorded(run, exported, tmp_path):
+  """The data a run trained on is gone or moved (an arrays file, a folder, another
+  machine): the export comes from summary.json's record, the same as from the data."""
+  cfg, workdir, summary = run
+  recorded = summary['data']
+  assert recorded['class_names'] == list(tfds.builder('fashion_mnist').info.features['label'].names)
+  assert recorded['image_shape'] == [28, 28, 1] and len(recorded['mean']) == 1
+  moved = tmp_path / 'moved_run'
+  shutil.copytree(workdir, moved)
+  config = json.loads((moved / 'config.json').read_text())
+  config['dataset']['name'] = str(tmp_path / 'gone' / 'my_arrays.npz')
+  config['dataset']['data_dir'] = str(tmp_path / 'no_tfds_here')
+  (moved / 'config.json').write_text(json.dumps(config))
+  assert export.main(['--workdir', str(moved), '--out', str(tmp_path / 'student')]) == 0
+  meta = json.loads((tmp_path / 'student' / 'model.json').read_text())
+  original = json.loads(open(os.path.join(exported[0], 'model.json')).read())
+  for key in ('labels', 'input_shape', 'preprocessing'):
+    assert meta[key] == original[key], key
+  assert not (tmp_path / 'no_tfds_here').exists()

@@ -282,3 +282,49 @@ def test_sizes_differ_is_fine_with_image_size(tmp_path):
                                eval_batch_size=5)
   assert info.image_shape == (16, 16, 3) and info.num_test == 10
   assert sum(b['mask'].sum() for b in eval_fn()) == 10
+
+
+def test_hidden_and_system_entries_are_neither_classes_nor_images(tmp_path, capsys):
+  """Jupyter's .ipynb_checkpoints, macOS's __MACOSX, .DS_Store and ._x.png files: skipped,
+  and said so; the classes are the visible folders."""
+  root = make_folder(tmp_path / 'images')
+  for split in ('train', 'test'):
+    (root / split / '.ipynb_checkpoints').mkdir()
+    Image.new('RGB', (20, 20)).save(root / split / '.ipynb_checkpoints' / 'x.png')
+    (root / split / '__MACOSX').mkdir()
+    (root / split / 'ant' / '.DS_Store').write_bytes(b'\0\0')
+    (root / split / 'ant' / '._0.png').write_bytes(b'AppleDouble, not a png')
+  builder = data.builder_for(own_cfg(root, tmp_path / 'tfds'))
+  assert builder.info.features['label'].names == list(CLASSES)
+  assert builder.info.splits['train'].num_examples == 3 * PER_CLASS['train']
+  err = capsys.readouterr().err
+  assert "skipped the hidden or system folder(s) ['.ipynb_checkpoints', '__MACOSX']" in err
+  assert 'train/ant/: skipped 2 hidden or system file(s)' in err
+
+
+def test_any_file_name_the_os_accepts_is_read(tmp_path):
+  """A Latin-1 byte in a name (not UTF-8): read like any other image, also by the loader."""
+  root = make_folder(tmp_path / 'images')
+  src = root / 'train' / 'bee' / '0.png'
+  os.rename(bytes(src), bytes(src.parent) + b'/photo_caf\xe9.png')
+  cfg = own_cfg(root, tmp_path / 'tfds')
+  builder = data.builder_for(cfg)
+  assert builder.info.splits['train'].num_examples == 3 * PER_CLASS['train']
+  info, batches, _ = data.load(cfg, batch_size=4, eval_batch_size=4)
+  assert info.num_train == 3 * PER_CLASS['train']
+  assert next(batches(0, 0))['image'].shape == (4, 20, 20, 3)
+
+
+def test_a_test_class_without_images_is_said_and_a_training_one_refused(tmp_path, capsys):
+  root = make_folder(tmp_path / 'images')
+  for p in (root / 'test' / 'cat').iterdir():
+    p.unlink()
+  builder = data.builder_for(own_cfg(root, tmp_path / 'tfds'))
+  assert builder.info.features['label'].names == list(CLASSES)  # the label keeps its place.
+  assert builder.info.splits['test'].num_examples == 2 * PER_CLASS['test']
+  assert "test/: the class folder(s) ['cat'] hold no image" in capsys.readouterr().err
+  for p in (root / 'train' / 'cat').iterdir():
+    p.unlink()
+  with pytest.raises(data.DataError, match=r"the class folder\(s\) \['cat'\] of .*train hold no "
+                                           'image .*a class needs training images'):
+    data.builder_for(own_cfg(root, tmp_path / 'tfds'))

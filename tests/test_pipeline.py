@@ -140,6 +140,11 @@ def test_report_tables_runs_and_refuses_unfinished_ones(teacher_run, tmp_path):
   assert (out / 'accuracy.png').stat().st_size > 1000
   assert report.main(['--out', str(tmp_path / 'x'), str(tmp_path)]) == 2
   assert not (tmp_path / 'x').exists()
+  # A results folder that holds files is rewritten only with --overwrite; nothing changes.
+  before = {str(p): p.read_bytes() for p in out.rglob('*') if p.is_file()}
+  assert report.main(['--out', str(out), workdir]) == 2
+  assert {str(p): p.read_bytes() for p in out.rglob('*') if p.is_file()} == before
+  assert report.main(['--out', str(out), '--overwrite', workdir]) == 0
 
 
 def test_ce_baseline_trains_the_student_alone(repo_root, tfds_data_dir, tmp_path):

@@ -70,6 +70,19 @@ def world(teacher_run, tmp_path_factory):
           PIL.Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(
               root / folder / split / c / f'{i}.png')
   (root / 'bad_image' / 'train' / 'b' / '1.png').write_bytes(b'\x89PNG\r\n\x1a\n truncated')
+  for split in ('train', 'test'):  # 3 RGB classes: not what the Fashion-MNIST teacher knows.
+    for c in ('cat', 'dog', 'fox'):
+      (root / 'rgb3' / split / c).mkdir(parents=True)
+      for i in range(2):
+        PIL.Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(
+            root / 'rgb3' / split / c / f'{i}.png')
+  shutil.copytree(root / 'one_class', root / 'hidden_class')  # 'a' and a hidden folder.
+  for split in ('train', 'test'):
+    shutil.copytree(root / 'one_class' / split / 'a', root / 'hidden_class' / split /
+                    '.ipynb_checkpoints')
+  shutil.copytree(root / 'bad_image', root / 'empty_class')  # a training class without images.
+  for p in (root / 'empty_class' / 'train' / 'b').iterdir():
+    p.unlink()
   return {'root': root, 'teacher': teacher_dir, 'data': cfg.dataset.data_dir,
           'anchors': [os.path.join(teacher_dir, 'checkpoints', 'anchors', e) for e in '12']}
 
@@ -142,6 +155,28 @@ CASES = [
      r'one_class/train holds 1 class folder\(s\) \[.a.\]; a classifier needs at least 2'),
     ('unreadable image', ['--config.dataset.name={root}/bad_image'], None, 2,
      'cannot be decoded: .*bad_image/train/b/1.png; replace or remove them'),
+    ('a teacher of other data', ['--config.dataset.name={root}/rgb3', '{given}',
+                                 '--config.stages.num=2', '--config.batch_size=2',
+                                 '--config.disc.batch_size=0', '--config.mutual.batch_size=0',
+                                 '--config.dataset.train_split=train',
+                                 '--config.dataset.test_split=test'], None, 2,
+     r'anchors/1 does not fit this data \(classes, channels, image size differ\): the teacher '
+     r'was trained on fashion_mnist: 10 classes, 1 channel, 28x28 images; the data here is '
+     r'.*rgb3: 3 classes, 3 channels, 20x20 images\. Give teacher.checkpoints trained on this'),
+    ('a slice smaller than a batch', ['--config.dataset.name={root}/rgb3',
+                                      '--config.dataset.train_split=train[:50%]',
+                                      '--config.dataset.test_split=test'], None, 2,
+     r"the training split train\[:50%\] holds 3 examples, fewer than one batch of \d+ "
+     r"\(dataset.train_split 'train\[:50%\]' is a slice of it: a :smoke config takes"),
+    ('a hidden folder is not a class', ['--config.dataset.name={root}/hidden_class'], None, 2,
+     r"hidden_class/train holds 1 class folder\(s\) \['a'\] \(and the hidden or system "
+     r"folder\(s\) \['.ipynb_checkpoints'\], never classes\)"),
+    ('a training class without images', ['--config.dataset.name={root}/empty_class'], None, 2,
+     r"the class folder\(s\) \['b'\] of .*empty_class/train hold no image .*add some or "
+     'remove the folder'),
+    ('a comparison config given to main', ['--config', 'configs/compare_lowdata_v2.py'], None, 2,
+     r'this is a comparison config, whose runs. fields are under base \(--config.base.dataset'
+     r'.data_dir=...\); it is run with python -m msmgan_jax.compare'),
     ('workdir is a file', [], 'afile', 2, 'afile is a file; pick a directory'),
     ('workdir under a file', [], 'afile/run', 2, 'afile/run cannot be written'),
     ('foreign workdir', [], 'foreign', 2, 'is not empty and holds no config.json'),
@@ -281,24 +316,33 @@ def test_concurrent_preparation_prepares_once(tmp_path):
   assert versions == ['3.0.1']  # no incomplete.* left behind.
 
 
-def test_nan_loss_stops_naming_where_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-  cfg = tiny_cfg(**{'checkpoint_every_steps': 1})
-  real_step_fn = student.Distiller.step_fn
+def patch_steps(monkeypatch, around):
+  """Every student update goes through `around(phase, n, run)`: n counts updates from 1 and
+  `run()` makes the real one, returning (states, metrics); returns the real step_fn."""
+  real = student.Distiller.step_fn
   calls = {'n': 0}
 
-  def poisoned_step_fn(self, phase, anchor):
-    step = real_step_fn(self, phase, anchor)
+  def patched(self, phase, anchor):
+    step = real(self, phase, anchor)
 
     def wrapped(states, batch):
-      states, metrics = step(states, batch)
       calls['n'] += 1
-      if calls['n'] == 5:  # stage 1, head phase, its 2nd step: the update diverged.
-        g = states['g'].replace(params=jax.tree.map(lambda x: x * jnp.nan, states['g'].params))
-        states = {**states, 'g': g}
-        metrics = {**metrics, 'loss': metrics['loss'] * jnp.nan}
-      return states, metrics
+      return around(phase, calls['n'], lambda: step(states, batch))
     return wrapped
-  monkeypatch.setattr(student.Distiller, 'step_fn', poisoned_step_fn)
+  monkeypatch.setattr(student.Distiller, 'step_fn', patched)
+  return real
+
+
+def test_nan_loss_stops_naming_where_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  cfg = tiny_cfg(**{'checkpoint_every_steps': 1})
+
+  def poisoned(phase, n, run):
+    states, metrics = run()
+    if n == 5:  # stage 1, head phase, its 2nd step: the update diverged.
+      g = states['g'].replace(params=jax.tree.map(lambda x: x * jnp.nan, states['g'].params))
+      states, metrics = {**states, 'g': g}, {**metrics, 'loss': metrics['loss'] * jnp.nan}
+    return states, metrics
+  patch_steps(monkeypatch, poisoned)
   d = make_distiller(cfg, tmp_path)
   with pytest.raises(faults.NumericalError,
                      match=r'non-finite training loss in stage 1 phase head at step 2: loss=nan'):
@@ -313,9 +357,34 @@ def test_nan_loss_stops_naming_where_and_keeps_the_last_good_checkpoint(tmp_path
 def test_checkpoints_refuse_non_finite_states(tmp_path):
   ckpt = checkpoints.Checkpoints(str(tmp_path / 'c'))
   ckpt.save(1, {'w': jnp.ones(3)}, {})
-  with pytest.raises(faults.NumericalError, match=r"non-finite values in \['w'\]"):
-    ckpt.save(2, {'w': jnp.array([1.0, jnp.inf, 0.0])}, {})
+  with pytest.raises(faults.NumericalError, match=r"training diverged in the teacher by step 7: "
+                     r"non-finite values in 1 arrays of the state \(\['w'\]\), so checkpoint 2 .* "
+                     r"not written .*Lower the learning rate"):
+    ckpt.save(2, {'w': jnp.array([1.0, jnp.inf, 0.0])}, {}, where='in the teacher by step 7')
   assert ckpt.steps() == [1]
+
+
+def test_a_state_that_diverges_before_its_loss_does_is_named_by_phase_and_step(tmp_path,
+                                                                               monkeypatch):
+  """BatchNorm statistics gone NaN at a phase's last step (1 step here), while its logged
+  loss is still finite: the phase-end checkpoint names the stage, phase and training step
+  and says what to do."""
+  cfg = tiny_cfg()
+
+  def poisoned(phase, n, run):
+    states, metrics = run()
+    if phase.name == 'block_2':  # the update diverged; its loss was computed before.
+      g = states['g'].replace(batch_stats=jax.tree.map(lambda x: x * jnp.nan,
+                                                       states['g'].batch_stats))
+      states = {**states, 'g': g}
+    return states, metrics
+  patch_steps(monkeypatch, poisoned)
+  d = make_distiller(cfg, tmp_path)
+  n = d.num_steps(d.phases[0][1], 0)
+  with pytest.raises(faults.NumericalError,
+                     match=rf'training diverged in stage 1 phase block_2 by its last training '
+                           rf'step \({n}\): non-finite values in \d+ arrays .*Lower the learning'):
+    d.run()
 
 
 def test_stuck_discriminator_warns_once_after_the_limit(capsys):
@@ -397,3 +466,142 @@ def test_a_method_without_teacher_cannot_have_teacher_phases(monkeypatch):
   cfg.method = 'lonely_kd'
   with pytest.raises(config.ConfigError, match="'lonely_kd' is registered without a teacher"):
     config.validate(cfg)
+
+
+COMMANDS = ('main', 'compare', 'export', 'predict', 'report', 'benchmark', 'arrays',
+            'torch_check')
+
+
+def _exit_code(fn) -> int:
+  try:
+    return fn()
+  except SystemExit as e:  # argparse exits; a command line gets the same code.
+    return e.code
+
+
+@pytest.mark.parametrize('name', COMMANDS)
+def test_every_command_prints_its_own_usage_and_refuses_a_wrong_argument(name, capsys):
+  """`python -m msmgan_jax.X --help` prints X's usage (exit 0); a wrong argument exits 2
+  with X's usage and no traceback."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f'msmgan_jax.{name}')
+  whole_argv = name in ('main', 'compare')  # these take sys.argv with the program name.
+  call = lambda args: _exit_code(lambda: (module.run if name == 'main' else module.main)(
+      ([f'msmgan_jax.{name}'] if whole_argv else []) + args))
+  assert call(['--help']) == 0
+  out = capsys.readouterr().out
+  assert f'usage: python -m msmgan_jax.{name}' in out, out[-500:]
+  for other in COMMANDS:
+    if other != name and not (name == 'main' and other == 'compare'):
+      assert f'usage: python -m msmgan_jax.{other} ' not in out
+  assert call(['--no-such-flag']) == 2
+  err = capsys.readouterr().err
+  assert 'Traceback' not in err and f'usage: python -m msmgan_jax.{name}' in err, err
+
+
+def test_compare_refuses_a_run_config_in_plain_words(capsys):
+  from msmgan_jax.lab import compare  # pylint: disable=g-import-not-at-top
+  assert compare.main(['compare', '--config', 'configs/default.py']) == 2
+  err = capsys.readouterr().err
+  assert 'not a comparison config' in err and 'python -m msmgan_jax.main' in err
+  assert 'Traceback' not in err and 'usage: python -m msmgan_jax.compare' in err
+
+
+def test_every_config_loads_from_outside_the_repository(repo_root, tmp_path):
+  """Config files that import their siblings (`from configs import ...`) load from any
+  working directory; one fresh process, so no earlier import of `configs` helps."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  files = sorted(str(p) for p in (repo_root / 'configs').glob('*.py') if p.stem != '__init__')
+  code = ('import sys\nfrom msmgan_jax import cli\nfor f in sys.argv[1:]:\n'
+          '  cli.parse(["main", "--config", f])\n  print("ok", f)\n')
+  only_package = tmp_path / 'site'  # msmgan_jax importable, the repository's configs not.
+  only_package.mkdir()
+  (only_package / 'msmgan_jax').symlink_to(repo_root / 'msmgan_jax')
+  env = {**os.environ, 'PYTHONPATH': str(only_package)}
+  work = tmp_path / 'elsewhere'
+  work.mkdir()
+  out = subprocess.run([sys.executable, '-c', code, *files], cwd=work, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.count('ok ') == len(files) > 10
+
+
+def test_tilde_in_workdir_and_config_is_the_home_folder(tmp_path, monkeypatch, repo_root):
+  from msmgan_jax import cli  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv('HOME', str(tmp_path))
+  (tmp_path / 'mine.py').write_text((repo_root / 'configs' / 'default.py').read_text())
+  for argv in (['--workdir', '~/runs/x'], ['--workdir=~/runs/x']):
+    _, workdir, _, _ = cli.parse(['main', '--config', str(repo_root / 'configs/default.py'), *argv])
+    assert workdir == str(tmp_path / 'runs' / 'x')
+  cfg, _, _, _ = cli.parse(['main', '--config=~/mine.py'])
+  assert cfg.method == 'msmgan'
+
+
+def test_a_refused_resume_changes_no_file_tensorboard_included(tmp_path, monkeypatch):
+  """A student interrupted mid-run whose latest checkpoint is damaged: the resume is
+  refused (CheckpointError) and every file, the TensorBoard events included, is as it was."""
+  from msmgan_jax import errors  # pylint: disable=g-import-not-at-top
+  cfg = tiny_cfg(**{'checkpoint_every_steps': 1})
+
+  def crash(phase, n, run):
+    if n == 6:
+      raise KeyboardInterrupt
+    return run()
+  real = patch_steps(monkeypatch, crash)
+  first = make_distiller(cfg, tmp_path)
+  with pytest.raises(KeyboardInterrupt):
+    first.run()
+  first.wd.metrics.close()  # the interrupted process ends: its event writer is flushed.
+  monkeypatch.setattr(student.Distiller, 'step_fn', real)
+  ckpt = checkpoints.Checkpoints(str(tmp_path / 'checkpoints' / 'student'))
+  latest = tmp_path / 'checkpoints' / 'student' / str(ckpt.latest_step()) / 'state'
+  for p in latest.rglob('*'):
+    if p.is_file() and p.stat().st_size > 1000:
+      p.write_bytes(b'\0' * p.stat().st_size)
+  assert list((tmp_path / 'tensorboard').iterdir())
+  before = {str(p): p.read_bytes() for p in tmp_path.rglob('*') if p.is_file()}
+  with pytest.raises(errors.CheckpointError, match='could not be restored'):
+    make_distiller(cfg, tmp_path).run()
+  assert {str(p): p.read_bytes() for p in tmp_path.rglob('*') if p.is_file()} == before
+
+
+def test_ctrl_c_before_training_says_nothing_was_trained(world, monkeypatch, capsys):
+  """One Ctrl-C while the data is prepared (before the stop handler is in place) is not
+  "interrupted twice": it says nothing was trained, exits 130, and leaves no workdir."""
+  from msmgan_jax.data import datasets  # pylint: disable=g-import-not-at-top
+
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+  monkeypatch.setattr(datasets, 'load', interrupted)
+  workdir = world['root'] / 'interrupted_early'
+  assert main.run(base(world, workdir)) == 130
+  err = capsys.readouterr().err
+  assert 'interrupted before training began' in err and 'twice' not in err
+  assert 'Traceback' not in err and not workdir.exists()
+
+
+def test_a_teacher_saved_before_the_data_record_is_checked_by_its_shapes(tmp_path):
+  """Anchors without a `data` record: the class count and channels come from the arrays'
+  shapes, and a mismatch is refused in the same words."""
+  from msmgan_jax.data import datasets  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.training import teacher  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.core import optim  # pylint: disable=g-import-not-at-top
+  model = models.create_model('resnet8', 10)
+  variables = optim.init_variables(model, jax.random.key(0), (28, 28, 1))
+  ckpt = checkpoints.Checkpoints(str(tmp_path / 'anchors'))
+  ckpt.save(3, variables, {'epoch': 3, 'test_accuracy': 0.5, 'model': 'resnet8'})
+  rec = teacher.trained_on(ckpt, 3, ckpt.meta(3))
+  assert rec == {'num_classes': 10, 'channels': 1}
+  same = datasets.DatasetInfo('mine', 10, (28, 28, 1), 100, 10)
+  teacher.check_agrees('a', rec, same)  # nothing to say.
+  other = datasets.DatasetInfo('mine', 3, (32, 32, 3), 100, 10, ('x', 'y', 'z'))
+  from msmgan_jax import errors  # pylint: disable=g-import-not-at-top
+  with pytest.raises(errors.CheckpointError,
+                     match=r'\(classes, channels differ\): the teacher was trained on 10 classes, '
+                           r'1 channel; the data here is mine: 3 classes, 3 channels, 32x32'):
+    teacher.check_agrees('a', rec, other)
+  renamed = datasets.DatasetInfo('mine', 10, (28, 28, 1), 100, 10, tuple('abcdefghij'))
+  rec = {'name': 'fmnist', 'num_classes': 10, 'image_shape': [28, 28, 1],
+         'class_names': list('abcdefghji')}  # two classes swapped.
+  with pytest.raises(errors.CheckpointError, match=r'\(class names differ\).*named \[.a., .b.'):
+    teacher.check_agrees('a', rec, renamed)

@@ -165,10 +165,51 @@ def test_a_run_on_a_terminal_shows_progress_per_phase(tmp_path, monkeypatch):
   assert 'evaluating' in out and 'loss=' in out
 
 
-def test_progress_bars_are_silent_off_a_terminal(capfd):
+def test_off_a_terminal_progress_is_a_plain_line_every_heartbeat(capfd, monkeypatch):
+  """No bar off a terminal (a log file, CI), but a plain line whenever HEARTBEAT_S has
+  passed since the last one, so a slow run is told from a hung one."""
+  monkeypatch.setattr(loop, '_LAST_LINE', [1e18])  # a line was just printed: silence.
   bar = loop.progress(total=3, desc='x')
   for _ in range(3):
     bar.update()
   bar.close()
   assert capfd.readouterr().err == ''
   np.testing.assert_equal(bar.disable, True)
+  monkeypatch.setattr(loop, 'HEARTBEAT_S', 0.0)  # every update is past the heartbeat.
+  monkeypatch.setattr(loop, '_LAST_LINE', [0.0])
+  bar = loop.progress(total=4, initial=1, desc='teacher epoch 1/15', unit='step')
+  bar.update()
+  bar.set_postfix({'loss': '0.53'})
+  bar.update(2)
+  lines = capfd.readouterr().err.splitlines()
+  assert lines[0] == 'teacher epoch 1/15: 1/4 step (25%)'
+  assert re.fullmatch(r'teacher epoch 1/15: 2/4 step \(50%\), [\d.]+ step/s, ETA \d+m\d\ds', lines[1])
+  assert lines[2].startswith('teacher epoch 1/15: 4/4 step (100%)') and lines[2].endswith(
+      'ETA 0m00s, loss=0.53')
+  assert list(loop.progress(iterable=[7, 8], desc='evaluating')) == [7, 8]
+  assert capfd.readouterr().err.count('evaluating: ') == 3  # at the start, then per item.
+
+
+def test_a_run_off_a_terminal_logs_a_line_at_least_every_heartbeat(tmp_path, monkeypatch, capfd):
+  """A whole student run with its output in a file: with a 0 s heartbeat, every step and
+  evaluation batch gives a line; the phases' names are in them."""
+  from test_student import make_distiller, tiny_cfg  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(loop, 'HEARTBEAT_S', 0.0)
+  make_distiller(tiny_cfg(), tmp_path).run()
+  err = capfd.readouterr().err
+  for phase in ('block_1', 'block_3', 'head'):
+    assert f'stage 1 phase {phase}' in err, err[-2000:]
+  assert 'evaluating: ' in err and '\r' not in err
+
+
+def test_the_readmes_stages_and_phases_are_the_default_configs(repo_root):
+  """The README's "through N stages (phases of stage 1; of stage 2; ...)" for the main job
+  and its smoke run is what configs/default.py plans now."""
+  readme = (REPO_ROOT / 'README.md').read_text()
+  for arg in (None, 'smoke'):
+    cfg = load_config(REPO_ROOT, 'default', arg)
+    k = models.create_model(cfg.student.model, 10).num_blocks
+    stages = [[p.name for p in phases.stage_phases(cfg, k, m)] for m in range(cfg.stages.num)]
+    claim = (f'through {cfg.stages.num} stages ('
+             + '; '.join(', '.join(names) for names in stages) + ')')
+    assert claim in ' '.join(readme.split()), (arg, claim)

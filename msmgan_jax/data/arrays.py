@@ -35,7 +35,8 @@ from msmgan_jax.errors import ArrayError  # noqa: E402,F401 (arrays.ArrayError)
 
 def save(path: str, arrays: dict) -> None:
   """Writes `arrays` (the `KEYS` but `format`: uint8 or float32 [0, 1] NHWC images, int
-  labels, per-channel mean and std, the class count and the dataset's name)."""
+  labels, per-channel mean and std, the class count and the dataset's name; and the class
+  names, `class_names`, where it has them)."""
   tmp = f'{path}.tmp.npz'
   np.savez_compressed(
       tmp, train_images=arrays['train_images'],
@@ -43,8 +44,16 @@ def save(path: str, arrays: dict) -> None:
       test_images=arrays['test_images'], test_labels=np.asarray(arrays['test_labels'], np.int32),
       mean=np.asarray(arrays['mean'], np.float32), std=np.asarray(arrays['std'], np.float32),
       num_classes=np.int32(arrays['num_classes']), name=np.str_(arrays['name']),
-      format=np.str_(FORMAT))
+      class_names=np.asarray(class_names(arrays), np.str_), format=np.str_(FORMAT))
   os.replace(tmp, path)
+
+
+def class_names(arrays: dict) -> list:
+  """The class names an arrays dict holds (`class_names`, written since they are recorded),
+  else the class indices as names ('0', '1', ...)."""
+  if 'class_names' in arrays and len(arrays['class_names']) == int(arrays['num_classes']):
+    return [str(n) for n in arrays['class_names']]
+  return [str(i) for i in range(int(arrays['num_classes']))]
 
 
 def read(path: str) -> dict:
@@ -93,8 +102,11 @@ class DevicePipeline:
     test = slice_split(len(arrays['test_labels']), test_split)
     images, labels = arrays['train_images'][train], arrays['train_labels'][train]
     if len(labels) < batch_size:
-      raise ArrayError(f'the training split holds {len(labels)} examples, fewer than one batch '
-                       f'of {batch_size}; lower batch_size or use more data')
+      spec = dataset_cfg.get('train_split', train_split) if dataset_cfg else train_split
+      sliced = (f' (dataset.train_split {spec!r} is a slice of it: a :smoke config takes '
+                'train[:20%]; give a larger slice or the whole split)') if '[' in spec else ''
+      raise ArrayError(f'the training split {spec} holds {len(labels)} examples, fewer than '
+                       f'one batch of {batch_size}{sliced}; lower batch_size or use more data')
     rep = NamedSharding(mesh, P())
     self.images, self.labels = jax.device_put((images, labels), rep)
     self.test_images = arrays['test_images'][test]

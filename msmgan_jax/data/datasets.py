@@ -36,6 +36,8 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 import socket
 import sys
 import urllib.parse
@@ -187,6 +189,18 @@ def check_name(name) -> Optional[str]:
           f'{OWN_DATA}')
 
 
+def canonical_name(name: str) -> str:
+  """TFDS's own name of a registered dataset, as TFDS reads a name: 'Fashion_MNIST' and
+  'FashionMNIST' are 'fashion_mnist' (config and version kept); other names unchanged."""
+  try:
+    dataset, _ = tfds.core.naming.parse_builder_name_kwargs(name)
+    canonical = tfds.builder_cls(dataset.name).name
+  except Exception:  # pylint: disable=broad-except  (not a builder name; TFDS raises many types)
+    return name
+  rest = name[name.index('/'):] if '/' in name else (name[name.index(':'):] if ':' in name else '')
+  return canonical + rest
+
+
 def _registered(name: str) -> bool:
   """Whether `name` (optionally with /config and :version) is a TFDS builder of this install."""
   try:
@@ -218,7 +232,8 @@ def builder_for(cfg) -> tfds.core.DatasetBuilder:
         raise DataError(f'{folder} holds a dataset_info.json that TFDS cannot read '
                         f'({type(e).__name__}: {str(e)[:200]}); prepare the dataset again') from e
     return _image_folder(cfg, folder)
-  if cfg.name == 'fashion_mnist' and cfg.source in ('auto', 'local'):
+  name = canonical_name(cfg.name)  # 'Fashion_MNIST', 'FashionMNIST' -> 'fashion_mnist'.
+  if name == 'fashion_mnist' and cfg.source in ('auto', 'local'):
     idx_dir = find_idx_dir(cfg.get('manual_dir') or None)
     local = _fashion_mnist_local()(data_dir=data_dir)
     if local.is_prepared():  # no lock: the data dir may be read-only.
@@ -232,21 +247,21 @@ def builder_for(cfg) -> tfds.core.DatasetBuilder:
       return local
     if cfg.source == 'local':
       raise DataError(f'Fashion-MNIST IDX files not found. {HOW_TO_GET}')
-  builder = tfds.builder(cfg.name, data_dir=data_dir)
+  builder = tfds.builder(name, data_dir=data_dir)
   if builder.is_prepared():  # no lock: the data dir may be read-only.
     return builder
-  with _prepare_lock(data_dir, cfg.name):
-    builder = tfds.builder(cfg.name, data_dir=data_dir)
+  with _prepare_lock(data_dir, name):
+    builder = tfds.builder(name, data_dir=data_dir)
     if builder.is_prepared():
       return builder
     if not _download_hosts_resolve(builder):
-      raise DataError(f'dataset {cfg.name!r} is not prepared in the TFDS data dir '
+      raise DataError(f'dataset {name!r} is not prepared in the TFDS data dir '
                       f'({builder.data_dir}) and its download hosts cannot be reached from '
                       f'here. {HOW_TO_GET}')
     try:
       builder.download_and_prepare()
     except Exception as e:  # TFDS raises many types for "no network" / "no files".
-      raise DataError(f'dataset {cfg.name!r} is not prepared in the TFDS data dir '
+      raise DataError(f'dataset {name!r} is not prepared in the TFDS data dir '
                       f'({builder.data_dir}) and could not be downloaded ({type(e).__name__}: '
                       f'{str(e)[:200]}). {HOW_TO_GET}') from e
   return builder
@@ -297,8 +312,21 @@ def _split_names(cfg) -> tuple:
   return tuple(dict.fromkeys(cfg[f].partition('[')[0] for f in ('train_split', 'test_split')))
 
 
-def _image_files(folder: str, splits: tuple) -> dict:
-  """{split: {class: [image paths]}} of an image folder; DataError when its layout is wrong."""
+def _ignored(name: str) -> bool:
+  """Hidden and system entries: `.ipynb_checkpoints`, `.DS_Store`, `._photo.png` (macOS
+  AppleDouble files), `__MACOSX`, `__pycache__`: never a class, never an image."""
+  return name.startswith('.') or name.startswith('__')
+
+
+def _image_files(folder: str, splits: tuple, notes: Optional[list] = None) -> dict:
+  """{split: {class: [image paths]}} of an image folder; DataError when its layout is wrong.
+
+  A class is a sub-folder of a split folder; an image is a file in it ending in .png,
+  .jpg or .jpeg (any case). Hidden and system entries (`_ignored`) are skipped, and named
+  in `notes` when given. Any name the OS accepts is read (not only UTF-8 ones). A class
+  with no image in the first split (training) is refused; in a later split (test) it
+  gets a note: that split measures the other classes only.
+  """
   files = {}
   for split in splits:
     split_dir = os.path.join(folder, split)
@@ -309,13 +337,31 @@ def _image_files(folder: str, splits: tuple) -> dict:
                       f'dataset_info.json{hint}) nor an image folder (it has no {split}/ '
                       f'sub-folder). An image folder holds {" and ".join(f"{s}/" for s in splits)}'
                       ', each with one sub-folder of images (.png, .jpg, .jpeg) per class.')
-    classes = sorted(c for c in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, c)))
+    entries = sorted(os.listdir(split_dir))
+    skipped = [c for c in entries if _ignored(c) and os.path.isdir(os.path.join(split_dir, c))]
+    classes = [c for c in entries if not _ignored(c) and os.path.isdir(os.path.join(split_dir, c))]
+    if notes is not None and skipped:
+      notes.append(f'{split}/: skipped the hidden or system folder(s) {skipped}, not classes')
     if len(classes) < 2:
-      raise DataError(f'{split_dir} holds {len(classes)} class folder(s) {classes}; a classifier '
-                      'needs at least 2: put the images of each class in a sub-folder of its own')
-    files[split] = {c: sorted(os.path.join(split_dir, c, f)
-                              for f in os.listdir(os.path.join(split_dir, c))
-                              if f.lower().endswith(IMAGE_EXTENSIONS)) for c in classes}
+      also = f' (and the hidden or system folder(s) {skipped}, never classes)' if skipped else ''
+      raise DataError(f'{split_dir} holds {len(classes)} class folder(s) {classes}{also}; a '
+                      'classifier needs at least 2: put the images of each class in a '
+                      'sub-folder of its own')
+    files[split] = {}
+    for c in classes:
+      names = sorted(os.listdir(os.path.join(split_dir, c)))
+      files[split][c] = [os.path.join(split_dir, c, f) for f in names
+                         if not _ignored(f) and f.lower().endswith(IMAGE_EXTENSIONS)]
+      hidden = [f for f in names if _ignored(f)]
+      if notes is not None and hidden:
+        notes.append(f'{split}/{c}/: skipped {len(hidden)} hidden or system file(s)')
+    empty = [c for c, paths in files[split].items() if not paths]
+    if empty and split == splits[0]:
+      raise DataError(f'the class folder(s) {empty} of {split_dir} hold no image (.png, .jpg, '
+                      '.jpeg): a class needs training images; add some or remove the folder')
+    if empty and notes is not None:
+      notes.append(f'{split}/: the class folder(s) {empty} hold no image, so this split '
+                   'measures the other classes only')
   for a, b in zip(splits, splits[1:]):
     only_a, only_b = sorted(set(files[a]) - set(files[b])), sorted(set(files[b]) - set(files[a]))
     if only_a or only_b:
@@ -330,35 +376,101 @@ def _fingerprint(files: dict) -> str:
   for paths in files.values():
     for path in (p for ps in paths.values() for p in ps):
       st = os.stat(path)
-      digest.update(f'{path}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
+      digest.update(f'{path}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode('utf-8', 'surrogateescape'))
   return digest.hexdigest()
 
 
+def _link_name(path: str) -> str:
+  """The file name an image gets in the clean view: its own when that is plain UTF-8, else
+  a readable stand-in (the bytes TFDS cannot take replaced) that keeps it distinct."""
+  name = os.path.basename(path)
+  try:
+    name.encode('utf-8')
+    return name
+  except UnicodeEncodeError:
+    raw = name.encode('utf-8', 'surrogateescape')
+    tag = hashlib.sha256(raw).hexdigest()[:8]
+    stem, ext = os.path.splitext(raw.decode('utf-8', 'replace').replace('\ufffd', '_'))
+    return f'{stem}_{tag}{ext}'
+
+
+def _clean_view(cfg, folder: str, files: dict) -> tuple:
+  """A folder of symbolic links holding exactly the classes and images of `files` (the
+  splits the run reads), for TFDS's ImageFolder, which would take every sub-folder (a
+  hidden one too) for a class and cannot open non-UTF-8 names. Its place is in the TFDS
+  data dir, named by the files' fingerprint. Returns (path, {link: original file}, the
+  place it goes to, or None when it is already there): a new view is made in a temporary
+  folder first, and `_place` puts it in place once its images are known to be good."""
+  key = hashlib.sha256(json.dumps({'folder': folder, 'files': _fingerprint(files)}).encode(
+      'utf-8', 'surrogateescape')).hexdigest()[:16]
+  view = os.path.join(_data_root(cfg.get('data_dir') or None), CACHE_DIR, 'folders', key)
+  where = view if os.path.isdir(view) else tempfile.mkdtemp(prefix='msmgan_view_')
+  origin = {}
+  for split, classes in files.items():
+    for c, paths in classes.items():
+      os.makedirs(os.path.join(where, split, _link_name(c)), exist_ok=True)  # empty: kept.
+      for p in paths:
+        link = os.path.join(where, split, _link_name(c), _link_name(p))
+        origin[link] = p
+        if where != view:
+          os.symlink(os.path.abspath(p), link)
+  return where, origin, (None if where == view else view)
+
+
+def _place(made: str, view: str) -> str:
+  """Moves a view made in a temporary folder to its place (another process may have put
+  the same view there first: then theirs is kept)."""
+  os.makedirs(os.path.dirname(view), exist_ok=True)
+  try:
+    shutil.move(made, view + f'.tmp{os.getpid()}')
+    os.rename(view + f'.tmp{os.getpid()}', view)
+  except OSError:
+    shutil.rmtree(view + f'.tmp{os.getpid()}', ignore_errors=True)
+  shutil.rmtree(made, ignore_errors=True)
+  return view
+
+
 def _image_folder(cfg, folder: str) -> tfds.folder_dataset.ImageFolder:
-  """TFDS's ImageFolder over `folder`, decoding to the channels and size its images share.
+  """TFDS's ImageFolder over a clean view of `folder` (`_clean_view`), decoding to the
+  channels and size its images share.
 
   Every image is decoded once first (cached while the files stay the same): a file that
-  does not decode, or (with dataset.image_size 0) images of different sizes, are DataErrors.
+  does not decode, or (with dataset.image_size 0) images of different sizes, are DataErrors,
+  and then nothing is left behind. What was skipped (hidden folders and files) or is
+  missing (a test class without images) is said on stderr.
   """
-  files = _image_files(folder, _split_names(cfg))
+  notes = []
+  files = _image_files(folder, _split_names(cfg), notes)
+  for note in notes:
+    sys.stderr.write(f'note: {folder}: {note}\n')
+  view, origin, place = _clean_view(cfg, folder, files)
   key = {'folder': folder, 'files': _fingerprint(files), 'resized': cfg.image_size > 0}
-  scan = _cached(cfg, 'scan', key, lambda: _scan_images(folder, files, cfg.image_size))
-  return tfds.folder_dataset.ImageFolder(folder, shape=(*scan['size'], scan['channels']))
+  try:
+    scan = _cached(cfg, 'scan', key, lambda: _scan_images(folder, view, origin, cfg.image_size))
+  except BaseException:
+    if place:
+      shutil.rmtree(view, ignore_errors=True)
+    raise
+  if place:
+    view = _place(view, place)
+  return tfds.folder_dataset.ImageFolder(view, shape=(*scan['size'], scan['channels']))
 
 
-def _scan_images(folder: str, files: dict, image_size: int) -> dict:
-  """{'size': [H, W] (or [None, None] when they differ), 'channels': 1 or 3} of the images.
+def _scan_images(folder: str, view: str, origin: dict, image_size: int) -> dict:
+  """{'size': [H, W] (or [None, None] when they differ), 'channels': 1 or 3} of the images
+  of a clean view (`origin`: its links and the files they stand for).
 
   Decoded by TFDS's own decoder, in their native channels: all grayscale stays 1 channel;
   anything else (RGB, RGBA, palette, a mix) is read as RGB, alpha dropped.
   """
-  native = tfds.folder_dataset.ImageFolder(folder, shape=(None, None, None))
+  native = tfds.folder_dataset.ImageFolder(view, shape=(None, None, None))
   shapes = {}
-  for split in files:
+  for split in sorted({os.path.relpath(l, view).split(os.sep)[0] for l in origin}):
     ds = native.as_dataset(split=split).map(
         lambda ex: (ex['image/filename'], tf.shape(ex['image']))).ignore_errors()
-    shapes.update({p.decode(): tuple(int(x) for x in s) for p, s in ds.as_numpy_iterator()})
-  bad = [p for paths in files.values() for ps in paths.values() for p in ps if p not in shapes]
+    shapes.update({origin.get(p.decode(), p.decode()): tuple(int(x) for x in s)
+                   for p, s in ds.as_numpy_iterator()})
+  bad = [p for p in origin.values() if p not in shapes]
   if bad:
     raise DataError(f'{len(bad)} image file(s) cannot be decoded: {", ".join(bad[:5])}'
                     f'{", ..." if len(bad) > 5 else ""}; replace or remove them')
@@ -404,12 +516,26 @@ def _cached(cfg, kind: str, key: dict, compute: Callable[[], dict]) -> dict:
 
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
-  """What the trainer needs to know about a dataset."""
+  """What the trainer needs to know about a dataset: its name, class count, image shape
+  (H, W, C), split sizes, and (for the record a run keeps, `record`) the class names and
+  the per-channel normalisation (mean, std on [0, 1] pixels)."""
   name: str
   num_classes: int
   image_shape: tuple
   num_train: int
   num_test: int
+  # The record (not compared: two loads of one dataset are equal whatever they recorded).
+  class_names: tuple = dataclasses.field(default=(), compare=False)
+  mean: tuple = dataclasses.field(default=(), compare=False)
+  std: tuple = dataclasses.field(default=(), compare=False)
+
+  def record(self) -> dict:
+    """What a run and its teacher's anchors record of the data they trained on, so that a
+    teacher is checked against a student's data and a student exported without the data."""
+    return {'name': self.name, 'num_classes': int(self.num_classes),
+            'class_names': [str(n) for n in self.class_names],
+            'image_shape': [int(d) for d in self.image_shape],
+            'mean': [float(x) for x in self.mean], 'std': [float(x) for x in self.std]}
 
 
 def _read(builder, split: str, shard: tuple = (0, 1),
@@ -475,8 +601,8 @@ def image_shape(cfg, builder) -> tuple:
 def normalisation(cfg, builder) -> tuple:
   """Per-channel (mean, std) on [0, 1] pixels: from STATS for the datasets there, else
   computed from the training split once (cached) as the pipeline sees it (resized)."""
-  if cfg.name in STATS:
-    return STATS[cfg.name]
+  if canonical_name(cfg.name) in STATS:
+    return STATS[canonical_name(cfg.name)]
   if isinstance(builder, tfds.folder_dataset.ImageFolder):
     data = {'folder': builder.data_dir,
             'files': _fingerprint(_image_files(builder.data_dir, _split_names(cfg)))}
@@ -529,6 +655,7 @@ def to_arrays(cfg) -> dict:
   (train_images, train_labels), (test_images, test_labels) = (split(cfg.train_split),
                                                               split(cfg.test_split))
   return {'name': cfg.name, 'num_classes': builder.info.features['label'].num_classes,
+          'class_names': list(builder.info.features['label'].names),
           'train_images': train_images, 'train_labels': train_labels,
           'test_images': test_images, 'test_labels': test_labels, 'mean': mean, 'std': std}
 
@@ -583,15 +710,19 @@ def _device(cfg, arrays, batch_size, eval_batch_size, mesh, sliced=False):
                     f'{cfg.image_size}; save the arrays with --image-size {cfg.image_size} or set '
                     'dataset.image_size to 0')
   info = DatasetInfo(str(arrays['name']), int(arrays['num_classes']), shape, pipe.num_train,
-                     pipe.num_test)
+                     pipe.num_test, tuple(arrays_lib.class_names(arrays)),
+                     tuple(float(x) for x in np.ravel(arrays['mean'])),
+                     tuple(float(x) for x in np.ravel(arrays['std'])))
   return info, pipe.train_batches, pipe.eval_batches
 
 
 def _tfdata(cfg, builder, shape, num_train, batch_size, eval_batch_size):
   """The tf.data pipeline: per-host shards, a shuffle buffer, augmentation in tf.data."""
-  info = DatasetInfo(cfg.name, builder.info.features['label'].num_classes, shape,
-                     num_train, num_examples(builder, cfg.test_split))
   stats = normalisation(cfg, builder)
+  info = DatasetInfo(cfg.name, builder.info.features['label'].num_classes, shape,
+                     num_train, num_examples(builder, cfg.test_split),
+                     tuple(builder.info.features['label'].names), tuple(stats[0]),
+                     tuple(stats[1]))
   per_host = batch_size // jax.process_count()
   per_host_eval = eval_batch_size // jax.process_count()
   shard = (jax.process_index(), jax.process_count())

@@ -22,17 +22,23 @@ class Checkpoints:
         max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
         cleanup_tmp_directories=not read_only))
 
-  def save(self, step: int, state, meta: dict) -> None:
-    """Saves (state, meta) at `step`, replacing a step left by an interrupted run.
+  def save(self, step: int, state, meta: dict, where: str = '') -> None:
+    """Saves (state, meta) at checkpoint number `step`, replacing one an interrupted run left.
 
     Orbax writes into a temporary directory and renames it when complete, so a kill
     mid-save leaves the previous checkpoints as they were. A state holding NaN or inf
-    is refused (`NumericalError`), so the last checkpoint is always a good one.
+    is refused (`NumericalError`, naming `where` the state diverged, e.g. 'in stage 1
+    phase head after training step 12', and what to do), so the last checkpoint is
+    always a good one.
     """
     bad = [k for k, ok in _finite_leaves(state).items() if not ok]
     if bad:
-      raise NumericalError(f'refusing to checkpoint step {step} to {self.directory}: '
-                                  f'non-finite values in {", ".join(bad[:5])}')
+      raise NumericalError(
+          f'training diverged{" " + where if where else ""}: non-finite values in '
+          f'{len(bad)} arrays of the state ({", ".join(bad[:3])}{", ..." if len(bad) > 3 else ""}),'
+          f' so checkpoint {step} in {self.directory} is not written and the last good '
+          'one is kept. Lower the learning rate (or check the data), then rerun with '
+          '--overwrite or in a new --workdir.')
     try:
       if step in self.manager.all_steps():
         self.manager.delete(step)
@@ -63,6 +69,17 @@ class Checkpoints:
           f'{str(e)[:300]}). It is corrupt or was written for other models: move it away to '
           'start that part over, or fix the config to match it.') from e
     return out.state, out.meta
+
+  def shapes(self, step: int) -> dict:
+    """{path: shape} of the arrays saved at `step` (from orbax's metadata, nothing restored);
+    paths like "['params']['head']['Dense_0']['kernel']". {} when unreadable."""
+    try:
+      md = ocp.StandardCheckpointer().metadata(os.path.join(self.directory, str(step), 'state'))
+    except Exception:  # pylint: disable=broad-except  (orbax raises many types)
+      return {}
+    tree = getattr(getattr(md, 'item_metadata', md), 'tree', getattr(md, 'item_metadata', md))
+    return {jax.tree_util.keystr(p): tuple(v.shape)
+            for p, v in jax.tree_util.tree_flatten_with_path(tree)[0] if hasattr(v, 'shape')}
 
   def meta(self, step: int) -> dict:
     try:

@@ -40,6 +40,13 @@ def stop_requested():
   return _REQUESTED['signal']
 
 
+def stop_was_requested():
+  """The signal number of the last stop request of the last `graceful_stop` block (kept
+  after the block ends, so a command can tell "interrupted twice" from "interrupted
+  before the block began"), or None."""
+  return _REQUESTED.get('seen')
+
+
 @contextlib.contextmanager
 def graceful_stop():
   """Within this block, SIGTERM and SIGINT request a stop instead of killing the run.
@@ -53,11 +60,11 @@ def graceful_stop():
   old = {s: signal.getsignal(s) for s in sigs}
 
   def handler(signum, _):
-    _REQUESTED['signal'] = signum
+    _REQUESTED['signal'] = _REQUESTED['seen'] = signum
     for s in sigs:  # a second signal acts at once.
       signal.signal(s, old[s] if old[s] is not None else signal.SIG_DFL)
 
-  _REQUESTED['signal'] = None
+  _REQUESTED['signal'] = _REQUESTED['seen'] = None
   for s in sigs:
     signal.signal(s, handler)
   try:

@@ -64,7 +64,7 @@ class Workdir:
           f'workdir {self.path} is not empty and holds no config.json: it is not a run '
           'of ours. Pick a new or empty --workdir.')
     if old is not None and not same_run(old, mine) and not overwrite:
-      diff = sorted(config_diff(_what_trains(old), _what_trains(mine)))
+      diff = differing_fields(old, mine)
       raise ConfigError(
           f'workdir {self.path} holds a run with another config (fields differ: '
           f'{", ".join(diff[:8])}). Use a new --workdir, rerun with the same config to '
@@ -152,6 +152,16 @@ def _what_trains(cfg: dict) -> dict:
   out['stages'] = {k: v for k, v in cfg.get('stages', {}).items()
                    if k in ('num', 'teacher_epochs')}
   return out
+
+
+def differing_fields(old: dict, mine: dict) -> list:
+  """The dotted fields in which two config.json dicts train different runs, sorted. When
+  one is a teacher-only run and the other not, `method` and the fields a teacher reads:
+  not every student and method group the teacher-only run never had a say in."""
+  if (old.get('method') == 'teacher') != (mine.get('method') == 'teacher'):
+    as_teacher = lambda c: _what_trains({**c, 'method': 'teacher'})
+    return sorted(set(config_diff(as_teacher(old), as_teacher(mine))) | {'method'})
+  return sorted(config_diff(_what_trains(old), _what_trains(mine)))
 
 
 def same_run(a: dict, b: dict) -> bool:

@@ -720,14 +720,30 @@ def _validate(cfg, run):
     raise config_lib.ConfigError(f'{run.name}: {e}') from e
 
 
+USAGE = ('usage: python -m msmgan_jax.compare --config configs/compare_X.py[:smoke] [--report] '
+         '[--workdir DIR] [--config.FIELD=VALUE ...]')
+# What makes a config a comparison's (configs/compare_*.py), not a single run's.
+COMPARISON_FIELDS = ('base', 'methods', 'tuning', 'seeds', 'teacher', 'teacher_workdir',
+                     'validation_split', 'workdir', 'out')
+
+
 def main(argv=None) -> int:
   from msmgan_jax import cli  # pylint: disable=g-import-not-at-top
   argv = list(sys.argv if argv is None else argv)
+  if any(a in ('-h', '--help', '--helpfull') for a in argv[1:]):
+    print(f'{__doc__}\n{USAGE}')
+    return 0
   report_only = '--report' in argv
   argv = [a for a in argv if a != '--report']
   cli.quiet()
   try:
-    cc, root, _, _ = cli.parse(argv)
+    cc, root, _, _ = cli.parse(argv, USAGE)
+    missing = [f for f in COMPARISON_FIELDS if f not in cc]
+    if missing:
+      raise cli.BadInput(
+          f'this is not a comparison config (it has no {", ".join(missing[:3])}): give one '
+          'of configs/compare_*.py, or train this config with python -m msmgan_jax.main '
+          f'--config ...\n{USAGE}')
   except cli.BadInput as e:
     return cli.error(str(e), cli.EXIT_BAD_INPUT)
   if not any(a == '--workdir' or a.startswith('--workdir=') for a in argv):

@@ -176,12 +176,21 @@ def plot(out: str, runs: dict) -> None:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__)
+  parser = argparse.ArgumentParser(prog='python -m msmgan_jax.report', description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--out', required=True, help='results folder to (re)write')
   parser.add_argument('--machine', default=f'{platform.machine()}, {os.cpu_count()} CPU cores',
                       help='what the runs ran on, for the table')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='rewrite a results folder that already holds files')
   parser.add_argument('workdirs', nargs='+')
   args = parser.parse_args(argv)
+  if os.path.isdir(args.out) and os.listdir(args.out) and not args.overwrite:
+    held = sorted(os.listdir(args.out))
+    sys.stderr.write(f'error: {args.out} already holds {", ".join(held[:4])}'
+                     f'{" ..." if len(held) > 4 else ""}; pass --overwrite to rewrite it (runs '
+                     'named like the ones given are replaced), or give another --out\n')
+    return 2
   runs = {}
   for w in args.workdirs:
     if not os.path.exists(os.path.join(w, 'summary.json')):

@@ -156,7 +156,7 @@ def evaluate(net, arrays, batch=1000) -> float:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+  parser = argparse.ArgumentParser(prog='python -m msmgan_jax.torch_check', description=__doc__.split('\n\n')[0])
   parser.add_argument('--config', required=True, help='a comparison config, e.g. configs/compare_lowdata.py')
   parser.add_argument('--seeds', type=int, default=3)
   parser.add_argument('--methods', default='ce,kd')

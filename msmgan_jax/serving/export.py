@@ -7,7 +7,10 @@ them as training's evaluation does, and returns float32 `logits` and `probabilit
 [batch, classes]. Beside it,
 `DIR/model.json` holds the class names, the input shape and where the model came from, so
 `python -m msmgan_jax.predict --model DIR IMAGE...` needs nothing else (and no JAX).
-`--tflite` adds `DIR/model.tflite` with the same signature.
+`--tflite` adds `DIR/model.tflite` with the same signature. The class names, input shape
+and normalisation come from what the run recorded when it trained (summary.json's `data`),
+never from the dataset as it is at export time, so a run trained from an arrays file or a
+folder since moved exports the same (runs older than that record read the dataset).
 
 The conversion uses `jax.experimental.jax2tf`: it ships with jax, so it always matches the
 installed version, and its native serialization embeds the student's StableHLO (for CPU and
@@ -151,10 +154,9 @@ def load_student(ckpt: checkpoints.Checkpoints, name: str, num_classes: int, ima
   return model, variables
 
 
-def export(workdir: str, out: str, tflite: bool = False, overwrite: bool = False) -> dict:
-  """Exports the student of `workdir` to `out` (see the module docstring); returns the
-  metadata written to `out/model.json`."""
-  cfg, ckpt = check_inputs(workdir, out, overwrite)
+def _from_dataset(cfg) -> tuple:
+  """(image shape, (mean, std), class names) read from the run's dataset as it is now: for
+  runs that did not record them (summary.json's `data`)."""
   dataset = config_lib.defaults().dataset  # a run older than a dataset field gets its default.
   dataset.update(cfg.dataset.to_dict())
   try:
@@ -162,8 +164,22 @@ def export(workdir: str, out: str, tflite: bool = False, overwrite: bool = False
     image_shape, stats = data.image_shape(dataset, builder), data.normalisation(dataset, builder)
   except data.DataError as e:
     raise BadInput(f'the class names, image shape and normalisation of {dataset.name} are '
-                   f'needed: {e}') from e
-  labels = list(builder.info.features['label'].names)
+                   f'needed and this run did not record them (it is older than that record): '
+                   f'{e}') from e
+  return image_shape, stats, list(builder.info.features['label'].names)
+
+
+def export(workdir: str, out: str, tflite: bool = False, overwrite: bool = False) -> dict:
+  """Exports the student of `workdir` to `out` (see the module docstring); returns the
+  metadata written to `out/model.json`."""
+  cfg, ckpt = check_inputs(workdir, out, overwrite)
+  recorded = (io.read_json(os.path.join(workdir, 'summary.json')) or {}).get('data')
+  if recorded and recorded.get('mean'):  # what the run recorded of its data: all we need.
+    image_shape = tuple(recorded['image_shape'])
+    stats = (tuple(recorded['mean']), tuple(recorded['std']))
+    labels = list(recorded['class_names'])
+  else:  # a run from before the record: the dataset as it is now.
+    image_shape, stats, labels = _from_dataset(cfg)
   model, variables = load_student(ckpt, cfg.student.model, len(labels), image_shape)
   meta = {
       'format': predict.FORMAT, 'model': cfg.student.model, 'dataset': cfg.dataset.name,

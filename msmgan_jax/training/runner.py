@@ -64,7 +64,8 @@ class PhaseRunner:
 
     def save(step, states, log_window):
       self.ckpt.save((self.ckpt.latest_step() or 0) + 1, states, self.meta(
-          (m, i, step), records, t_start, wall_before + time.time() - t0, log_window, watch))
+          (m, i, step), records, t_start, wall_before + time.time() - t0, log_window, watch),
+          where=f'in {where} by training step {step}')
 
     where = f'stage {m + 1} phase {phase.name}'
     watch = DiscWatch(cfg.disc.stuck_logs, where, cfg.log_every_steps,

@@ -137,9 +137,10 @@ class Distiller:
     else:
       meta = self.ckpt.meta(resume)
       pos, records, wall = tuple(meta['position']), meta['records'], meta['wall_s']
-      self.wd.metrics.truncate(meta['metrics_offset'])
       m, i, s = pos
       restored, _ = self.ckpt.restore(resume, self.build_states(m, i, carry))
+      # Only a checkpoint that restored cuts the log back (a refused resume changes nothing).
+      self.wd.metrics.truncate(meta['metrics_offset'])
       carry = (restored['g'].params, restored['g'].batch_stats)
       # A phase is finished once its record is in (checkpoints before this key: all steps).
       if meta.get('phase_done', s >= self.num_steps(self.phases[m][i], m)):
@@ -159,7 +160,9 @@ class Distiller:
         records.append(record)
         self.ckpt.save((self.ckpt.latest_step() or 0) + 1, states,
                        self.runner.meta((m, i, record['steps']), records, t_start, record['wall_s'],
-                                  phase_done=True))
+                                  phase_done=True),
+                       where=f'in stage {m + 1} phase {self.phases[m][i].name} by its last '
+                             f'training step ({record["steps"]})')
         faults.point('phase')
     out = summary_lib.summary(self.cfg, self.wd, self.seeds, self.anchors, self.teacher, carry,
                               records, time.time() - t_start)

@@ -83,9 +83,69 @@ def check_anchor_paths(cfg) -> None:
     _anchor_checkpoint(p, cfg.teacher.model)
 
 
-def load_anchor(path: str, target: dict, model_name: str) -> Anchor:
-  """Loads an anchor saved by `train_teacher` (a `checkpoints/anchors/<epoch>` directory)."""
+def trained_on(ckpt, step: int, meta: dict) -> dict:
+  """What an anchor's teacher was trained on: its recorded `data` (num_classes,
+  class_names, image_shape, ...), or for an anchor saved before that was recorded, the
+  class count and channels read from its arrays' shapes (the head's kernel, the smallest
+  input depth of block 1's convolutions)."""
+  if meta.get('data'):
+    return meta['data']
+  shapes = ckpt.shapes(step)
+  heads = [s for p, s in shapes.items() if "['head']" in p and p.endswith("['kernel']")]
+  convs = [s for p, s in shapes.items() if "['block1']" in p and len(s) == 4]
+  out = {}
+  if heads:
+    out['num_classes'] = int(heads[0][-1])
+  if convs:
+    out['channels'] = int(min(s[2] for s in convs))
+  return out
+
+
+def check_agrees(path: str, rec: dict, info) -> None:
+  """CheckpointError, in the data's own words, unless the teacher at `path` (`rec`, from
+  `trained_on`) was trained on data like `info`'s: class count, class names and their
+  order, channels, image size (each compared where the record has it)."""
+  shape = rec.get('image_shape')
+  channels = shape[2] if shape else rec.get('channels')
+  problems = []
+  if rec.get('num_classes') is not None and rec['num_classes'] != info.num_classes:
+    problems.append('classes')
+  if channels is not None and channels != info.image_shape[2]:
+    problems.append('channels')
+  if shape and tuple(shape[:2]) != tuple(info.image_shape[:2]):
+    problems.append('image size')
+  names = rec.get('class_names')
+  if (not problems and names and info.class_names and list(names) != list(info.class_names)):
+    problems.append('class names')
+  if not problems:
+    return
+
+  def facts(n, names_, ch, size, name):
+    out = [f'{n} classes' if n is not None else 'classes unknown']
+    if names_ and 'class names' in problems:
+      out.append(f'named {list(names_)}')
+    out.append(f'{ch} channel{"s" * (ch != 1)}' if ch is not None else 'channels unknown')
+    if size:
+      out.append(f'{size[0]}x{size[1]} images')
+    return (f'{name}: ' if name else '') + ', '.join(out)
+  teacher = facts(rec.get('num_classes'), names, channels, shape[:2] if shape else None,
+                  rec.get('name'))
+  data = facts(info.num_classes, info.class_names, info.image_shape[2], info.image_shape[:2],
+               info.name)
+  raise errors.CheckpointError(
+      f'teacher checkpoint {path} does not fit this data ({", ".join(problems)} differ): the '
+      f'teacher was trained on {teacher}; the data here is {data}. Give teacher.checkpoints '
+      'trained on this data (same classes in the same order, channels and image size), or '
+      'train the teacher here (leave teacher.checkpoints empty); set dataset.image_size '
+      'where only the size differs.')
+
+
+def load_anchor(path: str, target: dict, model_name: str, info=None) -> Anchor:
+  """Loads an anchor saved by `train_teacher` (a `checkpoints/anchors/<epoch>` directory),
+  after checking (with `info`, the data's `DatasetInfo`) that its teacher fits the data."""
   ckpt, step = _anchor_checkpoint(path, model_name)
+  if info is not None:
+    check_agrees(os.path.abspath(path), trained_on(ckpt, step, ckpt.meta(step)), info)
   variables, meta = ckpt.restore(step, target)
   return Anchor(meta['epoch'], meta['test_accuracy'], os.path.abspath(path), variables)
 
@@ -98,7 +158,7 @@ def load_given(cfg, info, mesh) -> Teacher:
   """
   model = models.create_model(cfg.teacher.model, info.num_classes)
   target = sharding.abstract_variables(model, info.image_shape, mesh)  # restore target, no compute.
-  anchors = [load_anchor(p, target, cfg.teacher.model) for p in cfg.teacher.checkpoints]
+  anchors = [load_anchor(p, target, cfg.teacher.model, info) for p in cfg.teacher.checkpoints]
   return Teacher(model, cfg.teacher.model, anchors, anchors[-1].test_accuracy,
                  optim.count_params(target['params']), 0.0, metrics_offset=0)
 
@@ -142,12 +202,15 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
       log('test', step, result)
       if epoch in anchor_epochs:
         anchor_ckpt.save(epoch, variables_of(state), {
-            'epoch': epoch, 'test_accuracy': result['accuracy'], 'model': cfg.teacher.model})
+            'epoch': epoch, 'test_accuracy': result['accuracy'], 'model': cfg.teacher.model,
+            'data': info.record()},
+            where=f'in the teacher by epoch {epoch}')
     return state
 
   def save(step, state, log_window):
     latest.save(step, state, {'step': step, 'wall_s': time.time() - t0,
-                              'metrics_offset': wd.metrics.offset(), 'log_window': log_window})
+                              'metrics_offset': wd.metrics.offset(), 'log_window': log_window},
+                where=f'in the teacher by training step {step}')
 
   loop.train_loop(state, loop.make_classifier_step(model),
                    batches=batches(cfg.seed, skip=start), start=start, stop=total, mesh=mesh,

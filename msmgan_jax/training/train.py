@@ -80,7 +80,7 @@ def _run(cfg, wd, info, batches, eval_batches, mesh, teacher) -> dict:
   if teacher is None and (phases.uses_teacher(cfg) or (
       cfg.method != 'teacher' and cfg.student.init != 'random')):
     teacher = teacher_lib.train_teacher(cfg, wd, info, batches, eval_batches, mesh)
-  summary = {'method': cfg.method, 'dataset': cfg.dataset.name,
+  summary = {'method': cfg.method, 'dataset': cfg.dataset.name, 'data': info.record(),
              'teacher': teacher.summary() if teacher else None}
   if cfg.method != 'teacher':
     summary['variant'] = phases.variant(cfg)
