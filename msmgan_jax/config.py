@@ -298,7 +298,23 @@ def write_reference(readme: str) -> bool:
   return new != text
 
 
+def main(argv=None) -> int:
+  """`python -m msmgan_jax.config [README.md]`: regenerates the README's config reference
+  (between its markers) from `defaults()`; exit 2 when the file is missing or has none."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(prog='python -m msmgan_jax.config', description=main.__doc__)
+  parser.add_argument('readme', nargs='?', default='README.md',
+                      help='the README whose config reference to rewrite')
+  args = parser.parse_args(argv)
+  try:
+    print('updated' if write_reference(args.readme) else 'up to date')
+  except (OSError, ConfigError) as e:
+    sys.stderr.write(f'error: {e}\n')
+    return 2
+  return 0
+
+
 if __name__ == '__main__':
   import sys  # pylint: disable=g-import-not-at-top
-  print('updated' if write_reference(sys.argv[1] if len(sys.argv) > 1 else 'README.md')
-        else 'up to date')
+  sys.exit(main())

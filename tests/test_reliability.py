@@ -469,7 +469,7 @@ def test_a_method_without_teacher_cannot_have_teacher_phases(monkeypatch):
 
 
 COMMANDS = ('main', 'compare', 'export', 'predict', 'report', 'benchmark', 'arrays',
-            'torch_check')
+            'torch_check', 'config')
 
 
 def _exit_code(fn) -> int:
