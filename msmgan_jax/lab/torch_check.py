@@ -183,6 +183,11 @@ def main(argv=None) -> int:
     return cli.error(str(e), cli.EXIT_BAD_INPUT)
   chosen_file = os.path.join(cc.out, 'compare.json')
   chosen = json.load(open(chosen_file))['chosen'] if os.path.exists(chosen_file) else {}
+  unchosen = [m for m in args.methods.split(',') if chosen.get(m) is None]
+  if unchosen:  # the check must train what the comparison chose, never a default by accident.
+    return cli.error(f'{chosen_file} holds no setting chosen for {", ".join(unchosen)}: run '
+                     f'python -m msmgan_jax.compare --config {args.config} until their tuning '
+                     'has finished, then this check', cli.EXIT_BAD_INPUT)
   t_file = os.path.join(cc.teacher_workdir, 'summary.json')
   if not os.path.exists(t_file):
     return cli.error(f'{t_file} not found: the check distils from the comparison\'s '
@@ -214,8 +219,10 @@ def main(argv=None) -> int:
   rows = []
   os.makedirs(cc.out, exist_ok=True)
   for method in args.methods.split(','):
-    setting = chosen.get(method) or ''
-    cfg = compare.apply(compare.copy_config(cc.base), compare.parse_setting(setting))
+    setting = chosen[method]
+    cfg = compare.apply(compare.copy_config(cc.base), compare.parse_setting(
+        (cc.get('method_defaults') or {}).get(method, '')))
+    cfg = compare.apply(cfg, compare.parse_setting(setting))
     old = before.get((method, setting), {})
     row = {'method': method, 'setting': setting, 'seeds': [], 'accuracies': [], 'wall_s': []}
     rows.append(row)
