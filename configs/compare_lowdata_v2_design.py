@@ -15,7 +15,10 @@ adds one lead:
 4. + block phases twice as long (stages.phase_shares);
 5. + the mutual copy's BatchNorm statistics frozen at the anchor's (mutual.frozen_bn);
 6. + the task term without the adversary (gan.alpha_adv 0), to see what the adversary pays;
-7. + the student initialised from the first anchor (student.init, weight selection).
+7. + the student initialised from the first anchor (student.init, weight selection);
+8. + a relativistic adversary (gan.relativistic): candidate 2's logs showed the K+1
+   critic calling the student's maps real too (d_acc_fake 0 after block_1), so its
+   gradient vanished; relative realness compares the two sets instead.
 Results: results/lowdata_v2_design/compare.{json,md} and the validation curves.
 """
 from configs import compare_lowdata_v2
@@ -51,6 +54,7 @@ def get_config(arg=None):
       HEAD + '; mutual.frozen_bn=True',
       HEAD + '; gan.alpha_adv=0.0',
       HEAD + '; student.init=first_anchor',
+      HEAD + '; gan.relativistic=True',
   )
   if arg not in (None, ''):
     raise config_lib.ConfigError(f'unknown config argument {arg!r}: use nothing')

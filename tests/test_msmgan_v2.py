@@ -154,3 +154,25 @@ def test_student_init_starts_the_student_from_the_first_anchor(tmp_path):
   random = make_distiller(tiny_cfg(**{'student.model': 'resnet8'}), tmp_path / 'r')
   assert not np.array_equal(host(random.init_carry())[0]['student']['block1']['Conv_0']['kernel'],
                             anchor['params']['block1']['Conv_0']['kernel'])
+
+
+def test_relativistic_realness_and_its_losses_by_hand():
+  real, fake = jnp.array([5.0, 7.0]), jnp.array([6.0, 4.0])
+  r, f = losses.relativistic(real, fake)
+  np.testing.assert_allclose(r, [0.0, 2.0])
+  np.testing.assert_allclose(f, [0.0, -2.0])
+  sp = lambda x: np.log1p(np.exp(x))
+  # RaSGAN: D minimises softplus(-r) + softplus(f); G the same with the roles swapped.
+  np.testing.assert_allclose(losses.gan_d('bce', r, f), np.mean(sp(-np.array([0.0, 2.0])))
+                             + np.mean(sp(np.array([0.0, -2.0]))), rtol=1e-6)
+  np.testing.assert_allclose(losses.gan_d('bce', f, r), np.mean(sp(-np.array([0.0, -2.0])))
+                             + np.mean(sp(np.array([0.0, 2.0]))), rtol=1e-6)
+
+
+def test_a_relativistic_task_critic_trains_and_reports_relative_accuracies(tmp_path):
+  d = make_distiller(tiny_cfg(**TASK, **{'gan.relativistic': True}), tmp_path)
+  before, after, metrics = run_phase_steps(d, d.phases[0][0])
+  assert all(changed(before['d'].params, after['d'].params).values())
+  assert all(np.isfinite(metrics[k]) for k in ('g_adv_b1', 'd_loss_b1'))
+  for key in ('d_acc_real_b1', 'd_acc_fake_b1'):
+    assert 0 <= float(metrics[key]) <= 1

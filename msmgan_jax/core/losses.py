@@ -58,6 +58,15 @@ def gan_g(kind: str, d_fake):
   raise ValueError(f'unknown GAN loss {kind!r}')
 
 
+def relativistic(d_real, d_fake):
+  """Relativistic average scores (Jolicoeur-Martineau, "The relativistic discriminator",
+  ICLR 2019): each real score less the mean fake one, each fake score less the mean real
+  one, (B,) each. With them `gan_d(kind, r, f)` is the discriminator's loss and
+  `gan_d(kind, f, r)` the generator's (RaSGAN for bce): a critic whose raw scores call
+  everything real still tells which of the two sets looks more real."""
+  return d_real - jnp.mean(d_fake), d_fake - jnp.mean(d_real)
+
+
 def gan_threshold(kind: str) -> float:
   """The score above which a discriminator calls its input real."""
   return 0.5 if kind == 'lsgan' else 0.0

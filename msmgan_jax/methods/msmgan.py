@@ -62,6 +62,7 @@ def defaults_gan(c: ml_collections.ConfigDict) -> None:
   g.alpha_adv = 0.1               # weight of the adversarial term (0 = ablation no GAN).
   g.alpha_task = 0.0              # disc.kind task: weight of the task KL (teacher's upper net).
   g.head_task = 0.0               # head phase: + this x the last block's task KL (its head).
+  g.relativistic = False          # disc.kind task: relativistic average realness (RaGAN).
 
 
 def defaults_disc(c: ml_collections.ConfigDict) -> None:
@@ -322,7 +323,8 @@ class TaskCritic(Critic):
   (progressive blockwise KD, Wang et al. IJCAI 2018; SRRL, Yang et al. ICLR 2021, at every
   block). Adversarial term (gan.alpha_adv > 0): D_k (`core.models.TaskDisc`, a copy of the
   same upper network, its BatchNorm statistics the anchor's) is a K+1-class discriminator
-  (Salimans et al. 2016): realness logsumexp of its C logits (`models.task_realness`),
+  (Salimans et al. 2016): realness logsumexp of its C logits (`models.task_realness`; with
+  `gan.relativistic`, each set's realness less the other set's mean, `losses.relativistic`),
   trained with `gan.loss` on `disc.batch_size` real and fake maps plus cross-entropy on the
   real maps' labels, so it starts as the teacher and stays a classifier. Its weights learn
   at disc.lr x disc.trunk_lr_mult with mutual learning (`mutual.enabled`), else stay the
@@ -383,11 +385,17 @@ class TaskCritic(Critic):
         out.append((discs[k].apply(v, r), discs[k].apply(v, f)))
       return out
 
+    def realness(r, f):
+      r, f = models.task_realness(r), models.task_realness(f)
+      return losses.relativistic(r, f) if cfg.gan.relativistic else (r, f)
+
     def d_losses(lg):
-      return [losses.gan_d(cfg.gan.loss, models.task_realness(r), models.task_realness(f))
-              + losses.cross_entropy(r, ys) for r, f in lg]
+      return [losses.gan_d(cfg.gan.loss, *realness(r, f)) + losses.cross_entropy(r, ys)
+              for r, f in lg]
 
     def g_advs(lg):
+      if cfg.gan.relativistic:  # RaGAN: the generator's loss is the discriminator's, swapped.
+        return [losses.gan_d(cfg.gan.loss, *reversed(realness(r, f))) for r, f in lg]
       return [losses.gan_g(cfg.gan.loss, models.task_realness(f)) for _, f in lg]
 
     ones = lambda xs: [jnp.ones_like(x) for x in xs]
@@ -406,9 +414,10 @@ class TaskCritic(Critic):
     for i, k in enumerate(blocks):
       cotangent[i] = cotangent[i] + cfg.gan.alpha_adv * adv_cotangent[i]
       real_l, fake_l = lg[i]
+      real_s, fake_s = realness(real_l, fake_l)
       metrics.update({f'd_loss_b{k + 1}': dl[i], f'g_adv_b{k + 1}': advs[i],
-                      f'd_acc_real_b{k + 1}': jnp.mean(models.task_realness(real_l) > thr),
-                      f'd_acc_fake_b{k + 1}': jnp.mean(models.task_realness(fake_l) <= thr),
+                      f'd_acc_real_b{k + 1}': jnp.mean(real_s > thr),
+                      f'd_acc_fake_b{k + 1}': jnp.mean(fake_s <= thr),
                       f'd_class_acc_b{k + 1}': jnp.mean(jnp.argmax(real_l, -1) == ys)})
     return d_state, cotangent, metrics, g_loss + cfg.gan.alpha_adv * sum(advs)
 
