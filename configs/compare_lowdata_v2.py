@@ -30,8 +30,7 @@ from msmgan_jax import config as config_lib
 
 LR2 = 'student.lr=0.2'  # candidate 1 of every method but skd: twice the default rate.
 DESIGN = pathlib.Path(__file__).resolve().parent.parent / 'results' / 'lowdata_v2_design'
-V1 = ('stages.block_lr=0.1; stages.finetune_lr_mult=1.0; stages.stage_shares=(0.2, 0.2, 0.6); '
-      'disc.lr=0.001; stages.block_stages=1; mutual.lr=0.001; mutual.beta_t=0.1')
+V1 = compare_lowdata.get_config().tuning.msmgan[1]  # v1's chosen MS-MGANs (its candidate 1).
 
 
 def design_choice() -> str:
