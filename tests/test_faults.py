@@ -19,7 +19,7 @@ ARGS = ['--config', 'configs/default.py:smoke', '--config.dataset.train_split=tr
         '--config.batch_size=64', '--config.eval_batch_size=500',
         '--config.log_every_steps=5', '--config.checkpoint_every_steps=5']
 # Times that change from run to run; everything else must be equal.
-VOLATILE = {'wall_s', 'first_step_s', 'images_per_s', 'time', 'path', 'checkpoint'}
+VOLATILE = {'wall_s', 'first_step_s', 'images_per_s', 'time', 'path', 'checkpoint', 'machine'}
 
 
 def command(workdir, data_dir):

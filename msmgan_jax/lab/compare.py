@@ -336,7 +336,7 @@ def result(cc, run: Run, root: str) -> Optional[dict]:
           'split': cfg['dataset']['test_split'], 'seeds': st.get('seeds', [cfg['seed']]),
           'accuracies': accs, 'mean': float(np.mean(accs)), 'std': float(np.std(accs)),
           'wall_s': st['wall_s'], 'images_per_s': round(images / max(train_s, 1e-9), 1),
-          'curve': _curve(wd), 'workdir': wd}
+          'curve': _curve(wd), 'workdir': wd, 'machine': st.get('machine')}
 
 
 def _setting_of(cc, cfg: dict, ablated: dict) -> str:
@@ -466,7 +466,11 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
 def plots(out: str, rows: list, split: str = 'test') -> list:
   """accuracy_vs_images.png and accuracy_vs_wall.png: each final run's mean test accuracy,
   the whole run on the left and, on the right, its last 40% where the finals part ways.
-  Each run has its own colour; msmgan is drawn thicker and ablations dashed."""
+  Each run has its own colour; msmgan is drawn thicker and ablations dashed. On the wall
+  time plot a run that shared the machine (`report.machine_share` of its row's `machine`,
+  the load its summary recorded: slower than alone) is drawn with crosses and named
+  '(shared the machine)' in the legend; one recorded before the load was, with hollow
+  markers and '(load unknown)'."""
   from msmgan_jax.lab import report  # pylint: disable=g-import-not-at-top
   plt = report.pyplot()
   colours = plt.get_cmap('tab20' if len(rows) > 10 else 'tab10').colors
@@ -475,18 +479,27 @@ def plots(out: str, rows: list, split: str = 'test') -> list:
                          (1, 'accuracy_vs_wall.png', 'student wall time, s (all seeds)')):
     fig, (whole, end) = plt.subplots(1, 2, figsize=(12, 4.8),
                                      gridspec_kw={'width_ratios': [1, 1.3]})
-    tail, starts = [], []
+    tail, starts, shares = [], [], set()
     for i, r in enumerate(rows):
       pts = [p for p in r['curve'] if p[x] is not None]
       if not pts:
         continue
       starts.append(0.6 * max(p[x] for p in pts))
       tail += [p[2] for p in pts if p[x] >= starts[-1]]
+      style = {'marker': 'o' if r['ablation'] else 's', 'ms': 3}
+      share, colour = 'alone', colours[i % len(colours)]
+      if x == 1:  # wall time: mark runs that shared the machine, or may have.
+        share = report.machine_share({'student': {'machine': r.get('machine')}})
+        shares.add(share)
+        if share == 'shared':
+          style = {'marker': 'X', 'ms': 7}
+        elif share == 'unknown':
+          style.update(ms=5, mfc='none')
+      note = report.SHARE_NOTES[share]
       for ax in (whole, end):
-        ax.plot([p[x] for p in pts], [p[2] for p in pts], 'o' if r['ablation'] else 's',
-                ms=3, lw=2.2 if r['name'] == 'msmgan' else 1,
-                ls='--' if r['ablation'] else '-', color=colours[i % len(colours)],
-                label=r['name'])
+        ax.plot([p[x] for p in pts], [p[2] for p in pts], **style,
+                lw=2.2 if r['name'] == 'msmgan' else 1, ls='--' if r['ablation'] else '-',
+                color=colour, label=r['name'] + (f' ({note})' if note else ''))
     lo = min([p[2] for r in rows for p in r['curve']] or [0])
     whole.set_ylim(bottom=max(0.0, lo - 0.02))
     title = 'the last 40%'
@@ -497,11 +510,17 @@ def plots(out: str, rows: list, split: str = 'test') -> list:
       if bottom > min(tail) - 0.005:
         title += f' (below {bottom:.3f}: off the scale)'
     end.set_title(title, fontsize=9)
+    marks = [m for s, m in (('shared', 'crosses: shared the machine (mean 1-minute load > '
+                                       f'cores + {report.SHARED_LOAD_MARGIN}), slower'),
+                            ('unknown', 'hollow: load unknown (not recorded)')) if s in shares]
+    if marks:
+      fig.suptitle('; '.join(marks), fontsize=9)
     for ax in (whole, end):
       ax.set_xlabel(label); ax.grid(alpha=0.3)
     whole.set_ylabel(f'{split} accuracy (mean over seeds)')
     end.legend(fontsize=7, ncol=2, loc='lower right')
-    fig.tight_layout(); fig.savefig(os.path.join(out, name), dpi=120); plt.close(fig)
+    fig.tight_layout(rect=(0, 0, 1, 0.96 if marks else 1))
+    fig.savefig(os.path.join(out, name), dpi=120); plt.close(fig)
     written.append(name)
   return written
 

@@ -1,13 +1,15 @@
 """Tables and plots from run workdirs: `python -m msmgan_jax.report --out DIR WORKDIR...`.
 
 Copies each run's `config.json`, `summary.json` and `metrics.jsonl` to `DIR/<run>/`, and
-writes `DIR/results.json`, `DIR/results.md` (one row per run) and `DIR/accuracy.png`
-(student, or teacher, test accuracy against epochs of images seen). For each run with a
-student, `DIR/<run>/` also gets `summary.md` (a row per stage and phase) and the PNGs
-`phases.png` (test and train accuracy, coloured by phase, stage boundaries marked),
-`gan.png` (generator and discriminator losses and discriminator accuracy on real and
-fake, per block) and `features.png` (feature MSE per block), where the run logged them.
-Everything is made from the copied files, so a results folder can be re-plotted alone.
+writes `DIR/results.json`, `DIR/results.md` (one row per run, with its dataset and whether
+it shared the machine, see `machine_share`) and `DIR/accuracy.png` (student, or teacher,
+test accuracy against epochs of images seen). For each run with a student, `DIR/<run>/`
+also gets `summary.md` (a row per stage and phase) and the PNGs `phases.png` (test and
+train accuracy, coloured by phase, stage boundaries marked), `gan.png` (generator and
+discriminator losses and discriminator accuracy on real and fake) and `features.png`
+(feature MSE), each block phase in its own panels against its own steps, where the run
+logged them. Everything is made from the copied files, so a results folder can be
+re-plotted alone.
 """
 import argparse
 import json
@@ -23,19 +25,48 @@ from msmgan_jax.files import io
 FILES = ('config.json', 'summary.json', 'metrics.jsonl')
 
 
-def row(name: str, summary: dict) -> dict:
-  """The table row of one run's summary."""
+# A run whose machine's mean 1-minute load exceeded its cores by this much shared it.
+SHARED_LOAD_MARGIN = 0.5
+SHARE_NOTES = {'alone': '', 'shared': 'shared the machine', 'unknown': 'load unknown'}
+
+
+def machine_share(summary: dict) -> str:
+  """'alone', 'shared' or 'unknown': whether the student run of `summary` (summary.json)
+  shared the machine with other work, which makes its wall times and images/s slower.
+
+  From the load the trainer recorded (`student.machine`, see `training.summary.LoadWatch`):
+  a run alone keeps at most its `cores` busy, so a mean 1-minute load average above
+  `cores + SHARED_LOAD_MARGIN` (2.5 on 2 cores) means other jobs ran alongside for much of
+  it: 'shared'. Runs recorded before the load was (no `machine`), teacher-only runs and
+  machines without a load average are 'unknown', never taken for 'alone'.
+  """
+  m = (summary.get('student') or {}).get('machine') or {}
+  if m.get('load_1min_mean') is None or not m.get('cores'):
+    return 'unknown'
+  return 'shared' if m['load_1min_mean'] > m['cores'] + SHARED_LOAD_MARGIN else 'alone'
+
+
+def dataset_name(summary: dict, config=None):
+  """The dataset a run trained on: summary.json's `data` record, else (summaries before
+  it) its `dataset`, else the run's config (`dataset.name`); None when none says."""
+  return ((summary.get('data') or {}).get('name') or summary.get('dataset')
+          or ((config or {}).get('dataset') or {}).get('name'))
+
+
+def row(name: str, summary: dict, config=None) -> dict:
+  """The table row of one run's summary (`config`: its config.json, for older summaries
+  that do not name their dataset)."""
   t, s = summary.get('teacher') or {}, summary.get('student') or {}
   phases = [p for st in s.get('stages', []) for p in st['phases']]
   return {
-      'run': name, 'method': summary['method'],
+      'run': name, 'dataset': dataset_name(summary, config), 'method': summary['method'],
       'variant': ','.join(summary.get('variant', [])) or '-',
       'teacher': t.get('model'), 'teacher_acc': t.get('test_accuracy'),
       'student': s.get('model'), 'student_acc': s.get('test_accuracy'),
       'compression': s.get('compression'), 'stages': len(s.get('stages', [])) or None,
       'student_steps': sum(p['steps'] for p in phases) or None,
       'student_wall_s': s.get('wall_s'), 'teacher_wall_s': t.get('wall_s'),
-      'wall_s': summary.get('wall_s')}
+      'wall_s': summary.get('wall_s'), 'load': machine_share(summary)}
 
 
 def markdown(rows: list) -> str:
@@ -98,26 +129,32 @@ def run_plots(path: str, name: str) -> list:
   phases = list(dict.fromkeys(r['phase'] for r in records))
   colours = dict(zip(phases, plt.rcParams['axes.prop_cycle'].by_key()['color'] * 4))
   fig, ax = plt.subplots(figsize=(8, 4))
-  for ph in phases:
+  for ph in phases:  # a legend entry only for a series with points (block phases have none).
     train_pts = [r for r in records if r['phase'] == ph and r['split'] == 'train'
                  and 'accuracy' in r]
     test_pts = [r for r in records if r['phase'] == ph and r['split'] == 'test']
-    ax.plot([r['epoch'] for r in train_pts], [r['accuracy'] for r in train_pts], '.',
-            ms=3, alpha=0.4, color=colours[ph])
-    ax.plot([r['epoch'] for r in test_pts], [r['accuracy'] for r in test_pts], 'o', ms=6,
-            color=colours[ph], label=f'{ph} (test)')
+    if train_pts:
+      ax.plot([r['epoch'] for r in train_pts], [r['accuracy'] for r in train_pts], '.',
+              ms=3, alpha=0.4, color=colours[ph], label=None if test_pts else f'{ph} (train)')
+    if test_pts:
+      ax.plot([r['epoch'] for r in test_pts], [r['accuracy'] for r in test_pts], 'o', ms=6,
+              color=colours[ph], label=f'{ph} (test)')
   test = [r for r in records if r['split'] == 'test']
-  ax.plot([r['epoch'] for r in test], [r['accuracy'] for r in test], '-', color='k', lw=0.8)
+  if test:
+    ax.plot([r['epoch'] for r in test], [r['accuracy'] for r in test], '-', color='k', lw=0.8)
   _stage_lines(ax, records)
   ax.set(xlabel='epochs of images seen', ylabel='accuracy',
          title=f'{name}: test accuracy after each phase (dots: train batches of logit phases)')
-  ax.grid(alpha=0.3); ax.legend(fontsize=7, loc='lower right')
+  ax.grid(alpha=0.3)
+  if ax.get_legend_handles_labels()[1]:
+    ax.legend(fontsize=7, loc='lower right')
   fig.tight_layout(); fig.savefig(os.path.join(path, 'phases.png'), dpi=110); plt.close(fig)
   written.append('phases.png')
 
   train = [r for r in records if r['split'] == 'train']
   blocks = sorted({int(k.rsplit('_b', 1)[1]) for r in train for k in r
                    if k.startswith(('feat_mse_b', 'd_loss_b'))})
+  block_colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
   panels = [('gan.png', [('g_adv_b{}', 'generator adversarial loss'),
                          ('d_loss_b{}', 'discriminator loss'),
                          ('d_acc_real_b{}', 'D accuracy on real (teacher)'),
@@ -128,21 +165,50 @@ def run_plots(path: str, name: str) -> list:
                if any(key.format(b) in r for r in train for b in blocks)]
     if not present:
       continue
-    fig, axes = plt.subplots(len(present), 1, figsize=(8, 2.2 * len(present) + 0.6),
-                             sharex=True, squeeze=False)
-    for ax, (key, label) in zip(axes[:, 0], present):
-      for b in blocks:
-        pts = [r for r in train if key.format(b) in r]
-        ax.plot([r['epoch'] for r in pts], [r[key.format(b)] for r in pts], '.-', ms=3,
-                lw=0.6, label=f'block {b}')
-      _stage_lines(ax, records)
-      ax.set_ylabel(label, fontsize=8); ax.grid(alpha=0.3); ax.legend(fontsize=7)
-    axes[-1, 0].set_xlabel('epochs of images seen')
+    fig = phase_panels(plt, train, blocks, present, block_colours)
     what = 'generator and discriminator' if fname == 'gan.png' else 'feature regression'
-    axes[0, 0].set_title(f'{name}: {what} per block (logged training means)')
-    fig.tight_layout(); fig.savefig(os.path.join(path, fname), dpi=110); plt.close(fig)
+    fig.suptitle(f'{name}: {what} per block phase\n(logged training means, each phase '
+                 'against its own steps)', fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the title.
+    fig.savefig(os.path.join(path, fname), dpi=110); plt.close(fig)
     written.append(fname)
   return written
+
+
+def phase_panels(plt, train: list, blocks: list, series: list, colours: list):
+  """A figure with a panel per phase that logged any of `series` ([(key pattern, label)],
+  e.g. ('d_loss_b{}', 'discriminator loss')) and per series: that phase's values of each
+  block against its own training steps, so a 14-step block phase reads as well as a
+  600-step one. Several series: a row per phase, a column per series; one series: the
+  phases in rows of up to 3. Accuracies (keys with `acc`) span 0..1."""
+  keys = [key.format(b) for key, _ in series for b in blocks]
+  where = list(dict.fromkeys((r['stage'], r['phase']) for r in train
+                             if any(k in r for k in keys)))
+  ncols = len(series) if len(series) > 1 else min(3, len(where))
+  cells = [(w, key, label) for w in where for key, label in series]
+  nrows = -(-len(cells) // ncols)
+  fig, axes = plt.subplots(nrows, ncols, figsize=(max(3.3 * ncols + 0.4, 6), 2.3 * nrows + 1),
+                           squeeze=False)
+  for ax, ((stage, ph), key, label) in zip(axes.flat, cells):
+    pts = [r for r in train if (r['stage'], r['phase']) == (stage, ph)]
+    for b in blocks:
+      own = [r for r in pts if key.format(b) in r]
+      if own:
+        ax.plot([r['step'] for r in own], [r[key.format(b)] for r in own], 'o-', ms=4, lw=1,
+                color=colours[b % len(colours)], label=f'block {b}')
+    if not ax.lines:
+      ax.text(0.5, 0.5, 'not logged', transform=ax.transAxes, ha='center', color='grey')
+    elif len(ax.lines) > 1:  # one block: the phase's title names it.
+      ax.legend(fontsize=7)
+    ax.set_xlim(0, 1.05 * max(r['step'] for r in pts))
+    if 'acc' in key:
+      ax.set_ylim(-0.05, 1.05)
+    ax.set_title(f'stage {stage}, {ph}', fontsize=9)
+    ax.set_ylabel(label, fontsize=8); ax.set_xlabel('step in phase', fontsize=8)
+    ax.tick_params(labelsize=7); ax.grid(alpha=0.3)
+  for ax in axes.flat[len(cells):]:
+    ax.set_visible(False)
+  return fig
 
 
 def phase_table(summary: dict) -> str:
@@ -212,7 +278,7 @@ def main(argv=None) -> int:
           os.path.join(w, f), os.path.join(dest, f)):
         shutil.copyfile(os.path.join(w, f), os.path.join(dest, f))
     summary = json.load(open(os.path.join(dest, 'summary.json')))
-    rows.append(row(name, summary))
+    rows.append(row(name, summary, json.load(open(os.path.join(dest, 'config.json')))))
     if summary.get('student'):
       io.write_text(os.path.join(dest, 'summary.md'),
                        f'# {name}\n\nStudent test accuracy {summary["student"]["test_accuracy"]:.4f}'
@@ -222,8 +288,10 @@ def main(argv=None) -> int:
     copies[name] = dest
   io.write_json(os.path.join(args.out, 'results.json'), {'machine': args.machine, 'rows': rows})
   io.write_text(os.path.join(args.out, 'results.md'),
-                   f'Machine: {args.machine}. Accuracies are on the full test split.\n\n'
-                   + markdown(rows))
+                   f'Machine: {args.machine}. Accuracies are on the full test split. '
+                   'load: whether the student run shared the machine (mean 1-minute load '
+                   f'average above its cores + {SHARED_LOAD_MARGIN}), which slows its wall times; '
+                   'unknown: recorded before the load was.\n\n' + markdown(rows))
   plot(args.out, copies)
   print(markdown(rows))
   return 0

@@ -9,6 +9,7 @@ import numpy as np
 
 from msmgan_jax.core import optim
 from msmgan_jax.training import loop
+from msmgan_jax.training import summary as summary_lib
 from msmgan_jax.training.states import rules, student_groups
 
 
@@ -52,6 +53,7 @@ class PhaseRunner:
 
     def log(split, step, metrics):
       """One metrics.jsonl record; with several seeds, one per seed (with its `seed`)."""
+      summary_lib.LOAD.sample()  # the machine's load while this run trains (summary.json).
       where = dict(step=step, epoch=(images_before + step * cfg.batch_size) / self.info.num_train,
                    stage=m + 1, phase=phase.name, split=split)
       if not self.seeds.multi:
