@@ -53,6 +53,8 @@ def defaults() -> ml_collections.ConfigDict:
   d.flip = True                   # random horizontal flip.
   d.shuffle_buffer = 16384        # tf.data shuffle buffer, in examples.
   d.pipeline = 'auto'             # device (splits in device memory) | tfdata | auto (see data.py).
+  d.split_fractions = (0.8, 0.1, 0.1)  # an image folder without train/ and test/ is split per class: train, validation, test.
+  d.split_seed = 0                # seed of that split (the same files in each part on every machine).
 
   c.teacher = t = ml_collections.ConfigDict()
   t.model = 'resnet20'            # a name in msmgan_jax.core.models.MODELS.
@@ -61,7 +63,12 @@ def defaults() -> ml_collections.ConfigDict:
   t.momentum = 0.9                # SGD (Nesterov) momentum.
   t.weight_decay = 5e-4           # L2 decay on conv and dense kernels.
   t.warmup_epochs = 0.5           # linear warmup, then cosine decay to 0.
-  t.checkpoints = ()              # anchor checkpoint paths (a teacher trained elsewhere).
+  t.checkpoints = ()              # anchor checkpoint paths (a teacher trained elsewhere), weakest first.
+  t.source = 'msmgan_jax'         # msmgan_jax (teacher.model) | flax | keras | saved_model: what teacher.checkpoints hold.
+  t.module = ''                   # source flax: 'package.module:name' of the Linen module (or a function returning one).
+  t.feature_layers = ()           # source flax/keras: one layer name per student block, its output the block's features.
+  t.inputs = 'normalised'         # what an external teacher expects: normalised (as the student) | unit ([0, 1]) | raw (0..255).
+  t.outputs = 'logits'            # what an external teacher returns: logits | probabilities (softmax; its log is used).
 
   c.stages = s = ml_collections.ConfigDict()
   s.num = 3                       # M, the number of stages / teacher anchors.
@@ -186,6 +193,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   size = cfg.dataset.image_size
   _require(isinstance(size, int) and not isinstance(size, bool) and size >= 0,
            'dataset.image_size', f"must be an integer >= 0 (0 keeps the data's size), got {size!r}")
+  _check_split(cfg.dataset)
   for net in ('teacher', 'student'):
     _require(cfg[net].model in models.MODELS, f'{net}.model',
              f'{cfg[net].model!r} is not one of {sorted(models.MODELS)}')
@@ -205,6 +213,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
       and abs(sum(shares) - 1) < 1e-6), 'stages.stage_shares',
       f'{shares} must be empty (equal stages) or {cfg.stages.num} positive numbers summing to 1, '
       'one per stage (stages.num)')
+  _check_source(cfg)
   if cfg.teacher.checkpoints:
     paths = [os.path.abspath(p) for p in cfg.teacher.checkpoints]
     _require(len(set(paths)) == len(paths), 'teacher.checkpoints',
@@ -216,11 +225,56 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   _check_numbers(cfg)
   registry.check_groups(cfg)
   if cfg.method != 'teacher':
-    _check_pair(cfg)
+    if cfg.teacher.source == 'msmgan_jax':
+      _check_pair(cfg)  # an external teacher's blocks are checked when it is loaded.
     _check_phases(cfg)
     method = registry.METHODS[cfg.method]
     if method.check is not None:
       method.check(cfg)
+
+
+def _check_source(cfg):
+  """teacher.source and the fields it needs (core.teachers)."""
+  from msmgan_jax.core import teachers  # pylint: disable=g-import-not-at-top
+  t = cfg.teacher
+  _require(t.source in teachers.SOURCES, 'teacher.source',
+           f'{t.source!r} is not one of {teachers.SOURCES}')
+  _require(t.inputs in teachers.INPUTS, 'teacher.inputs',
+           f'{t.inputs!r} is not one of {teachers.INPUTS}')
+  _require(t.outputs in teachers.OUTPUTS, 'teacher.outputs',
+           f'{t.outputs!r} is not one of {teachers.OUTPUTS}')
+  _require(isinstance(t.feature_layers, (tuple, list)) and all(
+      isinstance(n, str) and n for n in t.feature_layers), 'teacher.feature_layers',
+      f'{t.feature_layers!r} must be a tuple of layer names')
+  if t.source == 'msmgan_jax':
+    return
+  _require(cfg.method != 'teacher', 'teacher.source',
+           f'{t.source}: method teacher trains a teacher here; a teacher from elsewhere is '
+           'given to a student method (set method, say kd)')
+  _require(bool(t.checkpoints), 'teacher.checkpoints',
+           f'teacher.source {t.source} reads the teacher from teacher.checkpoints: give its '
+           'path(s), one per anchor, weakest first')
+  _require(t.source != 'flax' or bool(t.module), 'teacher.module',
+           "teacher.source flax needs the module, say 'mynets:Teacher'")
+  _require(t.source != 'saved_model' or not t.feature_layers, 'teacher.feature_layers',
+           'a SavedModel teacher gives logits only; leave teacher.feature_layers empty')
+  _require(cfg.student.init == 'random', 'student.init',
+           f'{cfg.student.init} copies weights from an anchor of this library\'s models; a '
+           f'{t.source} teacher has none to give (set student.init=random)')
+
+
+def _check_split(dataset):
+  """dataset.split_fractions and split_seed: how an unsplit image folder is split."""
+  f = dataset.split_fractions
+  numbers = isinstance(f, (tuple, list)) and len(f) == 3 and all(
+      isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and 0 <= x <= 1
+      for x in f)
+  _require(numbers and f[0] > 0 and abs(sum(f) - 1) < 1e-6, 'dataset.split_fractions',
+           f'{f!r} must be 3 numbers in [0, 1] summing to 1, the shares of train (above 0), '
+           'validation and test (0 leaves a part out), e.g. (0.8, 0.1, 0.1)')
+  seed = dataset.split_seed
+  _require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0,
+           'dataset.split_seed', f'must be an integer >= 0, got {seed!r}')
 
 
 def _check_anchor_epochs(cfg):

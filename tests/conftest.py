@@ -6,6 +6,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 os.environ.setdefault('TFDS_DISABLE_PROGRESS_BAR', '1')
+os.environ.setdefault('KERAS_BACKEND', 'jax')  # as msmgan_jax sets it; TF imports Keras below.
 # Cheap XLA compiles: the tests run tiny models once, so optimisation passes only cost time.
 if 'XLA_FLAGS' not in os.environ:
   os.environ['XLA_FLAGS'] = ('--xla_backend_optimization_level=0 '

@@ -64,6 +64,7 @@ def test_image_folder_trains_end_to_end(folder, tmp_path):
   summary = train.train_and_evaluate(cfg, str(tmp_path / 'run'))
   assert snapshot(folder) == before  # the user's folder is only read.
   assert summary['method'] == 'msmgan' and summary['dataset'] == str(folder)
+  assert 'split' not in summary['data']  # a folder with train/ and test/ is not split.
   assert 0 <= summary['teacher']['test_accuracy'] <= 1
   student = summary['student']
   assert student['model'] == 'cnn' and 0 <= student['test_accuracy'] <= 1
@@ -213,6 +214,14 @@ def _corrupt(root):
   (root / 'train' / 'cat' / '2.png').write_bytes(raw[:len(raw) // 2])
 
 
+def _unsplit_one_class(root):
+  make_unsplit(root, classes=('ant',))
+
+
+def _unsplit_too_few(root):
+  make_unsplit(root, per_class=2)
+
+
 def _mismatch(root):
   make_folder(root)
   (root / 'test' / 'cat').rename(root / 'test' / 'cow')
@@ -252,6 +261,12 @@ BAD = {
                                  '{root}/test/bee/1.png; replace or remove them'),
     'classes differ': (_mismatch, r"the class folders of train/ and test/ in {root} differ "
                                   r"\(only in train/: \['cat'\], only in test/: \['cow'\]\)"),
+    'unsplit, one class': (_unsplit_one_class, r"{root} holds 1 class folder\(s\) \['ant'\]; a "
+                                               'classifier needs at least 2'),
+    'unsplit, too few images': (_unsplit_too_few, r"{root} has no train/ and test/ folders, so "
+                                                  r"every class is split into .* needs at least 3 "
+                                                  r"images in every class, but class 'ant' has 2, "
+                                                  r"'bee' has 2, 'cat' has 2: add images to them"),
     'sizes differ': (_sizes, r'the images in {root} have different sizes \(20x20: .*, 24x24: '
                              r'{root}/test/ant/big.png\); set dataset.image_size'),
 }
@@ -328,3 +343,158 @@ def test_a_test_class_without_images_is_said_and_a_training_one_refused(tmp_path
   with pytest.raises(data.DataError, match=r"the class folder\(s\) \['cat'\] of .*train hold no "
                                            'image .*a class needs training images'):
     data.builder_for(own_cfg(root, tmp_path / 'tfds'))
+
+
+# --------------------------------------------------------------------------- unsplit folders
+
+
+def make_unsplit(root, per_class=10, size=(12, 12), classes=CLASSES, reverse=False):
+  """root/<class>/<i>.png (no train/ or test/), made in reverse order when `reverse`; an
+  image's pixels depend only on its class and name, so two such folders hold the same files."""
+  made = [(label, name, i) for label, name in enumerate(classes) for i in range(per_class)]
+  for label, name, i in (reversed(made) if reverse else made):
+    (root / name).mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng([label, i]).integers(0, 128, size + (3,)) + 60 * label
+    Image.fromarray(pixels.astype(np.uint8), 'RGB').save(root / name / f'{i}.png')
+  return root
+
+
+def parts_of(cfg):
+  """{part: sorted 'class/file' names} of the split `_split_folder` makes of cfg.name."""
+  files, _ = data._split_folder(cfg, cfg.name)  # pylint: disable=protected-access
+  return {p: sorted(f'{c}/{os.path.basename(x)}' for c, xs in classes.items() for x in xs)
+          for p, classes in files.items()}
+
+
+# The split of make_unsplit's folder with split_seed 0, as it is on every machine (by hand:
+# each class's names ordered by sha256(b'0/ant/3.png'), the last two to validation, test); a
+# change here moves users' files between train and test.
+PINNED = {'validation': ['ant/0.png', 'bee/4.png', 'cat/5.png'],
+          'test': ['ant/3.png', 'bee/1.png', 'cat/4.png']}
+
+
+def test_unsplit_folder_split_is_pinned_stratified_and_seeded(tmp_path):
+  a = own_cfg(make_unsplit(tmp_path / 'a'), tmp_path / 'tfds')
+  b = own_cfg(make_unsplit(tmp_path / 'b', reverse=True), tmp_path / 'tfds')
+  split = parts_of(a)
+  assert split == parts_of(a) == parts_of(b)  # any call, any creation or listing order.
+  assert {p: split[p] for p in PINNED} == PINNED
+  assert sorted(sum(split.values(), [])) == sorted(f'{c}/{i}.png' for c in CLASSES
+                                                   for i in range(10))
+  for part, want in (('train', 8), ('validation', 1), ('test', 1)):  # 0.8, 0.1, 0.1 of 10.
+    assert [sum(n.startswith(f'{c}/') for n in split[part]) for c in CLASSES] == [want] * 3
+  a.split_seed = 1
+  assert parts_of(a) != split and sorted(map(len, parts_of(a).values())) == [3, 3, 24]
+  # Fractions within rounding (largest remainder), every non-zero part holding every class.
+  for n, fractions, sizes in ((10, (0.5, 0.25, 0.25), [5, 3, 2]), (20, (0.8, 0.1, 0.1), [16, 2, 2]),
+                              (7, (0.7, 0.2, 0.1), [5, 1, 1]), (3, (0.8, 0.1, 0.1), [1, 1, 1]),
+                              (9, (0.9, 0, 0.1), [8, 0, 1]), (4, (0.98, 0.01, 0.01), [2, 1, 1])):
+    got = data._part_sizes(n, fractions)  # pylint: disable=protected-access
+    assert got == sizes and sum(got) == n, (n, fractions, got)
+  for n in range(3, 60):
+    got = data._part_sizes(n, (0.7, 0.15, 0.15))  # pylint: disable=protected-access
+    assert sum(got) == n and min(got) >= 1 and all(abs(g - n * f) < 1.5 for g, f in zip(
+        got, (0.7, 0.15, 0.15))), (n, got)
+  # The parts are TFDS splits of the folder: sliced, read, checked as a validation split.
+  builder = data.builder_for(own_cfg(tmp_path / 'a', tmp_path / 'tfds'))
+  record = data.split_record(builder)
+  assert record == {'rule': 'stratified', 'seed': 0, 'fractions': [0.8, 0.1, 0.1],
+                    'counts': {'train': 24, 'validation': 3, 'test': 3},
+                    'digest': record['digest']} and len(record['digest']) == 64
+  assert data.split_record(data.builder_for(own_cfg(tmp_path / 'b', tmp_path / 'tfds'))) == record
+  assert builder.info.features['label'].names == list(CLASSES)
+  assert {s: data.num_examples(builder, s) for s in ('train', 'validation', 'test', 'train[:25%]')
+          } == {'train': 24, 'validation': 3, 'test': 3, 'train[:25%]': 6}
+  names = lambda s: sorted('/'.join(os.fsdecode(ex['image/filename']).split(os.sep)[-2:])
+                           for ex in builder.as_dataset(split=s).as_numpy_iterator())
+  assert names('validation') == split['validation'] and names('test') == split['test']
+  from msmgan_jax.lab import compare  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  compare.check_validation_split(ml_collections.ConfigDict({
+      'base': {'dataset': own_cfg(tmp_path / 'a', tmp_path / 'tfds').to_dict()},
+      'validation_split': 'validation', 'min_validation_images': 3}))
+  # A zero fraction leaves its split out, and a split naming it is refused.
+  cfg = own_cfg(tmp_path / 'a', tmp_path / 'tfds', split_fractions=(0.9, 0.0, 0.1))
+  assert sorted(data.builder_for(cfg).info.splits) == ['test', 'train']
+  cfg.test_split = 'validation'
+  with pytest.raises(data.DataError, match=r"dataset.test_split 'validation': .* has no train/ "
+                     r"and test/ folders, so it is split into train, test .*'validation' is none"):
+    data.builder_for(cfg)
+
+
+def test_unsplit_folder_trains_evaluates_exports_and_records_its_split(tmp_path):
+  from msmgan_jax.serving import export  # pylint: disable=g-import-not-at-top
+  folder = make_unsplit(tmp_path / 'images')
+  cfg = config.finalize(config.defaults(), 'smoke')
+  cfg.method, cfg.teacher.model, cfg.student.model = 'ce', 'resnet8', 'cnn'
+  cfg.batch_size, cfg.eval_batch_size = 8, 8
+  cfg.dataset = own_cfg(folder, tmp_path / 'tfds', train_split='train', test_split='validation',
+                        split_fractions=(0.6, 0.3, 0.1))
+  before = snapshot(folder)
+  summary = train.train_and_evaluate(cfg, str(tmp_path / 'run'))
+  assert snapshot(folder) == before  # the user's folder is only read.
+  split = summary['data']['split']
+  assert split['rule'] == 'stratified' and split['seed'] == 0
+  assert split['fractions'] == [0.6, 0.3, 0.1]
+  assert split['counts'] == {'train': 18, 'validation': 9, 'test': 3}  # 6, 3, 1 of 10 each.
+  assert 0 <= summary['student']['test_accuracy'] <= 1
+  with open(tmp_path / 'run' / 'metrics.jsonl') as f:
+    evals = [e for e in map(json.loads, f) if e['split'] == 'test']
+  assert evals and all(e['count'] == 9 for e in evals)  # evaluated on the validation split.
+  meta = export.export(str(tmp_path / 'run'), str(tmp_path / 'student'))
+  assert meta['labels'] == list(CLASSES) and meta['input_shape'] == [12, 12, 3]
+  assert json.loads((tmp_path / 'student' / 'model.json').read_text())['source']['split'] == split
+
+
+def test_unsplit_folder_split_travels_through_an_arrays_file(tmp_path):
+  from msmgan_jax.data import arrays  # pylint: disable=g-import-not-at-top
+  cfg = own_cfg(make_unsplit(tmp_path / 'images'), tmp_path / 'tfds')
+  saved = data.to_arrays(cfg)
+  assert saved['split']['counts'] == {'train': 24, 'validation': 3, 'test': 3}
+  arrays.save(str(tmp_path / 'own.npz'), saved)
+  info, _, _ = data.load(own_cfg(tmp_path / 'own.npz', tmp_path / 'tfds'), batch_size=8,
+                         eval_batch_size=4)
+  assert info.record()['split'] == saved['split'] and (info.num_train, info.num_test) == (24, 3)
+
+
+def test_unsplit_folder_skips_hidden_entries_and_reads_any_name(tmp_path, capsys):
+  root = make_unsplit(tmp_path / 'images', per_class=4)
+  (root / '.ipynb_checkpoints').mkdir()
+  Image.new('RGB', (12, 12)).save(root / '.ipynb_checkpoints' / 'x.png')
+  (root / '__MACOSX').mkdir()
+  (root / 'ant' / '.DS_Store').write_bytes(b'\0\0')
+  (root / 'ant' / '._0.png').write_bytes(b'AppleDouble, not a png')
+  os.rename(bytes(root / 'bee' / '0.png'), bytes(root / 'bee') + b'/photo_caf\xe9.png')
+  builder = data.builder_for(own_cfg(root, tmp_path / 'tfds'))
+  assert builder.info.features['label'].names == list(CLASSES)
+  assert {s: i.num_examples for s, i in builder.info.splits.items()} == {
+      'train': 6, 'validation': 3, 'test': 3}  # 2, 1, 1 of 4 per class.
+  err = capsys.readouterr().err
+  assert f"note: {root}: skipped the hidden or system folder(s) ['.ipynb_checkpoints', " \
+         "'__MACOSX'], not classes" in err
+  assert f'note: {root}: ant/: skipped 2 hidden or system file(s)' in err
+
+
+def test_unsplit_folder_class_with_too_few_images_is_named(tmp_path):
+  root = make_unsplit(tmp_path / 'images', per_class=5)
+  for i in (2, 3, 4):
+    (root / 'cat' / f'{i}.png').unlink()
+  with pytest.raises(data.DataError, match=(
+      rf"^{root} has no train/ and test/ folders, so every class is split into train, "
+      r"validation, test \(dataset.split_fractions \(0.8, 0.1, 0.1\)\), which needs at least 3 "
+      r"images in every class, but class 'cat' has 2: add images to it or remove its folder")):
+    data.builder_for(own_cfg(root, tmp_path / 'tfds'))
+  # Two non-zero parts need two images per class.
+  data.builder_for(own_cfg(root, tmp_path / 'tfds', split_fractions=(0.8, 0, 0.2)))
+
+
+def test_validate_split_fields():
+  config.validate(_full(dataset_cfg(split_fractions=(0.9, 0.0, 0.1), split_seed=7)))
+  for fractions in ((0.8, 0.1), (0.5, 0.1, 0.1), (0.0, 0.5, 0.5), (1.2, -0.1, -0.1),
+                    (0.8, float('nan'), 0.1), (0.8, True, 0.1)):
+    with pytest.raises(config.ConfigError, match=r'^config field dataset\.split_fractions: .* '
+                       r'must be 3 numbers in \[0, 1\] summing to 1'):
+      config.validate(_full(dataset_cfg(split_fractions=fractions)))
+  with pytest.raises(config.ConfigError, match=r'^config field dataset\.split_seed: must be an '
+                     'integer >= 0, got -1'):
+    config.validate(_full(dataset_cfg(split_seed=-1)))

@@ -13,6 +13,7 @@ needs TFDS) and a run given that file as `dataset.name` reads it with NumPy alon
 how a machine without TensorFlow (a lent GPU box) trains.
 """
 import argparse
+import json
 import os
 import re
 import sys
@@ -36,15 +37,18 @@ from msmgan_jax.errors import ArrayError  # noqa: E402,F401 (arrays.ArrayError)
 def save(path: str, arrays: dict) -> None:
   """Writes `arrays` (the `KEYS` but `format`: uint8 or float32 [0, 1] NHWC images, int
   labels, per-channel mean and std, the class count and the dataset's name; and the class
-  names, `class_names`, where it has them)."""
+  names, `class_names`, where it has them; and `split`, the record of the split made of an
+  unsplit image folder, as JSON, where it has one)."""
   tmp = f'{path}.tmp.npz'
+  split = split_record(arrays)
+  extra = {'split': np.str_(json.dumps(split))} if split is not None else {}
   np.savez_compressed(
       tmp, train_images=arrays['train_images'],
       train_labels=np.asarray(arrays['train_labels'], np.int32),
       test_images=arrays['test_images'], test_labels=np.asarray(arrays['test_labels'], np.int32),
       mean=np.asarray(arrays['mean'], np.float32), std=np.asarray(arrays['std'], np.float32),
       num_classes=np.int32(arrays['num_classes']), name=np.str_(arrays['name']),
-      class_names=np.asarray(class_names(arrays), np.str_), format=np.str_(FORMAT))
+      class_names=np.asarray(class_names(arrays), np.str_), format=np.str_(FORMAT), **extra)
   os.replace(tmp, path)
 
 
@@ -54,6 +58,18 @@ def class_names(arrays: dict) -> list:
   if 'class_names' in arrays and len(arrays['class_names']) == int(arrays['num_classes']):
     return [str(n) for n in arrays['class_names']]
   return [str(i) for i in range(int(arrays['num_classes']))]
+
+
+def split_record(arrays: dict) -> Optional[dict]:
+  """The record of an unsplit image folder's split an arrays dict holds (`split`: a dict,
+  or the JSON `save` wrote), else None."""
+  split = arrays.get('split')
+  if split is None or isinstance(split, dict):
+    return split
+  try:
+    return json.loads(str(split))
+  except ValueError:
+    return None
 
 
 def read(path: str) -> dict:

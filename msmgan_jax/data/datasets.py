@@ -7,7 +7,8 @@
   the same features and splits, prepared once into the TFDS data dir;
 - else an existing folder: a prepared TFDS dataset directory (holding dataset_info.json), or
   an image folder `DIR/{train,test}/CLASS/*.{png,jpg,jpeg}` read by TFDS's `ImageFolder`
-  after one check that every image decodes.
+  after one check that every image decodes; an unsplit one, `DIR/CLASS/*.png`, is split per
+  class into train, validation and test by a seeded rule (`_split_folder`).
 
 Image size, channels and classes come from the data; `dataset.image_size` resizes. Pixels are
 normalised per channel with the training split's mean/std: known for the datasets in `STATS`,
@@ -98,10 +99,12 @@ HOW_TO_GET = (
     'and set --config.dataset.manual_dir=FOLDER.')
 OWN_DATA = ('give a registered TFDS name, a prepared TFDS dataset directory (holding '
             'dataset_info.json), an image folder holding train/ and test/, each with one '
-            'sub-folder of images per class, or an .npz file written by '
-            'python -m msmgan_jax.arrays')
+            'sub-folder of images per class (or only the class sub-folders: then it is split), '
+            'or an .npz file written by python -m msmgan_jax.arrays')
 DEVICE_MAX_BYTES = 1 << 30  # dataset.pipeline auto: training images up to this go on the device.
 PIPELINES = ('auto', 'device', 'tfdata')
+SPLIT_PARTS = ('train', 'validation', 'test')  # an unsplit image folder's splits (split_fractions).
+SPLIT_RULE = 'stratified'  # the name its record gives the rule of `_split_folder`.
 
 
 from msmgan_jax.errors import DataError  # noqa: E402,F401 (data.DataError)
@@ -336,25 +339,9 @@ def _image_files(folder: str, splits: tuple, notes: Optional[list] = None) -> di
       raise DataError(f'{folder} is neither a prepared TFDS dataset directory (it holds no '
                       f'dataset_info.json{hint}) nor an image folder (it has no {split}/ '
                       f'sub-folder). An image folder holds {" and ".join(f"{s}/" for s in splits)}'
-                      ', each with one sub-folder of images (.png, .jpg, .jpeg) per class.')
-    entries = sorted(os.listdir(split_dir))
-    skipped = [c for c in entries if _ignored(c) and os.path.isdir(os.path.join(split_dir, c))]
-    classes = [c for c in entries if not _ignored(c) and os.path.isdir(os.path.join(split_dir, c))]
-    if notes is not None and skipped:
-      notes.append(f'{split}/: skipped the hidden or system folder(s) {skipped}, not classes')
-    if len(classes) < 2:
-      also = f' (and the hidden or system folder(s) {skipped}, never classes)' if skipped else ''
-      raise DataError(f'{split_dir} holds {len(classes)} class folder(s) {classes}{also}; a '
-                      'classifier needs at least 2: put the images of each class in a '
-                      'sub-folder of its own')
-    files[split] = {}
-    for c in classes:
-      names = sorted(os.listdir(os.path.join(split_dir, c)))
-      files[split][c] = [os.path.join(split_dir, c, f) for f in names
-                         if not _ignored(f) and f.lower().endswith(IMAGE_EXTENSIONS)]
-      hidden = [f for f in names if _ignored(f)]
-      if notes is not None and hidden:
-        notes.append(f'{split}/{c}/: skipped {len(hidden)} hidden or system file(s)')
+                      ', each with one sub-folder of images (.png, .jpg, .jpeg) per class, or '
+                      'only the class sub-folders (then it is split by dataset.split_fractions).')
+    files[split] = _class_files(split_dir, f'{split}/', notes)
     empty = [c for c, paths in files[split].items() if not paths]
     if empty and split == splits[0]:
       raise DataError(f'the class folder(s) {empty} of {split_dir} hold no image (.png, .jpg, '
@@ -368,6 +355,123 @@ def _image_files(folder: str, splits: tuple, notes: Optional[list] = None) -> di
       raise DataError(f'the class folders of {a}/ and {b}/ in {folder} differ (only in {a}/: '
                       f'{only_a}, only in {b}/: {only_b}); give both splits the same classes')
   return files
+
+
+def _class_files(where: str, rel: str, notes: Optional[list]) -> dict:
+  """{class: [image paths]} of the class sub-folders of `where` (`rel`: how notes name it,
+  'train/' or '' for an unsplit folder); DataError when it holds fewer than 2 classes.
+  Hidden and system entries are skipped (and noted, see `_image_files`)."""
+  entries = sorted(os.listdir(where))
+  skipped = [c for c in entries if _ignored(c) and os.path.isdir(os.path.join(where, c))]
+  classes = [c for c in entries if not _ignored(c) and os.path.isdir(os.path.join(where, c))]
+  if notes is not None and skipped:
+    notes.append(f'{rel}: ' * bool(rel) + f'skipped the hidden or system folder(s) {skipped}, '
+                 'not classes')
+  if len(classes) < 2:
+    also = f' (and the hidden or system folder(s) {skipped}, never classes)' if skipped else ''
+    raise DataError(f'{where} holds {len(classes)} class folder(s) {classes}{also}; a '
+                    'classifier needs at least 2: put the images of each class in a '
+                    'sub-folder of its own')
+  files = {}
+  for c in classes:
+    names = sorted(os.listdir(os.path.join(where, c)))
+    files[c] = [os.path.join(where, c, f) for f in names
+                if not _ignored(f) and f.lower().endswith(IMAGE_EXTENSIONS)]
+    hidden = [f for f in names if _ignored(f)]
+    if notes is not None and hidden:
+      notes.append(f'{rel}{c}/: skipped {len(hidden)} hidden or system file(s)')
+  return files
+
+
+def _is_unsplit(folder: str, splits: tuple) -> bool:
+  """Whether `folder` is an unsplit image folder (`DIR/CLASS/*.png`): it holds no split
+  folder (train/, validation/, test/ or one that `splits` names), no prepared TFDS dataset
+  directory and at least one visible sub-folder. Any other folder is read as split (and
+  `_image_files` says what it lacks)."""
+  if any(os.path.isdir(os.path.join(folder, s)) for s in SPLIT_PARTS + tuple(splits)):
+    return False
+  if glob.glob(os.path.join(glob.escape(folder), '*', 'dataset_info.json')):
+    return False
+  return any(not _ignored(e) and os.path.isdir(os.path.join(folder, e))
+             for e in os.listdir(folder))
+
+
+def _part_sizes(n: int, fractions: tuple) -> list:
+  """How many of a class's `n` images go to each part: the largest-remainder rounding of
+  n x fractions (ties to the earlier part), then one image for each part with a non-zero
+  fraction that got none, taken from the largest part. Needs n >= the non-zero parts."""
+  total = float(sum(fractions))
+  quotas = [round(n * f / total, 9) for f in fractions]  # 9 digits: no float noise.
+  sizes = [int(q) for q in quotas]
+  order = sorted((i for i, f in enumerate(fractions) if f > 0),
+                 key=lambda i: (-(quotas[i] - sizes[i]), i))
+  for k in range(n - sum(sizes)):
+    sizes[order[k % len(order)]] += 1
+  for i, f in enumerate(fractions):
+    if f > 0 and sizes[i] == 0:
+      sizes[max(range(len(sizes)), key=lambda j: (sizes[j], -j))] -= 1
+      sizes[i] = 1
+  return sizes
+
+
+def _split_key(seed: int, label: str, path: str) -> tuple:
+  """Where image `path` of class `label` comes in its class's order for the split with
+  `seed`: the SHA-256 of `'{seed}/{class}/{file name}'` (as bytes), then the name."""
+  name = os.fsencode(os.path.basename(path))
+  return hashlib.sha256(os.fsencode(f'{seed}/{label}/') + name).digest(), name
+
+
+def _split_folder(cfg, folder: str, notes: Optional[list] = None) -> tuple:
+  """({part: {class: [image paths]}}, the split's record) of an unsplit image folder
+  (`DIR/CLASS/*.png`): each class's images divided into the SPLIT_PARTS by
+  dataset.split_fractions (train, validation, test) with dataset.split_seed.
+
+  The rule (stratified, the same files in each part on every machine, whatever order the
+  files were made or listed in): a class's images are ordered by the SHA-256 of
+  `'{seed}/{class}/{file name}'` (the names' bytes; ties by name), and the first go to
+  train, the next to validation, the rest to test, in the sizes of `_part_sizes`. A part
+  with fraction 0 is left out; every other part gets at least one image of every class.
+
+  The record (`DatasetInfo.split`, in summary.json and the export): {'rule', 'seed',
+  'fractions', 'counts': {part: images}, 'digest': a SHA-256 of every file's
+  'part/class/file name', so two runs can tell they saw the same split}.
+  DataError when there are fewer than 2 classes, or a class has fewer images than the
+  parts with a non-zero fraction (naming it).
+  """
+  fractions = tuple(float(f) for f in cfg.get('split_fractions', (0.8, 0.1, 0.1)))
+  seed = int(cfg.get('split_seed', 0))
+  classes = _class_files(folder, '', notes)
+  needed = sum(f > 0 for f in fractions)
+  parts = [p for p, f in zip(SPLIT_PARTS, fractions) if f > 0]
+  few = {c: len(paths) for c, paths in classes.items() if len(paths) < needed}
+  if few:
+    nested = any(os.path.isdir(os.path.join(folder, c, e)) for c in few
+                 for e in os.listdir(os.path.join(folder, c)))
+    also = (' (a class folder holding folders: were these meant as the splits? Name them '
+            'train/ and test/)') if nested else ''
+    one = len(few) == 1
+    raise DataError(
+        f'{folder} has no train/ and test/ folders, so every class is split into '
+        f'{", ".join(parts)} (dataset.split_fractions {fractions}), which needs at least '
+        f'{needed} images in every class, but class ' + ', '.join(
+            f'{c!r} has {n}' for c, n in few.items()) + f'{also}: add images to '
+        f'{"it" if one else "them"} or remove {"its folder" if one else "their folders"} (or '
+        'leave a split out with a fraction of 0)')
+  files = {p: {} for p in SPLIT_PARTS}
+  digest = hashlib.sha256()
+  for c, paths in classes.items():
+    ordered = sorted(paths, key=functools.partial(_split_key, seed, c))
+    start = 0
+    for part, size in zip(SPLIT_PARTS, _part_sizes(len(paths), fractions)):
+      files[part][c] = ordered[start:start + size]
+      start += size
+      for p in sorted(files[part][c], key=lambda p: os.fsencode(os.path.basename(p))):
+        digest.update(os.fsencode(f'{part}/{c}/{os.path.basename(p)}') + b'\n')
+  files = {p: classes_ for p, classes_ in files.items() if p in parts}
+  record = {'rule': SPLIT_RULE, 'seed': seed, 'fractions': list(fractions),
+            'counts': {p: sum(map(len, files[p].values())) for p in parts},
+            'digest': digest.hexdigest()}
+  return files, record
 
 
 def _fingerprint(files: dict) -> str:
@@ -394,15 +498,18 @@ def _link_name(path: str) -> str:
     return f'{stem}_{tag}{ext}'
 
 
-def _clean_view(cfg, folder: str, files: dict) -> tuple:
+def _clean_view(cfg, folder: str, files: dict, split: Optional[dict] = None) -> tuple:
   """A folder of symbolic links holding exactly the classes and images of `files` (the
-  splits the run reads), for TFDS's ImageFolder, which would take every sub-folder (a
-  hidden one too) for a class and cannot open non-UTF-8 names. Its place is in the TFDS
-  data dir, named by the files' fingerprint. Returns (path, {link: original file}, the
+  splits the run reads, or the parts of an unsplit folder), for TFDS's ImageFolder, which
+  would take every sub-folder (a hidden one too) for a class and cannot open non-UTF-8
+  names. Its place is in the TFDS data dir, named by the files' fingerprint (and `split`,
+  the split's record, for an unsplit folder). Returns (path, {link: original file}, the
   place it goes to, or None when it is already there): a new view is made in a temporary
   folder first, and `_place` puts it in place once its images are known to be good."""
-  key = hashlib.sha256(json.dumps({'folder': folder, 'files': _fingerprint(files)}).encode(
-      'utf-8', 'surrogateescape')).hexdigest()[:16]
+  named = {'folder': folder, 'files': _fingerprint(files)}
+  if split is not None:
+    named['split'] = split
+  key = hashlib.sha256(json.dumps(named).encode('utf-8', 'surrogateescape')).hexdigest()[:16]
   view = os.path.join(_data_root(cfg.get('data_dir') or None), CACHE_DIR, 'folders', key)
   where = view if os.path.isdir(view) else tempfile.mkdtemp(prefix='msmgan_view_')
   origin = {}
@@ -434,16 +541,33 @@ def _image_folder(cfg, folder: str) -> tfds.folder_dataset.ImageFolder:
   """TFDS's ImageFolder over a clean view of `folder` (`_clean_view`), decoding to the
   channels and size its images share.
 
+  An unsplit folder (`_is_unsplit`) is split by `_split_folder` into the splits train,
+  validation and test of the view (`split_record(builder)` is the split's record); a
+  split that dataset.train_split or test_split names and the split leaves out (fraction
+  0) is a DataError.
+
   Every image is decoded once first (cached while the files stay the same): a file that
   does not decode, or (with dataset.image_size 0) images of different sizes, are DataErrors,
   and then nothing is left behind. What was skipped (hidden folders and files) or is
   missing (a test class without images) is said on stderr.
   """
-  notes = []
-  files = _image_files(folder, _split_names(cfg), notes)
+  notes, split = [], None
+  if _is_unsplit(folder, _split_names(cfg)):
+    files, split = _split_folder(cfg, folder, notes)
+  else:
+    files = _image_files(folder, _split_names(cfg), notes)
   for note in notes:
     sys.stderr.write(f'note: {folder}: {note}\n')
-  view, origin, place = _clean_view(cfg, folder, files)
+  for field in ('train_split', 'test_split') if split else ():
+    name = cfg[field].partition('[')[0]
+    if name not in files:
+      raise DataError(
+          f'dataset.{field} {cfg[field]!r}: {folder} has no train/ and test/ folders, so it is '
+          f'split into {", ".join(files)} (dataset.split_fractions '
+          f'{tuple(split["fractions"])}), and {name!r} is none of them; name one of those, '
+          'or give that part a fraction above 0')
+  view, origin, place = _clean_view(
+      cfg, folder, files, split and {k: split[k] for k in ('rule', 'seed', 'fractions')})
   key = {'folder': folder, 'files': _fingerprint(files), 'resized': cfg.image_size > 0}
   try:
     scan = _cached(cfg, 'scan', key, lambda: _scan_images(folder, view, origin, cfg.image_size))
@@ -453,7 +577,16 @@ def _image_folder(cfg, folder: str) -> tfds.folder_dataset.ImageFolder:
     raise
   if place:
     view = _place(view, place)
-  return tfds.folder_dataset.ImageFolder(view, shape=(*scan['size'], scan['channels']))
+  builder = tfds.folder_dataset.ImageFolder(view, shape=(*scan['size'], scan['channels']))
+  if split:
+    builder.msmgan_split = split
+  return builder
+
+
+def split_record(builder) -> Optional[dict]:
+  """The record of the split `_split_folder` made of an unsplit image folder (see there),
+  for the builder `builder_for` returned for it; None for any other data."""
+  return getattr(builder, 'msmgan_split', None)
 
 
 def _scan_images(folder: str, view: str, origin: dict, image_size: int) -> dict:
@@ -517,8 +650,9 @@ def _cached(cfg, kind: str, key: dict, compute: Callable[[], dict]) -> dict:
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
   """What the trainer needs to know about a dataset: its name, class count, image shape
-  (H, W, C), split sizes, and (for the record a run keeps, `record`) the class names and
-  the per-channel normalisation (mean, std on [0, 1] pixels)."""
+  (H, W, C), split sizes, and (for the record a run keeps, `record`) the class names,
+  the per-channel normalisation (mean, std on [0, 1] pixels) and, for an unsplit image
+  folder, the split made of it (`_split_folder`'s record; None for any other data)."""
   name: str
   num_classes: int
   image_shape: tuple
@@ -528,14 +662,19 @@ class DatasetInfo:
   class_names: tuple = dataclasses.field(default=(), compare=False)
   mean: tuple = dataclasses.field(default=(), compare=False)
   std: tuple = dataclasses.field(default=(), compare=False)
+  split: Optional[dict] = dataclasses.field(default=None, compare=False)
 
   def record(self) -> dict:
     """What a run and its teacher's anchors record of the data they trained on, so that a
-    teacher is checked against a student's data and a student exported without the data."""
-    return {'name': self.name, 'num_classes': int(self.num_classes),
-            'class_names': [str(n) for n in self.class_names],
-            'image_shape': [int(d) for d in self.image_shape],
-            'mean': [float(x) for x in self.mean], 'std': [float(x) for x in self.std]}
+    teacher is checked against a student's data and a student exported without the data;
+    `split` only for an unsplit image folder (rule, seed, fractions, counts, digest)."""
+    out = {'name': self.name, 'num_classes': int(self.num_classes),
+           'class_names': [str(n) for n in self.class_names],
+           'image_shape': [int(d) for d in self.image_shape],
+           'mean': [float(x) for x in self.mean], 'std': [float(x) for x in self.std]}
+    if self.split is not None:
+      out['split'] = self.split
+    return out
 
 
 def _read(builder, split: str, shard: tuple = (0, 1),
@@ -635,7 +774,8 @@ def is_arrays_file(name: str) -> bool:
 
 def to_arrays(cfg) -> dict:
   """Both splits of `cfg` as NumPy arrays, in file order, with their normalisation, laid
-  out as an arrays file holds them (`arrays.KEYS`). Images stay uint8 unless `image_size`
+  out as an arrays file holds them (`arrays.KEYS`, and `split`, the record of an unsplit
+  image folder's split, where there is one). Images stay uint8 unless `image_size`
   resizes them (then float32 on [0, 1], as the tf.data pipeline sees them)."""
   builder = builder_for(cfg)
   image_shape(cfg, builder)  # DataError when the data is not fixed-size image classification.
@@ -654,10 +794,13 @@ def to_arrays(cfg) -> dict:
     return np.concatenate(images), np.concatenate(labels).astype(np.int32)
   (train_images, train_labels), (test_images, test_labels) = (split(cfg.train_split),
                                                               split(cfg.test_split))
-  return {'name': cfg.name, 'num_classes': builder.info.features['label'].num_classes,
-          'class_names': list(builder.info.features['label'].names),
-          'train_images': train_images, 'train_labels': train_labels,
-          'test_images': test_images, 'test_labels': test_labels, 'mean': mean, 'std': std}
+  out = {'name': cfg.name, 'num_classes': builder.info.features['label'].num_classes,
+         'class_names': list(builder.info.features['label'].names),
+         'train_images': train_images, 'train_labels': train_labels,
+         'test_images': test_images, 'test_labels': test_labels, 'mean': mean, 'std': std}
+  if split_record(builder) is not None:
+    out['split'] = split_record(builder)
+  return out
 
 
 def load(cfg, *, batch_size: int, eval_batch_size: int, mesh=None):
@@ -712,7 +855,8 @@ def _device(cfg, arrays, batch_size, eval_batch_size, mesh, sliced=False):
   info = DatasetInfo(str(arrays['name']), int(arrays['num_classes']), shape, pipe.num_train,
                      pipe.num_test, tuple(arrays_lib.class_names(arrays)),
                      tuple(float(x) for x in np.ravel(arrays['mean'])),
-                     tuple(float(x) for x in np.ravel(arrays['std'])))
+                     tuple(float(x) for x in np.ravel(arrays['std'])),
+                     arrays_lib.split_record(arrays))
   return info, pipe.train_batches, pipe.eval_batches
 
 
@@ -722,7 +866,7 @@ def _tfdata(cfg, builder, shape, num_train, batch_size, eval_batch_size):
   info = DatasetInfo(cfg.name, builder.info.features['label'].num_classes, shape,
                      num_train, num_examples(builder, cfg.test_split),
                      tuple(builder.info.features['label'].names), tuple(stats[0]),
-                     tuple(stats[1]))
+                     tuple(stats[1]), split_record(builder))
   per_host = batch_size // jax.process_count()
   per_host_eval = eval_batch_size // jax.process_count()
   shard = (jax.process_index(), jax.process_count())

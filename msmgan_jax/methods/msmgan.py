@@ -467,8 +467,24 @@ def variant(cfg) -> list:
   return out
 
 
+def needs_network(cfg) -> str:
+  """Why this config needs the teacher as a network of blocks ('' when it does not): its
+  discriminators run the anchor's upper blocks, mutual learning trains a copy of it, the
+  head phase's task term runs its head."""
+  why = []
+  gan = cfg.gan.alpha_adv > 0 or (cfg.disc.kind == 'task' and cfg.gan.alpha_task > 0)
+  if cfg.stages.block_stages != 0 and gan and cfg.disc.kind in ('teacher', 'task'):
+    why.append(f'its discriminators run the teacher\'s upper blocks (disc.kind '
+               f'{cfg.disc.kind}; disc.kind=conv does not)')
+  if cfg.mutual.enabled:
+    why.append('mutual learning trains a copy of the teacher (mutual.enabled=False does not)')
+  if cfg.gan.head_task > 0:
+    why.append('gan.head_task runs the teacher\'s head on student maps')
+  return '; '.join(why)
+
+
 register_group('gan', defaults_gan, check_gan)
 register_group('disc', defaults_disc, check_disc)
 register_group('mutual', defaults_mutual, check_mutual)
 register_method('msmgan', _phases, per_stage=True, check=check, ablations=ABLATIONS,
-                variant=variant, needs_features=True)
+                variant=variant, needs_features=True, needs_network=needs_network)

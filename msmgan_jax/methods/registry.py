@@ -35,6 +35,9 @@ class Method:
   ablations: tuple = ()                  # ((name, {field: value}), ...).
   variant: Optional[Callable] = None    # (cfg) -> list of ablation names.
   needs_features: bool = False           # its phases read the teacher's block features.
+  # (cfg) -> why this config runs the teacher's upper blocks on student maps or trains a
+  # copy of the teacher ('' when it does neither): only a Flax `Classifier` teacher can.
+  needs_network: Optional[Callable] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,10 +57,13 @@ GROUPS = {}   # name -> Group, in registration order.
 def register_method(name: str, stage_phases: Callable, uses_teacher: bool = True,
                     all_anchors: bool = True, per_stage: bool = False,
                     check: Optional[Callable] = None, ablations: Optional[dict] = None,
-                    variant: Optional[Callable] = None, needs_features: bool = False) -> Method:
+                    variant: Optional[Callable] = None, needs_features: bool = False,
+                    needs_network: Optional[Callable] = None) -> Method:
   """Adds a method. `stage_phases(cfg, num_blocks)` returns the phases of one stage (with
   `per_stage`, `stage_phases(cfg, num_blocks, stage)`: stages may differ); with
-  `all_anchors` False the final teacher alone guides a single stage. Raises ValueError for
+  `all_anchors` False the final teacher alone guides a single stage; `needs_features`:
+  its phases read the teacher's block maps; `needs_network(cfg)`: why the config runs the
+  teacher's upper blocks or trains a copy of it ('' if not). Raises ValueError for
   a name that is not an identifier, is 'teacher', or is taken."""
   if not name.isidentifier() or name == 'teacher':
     raise ValueError(f'method name {name!r} must be an identifier other than teacher')
@@ -65,7 +71,8 @@ def register_method(name: str, stage_phases: Callable, uses_teacher: bool = True
     raise ValueError(f'method {name!r} is already registered')
   phases = stage_phases if per_stage else (lambda cfg, k, stage: stage_phases(cfg, k))
   METHODS[name] = Method(name, phases, uses_teacher, all_anchors, check,
-                         tuple((ablations or {}).items()), variant, needs_features)
+                         tuple((ablations or {}).items()), variant, needs_features,
+                         needs_network)
   return METHODS[name]
 
 

@@ -43,4 +43,5 @@ def _phases(cfg, num_blocks: int) -> list:
 
 
 register_group('srrl', defaults, check)
-register_method('srrl', _phases, all_anchors=False, needs_features=True)
+register_method('srrl', _phases, all_anchors=False, needs_features=True,
+                needs_network=lambda cfg: "it runs the teacher's head on the student's map")

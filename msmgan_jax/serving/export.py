@@ -5,7 +5,8 @@ in: the `serving_default` signature takes `images`, uint8 [batch, H, W, C] in th
 image shape (after `dataset.image_size`, which predict resizes to), scales and normalises
 them as training's evaluation does, and returns float32 `logits` and `probabilities`
 [batch, classes]. Beside it,
-`DIR/model.json` holds the class names, the input shape and where the model came from, so
+`DIR/model.json` holds the class names, the input shape and where the model came from (for
+an image folder the run split itself, `source.split`: that split's record), so
 `python -m msmgan_jax.predict --model DIR IMAGE...` needs nothing else (and no JAX).
 `--tflite` adds `DIR/model.tflite` with the same signature. The class names, input shape
 and normalisation come from what the run recorded when it trained (summary.json's `data`),
@@ -194,6 +195,8 @@ def export(workdir: str, out: str, tflite: bool = False, overwrite: bool = False
       'versions': {'jax': jax.__version__, 'flax': importlib.metadata.version('flax'),
                    'tensorflow': tf.__version__},
   }
+  if recorded and recorded.get('split'):  # an unsplit image folder: which files trained.
+    meta['source']['split'] = recorded['split']
 
   def build(tmp):
     save_model(tmp, serving_fn(model, stats), variables, image_shape)

@@ -36,8 +36,11 @@ class Distiller:
     self.seeds = Seeds(cfg, mesh)
     self.batches, self.eval_batches, self.teacher = batches, eval_batches, teacher
     self.student = models.create_model(cfg.student.model, info.num_classes)
-    self.t_model = models.create_model(cfg.teacher.model, info.num_classes)
-    self.connectors = models.Connectors(tuple(self.t_model.block_channels))
+    self.t_model = (teacher.model if teacher is not None
+                    else models.create_model(cfg.teacher.model, info.num_classes))
+    channels = tuple(self.t_model.block_channels)  # a logits-only teacher has none.
+    self.connectors = models.Connectors(channels if len(channels) == self.student.num_blocks
+                                        else tuple(self.student.block_channels))
     self.anchors = [None]
     if registry.uses_teacher(cfg):
       self.anchors = (teacher.anchors if registry.METHODS[cfg.method].all_anchors

@@ -30,6 +30,12 @@ from msmgan_jax import errors
 from msmgan_jax.core import sharding
 
 
+from msmgan_jax.core import teachers
+
+
+from msmgan_jax.methods import registry
+
+
 @dataclasses.dataclass(eq=False)
 class Anchor:
   """One teacher checkpoint guiding one stage."""
@@ -48,9 +54,10 @@ class Teacher:
   params: int
   wall_s: float
   metrics_offset: int  # metrics.jsonl size when the teacher was done (students resume past it).
+  source: str = 'msmgan_jax'  # where it came from (`core.teachers.SOURCES`, or python).
 
   def summary(self) -> dict:
-    return {'model': self.model_name, 'params': self.params,
+    return {'model': self.model_name, 'source': self.source, 'params': self.params,
             'test_accuracy': self.test_accuracy, 'wall_s': self.wall_s,
             'anchors': [{'epoch': a.epoch, 'test_accuracy': a.test_accuracy, 'path': a.path}
                         for a in self.anchors]}
@@ -78,7 +85,10 @@ def _anchor_checkpoint(path: str, model_name: str):
 
 
 def check_anchor_paths(cfg) -> None:
-  """Raises CheckpointError for a missing or mismatched `teacher.checkpoints` entry."""
+  """Raises CheckpointError for a missing or mismatched `teacher.checkpoints` entry (of
+  this library's teachers; an external teacher's paths are checked when it loads)."""
+  if cfg.teacher.source != 'msmgan_jax':
+    return
   for p in cfg.teacher.checkpoints:
     _anchor_checkpoint(p, cfg.teacher.model)
 
@@ -150,17 +160,130 @@ def load_anchor(path: str, target: dict, model_name: str, info=None) -> Anchor:
   return Anchor(meta['epoch'], meta['test_accuracy'], os.path.abspath(path), variables)
 
 
-def load_given(cfg, info, mesh) -> Teacher:
-  """The teacher of `cfg.teacher.checkpoints` (trained elsewhere), every anchor restored.
+def load_given(cfg, info, mesh, eval_batches=None, given=None) -> Teacher:
+  """The teacher of `cfg.teacher.checkpoints` (trained elsewhere) or `given` (a
+  `core.teachers.Given` from Python), every anchor restored and checked against the data
+  and the method (`check_serves`).
 
   Called before the workdir is touched, so a checkpoint that is missing, truncated or of
-  another architecture stops the run with nothing written.
+  another architecture stops the run with nothing written. An external teacher's anchors
+  are scored on the test split here (`eval_batches`), as the library's own record theirs.
   """
-  model = models.create_model(cfg.teacher.model, info.num_classes)
-  target = sharding.abstract_variables(model, info.image_shape, mesh)  # restore target, no compute.
-  anchors = [load_anchor(p, target, cfg.teacher.model, info) for p in cfg.teacher.checkpoints]
-  return Teacher(model, cfg.teacher.model, anchors, anchors[-1].test_accuracy,
-                 optim.count_params(target['params']), 0.0, metrics_offset=0)
+  if given is None and cfg.teacher.source == 'msmgan_jax':
+    model = models.create_model(cfg.teacher.model, info.num_classes)
+    target = sharding.abstract_variables(model, info.image_shape, mesh)  # no compute.
+    anchors = [load_anchor(p, target, cfg.teacher.model, info) for p in cfg.teacher.checkpoints]
+    return Teacher(model, cfg.teacher.model, anchors, anchors[-1].test_accuracy,
+                   optim.count_params(target['params']), 0.0, metrics_offset=0)
+  if given is not None:
+    if cfg.teacher.checkpoints:
+      raise errors.ConfigError('config field teacher.checkpoints: a teacher is given from '
+                               'Python as well; give one or the other')
+    model, variables, source = given.build(info), list(given.variables), given.source
+    name = f'{given.description} (from Python)'
+    paths = [f'<{source} teacher from Python, anchor {i + 1}>' for i in range(len(variables))]
+  else:
+    model, variables, name = _external(cfg, info)
+    source, paths = cfg.teacher.source, [os.path.abspath(os.path.expanduser(p))
+                                         for p in cfg.teacher.checkpoints]
+  check_serves(cfg, model, info, name)
+  if registry.METHODS[cfg.method].all_anchors and len(variables) != cfg.stages.num:
+    raise errors.ConfigError(
+        f'config field stages.num: {cfg.method} trains one stage per anchor and the teacher '
+        f'gives {len(variables)}; set stages.num={len(variables)}')
+  variables = [sharding.replicate(v, mesh) for v in variables]
+  scores = [None] * len(variables)
+  if eval_batches is not None:
+    step = loop.make_eval_step(model)
+    scores = [loop.evaluate(step, v, eval_batches, mesh)['accuracy'] for v in variables]
+  anchors = [Anchor(i + 1, score, path, v)
+             for i, (score, path, v) in enumerate(zip(scores, paths, variables))]
+  print(f'teacher: {name} ({source}), {len(anchors)} anchor(s)' + (
+      f', test accuracy {scores[-1]:.4f}' if scores[-1] is not None else ''), flush=True)
+  return Teacher(model, name, anchors, scores[-1], optim.count_params(variables[-1]), 0.0,
+                 metrics_offset=0, source=source)
+
+
+def _external(cfg, info):
+  """(model, [variables per anchor], name) of a teacher.source flax/keras/saved_model."""
+  t, shape = cfg.teacher, info.image_shape
+  common = dict(image_shape=shape, feature_layers=tuple(t.feature_layers), inputs=t.inputs,
+                outputs=t.outputs, mean=info.mean, std=info.std)
+  if t.source == 'flax':
+    module = teachers.flax_module(t.module, info.num_classes)
+    variables = [teachers.flax_variables(p) for p in t.checkpoints]
+    name = f'{t.module} ({type(module).__name__})'
+    if isinstance(module, models.Classifier):
+      if t.feature_layers:
+        raise errors.ConfigError('config field teacher.feature_layers: a Classifier teacher '
+                                 'gives its blocks\' features; leave it empty')
+      return module, variables, name
+    model = teachers.External(teachers.flax_forward(module, t.feature_layers), variables[0],
+                              description=f'the Flax teacher {name}', **common)
+  elif t.source == 'keras':
+    nets = [teachers.keras_network(teachers.keras_model(p), t.feature_layers)
+            for p in t.checkpoints]
+    variables = [v for _, v in nets]
+    first = jax.tree.map(lambda a: a.shape, variables[0])
+    for p, v in zip(t.checkpoints[1:], variables[1:]):
+      if jax.tree.map(lambda a: a.shape, v) != first:
+        raise errors.CheckpointError(f'teacher checkpoint {p} is another architecture than '
+                                     f'{t.checkpoints[0]}; anchors must be one network')
+    name = f'{nets[0][0].name} (Keras {os.path.basename(t.checkpoints[-1])})'
+    model = teachers.External(teachers.keras_forward(nets[0][0], bool(t.feature_layers)),
+                              variables[0], description=f'the Keras teacher {name}', **common)
+  else:
+    if len(t.checkpoints) != 1:
+      raise errors.ConfigError(f'config field teacher.checkpoints: gives {len(t.checkpoints)} '
+                               'SavedModels; a SavedModel teacher is one anchor (stages.num=1)')
+    name = f'SavedModel {os.path.basename(os.path.normpath(t.checkpoints[0]))}'
+    variables = [{}]
+    model = teachers.External(teachers.saved_model_forward(t.checkpoints[0]), {},
+                              description=f'the {name}', **common)
+  return model, variables, name
+
+
+def check_serves(cfg, model, info, name: str = 'the teacher') -> None:
+  """ConfigError (exit 2) unless `model` gives what `cfg.method` needs: logits over the
+  data's classes; for a feature method one block map per student block, downsampled as the
+  student's; for a method that runs the teacher's upper blocks or trains a copy of it, a
+  Flax `Classifier` (`registry.Method.needs_network`)."""
+  if isinstance(model, models.Classifier):
+    logits = jax.eval_shape(lambda v: model.init_with_output(
+        jax.random.key(0), v, train=False)[0][0],
+        jax.ShapeDtypeStruct((1,) + tuple(info.image_shape), jax.numpy.float32))
+    classes = int(logits.shape[-1])
+  else:
+    classes = model.num_classes
+  if classes != info.num_classes:
+    raise errors.CheckpointError(
+        f'{name} gives {classes} logits but the data here ({info.name}) has {info.num_classes} '
+        'classes; give a teacher trained on these classes (in the same order)')
+  if cfg.method == 'teacher' or cfg.method not in registry.METHODS:
+    return
+  method = registry.METHODS[cfg.method]
+  why = method.needs_network(cfg) if method.needs_network else ''
+  if why and not isinstance(model, models.Classifier):
+    raise errors.ConfigError(
+        f'method {cfg.method} needs the teacher as a network of blocks ({why}); {name} is '
+        'run whole. Give a Flax teacher built on msmgan_jax.core.models.Classifier, change '
+        'those fields, or use a logit method (kd, dkd) or a feature one (fitnets, at)')
+  if not method.needs_features:
+    return
+  student = models.create_model(cfg.student.model, info.num_classes)
+  k, strides = student.num_blocks, tuple(student.block_strides)
+  if model.num_blocks == 0:
+    raise errors.ConfigError(
+        f'method {cfg.method} needs the teacher\'s block features and {name} gives logits '
+        f'only: name {k} of its layers in teacher.feature_layers, one per block of the student '
+        f'{cfg.student.model}, with outputs downsampled by {strides} (a SavedModel gives '
+        'logits only: use a logit method such as kd or dkd)')
+  if model.num_blocks != k or tuple(model.block_strides) != strides:
+    raise errors.ConfigError(
+        f'config field teacher.feature_layers: the student {cfg.student.model} has {k} blocks '
+        f'downsampled by {strides}; {name} gives {model.num_blocks} feature maps downsampled '
+        f'by {tuple(model.block_strides)}. Name {k} layers whose outputs line up with the '
+        'student\'s blocks')
 
 
 def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:

@@ -31,8 +31,12 @@ from msmgan_jax.files.workdir import Workdir, same_run
 
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
-                       overwrite: bool = False) -> dict:
+                       overwrite: bool = False, teacher=None) -> dict:
   """Runs the whole job described by `cfg` in `workdir`; returns the summary.
+
+  `teacher`: a teacher built in Python (`msmgan_jax.teachers.flax_teacher` and the like,
+  a `core.teachers.Given`) in place of `teacher.checkpoints` or a teacher trained here. It is
+  not part of the config: a rerun in the same workdir resumes with the teacher it is given.
 
   Rerunning resumes from the last checkpoint; a finished run (summary.json) is returned
   as it is, touching nothing, unless `overwrite`, which deletes it and starts over.
@@ -53,7 +57,9 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   info, batches, eval_batches = data.load(cfg.dataset, batch_size=cfg.batch_size,
                                           eval_batch_size=cfg.eval_batch_size, mesh=mesh)
   # Given checkpoints are restored before the workdir is claimed (for `ce`, for reference).
-  given = teacher_lib.load_given(cfg, info, mesh) if cfg.teacher.checkpoints else None
+  given = None
+  if cfg.teacher.checkpoints or teacher is not None:
+    given = teacher_lib.load_given(cfg, info, mesh, eval_batches, given=teacher)
   wd.claim(cfg, overwrite=overwrite)
   wd.metrics.images_per_epoch = info.num_train
   try:
