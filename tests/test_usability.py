@@ -213,3 +213,23 @@ def test_the_readmes_stages_and_phases_are_the_default_configs(repo_root):
     claim = (f'through {cfg.stages.num} stages ('
              + '; '.join(', '.join(names) for names in stages) + ')')
     assert claim in ' '.join(readme.split()), (arg, claim)
+
+
+def test_the_readmes_verdict_table_is_the_committed_comparisons():
+  """The first screen's table ("Which method to pick") holds the committed comparisons'
+  numbers: each row's ce, kd and msmgan mean +- std and msmgan's paired interval to kd,
+  recomputed from results/<name>/compare.json, and the pick is the best mean."""
+  import json
+  from msmgan_jax.lab import compare
+  readme = (REPO_ROOT / 'README.md').read_text()
+  section = readme[readme.index('## Which method to pick'):readme.index('## About the method')]
+  rows = [line for line in section.splitlines() if line.startswith('| ') and 'epochs' in line]
+  assert len(rows) == 2
+  pm = lambda r: f'{r["mean"]:.4f} +- {r["std"]:.4f}'
+  for row, name in zip(rows, ('lowdata', 'full')):
+    runs = {r['name']: r for r in json.loads(
+        (REPO_ROOT / 'results' / name / 'compare.json').read_text())['runs']}
+    cells = [c.strip() for c in row.strip('|').split('|')]
+    assert cells[1:4] == [pm(runs['ce']), pm(runs['kd']), pm(runs['msmgan'])], (name, cells)
+    assert cells[4] == compare._ci(compare.paired_difference(runs['msmgan'], runs['kd']))
+    assert cells[5] == max(('ce', 'kd', 'msmgan'), key=lambda m: runs[m]['mean'])
