@@ -17,7 +17,12 @@ machine where absolute numbers do not:
 - with `--runs EPOCHS`: whole `kd` and `msmgan` student runs at the same image budget;
 - with `--seeds EPOCHS`: 3 seeds of a `ce` run as 3 commands against one `seeds=3` command;
 - with `--profile`: the ops of a resnet20 step timed alone, JAX against PyTorch
-  (`op_profile.py`).
+  (`op_profile.py`);
+- with `--teachers` (only these rows): the kd step (resnet20 -> resnet8) with the teacher
+  brought in another form against the native teacher, the same network and weights: its
+  Keras 3 twin (`lab/keras_resnet.py`, run by `stateless_call`) and the resnet20 inside a
+  Flax module that is not a `Classifier` (run whole, features read by
+  `capture_intermediates`); `time_vs_kd` is its step time over the native kd step's.
 
 Every JSON entry carries `case`, `jax_img_s`, `ref_img_s` and `ratio` (JAX over the
 reference: > 1 means JAX is faster). The steps are the library's own (`steps.PhaseSteps`
@@ -79,13 +84,60 @@ def _teacher(cfg):
                          optim.count_params(v['params']), 0.0, 0)
 
 
-class JaxCase:
-  """One student step of the library (`phase` of the Distiller of `cfg`), ready to time."""
+def _external_teacher(cfg, source: str):
+  """`_teacher(cfg)`'s network and weights as a teacher from `source`: 'keras' (its Keras 3
+  twin) or 'flax_module' (inside a Linen module that is not a Classifier), features from
+  the layers named block1..block3."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.core import teachers  # pylint: disable=g-import-not-at-top
+  native = _teacher(cfg)
+  v = native.anchors[0].variables
+  if source == 'keras':
+    from msmgan_jax.lab import keras_resnet  # pylint: disable=g-import-not-at-top
+    given = teachers.keras_teacher(
+        keras_resnet.keras_resnet(cfg.teacher.model, v, SHAPE, CLASSES),
+        ('block1', 'block2', 'block3'))
+  else:
+    factory = models.MODELS[cfg.teacher.model]
 
-  def __init__(self, cfg, phase, workdir):
+    class Wrapped(nn.Module):  # logits only; the blocks are sub-modules net/blockK.
+      @nn.compact
+      def __call__(self, x, train: bool = False):
+        return factory(num_classes=CLASSES, name='net')(x, train)[0]
+    given = teachers.flax_teacher(
+        Wrapped(), {'params': {'net': v['params']}, 'batch_stats': {'net': v['batch_stats']}},
+        ('net/block1', 'net/block2', 'net/block3'))
+  info = data.DatasetInfo('bench', CLASSES, SHAPE, 60000, 10000, mean=(0.0,), std=(1.0,))
+  model = given.build(info)
+  return teacher.Teacher(model, f'{cfg.teacher.model} ({source})',
+                         [teacher.Anchor(1, 0.0, source, given.variables[0])], 0.0,
+                         native.params, 0.0, 0, source=source)
+
+
+def teacher_cases(workdir: str) -> dict:
+  """name -> JaxCase: the kd step with the native teacher and with each other source
+  (Keras where Keras 3 is installed)."""
+  cfg = _cfg()
+  kd = phases.METHODS['kd'].stage_phases(cfg, 3, 0)[0]
+  out = {'kd_resnet20_resnet8': JaxCase(cfg, kd, os.path.join(workdir, 'kd'))}
+  sources = ['flax_module']
+  if importlib.util.find_spec('keras') is not None:
+    sources.insert(0, 'keras')
+  for source in sources:
+    out[f'kd_{source}_resnet20_resnet8'] = JaxCase(
+        cfg, kd, os.path.join(workdir, f'kd_{source}'), _external_teacher(cfg, source))
+  return out
+
+
+class JaxCase:
+  """One student step of the library (`phase` of the Distiller of `cfg`), ready to time;
+  the teacher is a random `cfg.teacher.model` unless `given` (a `training.teacher.Teacher`)."""
+
+  def __init__(self, cfg, phase, workdir, given=None):
     info = data.DatasetInfo('bench', CLASSES, SHAPE, 60000, 10000)
     wd = workdir_lib.Workdir(workdir)
-    self.d = student.Distiller(cfg, wd, info, None, None, sharding.mesh(), _teacher(cfg))
+    self.d = student.Distiller(cfg, wd, info, None, None, sharding.mesh(),
+                               given if given is not None else _teacher(cfg))
     self.d.phases = [[phase]]  # one stage of one phase.
     self.phase, self.anchor = phase, self.d.anchors[0]
     self.states = self.d.build_states(0, 0, self.d.init_carry())
@@ -251,12 +303,14 @@ def seed_runs(workdir: str, epochs: int, seeds: int = 3) -> list:
 
 
 def measure(quick: bool, workdir: str, profile: bool = False, runs: int = 0,
-            seeds: int = 0, dataset: str = 'fashion_mnist', peak_tflops: float = 0.0) -> dict:
+            seeds: int = 0, dataset: str = 'fashion_mnist', peak_tflops: float = 0.0,
+            teachers_only: bool = False) -> dict:
   threads, ref_device = os.cpu_count(), torch_device()
   steps, repeats = (5, 3) if quick else (20, 5)
-  jax_cases = cases(quick, workdir)
+  jax_cases = teacher_cases(workdir) if teachers_only else cases(quick, workdir)
   refs = {n: torch_reference(n, threads, ref_device) for n in jax_cases
-          if not n.startswith('msmgan_') and '_seeds_' not in n}
+          if not n.startswith('msmgan_') and '_seeds_' not in n
+          and (n == 'kd_resnet20_resnet8' or not teachers_only)}
   samples = {n: [] for n in jax_cases}
   ref_samples = {n: [] for n, r in refs.items() if r is not None}
   for r in refs.values():
@@ -292,9 +346,14 @@ def measure(quick: bool, workdir: str, profile: bool = False, runs: int = 0,
     if n in flops:
       _flop_columns(row, flops[n], kd_flops, peak_tflops)
     rows.append(row)
+  if teachers_only:
+    for row in rows[1:]:
+      row['note'] = 'the native teacher\'s network and weights from another source'
+    pipelines = []
+  else:
+    pipelines = ['device']
   consumed = max(r['jax_img_s'] for r in rows)
-  pipelines = ['device']
-  if not data.is_arrays_file(dataset) and _has_tensorflow():  # tf.data reads TFDS only.
+  if pipelines and not data.is_arrays_file(dataset) and _has_tensorflow():  # TFDS only.
     pipelines.append('tfdata')
   for pipeline in pipelines:
     img_s = input_pipeline_img_s(20 if quick else 100, pipeline, dataset)
@@ -427,6 +486,9 @@ def main(argv=None) -> int:
                       'arrays .npz (python -m msmgan_jax.arrays), for machines without TensorFlow')
   parser.add_argument('--peak-tflops', type=float, default=0.0,
                       help="the accelerator's peak TFLOP/s, to report each step's fraction of it")
+  parser.add_argument('--teachers', action='store_true',
+                      help='only the kd step with the teacher as a Keras 3 model and as a Flax '
+                      'module against the native teacher (same network and weights)')
   parser.add_argument('--recount', metavar='JSON',
                       help='measure nothing: count the FLOP columns of this saved result again '
                       '(its speeds kept) and write it to --json / --md')
@@ -451,7 +513,7 @@ def main(argv=None) -> int:
       print(f'error: --dataset {problem}', file=sys.stderr)
       return 2
     result = measure(args.quick, args.workdir, args.profile, args.runs, args.seeds,
-                     args.dataset, args.peak_tflops)
+                     args.dataset, args.peak_tflops, args.teachers)
   table = markdown(result)
   print(table)
   if args.json:

@@ -28,9 +28,12 @@ def keras_resnet(model_name: str, variables: dict, image_shape: Sequence[int],
   weights = []  # (keras layer, Flax path) pairs, filled in as layers are made.
 
   def conv(x, filters, size, strides, path):
-    if size == 3:
+    # Flax's padding=1 pads one pixel on each side: Keras's 'same' does so at stride 1, but
+    # pads (0, 1) at stride 2 on an even size, so those are padded explicitly.
+    padding = 'same' if strides == 1 else 'valid'
+    if size == 3 and strides != 1:
       x = layers.ZeroPadding2D(1)(x)
-    layer = layers.Conv2D(filters, size, strides, padding='valid', use_bias=False)
+    layer = layers.Conv2D(filters, size, strides, padding=padding, use_bias=False)
     weights.append((layer, path))
     return layer(x)
 
