@@ -16,11 +16,15 @@ The protocol (`msmgan_jax/lab/compare.py`):
   table gives the seed-paired difference to kd and to the best baseline with a 95% interval.
 - A second budget: 30 epochs of the slice for ce, kd, dkd, the baseline with the best
   validation score among the rest (`best_other`) and msmgan, with the same settings.
+- If the design study's choice starts msmgan from an anchor's weights (`student.init`),
+  kd and dkd run again with that start too (budget `init`), so the table shows what the
+  start pays apart from the method.
 The v1 comparison (3 candidates, 1 seed each, a 6,000-image validation slice, 3 final
 seeds) is configs/compare_lowdata.py; its results stay in results/lowdata.
 Results: results/lowdata_v2/compare.{json,md}, accuracy_vs_images.png, accuracy_vs_wall.png.
 """
 import json
+import re
 import pathlib
 
 import ml_collections
@@ -84,6 +88,11 @@ def get_config(arg=None):
   c.budgets.epochs30 = ml_collections.ConfigDict({
       'title': '30 epochs of the slice (twice the budget)', 'setting': 'student.epochs=30',
       'methods': ('ce', 'kd', 'dkd', 'best_other', 'msmgan')})
+  init = re.search(r'student\.init=(\w+)', c.method_defaults.msmgan)
+  if init:  # msmgan starts from an anchor's weights: kd and dkd get that start too.
+    c.budgets.init = ml_collections.ConfigDict({
+        'title': f'kd and dkd with msmgan\'s start ({init.group(0)})',
+        'setting': init.group(0), 'methods': ('kd', 'dkd')})
   if arg == 'smoke':
     return smoke(c)
   if arg not in (None, ''):
