@@ -89,6 +89,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.student = st = ml_collections.ConfigDict()
   st.model = 'resnet8'            # a name in msmgan_jax.core.models.MODELS.
   st.epochs = 15                  # the student's whole budget, in epochs of the train split.
+  st.min_steps = 0                # floor on the student's steps (epochs x train images / batch_size): below it, student.epochs rises to reach it (0 = off; a warning under 500).
   st.lr = 0.1                     # peak SGD learning rate (scaled by batch_size / 128).
   st.momentum = 0.9               # SGD (Nesterov) momentum.
   st.weight_decay = 5e-4          # L2 decay on conv and dense kernels.
@@ -184,6 +185,9 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
             'dataset.shuffle_buffer', 'teacher.epochs', 'student.epochs', 'stages.num'):
     v = cfg[f] if '.' not in f else cfg[f.split('.')[0]][f.split('.')[1]]
     _require(isinstance(v, int) and v > 0, f, f'must be a positive integer, got {v!r}')
+  v = cfg.student.min_steps
+  _require(isinstance(v, int) and not isinstance(v, bool) and v >= 0, 'student.min_steps',
+           f'must be an integer >= 0 (a floor on the student\'s steps; 0 = off), got {v!r}')
   _require(cfg.student.init in STUDENT_INITS, 'student.init',
            f'{cfg.student.init!r} is not one of {STUDENT_INITS}')
   v = cfg.student.eval_every_epochs

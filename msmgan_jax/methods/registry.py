@@ -112,9 +112,21 @@ def stage_share(cfg, stage: int, num_stages: int) -> float:
   return cfg.stages.stage_shares[stage]
 
 
+def student_epochs(cfg, num_train: int) -> int:
+  """The student's budget in epochs of the `num_train` training images: `student.epochs`,
+  or, when that gives fewer than `student.min_steps` steps (epochs x num_train /
+  batch_size), the fewest whole epochs that give at least that many."""
+  epochs, floor = cfg.student.epochs, cfg.student.get('min_steps', 0)
+  if floor and epochs * num_train < floor * cfg.batch_size:
+    return -(-floor * cfg.batch_size // num_train)  # ceil(floor x batch_size / num_train).
+  return epochs
+
+
 def phase_steps(cfg, phase, num_train: int, num_stages: int, stage: int = 0) -> int:
-  """Steps of `phase` in stage `stage`: its share of that stage's part of the budget."""
-  images = cfg.student.epochs * num_train * phase.share * stage_share(cfg, stage, num_stages)
+  """Steps of `phase` in stage `stage`: its share of that stage's part of the budget
+  (`student_epochs` of the `num_train` training images)."""
+  images = (student_epochs(cfg, num_train) * num_train * phase.share
+            * stage_share(cfg, stage, num_stages))
   return max(1, round(images / cfg.batch_size))
 
 

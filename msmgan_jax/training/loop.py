@@ -1,5 +1,6 @@
 """Loop utilities the trainers share: the classifier and eval steps, the training loop
-(logging, checkpoints, stop requests, progress bars) and the workdir contract.
+(logging, checkpoints, stop requests, progress bars), the workdir contract, and the
+budgets in steps (`student.min_steps`, and the console lines about too small a budget).
 
 The whole job (teacher, then student) is orchestrated by `train.train_and_evaluate`; this
 module imports neither trainer, so `teacher` and `student` build on it without a cycle.
@@ -11,6 +12,7 @@ import shutil
 import sys
 import socket
 import time
+import weakref
 from typing import Callable
 
 import filelock
@@ -22,6 +24,8 @@ import optax
 import tqdm
 
 from msmgan_jax import config as config_lib
+from msmgan_jax.core import models
+from msmgan_jax.methods import registry
 from msmgan_jax.files import faults
 
 
@@ -230,5 +234,96 @@ def _check_finite(host_metrics: list, first_step: int, where: str) -> None:
           '--overwrite or in a new --workdir.')
 
 
-def steps_per_epoch(cfg, info) -> int:
+def steps_per_epoch(cfg, info, teacher: bool = False) -> int:
+  """Whole batches in one epoch of the train split (the teacher's epoch, the warmups).
+
+  The trainers ask for it before they train (the teacher's trainer first, with `teacher`,
+  when a teacher trains here), so the first call for a run's data (`info`) also prints the
+  run's `budget_notes`: the teacher's line only when the teacher's trainer asks."""
+  _note_budget(cfg, info, teacher=teacher)
   return max(1, info.num_train // cfg.batch_size)
+
+
+# A budget below this many steps gets a warning naming a value that fits (the student's when
+# student.min_steps is 0; the teacher's when it trains here). Measured on 4,000 Fashion-MNIST
+# images: results/budget/budget.md (python -m msmgan_jax.lab.budget_study). It must stay at
+# or below 703, the fewest steps of a committed comparison's runs (tests/test_budget.py).
+ADVISED_MIN_STEPS = 500
+_SIZED = ': the configs\' epoch budgets are sized for 60,000 images'
+_NOTED = weakref.WeakValueDictionary()  # id(info) -> the data info whose notes were printed.
+
+
+student_epochs = registry.student_epochs  # the floor's rule, where phase_steps applies it.
+
+
+def student_budget(cfg, num_train: int, num_classes: int = 10) -> dict:
+  """The student's budget as it trains on `num_train` images: `epochs` (after
+  `student.min_steps`), `steps` (epochs x num_train / batch_size, rounded down), `total`
+  (the sum of every phase's steps, what trains) and `block` (the steps of each feature
+  phase, e.g. msmgan's block_k, in order)."""
+  method = registry.METHODS[cfg.method]
+  stages = cfg.stages.num if method.uses_teacher and method.all_anchors else 1
+  k = models.create_model(cfg.student.model, num_classes).num_blocks
+  steps = [(p, registry.phase_steps(cfg, p, num_train, stages, m))
+           for m in range(stages) for p in registry.stage_phases(cfg, k, m)]
+  epochs = student_epochs(cfg, num_train)
+  return {'epochs': epochs, 'steps': epochs * num_train // cfg.batch_size,
+          'total': sum(n for _, n in steps), 'block': [n for p, n in steps if p.is_feature]}
+
+
+def budget_notes(cfg, num_train: int, num_classes: int = 10, teacher: bool = False) -> list:
+  """The console lines about the budgets on `num_train` training images. With `teacher` (the
+  teacher trains here), a `warning:` naming `teacher.epochs` and a value that fits when the
+  teacher's steps are under `ADVISED_MIN_STEPS`. For a student method: a `note:` when
+  `student.min_steps` raised `student.epochs`, or, with no floor set (0), a `warning:` naming
+  `student.min_steps` and a value that fits when the student's budget is under
+  `ADVISED_MIN_STEPS` steps. None else."""
+  bs, lines = cfg.batch_size, []
+  per_epoch = max(1, num_train // bs)
+  if teacher and cfg.teacher.epochs * per_epoch < ADVISED_MIN_STEPS:
+    fits = -(-ADVISED_MIN_STEPS // per_epoch)
+    lines.append(
+        f'warning: the teacher trains only {cfg.teacher.epochs * per_epoch} steps '
+        f'(teacher.epochs={cfg.teacher.epochs} x {per_epoch} batches of {num_train:,} '
+        f'training images at batch_size {bs}){_SIZED if num_train < 60_000 else ""}. '
+        f'Set --config.teacher.epochs={fits} ({fits * per_epoch} steps); see '
+        'results/budget/budget.md.')
+  if cfg.method == 'teacher' or cfg.method not in registry.METHODS:
+    return lines
+  floor, epochs = cfg.student.get('min_steps', 0), cfg.student.epochs
+  b = student_budget(cfg, num_train, num_classes)
+  blocks = ''
+  if b['block']:
+    lo, hi = min(b['block']), max(b['block'])
+    blocks = f'; block phases {lo} steps each' if lo == hi else f'; block phases {lo}-{hi} steps'
+  given = f'student.epochs={epochs} x {num_train:,} training images / batch_size {bs}'
+  if b['epochs'] != epochs:
+    lines.append(f'note: student.min_steps={floor} raises the student\'s budget: {given} gives '
+                 f'{epochs * num_train // bs} steps, fewer than the floor, so the student trains '
+                 f'{b["epochs"]} epochs ({b["total"]} steps{blocks}).')
+  elif not floor and b['steps'] < ADVISED_MIN_STEPS:
+    fits = -(-ADVISED_MIN_STEPS * bs // num_train)
+    lines.append(f'warning: the student trains only {b["total"]} steps ({given}{blocks})'
+                 f'{_SIZED if num_train < 60_000 else ""}. Set --config.student.min_steps='
+                 f'{ADVISED_MIN_STEPS} (here {fits} epochs) or --config.student.epochs={fits}; '
+                 'see results/budget/budget.md.')
+  return lines
+
+
+def _note_budget(cfg, info, teacher: bool = False) -> None:
+  """Prints `budget_notes` once per run (per data `info` object), on process 0, to stderr."""
+  if _NOTED.get(id(info)) is info:
+    return
+  try:
+    _NOTED[id(info)] = info
+  except TypeError:  # an info that takes no weak reference: noted at every call.
+    pass
+  if jax.process_index() != 0:
+    return
+  try:
+    lines = budget_notes(cfg, info.num_train, getattr(info, 'num_classes', 10), teacher=teacher)
+  except (AttributeError, KeyError, ValueError):  # a stand-in config or info (tests, tools).
+    return
+  for line in lines:
+    sys.stderr.write(line + '\n')
+  sys.stderr.flush()

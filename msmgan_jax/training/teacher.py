@@ -292,7 +292,7 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
   target = sharding.abstract_variables(model, info.image_shape, mesh)  # restore target, no compute.
   n_params = optim.count_params(target['params'])
 
-  spe = loop.steps_per_epoch(cfg, info)
+  spe = loop.steps_per_epoch(cfg, info, teacher=True)
   total = cfg.teacher.epochs * spe
   anchor_epochs = config_lib.anchor_epochs(cfg)
   lr = cfg.teacher.lr * cfg.batch_size / 128
