@@ -144,7 +144,7 @@ def run_plots(path: str, name: str) -> list:
     ax.plot([r['epoch'] for r in test], [r['accuracy'] for r in test], '-', color='k', lw=0.8)
   _stage_lines(ax, records)
   ax.set(xlabel='epochs of images seen', ylabel='accuracy',
-         title=f'{name}: test accuracy after each phase (dots: train batches of logit phases)')
+         title=f'{name}: test accuracy at each evaluation (dots: train batches of logit phases)')
   ax.grid(alpha=0.3)
   if ax.get_legend_handles_labels()[1]:
     ax.legend(fontsize=7, loc='lower right')
