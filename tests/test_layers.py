@@ -24,7 +24,7 @@ LAYERS = (
     ('serving',),                     # export, predict.
     ('lab',),                         # compare, report, benchmark, torch check.
     ('__init__', 'main', 'compare', 'report', 'benchmark', 'export', 'predict', 'arrays',
-     'torch_check'),                  # the thin `python -m msmgan_jax.X` commands.
+     'torch_check', 'teachers'),      # the thin `python -m msmgan_jax.X` commands and APIs.
 )
 
 
