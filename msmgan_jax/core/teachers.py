@@ -296,7 +296,7 @@ def flax_variables(path: str) -> dict:
 
 
 # Keras 3 -------------------------------------------------------------------------------
-def _keras():
+def keras_module():
   """Keras 3 on the JAX backend (msmgan_jax sets KERAS_BACKEND=jax unless it was set)."""
   try:
     import keras  # pylint: disable=g-import-not-at-top
@@ -312,7 +312,7 @@ def _keras():
 
 def keras_model(path: str):
   """The Keras model saved at `path` (`.keras`); CheckpointError when it cannot be read."""
-  keras = _keras()
+  keras = keras_module()
   path = os.path.abspath(os.path.expanduser(path))
   if not os.path.isfile(path):
     raise CheckpointError(f'teacher checkpoint {path} not found; fix teacher.checkpoints')
@@ -328,7 +328,7 @@ def keras_network(model, feature_layers: Sequence[str]):
   """(network, variables): the Keras model with its output and the named layers' outputs
   as outputs (a Functional or Sequential model; a subclassed one gives logits only), and
   its (trainable, non-trainable) variable values for `Model.stateless_call`."""
-  keras = _keras()
+  keras = keras_module()
   net = model
   if feature_layers:
     try:

@@ -19,7 +19,7 @@ def keras_resnet(model_name: str, variables: dict, image_shape: Sequence[int],
   """The Keras twin of resnet `model_name` with `variables` ({'params', 'batch_stats'}) in
   it. ValueError for a model that is not one of the library's ResNets."""
   from msmgan_jax.core import teachers  # pylint: disable=g-import-not-at-top
-  keras = teachers._keras()  # pylint: disable=protected-access
+  keras = teachers.keras_module()
   layers = keras.layers
   net = models.create_model(model_name, num_classes)
   if not isinstance(net, models.ResNet):
