@@ -69,6 +69,9 @@ class Given:
     `info` (a `data.DatasetInfo`: image shape, normalisation)."""
     from msmgan_jax.core import models  # pylint: disable=g-import-not-at-top
     if self.source == 'flax' and isinstance(self.network, models.Classifier):
+      if self.feature_layers:
+        raise ConfigError('config field teacher.feature_layers: a Classifier teacher gives '
+                          "its blocks' features; leave it empty")
       return self.network
     forward = (flax_forward(self.network, self.feature_layers) if self.source == 'flax'
                else keras_forward(self.network, bool(self.feature_layers)))
@@ -98,6 +101,11 @@ def keras_teacher(models_or_paths, feature_layers: Sequence[str] = (),
   items = models_or_paths if isinstance(models_or_paths, (list, tuple)) else [models_or_paths]
   nets = [keras_network(keras_model(m) if isinstance(m, (str, os.PathLike)) else m,
                         feature_layers) for m in items]
+  first = jax.tree.map(lambda a: a.shape, nets[0][1])
+  for item, (_, v) in zip(items[1:], nets[1:]):
+    if jax.tree.map(lambda a: a.shape, v) != first:
+      raise CheckpointError(f'teacher {item} is another architecture than {items[0]}; '
+                            'anchors must be one network')
   return Given('keras', nets[0][0], [v for _, v in nets], tuple(feature_layers), inputs,
                outputs, nets[0][0].name)
 

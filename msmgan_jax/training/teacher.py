@@ -205,42 +205,28 @@ def load_given(cfg, info, mesh, eval_batches=None, given=None) -> Teacher:
 
 
 def _external(cfg, info):
-  """(model, [variables per anchor], name) of a teacher.source flax/keras/saved_model."""
-  t, shape = cfg.teacher, info.image_shape
-  common = dict(image_shape=shape, feature_layers=tuple(t.feature_layers), inputs=t.inputs,
-                outputs=t.outputs, mean=info.mean, std=info.std)
-  if t.source == 'flax':
-    module = teachers.flax_module(t.module, info.num_classes)
-    variables = [teachers.flax_variables(p) for p in t.checkpoints]
-    name = f'{t.module} ({type(module).__name__})'
-    if isinstance(module, models.Classifier):
-      if t.feature_layers:
-        raise errors.ConfigError('config field teacher.feature_layers: a Classifier teacher '
-                                 'gives its blocks\' features; leave it empty')
-      return module, variables, name
-    model = teachers.External(teachers.flax_forward(module, t.feature_layers), variables[0],
-                              description=f'the Flax teacher {name}', **common)
-  elif t.source == 'keras':
-    nets = [teachers.keras_network(teachers.keras_model(p), t.feature_layers)
-            for p in t.checkpoints]
-    variables = [v for _, v in nets]
-    first = jax.tree.map(lambda a: a.shape, variables[0])
-    for p, v in zip(t.checkpoints[1:], variables[1:]):
-      if jax.tree.map(lambda a: a.shape, v) != first:
-        raise errors.CheckpointError(f'teacher checkpoint {p} is another architecture than '
-                                     f'{t.checkpoints[0]}; anchors must be one network')
-    name = f'{nets[0][0].name} (Keras {os.path.basename(t.checkpoints[-1])})'
-    model = teachers.External(teachers.keras_forward(nets[0][0], bool(t.feature_layers)),
-                              variables[0], description=f'the Keras teacher {name}', **common)
-  else:
-    if len(t.checkpoints) != 1:
-      raise errors.ConfigError(f'config field teacher.checkpoints: gives {len(t.checkpoints)} '
-                               'SavedModels; a SavedModel teacher is one anchor (stages.num=1)')
-    name = f'SavedModel {os.path.basename(os.path.normpath(t.checkpoints[0]))}'
-    variables = [{}]
-    model = teachers.External(teachers.saved_model_forward(t.checkpoints[0]), {},
-                              description=f'the {name}', **common)
-  return model, variables, name
+  """(model, [variables per anchor], name) of a teacher.source flax/keras/saved_model; the
+  flax and keras sources build the same `core.teachers.Given` the Python API does."""
+  t = cfg.teacher
+  if t.source in ('flax', 'keras'):
+    if t.source == 'flax':
+      given = teachers.flax_teacher(teachers.flax_module(t.module, info.num_classes),
+                                    [teachers.flax_variables(p) for p in t.checkpoints],
+                                    t.feature_layers, t.inputs, t.outputs)
+      name = f'{t.module} ({given.description})'
+    else:
+      given = teachers.keras_teacher(list(t.checkpoints), t.feature_layers, t.inputs,
+                                     t.outputs)
+      name = f'{given.description} (Keras {os.path.basename(t.checkpoints[-1])})'
+    return given.build(info), given.variables, name
+  if len(t.checkpoints) != 1:
+    raise errors.ConfigError(f'config field teacher.checkpoints: gives {len(t.checkpoints)} '
+                             'SavedModels; a SavedModel teacher is one anchor (stages.num=1)')
+  name = f'SavedModel {os.path.basename(os.path.normpath(t.checkpoints[0]))}'
+  model = teachers.External(teachers.saved_model_forward(t.checkpoints[0]), {},
+                            info.image_shape, (), t.inputs, t.outputs, info.mean, info.std,
+                            f'the {name}')
+  return model, [{}], name
 
 
 def check_serves(cfg, model, info, name: str = 'the teacher') -> None:
