@@ -12,8 +12,20 @@ if 'XLA_FLAGS' not in os.environ:
   os.environ['XLA_FLAGS'] = ('--xla_backend_optimization_level=0 '
                              '--xla_llvm_disable_expensive_passes=true')
 
+# One XLA compile per distinct program in the whole session, subprocesses and pytest-xdist
+# workers included (they inherit this environment from the process that loads this file
+# first): many tests compile the same tiny steps, and a cache hit replaces a compile by a file
+# read. A fresh directory per session, removed at its end: timings stay a clean checkout's.
+_XLA_CACHE_OWNER = 'JAX_COMPILATION_CACHE_DIR' not in os.environ
+if _XLA_CACHE_OWNER:
+  import tempfile  # pylint: disable=g-import-not-at-top
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='msmgan_jax_test_xla_')
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+  os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
+
 import importlib.util  # noqa: E402
 import pathlib  # noqa: E402
+import shutil  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -31,6 +43,13 @@ def _quiet_tf():
 
 
 _quiet_tf()
+
+
+def pytest_sessionfinish(session):
+  """Removes the XLA cache this process made (xdist's controller: after its workers end)."""
+  del session
+  if _XLA_CACHE_OWNER:
+    shutil.rmtree(os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
 
 
 def dataset_cfg(**overrides):

@@ -4,19 +4,15 @@ import jax
 import numpy as np
 import pytest
 
-from msmgan_jax.lab import benchmark
-
-
 from msmgan_jax.core import models
-
-
 from msmgan_jax.core import optim
+from msmgan_jax.lab import benchmark
 
 
 @pytest.mark.parametrize('depth', [8, 20])
 def test_torch_reference_is_the_same_resnet(depth):
-  ref = pytest.importorskip('msmgan_jax.torch_reference')
-  import jax  # pylint: disable=g-import-not-at-top
+  pytest.importorskip('torch')  # the optional `bench` extra.
+  from msmgan_jax.lab import torch_reference as ref  # pylint: disable=g-import-not-at-top
   run = ref.make(f'ce_resnet{depth}', 4, (28, 28, 1), 10, 1)
   v = optim.init_variables(models.create_model(f'resnet{depth}', 10), jax.random.key(0),
                            (28, 28, 1))
