@@ -17,6 +17,7 @@ from msmgan_jax import config
 from msmgan_jax.files import io
 from msmgan_jax.core import models
 from msmgan_jax.methods import registry
+from msmgan_jax.training import runner
 
 
 def small(repo_root, teacher_run, tmp_path, methods, tuning=None, ablations=()):
@@ -143,6 +144,9 @@ def test_each_method_takes_its_best_validation_candidate(repo_root, teacher_run,
                                 ['a', 'b'], chosen)
   assert tune.kd.beta == 0.5 and tune.kd.tau == 4.0 and tune.seeds == 1
   assert tune.dataset.test_split == 'train[97%:]' and tune.teacher.checkpoints == ('a', 'b')
+  # A tuning run's console names its validation slice, never 'test'.
+  assert runner.eval_label(tune) == 'accuracy on train[97%:]'
+  assert runner.eval_label(final) == 'test accuracy'
 
 
 @pytest.mark.parametrize('change, message', [

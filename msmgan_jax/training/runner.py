@@ -103,7 +103,8 @@ class PhaseRunner:
       result = self.evaluate(states['g'])
       log('test', n, {**result, 'wall_s': time.time() - t_start})
     print(f'stage {m + 1} phase {phase.name}: {n} steps, {wall_before + wall:.1f}s' + (
-        f', student test accuracy {_fmt(result["accuracy"])}' if result else ''), flush=True)
+        f', student {eval_label(cfg)} {_fmt(result["accuracy"])}' if result else ''),
+          flush=True)
     record = {'name': phase.name, 'trainable_params': trainable, 'steps': n,
               'wall_s': round(wall_before + wall, 2), 'first_step_s': round(first_step_s, 2),
               'images_per_s': round(
@@ -121,6 +122,13 @@ class PhaseRunner:
     if watch.warnings:
       record['warnings'] = watch.warnings
     return states, record
+
+
+def eval_label(cfg) -> str:
+  """'test accuracy', or 'accuracy on <split>' where the run evaluates on another split (a
+  comparison's tuning runs score on a validation slice of the training split)."""
+  split = cfg.dataset.test_split
+  return 'test accuracy' if split.split('[')[0] == 'test' else f'accuracy on {split}'
 
 
 def _fmt(accuracy) -> str:
