@@ -17,8 +17,9 @@ The protocol (`msmgan_jax/lab/compare.py`):
 - A second budget: 30 epochs of the slice for ce, kd, dkd, the baseline with the best
   validation score among the rest (`best_other`) and msmgan, with the same settings.
 - If the design study's choice starts msmgan from an anchor's weights (`student.init`),
-  kd and dkd run again with that start too (budget `init`), so the table shows what the
-  start pays apart from the method.
+  kd and dkd run again with that start too (budget `init`), and that table holds msmgan's
+  main run beside them (`with_main`): the paired differences there compare like with like,
+  and the start's own worth is kd@init against kd.
 The v1 comparison (3 candidates, 1 seed each, a 6,000-image validation slice, 3 final
 seeds) is configs/compare_lowdata.py; its results stay in results/lowdata.
 Results: results/lowdata_v2/compare.{json,md}, accuracy_vs_images.png, accuracy_vs_wall.png.
@@ -92,7 +93,7 @@ def get_config(arg=None):
   if init:  # msmgan starts from an anchor's weights: kd and dkd get that start too.
     c.budgets.init = ml_collections.ConfigDict({
         'title': f'kd and dkd with msmgan\'s start ({init.group(0)})',
-        'setting': init.group(0), 'methods': ('kd', 'dkd')})
+        'setting': init.group(0), 'methods': ('kd', 'dkd'), 'with_main': ('msmgan',)})
   if arg == 'smoke':
     return smoke(c)
   if arg not in (None, ''):

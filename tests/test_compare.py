@@ -202,6 +202,33 @@ def test_the_table_gives_paired_differences_to_kd_and_the_best_baseline(repo_roo
   assert 'Not run yet: rco, fitnets, dml, skd, msmgan_single_stage' in md
 
 
+def test_a_budget_table_holds_the_main_runs_that_already_use_its_setting(repo_root):
+  """`with_main`: msmgan's defaults start from an anchor, so its main row joins the table of
+  kd and dkd given that start, and the paired differences there are like against like."""
+  cc = load_config(repo_root, 'compare_lowdata', None)
+  cc.method_defaults = ml_collections.ConfigDict({'msmgan': 'student.init=first_anchor'})
+  cc.budgets = ml_collections.ConfigDict({'init': ml_collections.ConfigDict({
+      'setting': 'student.init=first_anchor', 'methods': ('kd',), 'with_main': ('msmgan',)})})
+  compare.check(cc)
+  rows = [_row('kd', [0.83, 0.83]), _row('msmgan', [0.88, 0.89]),
+          _row('kd@init', [0.86, 0.88], method='kd', budget='init')]
+  assert [r['name'] for r in compare.budget_rows(cc, rows, 'init')] == ['kd@init', 'msmgan']
+  md = compare.markdown(cc, rows, [], {}, [], 'here')
+  table = md[md.index('## init'):]
+  assert 'The rows of msmgan are their main runs' in table
+  # msmgan - kd@init per seed: 2 and 1 points (t_1 = 12.706); kd@init is the best baseline.
+  assert '| msmgan | msmgan | defaults | 0.8850 +- 0.0100 | 0.8800, 0.8900 | - | ' \
+         '+1.50 [-4.85, +7.85] | +1.50 [-4.85, +7.85] |' in table
+  # A main run without the setting, or a candidate that changes it, cannot join.
+  cc.method_defaults.msmgan = ''
+  with pytest.raises(config.ConfigError, match='must already use'):
+    compare.check(cc)
+  cc.method_defaults.msmgan = 'student.init=first_anchor'
+  cc.tuning.msmgan = ('', 'student.init=random', 'kd.beta=0.5')
+  with pytest.raises(config.ConfigError, match=r'tuning.msmgan\[1\] changes a field'):
+    compare.check(cc)
+
+
 def test_the_choice_is_mechanical_and_reads_validation_numbers_only(repo_root, teacher_run,
                                                                     tmp_path):
   """The best mean over the tuning seeds wins (ties: the earlier); reordering the candidates
@@ -255,8 +282,11 @@ def test_the_v2_protocol_gives_every_method_the_same_powered_tuning(repo_root):
       assert any(f.startswith(prefix) for f in fields), (m, prefix)
   runs = compare.plan(cc)
   assert sum(r.kind == 'tune' for r in runs) == 4 * len(cc.methods)
-  assert [r.name for r in runs if r.budget] == [  # best_other: not known before tuning.
-      'ce@epochs30', 'kd@epochs30', 'dkd@epochs30', 'msmgan@epochs30']
+  # best_other: not known before tuning; kd and dkd with msmgan's start if it has one.
+  starts = 'student.init=' in cc.method_defaults.msmgan
+  assert [r.name for r in runs if r.budget] == [
+      'ce@epochs30', 'kd@epochs30', 'dkd@epochs30', 'msmgan@epochs30'] + (
+          ['kd@init', 'dkd@init'] if starts else [])
   cfg = compare.student_config(cc, [r for r in runs if r.budget][1], ['/a'] * 3, {'kd': 'kd.beta=0.5'})
   assert cfg.student.epochs == 30 and cfg.kd.beta == 0.5 and cfg.seeds == 5
   # The design study scores on its own slice, disjoint from the tuning's and the students'.

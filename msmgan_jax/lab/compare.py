@@ -22,7 +22,9 @@ The protocol:
    baseline with its 95% Student-t interval (`paired_difference`).
 4. Extra budgets (`budgets`): some methods again with the same settings and, say, twice
    the epochs (`best_other`: the baseline not named whose choice scored best on
-   validation), so a margin that is only faster convergence shows.
+   validation), so a margin that is only faster convergence shows. A budget's `with_main`
+   names methods whose main runs already use its setting (checked): their main rows join
+   its table, e.g. baselines given the start MS-MGANs' defaults use, against MS-MGANs.
 
 Every run has its own workdir under `--workdir`; a finished run is skipped and an
 interrupted one resumes, so stopping and rerunning the command continues the comparison.
@@ -97,6 +99,7 @@ def apply(cfg, overrides: dict):
 
 
 BEST_OTHER = 'best_other'  # in a budget's methods: see `budget_methods`.
+_MISSING = object()
 
 
 def plan(cc, root: Optional[str] = None) -> list:
@@ -175,7 +178,15 @@ def check(cc) -> None:
     req(set(b.methods) <= set(cc.methods) | {BEST_OTHER}, f'budgets.{name}.methods '
         f'{tuple(b.methods)} may name only the compared methods {tuple(cc.methods)} and '
         f'{BEST_OTHER!r}')
-    parse_setting(b.setting)
+    fixed = parse_setting(b.setting)
+    for m in b.get('with_main', ()):  # main rows that already run under this setting.
+      own = parse_setting((cc.get('method_defaults') or {}).get(m, ''))
+      req(m in cc.methods and all(own.get(k, _MISSING) == v for k, v in fixed.items()),
+          f'budgets.{name}.with_main names {m!r}, whose main run must already use '
+          f'{b.setting!r}: put it in method_defaults.{m}, or run {m} at this budget instead')
+      for i, text in enumerate(cc.tuning.get(m, ())):
+        req(not set(parse_setting(text)) & set(fixed), f'tuning.{m}[{i}] changes a field of '
+            f'budgets.{name}.setting, so {m}\'s main run may not run under it')
   req(cc.validation_split != cc.base.dataset.test_split,
       'validation_split must be a hold-out of the training data, not the test split')
 
@@ -363,6 +374,16 @@ def _ci(d: Optional[dict]) -> str:
   return '-' if d is None else f'{d["mean"]:+.2f} [{d["low"]:+.2f}, {d["high"]:+.2f}]'
 
 
+def budget_rows(cc, rows: list, budget: str) -> list:
+  """The final rows of `budget`'s table: its own runs, then the main-budget rows of the
+  methods in its `with_main` (runs that already use the budget's setting, e.g. a method whose
+  defaults start from an anchor, against baselines given the same start)."""
+  b = cc.budgets[budget]
+  joined = set(b.get('with_main', ()))
+  return [r for r in rows if r.get('budget') == budget] + [
+      r for r in rows if not r.get('budget') and not r['ablation'] and r['method'] in joined]
+
+
 def best_baseline(cc, rows: list) -> Optional[dict]:
   """Of the final rows at one budget, the baseline (not `ours`, not an ablation) with the
   highest test mean: the hardest comparison for ours, named in the table. This picks a
@@ -424,11 +445,14 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
   if pending and not cc.get('tune_only'):
     lines += ['', f'Not run yet: {", ".join(pending)}.']
   for name, b in (cc.get('budgets', {}) or {}).items():
-    at = [r for r in rows if r.get('budget') == name]
+    at = budget_rows(cc, rows, name)
+    joined = tuple(b.get('with_main', ()))
     lines += ['', f'## {b.get("title", name)}', '',
               f'The same settings (chosen at the main budget) with `{b.setting}`; '
               f'{BEST_OTHER} is the baseline not named in {tuple(b.methods)} whose chosen '
-              'candidate scored best on validation.', '']
+              'candidate scored best on validation.'
+              + (f' The rows of {", ".join(joined)} are their main runs, repeated here: '
+                 'they already run with this setting.' if joined else ''), '']
     lines += _final_table(cc, at) if at else ['Not run yet.']
   if torch_rows:
     lines += ['', '## Independent check (PyTorch, same networks, recipe and slice)', '',
