@@ -22,6 +22,9 @@ if _XLA_CACHE_OWNER:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='msmgan_jax_test_xla_')
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
   os.environ['JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES'] = '0'
+  # A size limit (never reached) turns on JAX's file lock around each entry's read and write:
+  # two workers compiling one program at once must not read each other's half-written entry.
+  os.environ['JAX_COMPILATION_CACHE_MAX_SIZE'] = str(1 << 40)
 
 import importlib.util  # noqa: E402
 import pathlib  # noqa: E402

@@ -202,7 +202,8 @@ def test_the_table_gives_paired_differences_to_kd_and_the_best_baseline(repo_roo
   assert 'Not run yet: rco, fitnets, dml, skd, msmgan_single_stage' in md
 
 
-def test_a_budget_table_holds_the_main_runs_that_already_use_its_setting(repo_root):
+def test_a_budget_table_holds_the_main_runs_that_already_use_its_setting(repo_root,
+                                                                         monkeypatch):
   """`with_main`: msmgan's defaults start from an anchor, so its main row joins the table of
   kd and dkd given that start, and the paired differences there are like against like."""
   cc = load_config(repo_root, 'compare_lowdata', None)
@@ -219,6 +220,26 @@ def test_a_budget_table_holds_the_main_runs_that_already_use_its_setting(repo_ro
   # msmgan - kd@init per seed: 2 and 1 points (t_1 = 12.706); kd@init is the best baseline.
   assert '| msmgan | msmgan | defaults | 0.8850 +- 0.0100 | 0.8800, 0.8900 | - | ' \
          '+1.50 [-4.85, +7.85] | +1.50 [-4.85, +7.85] |' in table
+  # Main rows alone are no comparison; a missing row is named.
+  assert 'Not run yet.' in compare.markdown(cc, rows[:2], [], {}, [], 'here').split('## init')[1]
+  partial = compare.markdown(cc, rows[::2], [], {}, [], 'here').split('## init')[1]
+  assert '| kd@init |' in partial and 'Not run yet: msmgan.' in partial
+  # with_main joins no budget that runs the method itself, and best_other is never one of it.
+  cc.budgets.init.methods = ('kd', 'msmgan')
+  with pytest.raises(config.ConfigError, match='not run at the budget itself'):
+    compare.check(cc)
+  cc.budgets.init.methods, cc.budgets.init.with_main = ('kd', 'best_other'), ('msmgan', 'at')
+  cc.method_defaults.at = 'student.init=first_anchor'
+  compare.check(cc)
+  scores = {m: 0.5 for m in cc.methods}
+  scores.update(at=0.99, dml=0.6)  # at scored best, but its main row is in the table already.
+  monkeypatch.setattr(compare, 'validation_scores', lambda cc, root: scores)
+  assert compare.budget_methods(cc, 'init', root='runs') == ['kd', 'dml']
+  cc.budgets.init.methods, cc.budgets.init.with_main = ('kd',), ('msmgan',)
+  # A setting chosen elsewhere (settings_from) may not undo the budget's setting either.
+  compare.check_with_main_settings(cc, {'msmgan': 'kd.beta=0.5'})
+  with pytest.raises(config.ConfigError, match=r"changes \['student.init'\]"):
+    compare.check_with_main_settings(cc, {'msmgan': 'student.init=random'})
   # A main run without the setting, or a candidate that changes it, cannot join.
   cc.method_defaults.msmgan = ''
   with pytest.raises(config.ConfigError, match='must already use'):
@@ -227,6 +248,27 @@ def test_a_budget_table_holds_the_main_runs_that_already_use_its_setting(repo_ro
   cc.tuning.msmgan = ('', 'student.init=random', 'kd.beta=0.5')
   with pytest.raises(config.ConfigError, match=r'tuning.msmgan\[1\] changes a field'):
     compare.check(cc)
+
+
+def test_v2_gives_kd_and_dkd_msmgans_start_right_after_msmgan(monkeypatch):
+  """Once the design study chooses a start from an anchor, lowdata v2 and full v2 run kd and
+  dkd with it right after msmgan's final run, in one table with msmgan's main run."""
+  from configs import compare_full_v2  # pylint: disable=g-import-not-at-top
+  from configs import compare_lowdata_v2  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(compare_lowdata_v2, 'design_choice',
+                      lambda: "stages.block_schedule=own; student.init = 'first_anchor'")
+  for module in (compare_lowdata_v2, compare_full_v2):
+    cc = module.get_config()
+    compare.check(cc)
+    b = cc.budgets.init
+    assert b.setting == 'student.init=first_anchor' and tuple(b.methods) == ('kd', 'dkd')
+    assert tuple(b.with_main) == ('msmgan',)
+    names = [r.name for r in compare.plan(cc)]
+    i = names.index('msmgan')
+    assert names[i + 1:i + 3] == ['kd@init', 'dkd@init'], names
+  monkeypatch.setattr(compare_lowdata_v2, 'design_choice', lambda: 'stages.block_schedule=own')
+  assert 'init' not in compare_lowdata_v2.get_config().budgets
+  assert not compare_full_v2.get_config().budgets
 
 
 def test_the_choice_is_mechanical_and_reads_validation_numbers_only(repo_root, teacher_run,

@@ -106,7 +106,8 @@ def plan(cc, root: Optional[str] = None) -> list:
   """Every run of the comparison in the order they run: each method's tuning, then its
   final run (so finished rows appear early); msmgan's ablations right after msmgan; last,
   the runs at each extra budget (`budgets`), which reuse the settings chosen at the main
-  budget. With `settings_from` (another comparison's compare.json) the settings chosen
+  budget, except that a budget with `with_main` (a like-with-like table) runs right after
+  the last main final run of its methods and `with_main` methods. With `settings_from` (another comparison's compare.json) the settings chosen
   there are used: no tuning runs; with `tune_only` (a design study on the validation split)
   no final runs. A budget's `best_other` is planned once the tuning in `root` names it."""
   runs = []
@@ -121,15 +122,22 @@ def plan(cc, root: Optional[str] = None) -> list:
     runs += [Run('final', f'{method}_{a}', method, ablation=a) for a in cc.ablations if a in own]
   if cc.get('tune_only'):
     return runs
-  for budget in cc.get('budgets', {}) or {}:
-    for method in budget_methods(cc, budget, root):
-      runs.append(Run('final', f'{method}@{budget}', method, budget=budget))
+  for budget, b in (cc.get('budgets', {}) or {}).items():
+    extra = [Run('final', f'{m}@{budget}', m, budget=budget)
+             for m in budget_methods(cc, budget, root)]
+    joined = set(b.get('with_main', ())) | set(b.methods)
+    if b.get('with_main'):  # a like-with-like table: as soon as its rows can exist.
+      at = 1 + max(i for i, r in enumerate(runs) if r.kind == 'final' and not r.ablation
+                   and not r.budget and r.method in joined)
+      runs[at:at] = extra
+    else:
+      runs += extra
   return runs
 
 
 def budget_methods(cc, budget: str, root: Optional[str] = None) -> list:
   """The methods run at `budget`: its `methods`, where `best_other` stands for the method
-  not named there (nor `ours`) whose chosen candidate scored best on validation (ties: the
+  not named there (nor in its `with_main`, nor `ours`) whose chosen candidate scored best on validation (ties: the
   earlier in `methods`); left out while that is unknown (tuning unfinished, or no `root`)."""
   named = list(cc.budgets[budget].methods)
   out = []
@@ -137,7 +145,9 @@ def budget_methods(cc, budget: str, root: Optional[str] = None) -> list:
     if m != BEST_OTHER:
       out.append(m)
       continue
-    others = [o for o in cc.methods if o not in named and o != cc.get('ours', 'msmgan')]
+    joined = set(cc.budgets[budget].get('with_main', ()))
+    others = [o for o in cc.methods
+              if o not in named and o not in joined and o != cc.get('ours', 'msmgan')]
     scores = validation_scores(cc, root) if root else {}
     best = [scores.get(o) for o in others]
     if others and None not in best:
@@ -180,8 +190,11 @@ def check(cc) -> None:
         f'{BEST_OTHER!r}')
     fixed = parse_setting(b.setting)
     for m in b.get('with_main', ()):  # main rows that already run under this setting.
+      req(m in cc.methods and m not in b.methods, f'budgets.{name}.with_main names {m!r}: '
+          f'with_main may name only compared methods {tuple(cc.methods)} that are not run at '
+          f'the budget itself ({tuple(b.methods)})')
       own = parse_setting((cc.get('method_defaults') or {}).get(m, ''))
-      req(m in cc.methods and all(own.get(k, _MISSING) == v for k, v in fixed.items()),
+      req(all(own.get(k, _MISSING) == v for k, v in fixed.items()),
           f'budgets.{name}.with_main names {m!r}, whose main run must already use '
           f'{b.setting!r}: put it in method_defaults.{m}, or run {m} at this budget instead')
       for i, text in enumerate(cc.tuning.get(m, ())):
@@ -237,6 +250,22 @@ def _summary(workdir: str) -> Optional[dict]:
     return None
   with open(path) as f:
     return json.load(f)
+
+
+def check_with_main_settings(cc, chosen: dict) -> None:
+  """Raises ConfigError where a chosen setting ({method: setting or None}, e.g. read from
+  `settings_from`) changes a field of a budget whose `with_main` names that method: its
+  main run would no longer run under the budget's setting."""
+  from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  for name, b in (cc.get('budgets', {}) or {}).items():
+    fixed = set(parse_setting(b.setting))
+    for m in b.get('with_main', ()):
+      clash = sorted(fixed & set(parse_setting(chosen.get(m) or '')))
+      if clash:
+        raise config_lib.ConfigError(
+            f'the setting chosen for {m} ({chosen[m]!r}) changes {clash}, fields of '
+            f'budgets.{name}.setting; {m}\'s main run cannot join that budget\'s table '
+            '(with_main): drop it from with_main or run it at the budget')
 
 
 def choose(cc, root: str) -> dict:
@@ -447,6 +476,11 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
   for name, b in (cc.get('budgets', {}) or {}).items():
     at = budget_rows(cc, rows, name)
     joined = tuple(b.get('with_main', ()))
+    missing = [f'{m}@{name}' for m in b.methods
+               if m != BEST_OTHER and not any(r['name'] == f'{m}@{name}' for r in at)]
+    missing += [m for m in joined if not any(r['name'] == m for r in at)]
+    if not any(r.get('budget') == name for r in at):
+      at = []  # main rows alone are no comparison at this budget.
     lines += ['', f'## {b.get("title", name)}', '',
               f'The same settings (chosen at the main budget) with `{b.setting}`; '
               f'{BEST_OTHER} is the baseline not named in {tuple(b.methods)} whose chosen '
@@ -454,6 +488,8 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
               + (f' The rows of {", ".join(joined)} are their main runs, repeated here: '
                  'they already run with this setting.' if joined else ''), '']
     lines += _final_table(cc, at) if at else ['Not run yet.']
+    if at and missing:
+      lines += ['', f'Not run yet: {", ".join(missing)}.']
   if torch_rows:
     lines += ['', '## Independent check (PyTorch, same networks, recipe and slice)', '',
               '| method | test accuracy | per seed | ours (JAX) | difference |', '|---|---|---|---|---|']
@@ -600,6 +636,8 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
   check(cc)
   where = machine()
   t_sum = _summary(cc.teacher_workdir)
+  if cc.get('settings_from') and os.path.exists(cc.settings_from):  # missing: named later.
+    check_with_main_settings(cc, choose(cc, root))
   if not report_only:
     stand_ins = [f'/anchor_{i}' for i in range(cc.teacher.stages.num)]  # the teacher's later.
     budgeted = [Run('final', f'{m}@{b}', m, budget=b) for b in cc.get('budgets', {}) or {}
