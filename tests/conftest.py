@@ -109,18 +109,8 @@ def shrink(cfg, data_dir):
 
 @pytest.fixture(scope='session')
 def teacher_run(repo_root, tfds_data_dir, tmp_path_factory):
-  """A finished 2-epoch resnet8 teacher run: (config, workdir, summary).
-
-  Trained once per test session: pytest-xdist's workers share its workdir (in the base
-  temporary folder they have in common); the first trains it under a file lock, the others
-  find it finished. Tests read it, never change it.
-  """
-  import filelock  # pylint: disable=g-import-not-at-top
+  """A finished 2-epoch resnet8 teacher run: (config, workdir, summary)."""
   from msmgan_jax.training import train  # pylint: disable=g-import-not-at-top
   cfg = shrink(load_config(repo_root, 'teacher_fmnist'), tfds_data_dir)
-  root = tmp_path_factory.getbasetemp()
-  if hasattr(tmp_path_factory.config, 'workerinput'):  # an xdist worker: the shared parent.
-    root = root.parent
-  workdir = root / 'shared_teacher'
-  with filelock.FileLock(str(root / 'shared_teacher.lock')):
-    return cfg, str(workdir), train.train_and_evaluate(cfg, str(workdir))
+  workdir = str(tmp_path_factory.mktemp('teacher'))
+  return cfg, workdir, train.train_and_evaluate(cfg, workdir)
