@@ -107,9 +107,9 @@ def plan(cc, root: Optional[str] = None) -> list:
   final run (so finished rows appear early); msmgan's ablations right after msmgan; last,
   the runs at each extra budget (`budgets`), which reuse the settings chosen at the main
   budget, except that a budget with `with_main` (a like-with-like table) runs right after
-  the last main final run of its methods and `with_main` methods. With `settings_from` (another comparison's compare.json) the settings chosen
-  there are used: no tuning runs; with `tune_only` (a design study on the validation split)
-  no final runs. A budget's `best_other` is planned once the tuning in `root` names it."""
+  the last main final run of its methods and `with_main` methods. With `settings_from`
+  (another comparison's compare.json) the settings chosen there are used: no tuning runs;
+  with `tune_only` (a design study on the validation split) no final runs. A budget's `best_other` is planned once the tuning in `root` names it."""
   runs = []
   for method in cc.methods:
     if not cc.get('settings_from'):
@@ -137,8 +137,9 @@ def plan(cc, root: Optional[str] = None) -> list:
 
 def budget_methods(cc, budget: str, root: Optional[str] = None) -> list:
   """The methods run at `budget`: its `methods`, where `best_other` stands for the method
-  not named there (nor in its `with_main`, nor `ours`) whose chosen candidate scored best on validation (ties: the
-  earlier in `methods`); left out while that is unknown (tuning unfinished, or no `root`)."""
+  not named there (nor in its `with_main`, nor `ours`) whose chosen candidate scored best on
+  validation (ties: the earlier in `methods`); left out while that is unknown (tuning
+  unfinished, or no `root`)."""
   named = list(cc.budgets[budget].methods)
   out = []
   for m in named:
