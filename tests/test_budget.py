@@ -88,6 +88,21 @@ def test_registry_and_loop_apply_the_same_rule():
           assert all_phase_steps(cfg, num_train) == all_phase_steps(plain, num_train)
 
 
+def test_the_pytorch_check_trains_the_steps_we_train():
+  """`torch_check.schedule` (the PyTorch side of `python -m msmgan_jax.torch_check`) counts
+  the steps, warmup and peak rate our trainer uses, the `student.min_steps` floor included."""
+  from msmgan_jax.lab import torch_check  # pylint: disable=g-import-not-at-top
+  for method in ('ce', 'kd'):
+    for batch, num_train, floor, lr in ((128, 6000, 0, 0.1), (128, 4000, 500, 0.2),
+                                        (64, 1234, 703, 0.05)):
+      cfg = default_cfg(**{'method': method, 'batch_size': batch, 'student.min_steps': floor,
+                           'student.lr': lr})
+      total, warmup, peak = torch_check.schedule(cfg, num_train)
+      assert total == loop.student_budget(cfg, num_train)['total'] >= floor
+      assert warmup == int(cfg.student.warmup_epochs * (num_train // batch))
+      assert peak == pytest.approx(lr * batch / 128)
+
+
 def committed_runs():
   """(config file, run name, its student config, training images) of every run the committed
   comparison configs make (every method, tuning candidate, ablation and extra budget; each

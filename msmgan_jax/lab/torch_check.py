@@ -72,6 +72,18 @@ def lr_at(step: int, peak: float, total: int, warmup: int) -> float:
   return peak * 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / (total - warmup)))
 
 
+def schedule(cfg, num_train: int) -> tuple:
+  """(total steps, warmup steps, peak learning rate) of a one-phase student (`ce`, `kd`)
+  on `num_train` training images, as our trainer counts them: `student.epochs` after the
+  `student.min_steps` floor (`registry.student_epochs`), `student.warmup_epochs` of whole
+  batches, `student.lr` scaled by batch_size / 128."""
+  from msmgan_jax.methods import registry  # pylint: disable=g-import-not-at-top
+  bs = cfg.batch_size
+  total = max(1, round(registry.student_epochs(cfg, num_train) * num_train / bs))
+  warmup = int(cfg.student.warmup_epochs * max(1, num_train // bs))
+  return total, warmup, cfg.student.lr * bs / 128
+
+
 class Batches:
   """The epoch-exact stream of augmented batches (crop after padding + flip), as NCHW."""
 
@@ -114,9 +126,7 @@ def train_one(method, arrays, cfg, teacher, seed, threads):
                          {'params': rest, 'weight_decay': 0.0}], lr=0.0,
                         momentum=cfg.student.momentum, nesterov=True)
   num_train, bs = len(arrays['train_labels']), cfg.batch_size
-  total = max(1, round(cfg.student.epochs * num_train / bs))
-  warmup = int(cfg.student.warmup_epochs * max(1, num_train // bs))
-  peak = cfg.student.lr * bs / 128
+  total, warmup, peak = schedule(cfg, num_train)
   batches = Batches(arrays['train_images'], arrays['train_labels'], arrays['mean'],
                     arrays['std'], bs, cfg.dataset.crop_padding, cfg.dataset.flip, seed)
   tau, beta = cfg.kd.tau, cfg.kd.beta
