@@ -6,7 +6,8 @@ the same resnet20 teacher, 3 seeds each; if lowdata's msmgan starts from an anch
 Run:  python -m msmgan_jax.compare --config configs/compare_full_v2.py
 Settings: the ones chosen on the validation hold-out by configs/compare_lowdata_v2.py (its
 results/lowdata_v2/compare.json, which must be finished first); tuning again at full scale
-would cost 32 more full-data runs. Resumable: stop it and rerun the command.
+would cost 16 more full-data tuning runs (32 seed trainings). No validation split is
+checked here: nothing is tuned. Resumable: stop it and rerun the command.
 Results: results/full_v2/compare.{json,md} and the plots.
 """
 from configs import compare_lowdata_v2

@@ -9,9 +9,11 @@ The protocol (`msmgan_jax/lab/compare.py`):
 - Validation: `train[60%:]` (24,000 images, `min_validation_images` >= 20,000 checked),
   disjoint from the students' `train[:10%]` and from the design study's `train[20%:60%]`.
 - Tuning: every method gets the same 4 candidates, each trained with 2 seeds; candidate 0
-  is its paper defaults, candidate 1 doubles its learning rate, candidates 2 and 3 change
-  its own loss weights at that learning rate (kd: the CE weight, then tau). The best mean
-  validation accuracy wins (ties: the earlier); no test-split number enters any choice.
+  is its paper defaults (msmgan's: the design study's choice), candidate 1 doubles its
+  learning rate, candidates 2 and 3 change its own loss weights at that learning rate (kd:
+  the CE weight, then tau; ce, which has none: two other rates; skd: its stages.block_lr;
+  fitnets' candidate 3: its hint phase's share). The best mean validation accuracy wins
+  (ties: the earlier); no test-split number enters any choice.
 - Finals: the chosen candidate with 5 seeds in one program, tested on the test split; the
   table gives the seed-paired difference to kd and to the best baseline with a 95% interval.
 - A second budget: 30 epochs of the slice for ce, kd, dkd, the baseline with the best

@@ -74,6 +74,24 @@ def test_comparison_configs_and_every_run_they_plan_validate():
   assert len(lowdata.methods) == 8 and len(lowdata.ablations) == 5 and lowdata.seeds == 3
 
 
+def test_every_comparison_config_passes_the_checks_made_before_training(tfds_data_dir):
+  """`compare.preflight` on the real dataset (its splits' sizes and file ranges): what a
+  `python -m msmgan_jax.compare --config configs/<name>.py` meets before anything trains.
+  (The full-data configs take their settings from lowdata's: no validation split to check;
+  one once stopped them here, as it overlaps their train split.)"""
+  del tfds_data_dir  # prepares Fashion-MNIST in the default data dir the configs read.
+  from msmgan_jax.lab import compare  # pylint: disable=g-import-not-at-top
+  for name, arg in [(n, None) for n in COMPARE_FILES] + [('compare_lowdata', 'smoke'),
+                                                          ('compare_lowdata_v2', 'smoke')]:
+    cc = load_config_file(name, arg)
+    compare.check(cc)
+    compare.preflight(cc)
+  cc = load_config_file('compare_lowdata_v2')
+  cc.validation_split = 'train[5%:40%]'  # overlaps the students' train[:10%].
+  with pytest.raises(config.ConfigError, match='overlaps the train split'):
+    compare.preflight(cc)
+
+
 def test_smoke_keeps_given_anchors_and_their_stages():
   cfg = load_config_file('msmgan_fmnist_full', 'smoke')
   assert len(cfg.teacher.checkpoints) == cfg.stages.num == 3 and cfg.teacher.epochs == 15

@@ -640,12 +640,7 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
   if cc.get('settings_from') and os.path.exists(cc.settings_from):  # missing: named later.
     check_with_main_settings(cc, choose(cc, root))
   if not report_only:
-    stand_ins = [f'/anchor_{i}' for i in range(cc.teacher.stages.num)]  # the teacher's later.
-    budgeted = [Run('final', f'{m}@{b}', m, budget=b) for b in cc.get('budgets', {}) or {}
-                for m in cc.methods]  # best_other may become any of them.
-    for run in plan(cc) + budgeted:  # every candidate's config is checked before training.
-      _validate(student_config(cc, run, stand_ins, _first_settings(cc)), run)
-    check_validation_split(cc)
+    preflight(cc)
     print(f'compare: the shared teacher in {cc.teacher_workdir}', flush=True)
     t_sum = train.train_and_evaluate(cc.teacher, cc.teacher_workdir)
   if t_sum is None:
@@ -758,6 +753,22 @@ def _tabulated_runs_are_planned(cc, runs: list, root: str, anchors: list) -> Non
           f'{run.name}: {run.workdir(root)} holds a finished final run, but the tuning that '
           f'chooses the setting of {unchosen} is not finished, so it cannot be the planned '
           'run; move it away (it is not deleted) or finish the tuning first')
+
+
+def preflight(cc) -> None:
+  """The checks `run_all` makes before anything trains (after `check`): every planned run's
+  student config validates (budget runs for every method, as `best_other` may become any),
+  and, where the comparison tunes, `check_validation_split`. A comparison that takes its
+  settings from another (`settings_from`) has no validation split of its own to check.
+  Raises ConfigError naming the run or the field."""
+  stand_ins = [f'/anchor_{i}' for i in range(cc.teacher.stages.num)]  # the teacher's later.
+  budgeted = [Run('final', f'{m}@{b}', m, budget=b) for b in cc.get('budgets', {}) or {}
+              for m in cc.methods]  # best_other may become any of them.
+  runs = plan(cc)
+  for run in runs + budgeted:  # every candidate's config is checked before training.
+    _validate(student_config(cc, run, stand_ins, _first_settings(cc)), run)
+  if any(run.kind == 'tune' for run in runs):
+    check_validation_split(cc)
 
 
 def check_validation_split(cc) -> None:

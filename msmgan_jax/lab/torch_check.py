@@ -7,7 +7,7 @@ SGD (`torch_reference.ResNet`, parameter counts equal to ours) on the same train
 slice, with the same recipe: batch size, Nesterov SGD with L2 on kernels, warmup + cosine
 per step, random crop after zero padding + horizontal flip, the dataset's normalisation,
 the epoch-exact example order, and the comparison's chosen settings of `ce` and `kd`
-(from its compare.json; the defaults while tuning is unfinished). `kd` distils from our
+(from its compare.json; it refuses, exit 2, until their tuning has finished). `kd` distils from our
 final teacher anchor, its weights converted to PyTorch; the conversion is checked by
 comparing both networks' logits on test images (the largest difference is recorded).
 Only the implementation differs, so the accuracies should agree within the seeds' spread.
