@@ -219,7 +219,11 @@ def test_a_budget_table_holds_the_main_runs_that_already_use_its_setting(repo_ro
   assert 'The rows of msmgan are their main runs' in table
   # msmgan - kd@init per seed: 2 and 1 points (t_1 = 12.706); kd@init is the best baseline.
   assert '| msmgan | msmgan | defaults | 0.8850 +- 0.0100 | 0.8800, 0.8900 | - | ' \
-         '+1.50 [-4.85, +7.85] | +1.50 [-4.85, +7.85] |' in table
+         '+1.50 [-4.85, +7.85] | +1.50 [-4.85, +7.85] | - |' in table
+  # What the start itself is worth: kd@init against kd's main run, seed by seed (3, 5 points).
+  assert 'vs itself at the main budget: paired 95% CI |' in table
+  assert '| - | +4.00 [-8.71, +16.71] |' in table.split('| kd@init |')[1].split('\n')[0]
+  assert 'vs itself' not in md[:md.index('## init')]  # the main table keeps its columns.
   # Main rows alone are no comparison; a missing row is named.
   assert 'Not run yet.' in compare.markdown(cc, rows[:2], [], {}, [], 'here').split('## init')[1]
   partial = compare.markdown(cc, rows[::2], [], {}, [], 'here').split('## init')[1]

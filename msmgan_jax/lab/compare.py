@@ -423,24 +423,35 @@ def best_baseline(cc, rows: list) -> Optional[dict]:
   return max(base, key=lambda r: r['mean']) if base else None
 
 
-def _final_table(cc, rows: list) -> list:
+def _final_table(cc, rows: list, main: Optional[list] = None) -> list:
   """The rows of one budget: mean +- std, per seed, the difference of means to ce, the
-  seed-paired difference (95% interval) to kd and to the best baseline, time, speed."""
+  seed-paired difference (95% interval) to kd and to the best baseline, time, speed. With
+  `main` (the main budget's final rows; for an extra budget's table), a column more: each
+  budget run's seed-paired difference to the same method's main run, what the budget's
+  setting itself is worth (30 epochs against 15, a start against random)."""
   by_method = {r['method']: r for r in rows if not r['ablation']}
   best = best_baseline(cc, rows)
+  same = {r['method']: r for r in main or () if not r['ablation'] and not r.get('budget')}
   lines = ['| run | method | setting (chosen on validation) | test accuracy | per seed | '
            'vs ce | vs kd: paired 95% CI | vs best baseline'
-           + (f' ({best["name"]})' if best else '') + ': paired 95% CI | wall s | images/s |',
-           '|---|---|---|---|---|---|---|---|---|---|']
+           + (f' ({best["name"]})' if best else '') + ': paired 95% CI'
+           + (' | vs itself at the main budget: paired 95% CI' if main is not None else '')
+           + ' | wall s | images/s |',
+           '|---|---|---|---|---|---|---|---|' + ('---|' if main is not None else '')
+           + '---|---|']
   for r in rows:
     ce, kd = by_method.get('ce'), by_method.get('kd')
     vs_ce = '-' if ce is None or ce is r else f'{100 * (r["mean"] - ce["mean"]):+.2f}'
     vs_kd = '-' if kd is None or kd is r else _ci(paired_difference(r, kd))
     vs_best = '-' if best is None or best is r else _ci(paired_difference(r, best))
+    vs_self = ''
+    if main is not None:
+      own = same.get(r['method']) if r.get('budget') else None
+      vs_self = f' {_ci(paired_difference(r, own)) if own else "-"} |'
     lines.append(f'| {r["name"]} | {r["method"]}{" (" + r["ablation"] + ")" if r["ablation"] else ""}'
                  f' | {_fmt_setting(r["setting"])} | {r["mean"]:.4f} +- {r["std"]:.4f} | '
                  f'{", ".join(f"{a:.4f}" for a in r["accuracies"])} | {vs_ce} | {vs_kd} | '
-                 f'{vs_best} | {r["wall_s"]:.0f} | {r["images_per_s"]:.0f} |')
+                 f'{vs_best} |{vs_self} {r["wall_s"]:.0f} | {r["images_per_s"]:.0f} |')
   return lines
 
 
@@ -485,10 +496,12 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
     lines += ['', f'## {b.get("title", name)}', '',
               f'The same settings (chosen at the main budget) with `{b.setting}`; '
               f'{BEST_OTHER} is the baseline not named in {tuple(b.methods)} whose chosen '
-              'candidate scored best on validation.'
+              'candidate scored best on validation. vs itself at the main budget: a budget '
+              'run against the same method\'s main run, seed by seed (what the setting itself '
+              'is worth).'
               + (f' The rows of {", ".join(joined)} are their main runs, repeated here: '
                  'they already run with this setting.' if joined else ''), '']
-    lines += _final_table(cc, at) if at else ['Not run yet.']
+    lines += _final_table(cc, at, main) if at else ['Not run yet.']
     if at and missing:
       lines += ['', f'Not run yet: {", ".join(missing)}.']
   if torch_rows:
