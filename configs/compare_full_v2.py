@@ -10,6 +10,8 @@ would cost 16 more full-data tuning runs (32 seed trainings). No validation spli
 checked here: nothing is tuned. Resumable: stop it and rerun the command.
 Results: results/full_v2/compare.{json,md} and the plots.
 """
+import ml_collections
+
 from configs import compare_lowdata_v2
 from msmgan_jax import config as config_lib
 
@@ -29,6 +31,8 @@ def get_config(arg=None):
   # Only the like-with-like budget, if lowdata's msmgan starts from an anchor: kd and dkd
   # with that start, beside msmgan's main run (3 seeds, like the main runs).
   c.budgets = {k: v for k, v in c.budgets.items() if k == 'init'}
+  # The target at full data: above kd and above dkd, each paired interval above zero.
+  c.target = ml_collections.ConfigDict({'margin': 0.0, 'against': ('kd', 'dkd')})
   c.min_validation_images = 0  # no tuning here: the settings come from lowdata's.
   c.settings_from = 'results/lowdata_v2/compare.json'
   if arg not in (None, ''):

@@ -254,6 +254,48 @@ def test_a_budget_table_holds_the_main_runs_that_already_use_its_setting(repo_ro
     compare.check(cc)
 
 
+def test_the_verdict_follows_from_the_paired_intervals(repo_root):
+  """compare.md's Verdict: "met" only with the margin reached and the interval above zero,
+  "provisional" while a baseline has not run, in the main table and in a budget table that
+  holds msmgan's main run; a malformed target is refused."""
+  cc = load_config(repo_root, 'compare_lowdata', None)
+  cc.methods, cc.ablations = ('ce', 'kd', 'msmgan'), ()
+  cc.target = ml_collections.ConfigDict({'margin': 1.0, 'against': ('best',)})
+  cc.method_defaults = ml_collections.ConfigDict({'msmgan': 'student.init=first_anchor'})
+  cc.budgets = ml_collections.ConfigDict({'init': ml_collections.ConfigDict({
+      'setting': 'student.init=first_anchor', 'methods': ('kd',), 'with_main': ('msmgan',)})})
+  compare.check(cc)
+  seeds5 = lambda base, steps: [base + 0.01 * s for s in steps]
+  ce, kd = _row('ce', seeds5(0.80, [0, 1, 0, 1, 0])), _row('kd', seeds5(0.85, [0, 0, 1, 0, 1]))
+  # msmgan - kd per seed: 2, 3, 1, 2, 1 points: mean 1.8, t_4 interval [0.76, 2.84].
+  ms = _row('msmgan', seeds5(0.87, [0, 1, 0, 0, 0]))
+  kd_init = _row('kd@init', seeds5(0.86, [0, 1, 0, 1, 0]), method='kd', budget='init')
+  md = compare.markdown(cc, [ce, kd, ms, kd_init], [], {}, [], 'here')
+  v = md[md.index('## Verdict'):]
+  assert 'Target: msmgan at least +1.00 points with the paired 95% interval above zero ' \
+         'against the best baseline' in v
+  assert '- main budget: vs kd +1.80 [+0.76, +2.84]: **met**.' in v
+  # Against kd started from the anchor: 1, 1, 1, 0, 1 points: above zero, short of 1 point.
+  assert '- init: vs kd@init +0.80 [+0.24, +1.36] (short): **not met**.' in v
+  # 1.2 points on average, but the seeds disagree (5, -2, 3, -1, 1): not told apart.
+  noisy = _row('msmgan', [0.90, 0.83, 0.89, 0.84, 0.87])
+  assert '- main budget: vs kd +1.20 [-2.36, +4.76] (short): **not met**.' in compare.markdown(
+      cc, [ce, kd, noisy], [], {}, [], 'here')
+  # A baseline not run yet leaves the main verdict open; msmgan not run: nothing to judge.
+  partial = compare.markdown(cc, [kd, ms], [], {}, [], 'here')
+  assert '**provisional** (not run yet: ce)' in partial
+  assert '- main budget: not run yet.' in compare.markdown(cc, [ce, kd], [], {}, [], 'here')
+  cc.target.against = ('kd',)
+  cc.target.margin = 2.0
+  assert '- main budget: vs kd +1.80 [+0.76, +2.84] (short): **not met**.' in compare.markdown(
+      cc, [ce, kd, ms], [], {}, [], 'here')
+  for bad in ({'margin': -1.0, 'against': ('kd',)}, {'margin': 1.0, 'against': ('msmgan',)},
+              {'margin': 1.0, 'against': ('fitnets',)}, {'margin': 1.0, 'against': ()}):
+    cc.target = ml_collections.ConfigDict(bad)
+    with pytest.raises(config.ConfigError, match='target'):
+      compare.check(cc)
+
+
 def test_v2_gives_kd_and_dkd_msmgans_start_right_after_msmgan(monkeypatch):
   """Once the design study chooses a start from an anchor, lowdata v2 and full v2 run kd and
   dkd with it right after msmgan's final run, in one table with msmgan's main run."""

@@ -99,6 +99,7 @@ def apply(cfg, overrides: dict):
 
 
 BEST_OTHER = 'best_other'  # in a budget's methods: see `budget_methods`.
+BEST = 'best'  # target.against: the best baseline of the table (highest test mean).
 _MISSING = object()
 
 
@@ -203,6 +204,16 @@ def check(cc) -> None:
             f'budgets.{name}.setting, so {m}\'s main run may not run under it')
   req(cc.validation_split != cc.base.dataset.test_split,
       'validation_split must be a hold-out of the training data, not the test split')
+  target = cc.get('target')
+  if target:
+    margin, against = target.get('margin'), tuple(target.get('against', ()))
+    req(isinstance(margin, (int, float)) and np.isfinite(margin) and margin >= 0,
+        f'target.margin must be a number of points >= 0, got {margin!r}')
+    ours = cc.get('ours', 'msmgan')
+    req(ours in cc.methods, f'target: ours ({ours!r}) is not one of the compared methods')
+    req(against and all(a == BEST or (a in cc.methods and a != ours) for a in against),
+        f'target.against must name {BEST!r} or compared methods other than {ours!r}, got '
+        f'{against}')
 
 
 def student_config(cc, run: Run, anchors: list, chosen: dict):
@@ -455,6 +466,55 @@ def _final_table(cc, rows: list, main: Optional[list] = None) -> list:
   return lines
 
 
+def verdict(cc, rows: list) -> list:
+  """The `## Verdict` lines of compare.md: where the config sets a `target` ({'margin':
+  points, 'against': ('best' | method names)}), whether `ours` meets it in the main table
+  and in each budget table that holds ours' main run (`with_main`): for each named
+  opponent, the seed-paired difference in points with its 95% interval, and "met" only
+  where the mean is at least the margin and the interval's low end is above zero. Mechanical:
+  the words follow from the numbers. [] without a target."""
+  target = cc.get('target')
+  if not target or cc.get('tune_only'):
+    return []
+  ours, margin = cc.get('ours', 'msmgan'), float(target.margin)
+  need = (f'at least {margin:+.2f} points' if margin else 'above') + ' with the paired 95% ' \
+      'interval above zero'
+  lines = ['', '## Verdict', '', f'Target: {ours} {need} against '
+           + ', '.join('the best baseline' if a == BEST else a for a in target.against)
+           + ' (seed-paired differences, in points).', '']
+  tables = [('main budget', None, [m for m in cc.methods if m != ours])]
+  tables += [(b.get('title', name), name, [m for m in b.methods if m != BEST_OTHER])
+             for name, b in (cc.get('budgets', {}) or {}).items()
+             if ours in b.get('with_main', ())]
+  for title, budget, expected in tables:
+    mine = next((r for r in rows if r['method'] == ours and not r['ablation']
+                 and not r.get('budget')), None)
+    others = [r for r in rows if r.get('budget') == budget and not r['ablation']
+              and r['method'] != ours]
+    missing = [m for m in expected if not any(r['method'] == m for r in others)]
+    if mine is None or not others:
+      lines.append(f'- {title}: not run yet.')
+      continue
+    parts, met = [], True
+    for a in target.against:
+      opp = best_baseline(cc, others) if a == BEST else next(
+          (r for r in others if r['method'] == a), None)
+      if opp is None:
+        parts.append(f'{a}: not run yet')
+        met = False
+        continue
+      d = paired_difference(mine, opp)
+      ok = d is not None and d['mean'] >= margin and d['low'] > 0
+      met = met and ok
+      parts.append(f'vs {opp["name"]} {_ci(d)}' + ('' if ok else ' (short)'))
+    if missing:  # the best baseline, or a named one, may still change.
+      lines.append(f'- {title}: ' + '; '.join(parts) + ': **provisional** (not run yet: '
+                   + ', '.join(missing) + ').')
+      continue
+    lines.append(f'- {title}: ' + '; '.join(parts) + f': **{"met" if met else "not met"}**.')
+  return lines
+
+
 def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machine: str,
              teacher: Optional[dict] = None) -> str:
   """compare.md: the final table of each budget (mean +- std, the paired differences to kd
@@ -485,6 +545,7 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
   pending = [n for n in [*cc.methods, *(f'msmgan_{a}' for a in cc.ablations)] if n not in finals]
   if pending and not cc.get('tune_only'):
     lines += ['', f'Not run yet: {", ".join(pending)}.']
+  lines += verdict(cc, rows)
   for name, b in (cc.get('budgets', {}) or {}).items():
     at = budget_rows(cc, rows, name)
     joined = tuple(b.get('with_main', ()))
