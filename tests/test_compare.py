@@ -272,6 +272,9 @@ def test_the_verdict_follows_from_the_paired_intervals(repo_root):
   kd_init = _row('kd@init', seeds5(0.86, [0, 1, 0, 1, 0]), method='kd', budget='init')
   md = compare.markdown(cc, [ce, kd, ms, kd_init], [], {}, [], 'here')
   v = md[md.index('## Verdict'):]
+  # A row's "defaults" says what it holds where a method has its own (msmgan's start here).
+  assert md.count('"defaults" means the base config; for msmgan, the base config plus its '
+                  'method_defaults `student.init=first_anchor`.') == 2  # finals and tuning.
   assert 'Target: msmgan at least +1.00 points with the paired 95% interval above zero ' \
          'against the best baseline' in v
   assert '- main budget: vs kd +1.80 [+0.76, +2.84]: **met**.' in v

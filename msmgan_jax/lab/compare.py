@@ -466,6 +466,16 @@ def _final_table(cc, rows: list, main: Optional[list] = None) -> list:
   return lines
 
 
+def _defaults_note(cc) -> list:
+  """['', a sentence] naming what "defaults" holds for a method with `method_defaults`
+  (say, msmgan's design-study choice); [] where no method has any."""
+  own = {m: t for m, t in (cc.get('method_defaults') or {}).items() if t}
+  if not own:
+    return []
+  return ['', '"defaults" means the base config; for ' + '; for '.join(
+      f'{m}, the base config plus its method_defaults `{t}`' for m, t in own.items()) + '.']
+
+
 def verdict(cc, rows: list) -> list:
   """The `## Verdict` lines of compare.md: where the config sets a `target` ({'margin':
   points, 'against': ('best' | method names)}), whether `ours` meets it in the main table
@@ -542,6 +552,7 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
               'together (one program); images/s: student images trained per second of '
               'training, all seeds, compilation and evaluations included.', '']
     lines += _final_table(cc, main)
+    lines += _defaults_note(cc)
   pending = [n for n in [*cc.methods, *(f'msmgan_{a}' for a in cc.ablations)] if n not in finals]
   if pending and not cc.get('tune_only'):
     lines += ['', f'Not run yet: {", ".join(pending)}.']
@@ -587,6 +598,7 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
                  f'Every method gets the same {len(cc.tuning[cc.methods[0]])} candidate settings, '
                  f'each trained with {seeds_text}, candidate 0 its paper defaults; the best mean '
                  'validation accuracy wins (ties: the earlier). Ablations use msmgan\'s choice.'),
+            *_defaults_note(cc),
             '', '| method | candidate | setting | validation accuracy | per seed | chosen |',
             '|---|---|---|---|---|---|']
   for t in tuning:
