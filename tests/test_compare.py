@@ -256,10 +256,11 @@ def test_a_budget_table_holds_the_main_runs_that_already_use_its_setting(repo_ro
 
 def test_the_verdict_follows_from_the_paired_intervals(repo_root):
   """compare.md's Verdict: "met" only with the margin reached and the interval above zero,
-  "provisional" while a baseline has not run, in the main table and in a budget table that
-  holds msmgan's main run; a malformed target is refused."""
+  "provisional" while an opponent that could change it has not run, in the main table and
+  in a budget table that holds msmgan's main run; ablations are never opponents; a
+  malformed target is refused; the committed configs carry the issue's targets."""
   cc = load_config(repo_root, 'compare_lowdata', None)
-  cc.methods, cc.ablations = ('ce', 'kd', 'msmgan'), ()
+  cc.methods, cc.ablations = ('ce', 'kd', 'msmgan'), ('no_gan',)
   cc.target = ml_collections.ConfigDict({'margin': 1.0, 'against': ('best',)})
   cc.method_defaults = ml_collections.ConfigDict({'msmgan': 'student.init=first_anchor'})
   cc.budgets = ml_collections.ConfigDict({'init': ml_collections.ConfigDict({
@@ -269,34 +270,57 @@ def test_the_verdict_follows_from_the_paired_intervals(repo_root):
   ce, kd = _row('ce', seeds5(0.80, [0, 1, 0, 1, 0])), _row('kd', seeds5(0.85, [0, 0, 1, 0, 1]))
   # msmgan - kd per seed: 2, 3, 1, 2, 1 points: mean 1.8, t_4 interval [0.76, 2.84].
   ms = _row('msmgan', seeds5(0.87, [0, 1, 0, 0, 0]))
+  # An ablation scoring above msmgan is no opponent (nor msmgan's own row).
+  ablation = _row('msmgan_no_gan', seeds5(0.95, [0] * 5), method='msmgan', ablation='no_gan')
   kd_init = _row('kd@init', seeds5(0.86, [0, 1, 0, 1, 0]), method='kd', budget='init')
-  md = compare.markdown(cc, [ce, kd, ms, kd_init], [], {}, [], 'here')
+  md = compare.markdown(cc, [ce, kd, ms, ablation, kd_init], [], {}, [], 'here')
   v = md[md.index('## Verdict'):]
-  # A row's "defaults" says what it holds where a method has its own (msmgan's start here).
-  assert md.count('"defaults" means the base config; for msmgan, the base config plus its '
-                  'method_defaults `student.init=first_anchor`.') == 2  # finals and tuning.
-  assert 'Target: msmgan at least +1.00 points with the paired 95% interval above zero ' \
-         'against the best baseline' in v
-  assert '- main budget: vs kd +1.80 [+0.76, +2.84]: **met**.' in v
+  # What msmgan's rows hold where it has method_defaults (its start here): finals and tuning.
+  assert md.count('Every setting of msmgan (its candidates, final, ablation and budget runs) '
+                  'applies on top of its method_defaults `student.init=first_anchor`') == 2
+  assert 'Target: msmgan above the best baseline by at least 1.00 points, each seed-paired ' \
+         '95% interval above zero; judged on the main budget.' in v
+  assert '- main budget: vs kd (the best of ce, kd) +1.80 [+0.76, +2.84]: **met**.' in v
   # Against kd started from the anchor: 1, 1, 1, 0, 1 points: above zero, short of 1 point.
   assert '- init: vs kd@init +0.80 [+0.24, +1.36] (short): **not met**.' in v
   # 1.2 points on average, but the seeds disagree (5, -2, 3, -1, 1): not told apart.
   noisy = _row('msmgan', [0.90, 0.83, 0.89, 0.84, 0.87])
-  assert '- main budget: vs kd +1.20 [-2.36, +4.76] (short): **not met**.' in compare.markdown(
-      cc, [ce, kd, noisy], [], {}, [], 'here')
-  # A baseline not run yet leaves the main verdict open; msmgan not run: nothing to judge.
-  partial = compare.markdown(cc, [kd, ms], [], {}, [], 'here')
-  assert '**provisional** (not run yet: ce)' in partial
+  assert 'vs kd (the best of ce, kd) +1.20 [-2.36, +4.76] (short): **not met**.' in \
+      compare.markdown(cc, [ce, kd, noisy], [], {}, [], 'here')
+  # Exactly the margin (per-seed differences summed in floating point) meets it.
+  exact = _row('msmgan', [0.8612, 0.8547, 0.8733, 0.8598, 0.8710])
+  kd_exact = _row('kd', [0.8512, 0.8447, 0.8633, 0.8498, 0.8610])
+  assert '+1.00 [+1.00, +1.00]: **met**.' in compare.markdown(cc, [ce, kd_exact, exact], [],
+                                                              {}, [], 'here')
+  # A baseline not run yet leaves 'best' open; msmgan not run: nothing to judge.
+  assert '**provisional** (not run yet: ce)' in compare.markdown(cc, [kd, ms], [], {}, [],
+                                                                 'here')
   assert '- main budget: not run yet.' in compare.markdown(cc, [ce, kd], [], {}, [], 'here')
-  cc.target.against = ('kd',)
-  cc.target.margin = 2.0
+  assert '- init: not run yet.' in compare.markdown(cc, [ce, kd, ms], [], {}, [], 'here')
+  # Named opponents: one that ran and falls short settles it, whatever else is to run.
+  cc.target.against, cc.target.margin = ('kd',), 2.0
   assert '- main budget: vs kd +1.80 [+0.76, +2.84] (short): **not met**.' in compare.markdown(
-      cc, [ce, kd, ms], [], {}, [], 'here')
+      cc, [kd, ms], [], {}, [], 'here')
+  assert 'Target: msmgan above kd by at least 2.00 points' in compare.markdown(
+      cc, [kd, ms], [], {}, [], 'here')
+  cc.target.margin = 0.0
+  assert 'Target: msmgan above kd, each seed-paired 95% interval above zero' in \
+      compare.markdown(cc, [kd, ms], [], {}, [], 'here')
+  # One shared seed gives no interval: no verdict either way.
+  one = compare.markdown(cc, [_row('kd', [0.85]), _row('msmgan', [0.87])], [], {}, [], 'here')
+  assert 'vs kd: fewer than 2 shared seeds: **cannot be judged**' in one
   for bad in ({'margin': -1.0, 'against': ('kd',)}, {'margin': 1.0, 'against': ('msmgan',)},
               {'margin': 1.0, 'against': ('fitnets',)}, {'margin': 1.0, 'against': ()}):
     cc.target = ml_collections.ConfigDict(bad)
     with pytest.raises(config.ConfigError, match='target'):
       compare.check(cc)
+  cc.target, cc.seeds = ml_collections.ConfigDict({'margin': 1.0, 'against': ('kd',)}), 1
+  with pytest.raises(config.ConfigError, match='target.*seeds >= 2'):
+    compare.check(cc)
+  lowdata, full = (load_config(repo_root, n, None).target
+                   for n in ('compare_lowdata_v2', 'compare_full_v2'))
+  assert (lowdata.margin, tuple(lowdata.against)) == (1.0, ('best',))
+  assert (full.margin, tuple(full.against)) == (0.0, ('kd', 'dkd'))
 
 
 def test_v2_gives_kd_and_dkd_msmgans_start_right_after_msmgan(monkeypatch):

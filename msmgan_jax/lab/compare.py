@@ -214,6 +214,8 @@ def check(cc) -> None:
     req(against and all(a == BEST or (a in cc.methods and a != ours) for a in against),
         f'target.against must name {BEST!r} or compared methods other than {ours!r}, got '
         f'{against}')
+    req(isinstance(cc.seeds, int) and cc.seeds >= 2, f'a target is judged on seed-paired '
+        f'intervals, which need seeds >= 2 (got {cc.seeds!r}); raise seeds or drop target')
 
 
 def student_config(cc, run: Run, anchors: list, chosen: dict):
@@ -472,56 +474,82 @@ def _defaults_note(cc) -> list:
   own = {m: t for m, t in (cc.get('method_defaults') or {}).items() if t}
   if not own:
     return []
-  return ['', '"defaults" means the base config; for ' + '; for '.join(
-      f'{m}, the base config plus its method_defaults `{t}`' for m, t in own.items()) + '.']
+  return ['', 'Every setting of ' + '; every setting of '.join(
+      f'{m} (its candidates, final, ablation and budget runs) applies on top of its '
+      f'method_defaults `{t}`, which are its candidate 0 ("defaults") in place of its paper '
+      'defaults' for m, t in own.items()) + '.']
 
 
 def verdict(cc, rows: list) -> list:
   """The `## Verdict` lines of compare.md: where the config sets a `target` ({'margin':
   points, 'against': ('best' | method names)}), whether `ours` meets it in the main table
-  and in each budget table that holds ours' main run (`with_main`): for each named
-  opponent, the seed-paired difference in points with its 95% interval, and "met" only
-  where the mean is at least the margin and the interval's low end is above zero. Mechanical:
-  the words follow from the numbers. [] without a target."""
+  (the target proper) and, the same way, in each budget table that holds ours' main run
+  (`with_main`; 'best' there is the best of that table's own runs, a named method its run
+  at that budget, where the budget runs it). For each opponent: the seed-paired difference
+  in points with its 95% interval; "met" only where every opponent's mean reaches the
+  margin and its interval's low end is above zero; "provisional" while an opponent that
+  could still change the answer has not run ('best': any baseline of the table); "cannot be
+  judged" with fewer than 2 shared seeds. Mechanical: the words follow from the numbers.
+  [] without a target or in a design study."""
   target = cc.get('target')
   if not target or cc.get('tune_only'):
     return []
   ours, margin = cc.get('ours', 'msmgan'), float(target.margin)
-  need = (f'at least {margin:+.2f} points' if margin else 'above') + ' with the paired 95% ' \
-      'interval above zero'
-  lines = ['', '## Verdict', '', f'Target: {ours} {need} against '
-           + ', '.join('the best baseline' if a == BEST else a for a in target.against)
-           + ' (seed-paired differences, in points).', '']
+  against = tuple(target.against)
+  names = ' and '.join('the best baseline' if a == BEST else a for a in against)
+  lines = ['', '## Verdict', '',
+           f'Target: {ours} above {names}' + (f' by at least {margin:.2f} points' if margin
+                                               else '')
+           + ', each seed-paired 95% interval above zero; judged on the main budget. A budget '
+           f'table that holds {ours}\'s main run is judged the same way against its own '
+           'runs.', '']
+  mine = next((r for r in rows if r['method'] == ours and not r['ablation']
+               and not r.get('budget')), None)
   tables = [('main budget', None, [m for m in cc.methods if m != ours])]
-  tables += [(b.get('title', name), name, [m for m in b.methods if m != BEST_OTHER])
-             for name, b in (cc.get('budgets', {}) or {}).items()
-             if ours in b.get('with_main', ())]
+  for name, b in (cc.get('budgets', {}) or {}).items():
+    if ours in b.get('with_main', ()):
+      tables.append((b.get('title', name), name, list(b.methods)))
   for title, budget, expected in tables:
-    mine = next((r for r in rows if r['method'] == ours and not r['ablation']
-                 and not r.get('budget')), None)
-    others = [r for r in rows if r.get('budget') == budget and not r['ablation']
-              and r['method'] != ours]
-    missing = [m for m in expected if not any(r['method'] == m for r in others)]
-    if mine is None or not others:
-      lines.append(f'- {title}: not run yet.')
+    if budget is None:
+      others = [r for r in rows if not r.get('budget') and not r['ablation']
+                and r['method'] != ours]
+    else:
+      others = [r for r in budget_rows(cc, rows, budget) if r is not mine and not r['ablation']]
+    ran = {r['method'] for r in others if r.get('budget') == budget}
+    # best_other counts as run once the budget holds a run of a method it does not name.
+    done = lambda m: (m in ran if m != BEST_OTHER
+                      else bool(ran - set(expected)))  # noqa: E731
+    opponents = [a for a in against if a == BEST or a in expected or budget is None]
+    if mine is None or not others or not opponents:
+      if opponents:
+        lines.append(f'- {title}: not run yet.')
       continue
-    parts, met = [], True
-    for a in target.against:
+    waiting = [m for m in (expected if BEST in opponents else opponents) if not done(m)]
+    parts, met, judged = [], True, True
+    for a in opponents:
       opp = best_baseline(cc, others) if a == BEST else next(
-          (r for r in others if r['method'] == a), None)
+          (r for r in others if r['method'] == a and r.get('budget') == budget), None)
       if opp is None:
-        parts.append(f'{a}: not run yet')
+        parts.append(f'vs {a}: not run yet')
         met = False
         continue
       d = paired_difference(mine, opp)
-      ok = d is not None and d['mean'] >= margin and d['low'] > 0
+      which = (f' (the best of {", ".join(r["name"] for r in others)})'
+               if a == BEST and len(others) > 1 else '')
+      if d is None:
+        parts.append(f'vs {opp["name"]}{which}: fewer than 2 shared seeds')
+        judged = False
+        continue
+      ok = round(d['mean'], 6) >= margin and d['low'] > 0
       met = met and ok
-      parts.append(f'vs {opp["name"]} {_ci(d)}' + ('' if ok else ' (short)'))
-    if missing:  # the best baseline, or a named one, may still change.
-      lines.append(f'- {title}: ' + '; '.join(parts) + ': **provisional** (not run yet: '
-                   + ', '.join(missing) + ').')
-      continue
-    lines.append(f'- {title}: ' + '; '.join(parts) + f': **{"met" if met else "not met"}**.')
+      parts.append(f'vs {opp["name"]}{which} {_ci(d)}' + ('' if ok else ' (short)'))
+    if waiting:  # an opponent still to run may change the answer.
+      word = f'**provisional** (not run yet: {", ".join(waiting)})'
+    elif not judged:
+      word = '**cannot be judged** (fewer than 2 shared seeds)'
+    else:
+      word = f'**{"met" if met else "not met"}**'
+    lines.append(f'- {title}: ' + '; '.join(parts) + f': {word}.')
   return lines
 
 
@@ -566,9 +594,11 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
     if not any(r.get('budget') == name for r in at):
       at = []  # main rows alone are no comparison at this budget.
     lines += ['', f'## {b.get("title", name)}', '',
-              f'The same settings (chosen at the main budget) with `{b.setting}`; '
-              f'{BEST_OTHER} is the baseline not named in {tuple(b.methods)} whose chosen '
-              'candidate scored best on validation. vs itself at the main budget: a budget '
+              f'The same settings (chosen at the main budget) with `{b.setting}`. '
+              + (f'{BEST_OTHER} is the baseline not named in '
+                 f'{tuple(m for m in b.methods if m != BEST_OTHER)} whose chosen candidate '
+                 'scored best on validation. ' if BEST_OTHER in b.methods else '')
+              + 'vs itself at the main budget: a budget '
               'run against the same method\'s main run, seed by seed (what the setting itself '
               'is worth).'
               + (f' The rows of {", ".join(joined)} are their main runs, repeated here: '
@@ -596,7 +626,8 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
   lines += ['', f'## Tuning (validation split `{cc.validation_split}`, {seeds_text} per candidate)',
             '', (cc.get('design_note') or
                  f'Every method gets the same {len(cc.tuning[cc.methods[0]])} candidate settings, '
-                 f'each trained with {seeds_text}, candidate 0 its paper defaults; the best mean '
+                 f'each trained with {seeds_text}, candidate 0 its paper defaults (or its '
+                 'method_defaults, below); the best mean '
                  'validation accuracy wins (ties: the earlier). Ablations use msmgan\'s choice.'),
             *_defaults_note(cc),
             '', '| method | candidate | setting | validation accuracy | per seed | chosen |',
