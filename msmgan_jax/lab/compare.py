@@ -105,13 +105,14 @@ _MISSING = object()
 
 def plan(cc, root: Optional[str] = None) -> list:
   """Every run of the comparison in the order they run: each method's tuning, then its
-  final run (so finished rows appear early); msmgan's ablations right after msmgan; last,
+  final run (so finished rows appear early); msmgan's ablations right after msmgan (with
+  `ablations_last`, after every method's final run, so the verdict's rows come first); last,
   the runs at each extra budget (`budgets`), which reuse the settings chosen at the main
   budget, except that a budget with `with_main` (a like-with-like table) runs right after
   the last main final run of its methods and `with_main` methods. With `settings_from`
   (another comparison's compare.json) the settings chosen there are used: no tuning runs;
   with `tune_only` (a design study on the validation split) no final runs. A budget's `best_other` is planned once the tuning in `root` names it."""
-  runs = []
+  runs, later = [], []
   for method in cc.methods:
     if not cc.get('settings_from'):
       runs += [Run('tune', f'tune/{method}/{i}', method, candidate=i)
@@ -119,8 +120,11 @@ def plan(cc, root: Optional[str] = None) -> list:
     if cc.get('tune_only'):
       continue
     runs.append(Run('final', method, method))
-    own = registry.ablations(method)  # the method's own ablations, right after it.
-    runs += [Run('final', f'{method}_{a}', method, ablation=a) for a in cc.ablations if a in own]
+    own = registry.ablations(method)  # the method's own ablations, right after it
+    # (or, with `ablations_last`, after every method's final run: the verdict first).
+    (later if cc.get('ablations_last') else runs).extend(
+        Run('final', f'{method}_{a}', method, ablation=a) for a in cc.ablations if a in own)
+  runs += later
   if cc.get('tune_only'):
     return runs
   for budget, b in (cc.get('budgets', {}) or {}).items():
