@@ -111,7 +111,8 @@ def plan(cc, root: Optional[str] = None) -> list:
   budget, except that a budget with `with_main` (a like-with-like table) runs right after
   the last main final run of its methods and `with_main` methods. With `settings_from`
   (another comparison's compare.json) the settings chosen there are used: no tuning runs;
-  with `tune_only` (a design study on the validation split) no final runs. A budget's `best_other` is planned once the tuning in `root` names it."""
+  with `tune_only` (a design study on the validation split) no final runs. A budget's
+  `best_other` is planned once the tuning in `root` names it."""
   runs, later = [], []
   for method in cc.methods:
     if not cc.get('settings_from'):
