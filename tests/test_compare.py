@@ -297,6 +297,16 @@ def test_the_verdict_follows_from_the_paired_intervals(repo_root):
                                                                  'here')
   assert '- main budget: not run yet.' in compare.markdown(cc, [ce, kd], [], {}, [], 'here')
   assert '- init: not run yet.' in compare.markdown(cc, [ce, kd, ms], [], {}, [], 'here')
+  # A budget's best_other is waited for until a run of a method it does not name is there.
+  cc.budgets.init.methods = ('kd', 'best_other')
+  compare.check(cc)
+  ce_init = _row('ce@init', seeds5(0.80, [0] * 5), method='ce', budget='init')
+  assert '**provisional** (not run yet: best_other).' in compare.markdown(
+      cc, [ce, kd, ms, kd_init], [], {}, [], 'here').split('- init:')[1].split('\n')[0]
+  assert '- init: vs kd@init (the best of kd@init, ce@init) +0.80 [+0.24, +1.36] (short): ' \
+         '**not met**.' in compare.markdown(cc, [ce, kd, ms, kd_init, ce_init], [], {}, [],
+                                            'here')
+  cc.budgets.init.methods = ('kd',)
   # Named opponents: one that ran and falls short settles it, whatever else is to run.
   cc.target.against, cc.target.margin = ('kd',), 2.0
   assert '- main budget: vs kd +1.80 [+0.76, +2.84] (short): **not met**.' in compare.markdown(

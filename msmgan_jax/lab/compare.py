@@ -521,15 +521,14 @@ def verdict(cc, rows: list) -> list:
     else:
       others = [r for r in budget_rows(cc, rows, budget) if r is not mine and not r['ablation']]
     ran = {r['method'] for r in others if r.get('budget') == budget}
-    # best_other counts as run once the budget holds a run of a method it does not name.
-    done = lambda m: (m in ran if m != BEST_OTHER
-                      else bool(ran - set(expected)))  # noqa: E731
     opponents = [a for a in against if a == BEST or a in expected or budget is None]
     if mine is None or not others or not opponents:
       if opponents:
         lines.append(f'- {title}: not run yet.')
       continue
-    waiting = [m for m in (expected if BEST in opponents else opponents) if not done(m)]
+    # best_other counts as run once the budget holds a run of a method it does not name.
+    waiting = [m for m in (expected if BEST in opponents else opponents)
+               if not (ran - set(expected) if m == BEST_OTHER else m in ran)]
     parts, met, judged = [], True, True
     for a in opponents:
       opp = best_baseline(cc, others) if a == BEST else next(
