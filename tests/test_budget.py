@@ -103,6 +103,24 @@ def test_the_pytorch_check_trains_the_steps_we_train():
       assert peak == pytest.approx(lr * batch / 128)
 
 
+def test_a_pytorch_check_of_one_method_keeps_the_others_rows():
+  """`--methods kd` after `--methods ce` once overwrote ce's 5 seeds with kd's row alone;
+  now the rows of methods not checked again stay, a rerun of kd takes its finished seeds,
+  and rows measured against another teacher anchor are dropped, not mixed in."""
+  from msmgan_jax.lab import torch_check  # pylint: disable=g-import-not-at-top
+  ce = {'method': 'ce', 'setting': 'student.lr=0.2', 'seeds': [0, 1], 'accuracies': [0.8, 0.9]}
+  kd = {'method': 'kd', 'setting': 'kd.tau=2.0', 'seeds': [0], 'accuracies': [0.85]}
+  earlier = {'teacher_anchor': 'anchors/15', 'rows': [ce, kd]}
+  kept, before = torch_check.carried_over(earlier, 'anchors/15', ['kd'])
+  assert kept == [ce] and before == {('kd', 'kd.tau=2.0'): kd}
+  kept, before = torch_check.carried_over(earlier, 'anchors/15', ['ce', 'kd'])
+  assert kept == [] and set(before) == {('ce', 'student.lr=0.2'), ('kd', 'kd.tau=2.0')}
+  assert torch_check.carried_over(earlier, 'other/15', ['kd']) == ([], {})
+  assert torch_check.carried_over({}, 'anchors/15', ['kd']) == ([], {})
+  rows = torch_check.ordered([kd, {'method': 'x'}, ce], ('ce', 'kd', 'dkd'))
+  assert [r['method'] for r in rows] == ['ce', 'kd', 'x']
+
+
 def committed_runs():
   """(config file, run name, its student config, training images) of every run the committed
   comparison configs make (every method, tuning candidate, ablation and extra budget; each

@@ -186,6 +186,22 @@ def test_the_paired_difference_is_a_student_t_interval_over_shared_seeds():
   assert compare.paired_difference(a, _row('d', [0.5], seeds=[1])) is None
 
 
+def test_ours_against_pytorch_is_welchs_interval_not_a_seed_pairing():
+  """The two frameworks' seeds share no random numbers: Welch's unequal-variance interval,
+  checked against its formula (Welch 1947; Welch-Satterthwaite degrees of freedom)."""
+  import scipy.stats  # pylint: disable=g-import-not-at-top
+  ours, theirs = [0.80, 0.82], [0.80, 0.81]
+  va, vb = 0.0002 / 2, 0.00005 / 2  # sample variances over n: 2e-4 and 5e-5, n = 2 each.
+  df = (va + vb) ** 2 / (va ** 2 + vb ** 2)  # = 1.4706 (each side's n - 1 = 1).
+  half = 100 * scipy.stats.t.ppf(0.975, df) * (va + vb) ** 0.5
+  d = compare.unpaired_difference({'accuracies': ours}, {'accuracies': theirs})
+  assert d['mean'] == pytest.approx(0.5) and d['low'] == pytest.approx(0.5 - half)
+  assert d['high'] == pytest.approx(0.5 + half) and half == pytest.approx(6.9185, abs=1e-3)
+  # Seed labels play no part: reversing one side's order changes nothing.
+  assert compare.unpaired_difference({'accuracies': ours[::-1]}, {'accuracies': theirs}) == d
+  assert compare.unpaired_difference({'accuracies': [0.8]}, {'accuracies': theirs}) is None
+
+
 def test_the_table_gives_paired_differences_to_kd_and_the_best_baseline(repo_root):
   cc = load_config(repo_root, 'compare_lowdata', None)
   rows = [_row('ce', [0.80, 0.82]), _row('kd', [0.83, 0.83]), _row('at', [0.84, 0.86]),
@@ -198,7 +214,8 @@ def test_the_table_gives_paired_differences_to_kd_and_the_best_baseline(repo_roo
   assert 'vs best baseline (at): paired 95% CI' in md
   assert '| ce | ce | defaults | 0.8100 +- 0.0100 | 0.8000, 0.8200 | - | -2.00 [-14.71, +10.71] |' in md
   assert '| at | at | defaults | 0.8500 +- 0.0100 | 0.8400, 0.8600 | +4.00 | +2.00 [-10.71, +14.71] | - |' in md
-  assert '| ce | 0.8050 +- 0.0050 | 0.8000, 0.8100 | 0.8100 +- 0.0100 | +0.50 |' in md
+  # Ours against PyTorch: unpaired (Welch), below.
+  assert '| ce | 0.8050 +- 0.0050 | 0.8000, 0.8100 | 0.8100 +- 0.0100 | +0.50 [-6.42, +7.42] |' in md
   assert 'Not run yet: rco, fitnets, dml, skd, msmgan_single_stage' in md
 
 

@@ -353,6 +353,21 @@ def paired_difference(a: dict, b: dict, level: float = 0.95) -> Optional[dict]:
           'n': len(d)}
 
 
+def unpaired_difference(a: dict, b: dict, level: float = 0.95) -> Optional[dict]:
+  """The difference of two runs' mean accuracies, in points, `a` minus `b`, when their seeds
+  share nothing (our run against the PyTorch check: another framework draws other random
+  numbers from the same seed, so pairing seed i with seed i removes no noise). Returns
+  {'mean', 'low', 'high'} with Welch's unequal-variance Student-t interval at `level`
+  (scipy.stats.ttest_ind, equal_var=False); None with fewer than 2 accuracies on a side."""
+  import scipy.stats  # pylint: disable=g-import-not-at-top
+  x, y = np.asarray(a['accuracies'], float), np.asarray(b['accuracies'], float)
+  if len(x) < 2 or len(y) < 2:
+    return None
+  ci = scipy.stats.ttest_ind(x, y, equal_var=False).confidence_interval(level)
+  return {'mean': 100 * float(x.mean() - y.mean()), 'low': 100 * float(ci.low),
+          'high': 100 * float(ci.high)}
+
+
 # Results ------------------------------------------------------------------------------
 def _curve(workdir: str) -> list:
   """The student's test evaluations: [(images seen, wall s or None, mean accuracy)], in order."""
@@ -612,12 +627,19 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
       lines += ['', f'Not run yet: {", ".join(missing)}.']
   if torch_rows:
     lines += ['', '## Independent check (PyTorch, same networks, recipe and slice)', '',
-              '| method | test accuracy | per seed | ours (JAX) | difference |', '|---|---|---|---|---|']
+              'difference: ours minus PyTorch, in points, with Welch\'s 95% interval (unpaired: '
+              'the two frameworks draw different random numbers from the same seed); an '
+              'interval that holds zero is an agreement the seeds cannot tell apart.', '',
+              '| method | test accuracy | per seed | ours (JAX) | difference: 95% CI |',
+              '|---|---|---|---|---|']
     for t in torch_rows:
       ours = finals.get(t['method'])
+      d = unpaired_difference(ours, t) if ours else None
       lines.append(f'| {t["method"]} | {t["mean"]:.4f} +- {t["std"]:.4f} | '
                    f'{", ".join(f"{a:.4f}" for a in t["accuracies"])} | '
-                   + (f'{ours["mean"]:.4f} +- {ours["std"]:.4f} | {100 * (ours["mean"] - t["mean"]):+.2f}'
+                   + (f'{ours["mean"]:.4f} +- {ours["std"]:.4f} | '
+                      + (f'{d["mean"]:+.2f} [{d["low"]:+.2f}, {d["high"]:+.2f}]' if d else
+                         f'{100 * (ours["mean"] - t["mean"]):+.2f}')
                       if ours else '- | -') + ' |')
   if cc.get('settings_from'):
     lines += ['', '## Settings', '', f'No tuning here: every method uses the setting chosen on '
@@ -630,8 +652,9 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
   lines += ['', f'## Tuning (validation split `{cc.validation_split}`, {seeds_text} per candidate)',
             '', (cc.get('design_note') or
                  f'Every method gets the same {len(cc.tuning[cc.methods[0]])} candidate settings, '
-                 f'each trained with {seeds_text}, candidate 0 its paper defaults (or its '
-                 'method_defaults, below); the best mean '
+                 f'each trained with {seeds_text}, candidate 0 its paper defaults'
+                 + (' (or its method_defaults, below)' if _defaults_note(cc) else '')
+                 + '; the best mean '
                  'validation accuracy wins (ties: the earlier). Ablations use msmgan\'s choice.'),
             *_defaults_note(cc),
             '', '| method | candidate | setting | validation accuracy | per seed | chosen |',

@@ -165,6 +165,27 @@ def evaluate(net, arrays, batch=1000) -> float:
   return correct / len(x)
 
 
+def carried_over(earlier: dict, anchor_path: str, methods: list) -> tuple:
+  """What a new call keeps of an earlier `torch_check.json` (`earlier`, {} for none).
+
+  Returns (kept, before): `kept`, the rows of every method this call does not check again
+  (a call with `--methods kd` leaves ce's row as it was); `before`, {(method, setting):
+  row} of the methods it checks, whose finished seeds a rerun takes instead of training
+  them again (a check stopped part-way resumes). Rows measured against another teacher
+  anchor than `anchor_path` are dropped from both: they no longer check this comparison.
+  """
+  rows = earlier.get('rows', []) if earlier.get('teacher_anchor') == anchor_path else []
+  kept = [r for r in rows if r['method'] not in methods]
+  before = {(r['method'], r['setting']): r for r in rows if r['method'] in methods}
+  return kept, before
+
+
+def ordered(rows: list, methods) -> list:
+  """`rows` in the comparison's method order (`methods`), others after them."""
+  rank = {m: i for i, m in enumerate(methods)}
+  return sorted(rows, key=lambda r: rank.get(r['method'], len(rank)))
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(prog='python -m msmgan_jax.torch_check', description=__doc__.split('\n\n')[0])
   parser.add_argument('--config', required=True, help='a comparison config, e.g. configs/compare_lowdata.py')
@@ -223,9 +244,8 @@ def main(argv=None) -> int:
   conversion = float(np.max(np.abs(jax_logits - torch_logits)))
   print(f'teacher converted to PyTorch: logits differ by at most {conversion:.2e} on 256 test images')
   out = os.path.join(cc.out, 'torch_check.json')
-  # Seeds finished by an earlier, interrupted call (same method and setting) are kept.
-  before = {(r['method'], r['setting']): r for r in
-            (json.load(open(out))['rows'] if os.path.exists(out) else [])}
+  earlier = json.load(open(out)) if os.path.exists(out) else {}
+  kept, before = carried_over(earlier, anchor_path, args.methods.split(','))
   rows = []
   os.makedirs(cc.out, exist_ok=True)
   for method in args.methods.split(','):
@@ -249,7 +269,8 @@ def main(argv=None) -> int:
       row.update(mean=float(np.mean(row['accuracies'])), std=float(np.std(row['accuracies'])))
       io.write_json(out, {  # after every seed: a stopped check keeps what it measured.
           'torch': torch.__version__, 'threads': args.threads, 'teacher_anchor': anchor_path,
-          'teacher_conversion_max_abs_logit_diff': conversion, 'rows': rows})
+          'teacher_conversion_max_abs_logit_diff': conversion,
+          'rows': ordered(kept + rows, cc.methods)})
   print(f'wrote {out}')
   return 0
 
