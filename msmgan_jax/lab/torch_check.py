@@ -246,6 +246,9 @@ def main(argv=None) -> int:
   out = os.path.join(cc.out, 'torch_check.json')
   earlier = json.load(open(out)) if os.path.exists(out) else {}
   kept, before = carried_over(earlier, anchor_path, args.methods.split(','))
+  if earlier.get('rows') and earlier.get('teacher_anchor') != anchor_path:
+    print(f'{out}: its rows were measured against {earlier.get("teacher_anchor")}, not this '
+          f'comparison\'s anchor {anchor_path}; they are replaced (git keeps the old file)')
   rows = []
   os.makedirs(cc.out, exist_ok=True)
   for method in args.methods.split(','):
