@@ -139,6 +139,10 @@ def test_weight_selection_takes_the_anchors_arrays_by_name_and_leading_slices():
   assert (taken, total) == (320, 323)
   wider = {'params': {'head': {'Dense_0': {'kernel': jnp.zeros((128, 10))}}}}
   assert models.select_weights(wider, v20)[1] == 0  # larger than the teacher's: kept.
+  # The share a pair would take, from shapes alone (what `student.init`'s check reads).
+  assert models.selectable_fraction('resnet8', 'resnet20') == 1.0
+  assert models.selectable_fraction('resnet8', 'resnet14', (28, 28, 1)) == 1.0
+  assert 0.0 < models.selectable_fraction('cnn', 'resnet20') < 0.01  # the head's bias only.
 
 
 def test_student_init_starts_the_student_from_the_first_anchor(tmp_path):

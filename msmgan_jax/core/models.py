@@ -10,6 +10,7 @@ this: the block structure is data (`block_names`, `block_channels`,
 `block_strides`), not special cases.
 """
 import functools
+import math
 from typing import Any, Callable, Optional, Sequence
 
 import flax.linen as nn
@@ -297,13 +298,12 @@ def select_weights(student: dict, teacher: dict) -> tuple:
   models. Returns (the new student tree, the number of student parameters and statistics
   taken from the teacher, the student's total).
   """
-  flat_t = {tuple(str(getattr(k, 'key', k)) for k in path): v
-            for path, v in jax.tree_util.tree_flatten_with_path(teacher)[0]}
+  flat_t = _by_path(teacher)
   taken = [0]
 
   def pick(path, s):
-    t = flat_t.get(tuple(str(getattr(k, 'key', k)) for k in path))
-    if t is None or t.ndim != s.ndim or any(a > b for a, b in zip(s.shape, t.shape)):
+    t = flat_t.get(_path_key(path))
+    if not _selectable(s, t):
       return s
     taken[0] += s.size
     return jnp.asarray(t[tuple(slice(0, n) for n in s.shape)], s.dtype)
@@ -311,6 +311,35 @@ def select_weights(student: dict, teacher: dict) -> tuple:
   out = jax.tree_util.tree_map_with_path(pick, student)
   total = sum(x.size for x in jax.tree_util.tree_leaves(student))
   return out, taken[0], total
+
+
+def _path_key(path) -> tuple:
+  return tuple(str(getattr(k, 'key', k)) for k in path)
+
+
+def _by_path(tree) -> dict:
+  return {_path_key(path): v for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _selectable(s, t) -> bool:
+  """Whether weight selection takes student array `s` from teacher array `t` (either may be a
+  `jax.ShapeDtypeStruct`): the same rank and no axis larger than the teacher's."""
+  return t is not None and len(t.shape) == len(s.shape) and all(
+      a <= b for a, b in zip(s.shape, t.shape))
+
+
+def selectable_fraction(student: str, teacher: str, image_shape=(32, 32, 3)) -> float:
+  """The share of the registered model `student`'s parameters and statistics that weight
+  selection (`select_weights`) would take from the registered model `teacher`, computed on
+  shapes only (nothing is initialised); 0.0 when they share no array by name and shape.
+  `image_shape` (H, W, C): the input both are built for."""
+  from msmgan_jax.core import optim  # pylint: disable=g-import-not-at-top
+  shapes = lambda name: jax.eval_shape(lambda: optim.init_variables(
+      create_model(name, 10), jax.random.key(0), image_shape))
+  s, t = _by_path(shapes(student)), _by_path(shapes(teacher))
+  total = sum(math.prod(x.shape) for x in s.values())
+  taken = sum(math.prod(x.shape) for k, x in s.items() if _selectable(x, t.get(k)))
+  return taken / total if total else 0.0
 
 
 def register_model(name: str, factory: Callable[..., Classifier]) -> None:
