@@ -145,8 +145,9 @@ def test_weight_selection_takes_the_anchors_arrays_by_name_and_leading_slices():
   assert 0.0 < models.selectable_fraction('cnn', 'resnet20') < 0.01  # the head's bias only.
 
 
-def test_student_init_starts_the_student_from_the_first_anchor(tmp_path):
-  cfg = tiny_cfg(**{'student.model': 'resnet8', 'student.init': 'first_anchor'})
+def test_student_init_starts_the_student_from_the_first_anchor(tmp_path, capsys):
+  cfg = tiny_cfg(**{'student.model': 'resnet8', 'student.init': 'first_anchor',
+                    'method': 'kd', 'student.epochs': 1})
   d = make_distiller(cfg, tmp_path)
   params, stats = host(d.init_carry())
   anchor = host(d.teacher.anchors[0].variables)
@@ -155,6 +156,10 @@ def test_student_init_starts_the_student_from_the_first_anchor(tmp_path):
   np.testing.assert_array_equal(stats['student']['block3']['BasicBlock_0']['BatchNorm_0']['mean'],
                                 anchor['batch_stats']['block3']['BasicBlock_0']['BatchNorm_0']['mean'])
   assert d.states.init_record['selected'] == d.states.init_record['total'] > 0
+  d.run()  # the console says where the start came from and how much of it was taken.
+  assert (f'student: started from the anchor of teacher epoch 1 (first_anchor): '
+          f'{d.states.init_record["total"]:,} of its {d.states.init_record["total"]:,} '
+          'parameters and statistics selected') in capsys.readouterr().out
   random = make_distiller(tiny_cfg(**{'student.model': 'resnet8'}), tmp_path / 'r')
   assert not np.array_equal(host(random.init_carry())[0]['student']['block1']['Conv_0']['kernel'],
                             anchor['params']['block1']['Conv_0']['kernel'])

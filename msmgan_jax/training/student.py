@@ -149,6 +149,11 @@ class Distiller:
       if meta.get('phase_done', s >= self.num_steps(self.phases[m][i], m)):
         restored, pos = None, (m, i + 1, 0) if i + 1 < len(self.phases[m]) else (m + 1, 0, 0)
       print(f'student: resuming at stage {pos[0] + 1}, phase {pos[1] + 1}, step {pos[2]}')
+    if resume is None and self.states.init_record:
+      r = self.states.init_record
+      print(f'student: started from the anchor of teacher epoch {r["epoch"]} '
+            f'({self.cfg.student.init}): {r["selected"]:,} of its {r["total"]:,} parameters '
+            'and statistics selected')
     t_start = time.time() - wall
     for m in range(len(self.anchors)):
       for i in range(len(self.phases[m])):
