@@ -153,10 +153,6 @@ def anchor_epochs(cfg) -> tuple:
 
 
 STUDENT_INITS = ('random', 'first_anchor', 'last_anchor')
-# `student.init` other than random needs at least this share of the student's parameters and
-# statistics selectable from the teacher: models of different families share only a stem
-# convolution or a head by name (0-2% of the student), a start that is random in all but name.
-MIN_SELECTED = 0.1
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -323,15 +319,6 @@ def _check_pair(cfg):
   _require(tuple(t.block_strides) == tuple(s.block_strides), 'student.model',
            f'{cfg.student.model} downsamples its blocks by {tuple(s.block_strides)} but teacher '
            f'{cfg.teacher.model} by {tuple(t.block_strides)}; block features must align')
-  if cfg.student.init != 'random':
-    share = models.selectable_fraction(cfg.student.model, cfg.teacher.model)
-    _require(share >= MIN_SELECTED, 'student.init',
-             f'{cfg.student.init}: weight selection would take only {share:.2%} of the student '
-             f'{cfg.student.model}\'s parameters from the teacher {cfg.teacher.model} (the arrays '
-             'they share by name and shape; at least '
-             f'{MIN_SELECTED:.0%} needed), leaving the rest at its random start. It works where '
-             'the student\'s layers nest in the teacher\'s by name (resnet8 in resnet20, '
-             'wrn_16_1 in wrn_40_1): set student.init=random, or pick such a pair')
 
 
 REFERENCE_START, REFERENCE_END = '<!-- config reference: start -->', '<!-- config reference: end -->'

@@ -1,5 +1,5 @@
 """The comparison runner: plan, fair choice on validation, resume, tables and plots; and, on
-real Fashion-MNIST slices, every baseline not run elsewhere in smoke mode through it."""
+real Fashion-MNIST slices, one baseline of each kind in smoke mode through it."""
 import json
 import os
 import shutil
@@ -43,14 +43,15 @@ def expected_phases(cc, method, num_anchors) -> dict:
   return {method: [[p.name for p in registry.stage_phases(cfg, k, i)] for i in range(stages)]}
 
 
-def test_every_baseline_runs_through_the_comparison_and_a_rerun_skips_them(
+def test_one_method_of_each_kind_runs_through_the_comparison_and_a_rerun_skips_them(
     repo_root, teacher_run, tmp_path, capsys):
   """The final runs of one method of each kind the comparison plans differently, two seeds
   in one program each, a small CNN student: rco (one stage per anchor), fitnets (a hint phase
   before its kd phase, one anchor) and dml (no teacher: a peer). The comparison names no
   method (it reads the registry), and every registered method, a later one included, trains
-  through the same trainer in test_registry's smoke run, so the others (dkd, srrl, at, skd:
-  one-anchor methods like fitnets) add minutes here and no path. Their tuning is faked here
+  through the same trainer in test_registry's smoke run (synthetic batches, one seed), so the
+  others (dkd, srrl, at, skd: one-anchor methods like fitnets) would add minutes here and only
+  real data and a second seed. Their tuning is faked here
   (`test_each_method_takes...` covers the choice)."""
   methods = ('rco', 'fitnets', 'dml')
   assert all(m in registry.METHODS for m in methods)

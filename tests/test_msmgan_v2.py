@@ -140,9 +140,11 @@ def test_weight_selection_takes_the_anchors_arrays_by_name_and_leading_slices():
   wider = {'params': {'head': {'Dense_0': {'kernel': jnp.zeros((128, 10))}}}}
   assert models.select_weights(wider, v20)[1] == 0  # larger than the teacher's: kept.
   # The share a pair would take, from shapes alone (what `student.init`'s check reads).
-  assert models.selectable_fraction('resnet8', 'resnet20') == 1.0
-  assert models.selectable_fraction('resnet8', 'resnet14', (28, 28, 1)) == 1.0
-  assert 0.0 < models.selectable_fraction('cnn', 'resnet20') < 0.01  # the head's bias only.
+  shapes = lambda name: jax.eval_shape(lambda: optim.init_variables(
+      models.create_model(name, 10), jax.random.key(0), (28, 28, 1)))
+  assert models.selectable_share(v8, v20) == models.selectable_share(v8, shapes('resnet20')) == 1.0
+  assert models.selectable_share(narrow, v20) == pytest.approx(320 / 323)
+  assert 0.0 < models.selectable_share(shapes('cnn'), v20) < 0.01  # the head's bias only.
 
 
 def test_student_init_starts_the_student_from_the_first_anchor(tmp_path, capsys):

@@ -129,7 +129,7 @@ CASES = [
     ('weight selection across model families', ['--config.student.model=cnn',
                                                  '--config.student.init=first_anchor'], None,
      2, r"student\.init: first_anchor: weight selection would take only 0\.0\d% of the "
-     r"student cnn's parameters from the teacher resnet8 .*set student\.init=random"),
+     r"student cnn's parameters and statistics from the teacher resnet8 .*set student\.init=random"),
     ('unknown gan loss', ['--config.gan.loss=wgan'], None, 2, "'wgan' is not one of"),
     ('shares do not sum to 1', ['--config.stages.phase_shares=(0.5,0.5,0.5,0.5)'], None, 2,
      r'phase_shares: .* must sum to 1'),

@@ -328,15 +328,12 @@ def _selectable(s, t) -> bool:
       a <= b for a, b in zip(s.shape, t.shape))
 
 
-def selectable_fraction(student: str, teacher: str, image_shape=(32, 32, 3)) -> float:
-  """The share of the registered model `student`'s parameters and statistics that weight
-  selection (`select_weights`) would take from the registered model `teacher`, computed on
-  shapes only (nothing is initialised); 0.0 when they share no array by name and shape.
-  `image_shape` (H, W, C): the input both are built for."""
-  from msmgan_jax.core import optim  # pylint: disable=g-import-not-at-top
-  shapes = lambda name: jax.eval_shape(lambda: optim.init_variables(
-      create_model(name, 10), jax.random.key(0), image_shape))
-  s, t = _by_path(shapes(student)), _by_path(shapes(teacher))
+def selectable_share(student: dict, teacher: dict) -> float:
+  """The share of `student`'s scalars (parameters and statistics) that `select_weights` would
+  take from `teacher`: both variable trees, of arrays or `jax.ShapeDtypeStruct`s (shapes are
+  all it reads). 0.0 when they share no array by name and shape."""
+  t = _by_path(teacher)
+  s = _by_path(student)
   total = sum(math.prod(x.shape) for x in s.values())
   taken = sum(math.prod(x.shape) for k, x in s.items() if _selectable(x, t.get(k)))
   return taken / total if total else 0.0

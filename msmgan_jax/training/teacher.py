@@ -8,6 +8,7 @@ those paths instead and no teacher is trained.
 import dataclasses
 import os
 import time
+from typing import Optional
 
 import jax
 
@@ -158,6 +159,40 @@ def load_anchor(path: str, target: dict, model_name: str, info=None) -> Anchor:
     check_agrees(os.path.abspath(path), trained_on(ckpt, step, ckpt.meta(step)), info)
   variables, meta = ckpt.restore(step, target)
   return Anchor(meta['epoch'], meta['test_accuracy'], os.path.abspath(path), variables)
+
+
+# `student.init` other than random needs at least this share of the student's parameters and
+# statistics selectable from the teacher: models of different families share only a stem
+# convolution or the head by name (0-3% of the student at 10 classes), a start that is random
+# in all but name.
+MIN_SELECTED = 0.1
+
+
+def check_student_init(cfg, info, given: Optional[Teacher] = None) -> None:
+  """Refuses `student.init` (weight selection from an anchor) where it would take under
+  `MIN_SELECTED` of the student's parameters and statistics, for this data's image shape and
+  class count, from the teacher: `given` (restored by `load_given`) or, without one, the
+  library's `teacher.model` as this run would train it (shapes only, nothing computed).
+  Called before the workdir is claimed. Raises errors.ConfigError."""
+  if cfg.method == 'teacher' or cfg.student.init == 'random':
+    return
+  shapes = lambda model: jax.eval_shape(lambda: optim.init_variables(
+      model, jax.random.key(0), info.image_shape))
+  if given is not None:
+    teacher, name = given.anchors[0].variables, given.model_name
+  else:
+    teacher = shapes(models.create_model(cfg.teacher.model, info.num_classes))
+    name = cfg.teacher.model
+  student = shapes(models.create_model(cfg.student.model, info.num_classes))
+  share = models.selectable_share(student, teacher)
+  if share < MIN_SELECTED:
+    raise errors.ConfigError(
+        f'config field student.init: {cfg.student.init}: weight selection would take only '
+        f'{share:.2%} of the student {cfg.student.model}\'s parameters and statistics from the '
+        f'teacher {name} (the arrays they share by name and shape; at least '
+        f'{MIN_SELECTED:.0%} needed), leaving the rest at its random start. It works where the '
+        'student\'s layers nest in the teacher\'s by name (resnet8 in resnet20, wrn_16_1 in '
+        'wrn_40_1): set student.init=random, or pick such a pair')
 
 
 def load_given(cfg, info, mesh, eval_batches=None, given=None) -> Teacher:

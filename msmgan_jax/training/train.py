@@ -60,6 +60,7 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
   given = None
   if cfg.teacher.checkpoints or teacher is not None:
     given = teacher_lib.load_given(cfg, info, mesh, eval_batches, given=teacher)
+  teacher_lib.check_student_init(cfg, info, given)
   wd.claim(cfg, overwrite=overwrite)
   wd.metrics.images_per_epoch = info.num_train
   try:
