@@ -186,3 +186,28 @@ def test_a_teacher_of_other_classes_exits_2(repo_root, tfds_data_dir, native, tm
   with pytest.raises(CheckpointError, match='gives 3 logits but the data here'):
     train.train_and_evaluate(cfg, str(tmp_path / 'run'), teacher=given)
   assert not (tmp_path / 'run').exists()
+
+
+def test_student_init_is_judged_on_the_teacher_given_from_python(repo_root, tfds_data_dir,
+                                                                 native, tmp_path):
+  """Weight selection from a Python-given teacher is checked on that teacher's own variables,
+  not on teacher.model, before the workdir exists: resnet8 nests in teacher.model resnet20,
+  but a given wrn_16_1 shares only its stem and head with it by name (1%)."""
+  from msmgan_jax import errors  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.data import datasets as data  # pylint: disable=g-import-not-at-top
+  wrn = models.create_model('wrn_16_1', 10)
+  v = wrn.init(jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))
+  cfg = run_cfg(repo_root, tfds_data_dir, 'kd')
+  cfg.stages.num, cfg.student.init = len(native), 'first_anchor'
+  cfg.student.model, cfg.teacher.model = 'resnet8', 'resnet20'
+  with pytest.raises(errors.ConfigError, match=r"only \d\.\d\d% of the student resnet8's "
+                     r'parameters and statistics from the teacher WideResNet'):
+    train.train_and_evaluate(cfg, str(tmp_path / 'run'), teacher=teachers.flax_teacher(
+        wrn, [v] * len(native)))
+  assert not (tmp_path / 'run').exists()
+  mesh = sharding.mesh()  # the fixture's resnet8, given from Python: all of it selectable.
+  info, _, eval_batches = data.load(cfg.dataset, batch_size=cfg.batch_size,
+                                    eval_batch_size=cfg.eval_batch_size, mesh=mesh)
+  given = teachers.flax_teacher(models.create_model('resnet8', 10), [a.variables for a in native])
+  teacher_lib.check_student_init(cfg, info, teacher_lib.load_given(cfg, info, mesh,
+                                                                   eval_batches, given=given))
