@@ -278,7 +278,8 @@ def test_a_budget_table_holds_the_main_runs_that_already_use_its_setting(repo_ro
 
 def test_the_verdict_follows_from_the_paired_intervals(repo_root):
   """compare.md's Verdict: "met" only with the margin reached and the interval above zero,
-  "provisional" while an opponent that could change it has not run, in the main table and
+  "provisional" while an opponent that could change it has not run, "not met" before that
+  where no later run can change it, in the main table and
   in a budget table that holds msmgan's main run; ablations are never opponents; a
   malformed target is refused; the committed configs carry the issue's targets."""
   cc = load_config(repo_root, 'compare_lowdata', None)
@@ -317,14 +318,32 @@ def test_the_verdict_follows_from_the_paired_intervals(repo_root):
   # A baseline not run yet leaves 'best' open; msmgan not run: nothing to judge.
   assert '**provisional** (not run yet: ce)' in compare.markdown(cc, [kd, ms], [], {}, [],
                                                                  'here')
+  # Short of the margin on the mean against the best so far, every seed shared: settled,
+  # since a baseline still to run can only raise the best baseline's mean.
+  short = _row('msmgan', seeds5(0.855, [0, 1, 0, 0, 0]))  # +0.20 over kd on average.
+  v = compare.markdown(cc, [kd, short], [], {}, [], 'here').split('- main budget:')[1]
+  assert v.split('\n')[0].endswith(
+      "(short): **not met** (settled: a baseline still to run can only raise the best "
+      "baseline's mean; not run yet: ce)."), v
+  # Not settled: the margin reached on the mean (interval too wide), or a seed not shared.
+  assert '(short): **provisional** (not run yet: ce).' in compare.markdown(
+      cc, [kd, noisy], [], {}, [], 'here')
+  kd4 = _row('kd', kd['accuracies'][:4])
+  assert '(short): **provisional** (not run yet: ce).' in compare.markdown(
+      cc, [kd4, short], [], {}, [], 'here')
   assert '- main budget: not run yet.' in compare.markdown(cc, [ce, kd], [], {}, [], 'here')
   assert '- init: not run yet.' in compare.markdown(cc, [ce, kd, ms], [], {}, [], 'here')
   # A budget's best_other is waited for until a run of a method it does not name is there.
   cc.budgets.init.methods = ('kd', 'best_other')
   compare.check(cc)
   ce_init = _row('ce@init', seeds5(0.80, [0] * 5), method='ce', budget='init')
+  # (msmgan is short of kd@init on the mean already: settled, best_other still listed.)
+  assert "**not met** (settled: a baseline still to run can only raise the best baseline's " \
+         'mean; not run yet: best_other).' in compare.markdown(
+             cc, [ce, kd, ms, kd_init], [], {}, [], 'here').split('- init:')[1].split('\n')[0]
   assert '**provisional** (not run yet: best_other).' in compare.markdown(
-      cc, [ce, kd, ms, kd_init], [], {}, [], 'here').split('- init:')[1].split('\n')[0]
+      cc, [ce, kd, ms, dict(kd_init, accuracies=kd_init['accuracies'][:4], seeds=[0, 1, 2, 3])],
+      [], {}, [], 'here').split('- init:')[1].split('\n')[0]
   assert '- init: vs kd@init (the best of kd@init, ce@init) +0.80 [+0.24, +1.36] (short): ' \
          '**not met**.' in compare.markdown(cc, [ce, kd, ms, kd_init, ce_init], [], {}, [],
                                             'here')
@@ -333,6 +352,11 @@ def test_the_verdict_follows_from_the_paired_intervals(repo_root):
   cc.target.against, cc.target.margin = ('kd',), 2.0
   assert '- main budget: vs kd +1.80 [+0.76, +2.84] (short): **not met**.' in compare.markdown(
       cc, [kd, ms], [], {}, [], 'here')
+  cc.methods, cc.target.against = ('ce', 'kd', 'dkd', 'msmgan'), ('kd', 'dkd')
+  assert '- main budget: vs kd +1.80 [+0.76, +2.84] (short); vs dkd: not run yet: **not met** ' \
+         '(settled: vs kd is final; not run yet: dkd).' in compare.markdown(
+             cc, [kd, ms], [], {}, [], 'here')
+  cc.methods, cc.target.against = ('ce', 'kd', 'msmgan'), ('kd',)
   assert 'Target: msmgan above kd by at least 2.00 points' in compare.markdown(
       cc, [kd, ms], [], {}, [], 'here')
   cc.target.margin = 0.0

@@ -508,9 +508,13 @@ def verdict(cc, rows: list) -> list:
   at that budget, where the budget runs it). For each opponent: the seed-paired difference
   in points with its 95% interval; "met" only where every opponent's mean reaches the
   margin and its interval's low end is above zero; "provisional" while an opponent that
-  could still change the answer has not run ('best': any baseline of the table); "cannot be
-  judged" with fewer than 2 shared seeds. Mechanical: the words follow from the numbers.
-  [] without a target or in a design study."""
+  could still change the answer has not run ('best': any baseline of the table), unless the
+  answer is already settled: a named opponent that ran and is short, or ours' mean short of
+  the margin against the best baseline so far with every seed shared (a baseline still to
+  run either stays below that one or, running the same seeds, has a higher mean and so a
+  smaller paired mean difference); then "not met" says so and what is still to run.
+  "cannot be judged" with fewer than 2 shared seeds. Mechanical: the words follow from the
+  numbers. [] without a target or in a design study."""
   target = cc.get('target')
   if not target or cc.get('tune_only'):
     return []
@@ -544,7 +548,7 @@ def verdict(cc, rows: list) -> list:
     # best_other counts as run once the budget holds a run of a method it does not name.
     waiting = [m for m in (expected if BEST in opponents else opponents)
                if not (ran - set(expected) if m == BEST_OTHER else m in ran)]
-    parts, met, judged = [], True, True
+    parts, met, judged, settled = [], True, True, []
     for a in opponents:
       opp = best_baseline(cc, others) if a == BEST else next(
           (r for r in others if r['method'] == a and r.get('budget') == budget), None)
@@ -562,7 +566,16 @@ def verdict(cc, rows: list) -> list:
       ok = round(d['mean'], 6) >= margin and d['low'] > 0
       met = met and ok
       parts.append(f'vs {opp["name"]}{which} {_ci(d)}' + ('' if ok else ' (short)'))
-    if waiting:  # an opponent still to run may change the answer.
+      if ok:
+        continue
+      if a != BEST:  # a named opponent's run is final.
+        settled.append(f'vs {opp["name"]} is final')
+      elif (round(d['mean'], 6) < margin
+            and d['n'] == len(mine['seeds']) == len(opp['seeds'])):
+        settled.append('a baseline still to run can only raise the best baseline\'s mean')
+    if waiting and settled:  # short already, whatever the runs still to come score.
+      word = (f'**not met** (settled: {settled[0]}; not run yet: {", ".join(waiting)})')
+    elif waiting:  # an opponent still to run may change the answer.
       word = f'**provisional** (not run yet: {", ".join(waiting)})'
     elif not judged:
       word = '**cannot be judged** (fewer than 2 shared seeds)'
