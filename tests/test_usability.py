@@ -217,19 +217,42 @@ def test_the_readmes_stages_and_phases_are_the_default_configs(repo_root):
 
 def test_the_readmes_verdict_table_is_the_committed_comparisons():
   """The first screen's table ("Which method to pick") holds the committed comparisons'
-  numbers: each row's ce, kd and msmgan mean +- std and msmgan's paired interval to kd,
-  recomputed from results/<name>/compare.json, and the pick is the best mean."""
+  numbers: every finished main-budget run (and run given msmgan's start) of lowdata v2 and
+  of full, its mean +- std and msmgan's seed-paired interval against it, recomputed from
+  results/<name>/compare.json; the bold row of each group is its best mean, and the pick
+  sentence names the best of lowdata v2."""
   import json
   from msmgan_jax.lab import compare
   readme = (REPO_ROOT / 'README.md').read_text()
   section = readme[readme.index('## Which method to pick'):readme.index('## About the method')]
-  rows = [line for line in section.splitlines() if line.startswith('| ') and 'epochs' in line]
-  assert len(rows) == 2
+  lines = [line for line in section.splitlines() if line.startswith('| ')][1:]  # no header
   pm = lambda r: f'{r["mean"]:.4f} +- {r["std"]:.4f}'
-  for row, name in zip(rows, ('lowdata', 'full')):
+  groups, name = {}, None
+  for line in lines:
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    if cells[0]:
+      name = 'lowdata_v2' if '(v2' in cells[0] else 'full' if '(v1' in cells[0] else cells[0]
+    groups.setdefault(name, []).append(cells[1:])
+  assert set(groups) == {'lowdata_v2', 'full'}, groups
+  best = {}
+  for name, rows in groups.items():
     runs = {r['name']: r for r in json.loads(
         (REPO_ROOT / 'results' / name / 'compare.json').read_text())['runs']}
-    cells = [c.strip() for c in row.strip('|').split('|')]
-    assert cells[1:4] == [pm(runs['ce']), pm(runs['kd']), pm(runs['msmgan'])], (name, cells)
-    assert cells[4] == compare._ci(compare.paired_difference(runs['msmgan'], runs['kd']))
-    assert cells[5] == max(('ce', 'kd', 'msmgan'), key=lambda m: runs[m]['mean'])
+    expected = {n for n, r in runs.items()
+                if not r['ablation'] and r.get('budget') in (None, 'init')}
+    seen, bold = set(), []
+    for run, start, acc, diff in rows:
+      method = run.strip('*').split(' (')[0].split(' v')[0]
+      key = 'msmgan' if method == 'MS-MGANs' else method + ('@init' if start == 'first anchor'
+                                                            else '')
+      r = runs[key]
+      seen.add(key)
+      assert acc.strip('*') == pm(r), (name, run, start)
+      assert diff.strip('*') == ('-' if key == 'msmgan' else compare._ci(
+          compare.paired_difference(runs['msmgan'], r))), (name, run, start)
+      if run.startswith('**'):
+        bold.append(key)
+    assert seen == expected, (name, seen ^ expected)
+    best[name] = max(expected, key=lambda n: runs[n]['mean'])
+    assert bold == [best[name]], (name, bold)
+  assert f'Pick **{best["lowdata_v2"].split("@")[0]}**' in section
