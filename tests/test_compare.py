@@ -283,7 +283,7 @@ def test_the_verdict_follows_from_the_paired_intervals(repo_root):
   in a budget table that holds msmgan's main run; ablations are never opponents; a
   malformed target is refused; the committed configs carry the issue's targets."""
   cc = load_config(repo_root, 'compare_lowdata', None)
-  cc.methods, cc.ablations = ('ce', 'kd', 'msmgan'), ('no_gan',)
+  cc.methods, cc.ablations, cc.seeds = ('ce', 'kd', 'msmgan'), ('no_gan',), 5
   cc.target = ml_collections.ConfigDict({'margin': 1.0, 'against': ('best',)})
   cc.method_defaults = ml_collections.ConfigDict({'msmgan': 'student.init=first_anchor'})
   cc.budgets = ml_collections.ConfigDict({'init': ml_collections.ConfigDict({
@@ -331,6 +331,18 @@ def test_the_verdict_follows_from_the_paired_intervals(repo_root):
   kd4 = _row('kd', kd['accuracies'][:4])
   assert '(short): **provisional** (not run yet: ce).' in compare.markdown(
       cc, [kd4, short], [], {}, [], 'here')
+  cc.seeds = 6  # a baseline still to run would have a seed msmgan lacks: not settled.
+  assert '(short): **provisional** (not run yet: ce).' in compare.markdown(
+      cc, [kd, short], [], {}, [], 'here')
+  cc.seeds = 5
+  # Margin 0: a paired mean below zero settles it; exactly zero (the interval across) does not.
+  cc.target.margin = 0.0
+  assert '(short): **not met** (settled:' in compare.markdown(
+      cc, [kd, _row('msmgan', seeds5(0.845, [0, 0, 1, 0, 1]))], [], {}, [], 'here')
+  assert '+0.00 [-1.24, +1.24] (short): **provisional** (not run yet: ce).' in \
+      compare.markdown(cc, [kd, _row('msmgan', seeds5(0.85, [0, 1, 0, 1, 0]))], [], {}, [],
+                       'here')
+  cc.target.margin = 1.0
   assert '- main budget: not run yet.' in compare.markdown(cc, [ce, kd], [], {}, [], 'here')
   assert '- init: not run yet.' in compare.markdown(cc, [ce, kd, ms], [], {}, [], 'here')
   # A budget's best_other is waited for until a run of a method it does not name is there.
@@ -356,6 +368,14 @@ def test_the_verdict_follows_from_the_paired_intervals(repo_root):
   assert '- main budget: vs kd +1.80 [+0.76, +2.84] (short); vs dkd: not run yet: **not met** ' \
          '(settled: vs kd is final; not run yet: dkd).' in compare.markdown(
              cc, [kd, ms], [], {}, [], 'here')
+  # A named opponent short on its interval only (mean past the margin) is final too.
+  cc.target.margin = 1.0
+  assert '+1.20 [-2.36, +4.76] (short); vs dkd: not run yet: **not met** (settled: vs kd is ' \
+         'final; not run yet: dkd).' in compare.markdown(cc, [kd, noisy], [], {}, [], 'here')
+  cc.target.margin = 2.0
+  # Settled stays settled when the last opponent cannot be judged (one shared seed).
+  assert '(short); vs dkd: fewer than 2 shared seeds: **not met**.' in compare.markdown(
+      cc, [kd, ms, _row('dkd', [0.86], seeds=[4])], [], {}, [], 'here')
   cc.methods, cc.target.against = ('ce', 'kd', 'msmgan'), ('kd',)
   assert 'Target: msmgan above kd by at least 2.00 points' in compare.markdown(
       cc, [kd, ms], [], {}, [], 'here')

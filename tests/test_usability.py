@@ -218,20 +218,22 @@ def test_the_readmes_stages_and_phases_are_the_default_configs(repo_root):
 def test_the_readmes_verdict_table_is_the_committed_comparisons():
   """The first screen's table ("Which method to pick") holds the committed comparisons'
   numbers: every finished main-budget run (and run given msmgan's start) of lowdata v2 and
-  of full, its mean +- std and msmgan's seed-paired interval against it, recomputed from
-  results/<name>/compare.json; the bold row of each group is its best mean, and the pick
-  sentence names the best of lowdata v2."""
+  of full, its mean +- std, seed count, start (the run's recorded `student.init`) and
+  msmgan's seed-paired interval against it, recomputed from results/<name>/; the bold row
+  of each group is its best mean, and the pick sentence names the best of lowdata v2 and
+  its start."""
   import json
   from msmgan_jax.lab import compare
   readme = (REPO_ROOT / 'README.md').read_text()
   section = readme[readme.index('## Which method to pick'):readme.index('## About the method')]
   lines = [line for line in section.splitlines() if line.startswith('| ')][1:]  # no header
   pm = lambda r: f'{r["mean"]:.4f} +- {r["std"]:.4f}'
-  groups, name = {}, None
+  groups, labels, name = {}, {}, None
   for line in lines:
     cells = [c.strip() for c in line.strip('|').split('|')]
     if cells[0]:
       name = 'lowdata_v2' if '(v2' in cells[0] else 'full' if '(v1' in cells[0] else cells[0]
+      labels[name] = cells[0]
     groups.setdefault(name, []).append(cells[1:])
   assert set(groups) == {'lowdata_v2', 'full'}, groups
   best = {}
@@ -247,6 +249,10 @@ def test_the_readmes_verdict_table_is_the_committed_comparisons():
                                                             else '')
       r = runs[key]
       seen.add(key)
+      assert f'{len(r["seeds"])} seeds' in labels[name], (name, key, labels[name])
+      init = json.loads((REPO_ROOT / 'results' / name / 'runs' / key / 'config.json')
+                        .read_text())['student'].get('init') or 'random'
+      assert start == init.replace('_', ' '), (name, key, init)
       assert acc.strip('*') == pm(r), (name, run, start)
       assert diff.strip('*') == ('-' if key == 'msmgan' else compare._ci(
           compare.paired_difference(runs['msmgan'], r))), (name, run, start)
@@ -256,3 +262,5 @@ def test_the_readmes_verdict_table_is_the_committed_comparisons():
     best[name] = max(expected, key=lambda n: runs[n]['mean'])
     assert bold == [best[name]], (name, bold)
   assert f'Pick **{best["lowdata_v2"].split("@")[0]}**' in section
+  pick = section[section.index('Pick **'):]
+  assert ('student.init=first_anchor' in pick) == best['lowdata_v2'].endswith('@init')

@@ -510,9 +510,10 @@ def verdict(cc, rows: list) -> list:
   margin and its interval's low end is above zero; "provisional" while an opponent that
   could still change the answer has not run ('best': any baseline of the table), unless the
   answer is already settled: a named opponent that ran and is short, or ours' mean short of
-  the margin against the best baseline so far with every seed shared (a baseline still to
-  run either stays below that one or, running the same seeds, has a higher mean and so a
-  smaller paired mean difference); then "not met" says so and what is still to run.
+  the margin against the best baseline so far, both having run all `seeds` (a baseline
+  still to run either stays below that one or, running the same seeds, has a higher mean
+  and so a smaller paired mean difference); then "not met" says so and what is still to
+  run, and an opponent that cannot be judged does not undo it.
   "cannot be judged" with fewer than 2 shared seeds. Mechanical: the words follow from the
   numbers. [] without a target or in a design study."""
   target = cc.get('target')
@@ -571,10 +572,12 @@ def verdict(cc, rows: list) -> list:
       if a != BEST:  # a named opponent's run is final.
         settled.append(f'vs {opp["name"]} is final')
       elif (round(d['mean'], 6) < margin
-            and d['n'] == len(mine['seeds']) == len(opp['seeds'])):
+            and d['n'] == len(mine['seeds']) == len(opp['seeds']) == cc.seeds):
         settled.append('a baseline still to run can only raise the best baseline\'s mean')
-    if waiting and settled:  # short already, whatever the runs still to come score.
+    if settled and waiting:  # short already, whatever the runs still to come score.
       word = (f'**not met** (settled: {settled[0]}; not run yet: {", ".join(waiting)})')
+    elif settled:  # one opponent's shortfall decides it, whatever another could not judge.
+      word = '**not met**'
     elif waiting:  # an opponent still to run may change the answer.
       word = f'**provisional** (not run yet: {", ".join(waiting)})'
     elif not judged:
