@@ -264,3 +264,34 @@ def test_the_readmes_verdict_table_is_the_committed_comparisons():
   assert f'Pick **{best["lowdata_v2"].split("@")[0]}**' in section
   pick = section[section.index('Pick **'):]
   assert ('student.init=first_anchor' in pick) == best['lowdata_v2'].endswith('@init')
+
+
+def test_the_readmes_v2_table_is_the_committed_comparison():
+  """The MS-MGANs v2 section's table of lowdata v2's finished runs: each row's chosen
+  setting, its validation score (the chosen candidate's mean) and test mean +- std, and
+  msmgan's seed-paired interval against it, recomputed from results/lowdata_v2/compare.json."""
+  import json
+  from msmgan_jax.lab import compare
+  readme = (REPO_ROOT / 'README.md').read_text()
+  section = readme[readme.index('### MS-MGANs v2'):readme.index('## Quick start')]
+  table = section[section.index('| run | start | chosen setting |'):]
+  lines = [l for l in table.split('\n\n')[0].splitlines() if l.startswith('| ')][1:]
+  data = json.loads((REPO_ROOT / 'results/lowdata_v2/compare.json').read_text())
+  runs = {r['name']: r for r in data['runs']}
+  chosen_score = {t['method']: t['mean'] for t in data['tuning']
+                  if t.get('accuracies') and data['chosen'].get(t['method']) is not None
+                  and t['setting'] == data['chosen'][t['method']]}
+  assert len(lines) >= 4
+  for line in lines:
+    run, _, setting, validation, test, diff = [c.strip().strip('*').strip('`')
+                                               for c in line.strip('|').split('|')]
+    r = runs[run]
+    assert test == f'{r["mean"]:.4f} +- {r["std"]:.4f}', run
+    assert diff == ('-' if run == 'msmgan' else compare._ci(
+        compare.paired_difference(runs['msmgan'], r))), run
+    if '@' in run:  # a budget run: the main run's setting, no tuning of its own.
+      assert validation == '-' and setting == f"{r['method']}`'s", run
+      assert r['setting'] == data['chosen'][r['method']], run
+    else:
+      assert validation == f'{chosen_score[run]:.4f}', run
+      assert setting == (r['setting'] or 'its defaults (candidate 0)'), run
