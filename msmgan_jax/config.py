@@ -97,6 +97,7 @@ def defaults() -> ml_collections.ConfigDict:
   st.eval_every_phase = True      # test accuracy after every phase (False: after each stage).
   st.eval_every_epochs = 0.0      # also within phases, every this many epochs of images (0 = off).
   st.init = 'random'              # random | first_anchor | last_anchor: weight selection from it.
+  st.init_checkpoint = ''         # a teacher anchor dir (.../anchors/EPOCH) to start from instead.
   return c
 
 
@@ -190,6 +191,12 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
            f'must be an integer >= 0 (a floor on the student\'s steps; 0 = off), got {v!r}')
   _require(cfg.student.init in STUDENT_INITS, 'student.init',
            f'{cfg.student.init!r} is not one of {STUDENT_INITS}')
+  _require(isinstance(cfg.student.init_checkpoint, str), 'student.init_checkpoint',
+           f'must be a path (a string), got {cfg.student.init_checkpoint!r}')
+  _require(not cfg.student.init_checkpoint or cfg.student.init != 'random',
+           'student.init_checkpoint', 'names the anchor the student starts from, and '
+           'student.init is random: set student.init=first_anchor (or last_anchor), or leave '
+           'student.init_checkpoint empty')
   v = cfg.student.eval_every_epochs
   _require(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0,
            'student.eval_every_epochs', f'must be a finite number >= 0 (0 = off), got {v!r}')

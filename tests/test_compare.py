@@ -552,6 +552,25 @@ def test_a_final_row_names_the_candidate_its_config_carries(repo_root):
           i, ablation)
 
 
+def test_the_single_stage_ablation_keeps_msmgans_start(repo_root):
+  """lowdata v2's msmgan starts from the shared teacher's first anchor (`student.init`); its
+  single_stage ablation trains one stage on the last anchor and must still start from the
+  first (the run's own first anchor would be the last: a second change). Runs that start at
+  random, or whose stages take every anchor, are left as they were."""
+  cc = load_config(repo_root, 'compare_lowdata_v2', None)
+  anchors = ['/t/checkpoints/anchors/5', '/t/checkpoints/anchors/10', '/t/checkpoints/anchors/15']
+  cfg = lambda method, ablation=None: compare.student_config(
+      cc, compare.Run('final', 'x', method, ablation=ablation), anchors,
+      {'msmgan': '', 'kd': ''})
+  single = cfg('msmgan', 'single_stage')
+  assert single.stages.num == 1 and tuple(single.teacher.checkpoints) == (anchors[-1],)
+  assert single.student.init == 'first_anchor' and single.student.init_checkpoint == anchors[0]
+  assert cfg('msmgan').student.init_checkpoint == ''  # its 3 stages hold the first anchor.
+  assert cfg('msmgan', 'no_gan').student.init_checkpoint == ''
+  assert cfg('kd').student.init == 'random' and cfg('kd').student.init_checkpoint == ''
+  config.validate(single)
+
+
 def test_a_design_study_runs_tuning_only_and_tabulates_no_test_numbers(
     repo_root, teacher_run, tmp_path):
   """configs/compare_lowdata_design.py: msmgan candidates on the validation split, no final run,

@@ -167,6 +167,39 @@ def test_student_init_starts_the_student_from_the_first_anchor(tmp_path, capsys)
                             anchor['params']['block1']['Conv_0']['kernel'])
 
 
+def test_student_init_checkpoint_starts_the_student_from_that_anchor(tmp_path):
+  """`student.init_checkpoint` (what a comparison gives its single_stage ablation) starts the
+  student from the anchor saved there, not from the run's own first anchor; a missing one
+  is refused before the run writes anything; it needs a student.init other than random."""
+  from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from msmgan_jax import errors  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.files import checkpoints  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.training import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
+  from test_student import INFO, make_teacher  # pylint: disable=g-import-not-at-top
+  cfg = tiny_cfg(**{'student.model': 'resnet8', 'student.init': 'first_anchor',
+                    'method': 'kd', 'student.epochs': 1})
+  saved = host(make_teacher(cfg, 3).anchors[2].variables)  # unlike the run's anchors 1, 2.
+  store = checkpoints.Checkpoints(str(tmp_path / 'anchors'))
+  store.save(7, saved, {'epoch': 7, 'test_accuracy': 0.5, 'model': cfg.teacher.model,
+                        'data': INFO.record()})
+  cfg.student.init_checkpoint = str(tmp_path / 'anchors' / '7')
+  config_lib.validate(cfg)
+  teacher_lib.check_student_init(cfg, INFO)
+  d = make_distiller(cfg, tmp_path / 'run')
+  params, _ = host(d.init_carry())
+  np.testing.assert_array_equal(params['student']['block1']['Conv_0']['kernel'],
+                                saved['params']['block1']['Conv_0']['kernel'])
+  assert d.states.init_record['epoch'] == 7
+  assert not np.array_equal(saved['params']['block1']['Conv_0']['kernel'], host(
+      d.teacher.anchors[0].variables)['params']['block1']['Conv_0']['kernel'])
+  cfg.student.init_checkpoint = str(tmp_path / 'anchors' / '8')
+  with pytest.raises(errors.CheckpointError, match='not found'):
+    teacher_lib.check_student_init(cfg, INFO)
+  cfg.student.init = 'random'
+  with pytest.raises(config_lib.ConfigError, match='student.init_checkpoint'):
+    config_lib.validate(cfg)
+
+
 def test_relativistic_realness_and_its_losses_by_hand():
   real, fake = jnp.array([5.0, 7.0]), jnp.array([6.0, 4.0])
   r, f = losses.relativistic(real, fake)

@@ -235,6 +235,11 @@ def student_config(cc, run: Run, anchors: list, chosen: dict):
     apply(cfg, parse_setting(cc.budgets[run.budget].setting))
   cfg.teacher.checkpoints = tuple(anchors[-cfg.stages.num:])
   cfg.stages.teacher_epochs = ()
+  if cfg.student.init == 'first_anchor' and cfg.stages.num < len(anchors):
+    # Like with like: a run with fewer stages (the single_stage ablation) still starts from
+    # the shared teacher's first anchor, as every other run of the comparison does, not
+    # from the first of its own anchors (the last): its only change stays the stages.
+    cfg.student.init_checkpoint = anchors[0]
   if run.kind == 'tune':
     cfg.dataset.test_split, cfg.seeds = cc.validation_split, cc.get('tune_seeds', 1)
   else:
@@ -866,9 +871,10 @@ def _config_diff(wd: str, cfg) -> list:
   their place in the teacher run (anchors/<epoch>), not by the checkout's absolute path."""
   from msmgan_jax.files import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   there, planned = workdir_lib.Workdir(wd).read_config(), json.loads(cfg.to_json())
+  place = lambda p: os.path.join(*os.path.normpath(p).split(os.sep)[-2:]) if p else p
   for c in (there, planned):
-    c['teacher']['checkpoints'] = [os.path.join(*os.path.normpath(p).split(os.sep)[-2:])
-                                   for p in c['teacher']['checkpoints']]
+    c['teacher']['checkpoints'] = [place(p) for p in c['teacher']['checkpoints']]
+    c['student']['init_checkpoint'] = place(c['student'].get('init_checkpoint', ''))
   return sorted(workdir_lib.config_diff(there, planned))
 
 

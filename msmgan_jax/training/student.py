@@ -16,6 +16,7 @@ from msmgan_jax.core import steps as steps_lib
 from msmgan_jax.files import checkpoints, faults
 from msmgan_jax.methods import registry
 from msmgan_jax.training import loop
+from msmgan_jax.training import teacher as teacher_lib
 from msmgan_jax.training import summary as summary_lib
 from msmgan_jax.training.runner import DiscWatch, PhaseRunner  # noqa: F401 (student.DiscWatch)
 from msmgan_jax.training.seeds import Seeds
@@ -47,8 +48,13 @@ class Distiller:
                       else teacher.anchors[-1:])
     phases = [registry.stage_phases(cfg, self.student.num_blocks, m)  # per stage.
               for m in range(len(self.anchors))]
-    init_from = None  # `student.init`: weight selection from the first or last anchor.
-    if cfg.student.init != 'random':
+    init_from = None  # `student.init`: weight selection from the first or last anchor,
+    if cfg.student.init_checkpoint:  # or from the anchor `student.init_checkpoint` names.
+      init_from = teacher_lib.load_anchor(
+          cfg.student.init_checkpoint,
+          sharding.abstract_variables(self.t_model, info.image_shape, mesh),
+          cfg.teacher.model, info)
+    elif cfg.student.init != 'random':
       init_from = teacher.anchors[0 if cfg.student.init == 'first_anchor' else -1]
     self.states = StateBuilder(cfg, self.student, self.t_model, self.connectors,
                                info.image_shape, phases, self.anchors,

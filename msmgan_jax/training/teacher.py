@@ -173,7 +173,15 @@ def check_student_init(cfg, info, given: Optional[Teacher] = None) -> None:
   `MIN_SELECTED` of the student's parameters and statistics, for this data's image shape and
   class count, from the teacher: `given` (restored by `load_given`) or, without one, the
   library's `teacher.model` as this run would train it (shapes only, nothing computed).
-  Called before the workdir is claimed. Raises errors.ConfigError."""
+  Called before the workdir is claimed. Raises errors.ConfigError, and CheckpointError for a
+  `student.init_checkpoint` that is missing or of another architecture than teacher.model."""
+  if cfg.student.init_checkpoint:
+    _anchor_checkpoint(cfg.student.init_checkpoint, cfg.teacher.model)
+    if given is not None and given.model_name != cfg.teacher.model:
+      raise errors.ConfigError(
+          f'config field student.init_checkpoint: an anchor of this library\'s '
+          f'{cfg.teacher.model}, but the teacher is {given.model_name}; leave '
+          'student.init_checkpoint empty to start from that teacher\'s own anchor')
   if cfg.method == 'teacher' or cfg.student.init == 'random':
     return
   shapes = lambda model: jax.eval_shape(lambda: optim.init_variables(
