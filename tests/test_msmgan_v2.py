@@ -170,7 +170,8 @@ def test_student_init_starts_the_student_from_the_first_anchor(tmp_path, capsys)
 def test_student_init_checkpoint_starts_the_student_from_that_anchor(tmp_path):
   """`student.init_checkpoint` (what a comparison gives its single_stage ablation) starts the
   student from the anchor saved there, not from the run's own first anchor; a missing one
-  is refused before the run writes anything; it needs a student.init other than random."""
+  or one trained on other data is refused before the run writes anything; it needs a
+  student.init other than random."""
   from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
   from msmgan_jax import errors  # pylint: disable=g-import-not-at-top
   from msmgan_jax.files import checkpoints  # pylint: disable=g-import-not-at-top
@@ -194,6 +195,11 @@ def test_student_init_checkpoint_starts_the_student_from_that_anchor(tmp_path):
       d.teacher.anchors[0].variables)['params']['block1']['Conv_0']['kernel'])
   cfg.student.init_checkpoint = str(tmp_path / 'anchors' / '8')
   with pytest.raises(errors.CheckpointError, match='not found'):
+    teacher_lib.check_student_init(cfg, INFO)
+  store.save(9, saved, {'epoch': 9, 'test_accuracy': 0.5, 'model': cfg.teacher.model,
+                        'data': dict(INFO.record(), num_classes=100)})
+  cfg.student.init_checkpoint = str(tmp_path / 'anchors' / '9')
+  with pytest.raises(errors.CheckpointError, match='classes'):  # refused before any write.
     teacher_lib.check_student_init(cfg, INFO)
   cfg.student.init = 'random'
   with pytest.raises(config_lib.ConfigError, match='student.init_checkpoint'):

@@ -174,9 +174,12 @@ def check_student_init(cfg, info, given: Optional[Teacher] = None) -> None:
   class count, from the teacher: `given` (restored by `load_given`) or, without one, the
   library's `teacher.model` as this run would train it (shapes only, nothing computed).
   Called before the workdir is claimed. Raises errors.ConfigError, and CheckpointError for a
-  `student.init_checkpoint` that is missing or of another architecture than teacher.model."""
+  `student.init_checkpoint` that is missing, of another architecture than teacher.model, or
+  trained on other data than `info`'s."""
   if cfg.student.init_checkpoint:
-    _anchor_checkpoint(cfg.student.init_checkpoint, cfg.teacher.model)
+    ckpt, step = _anchor_checkpoint(cfg.student.init_checkpoint, cfg.teacher.model)
+    check_agrees(os.path.abspath(cfg.student.init_checkpoint),
+                 trained_on(ckpt, step, ckpt.meta(step)), info)
     if given is not None and given.model_name != cfg.teacher.model:
       raise errors.ConfigError(
           f'config field student.init_checkpoint: an anchor of this library\'s '
