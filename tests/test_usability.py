@@ -295,3 +295,26 @@ def test_the_readmes_v2_table_is_the_committed_comparison():
     else:
       assert validation == f'{chosen_score[run]:.4f}', run
       assert setting == (r['setting'] or 'its defaults (candidate 0)'), run
+
+
+def test_the_readmes_v2_ablation_table_is_the_committed_comparison():
+  """The MS-MGANs v2 section's ablation table holds every finished ablation of lowdata v2,
+  each row's test mean +- std and msmgan's seed-paired interval against it recomputed from
+  results/lowdata_v2/compare.json."""
+  import json
+  from msmgan_jax.lab import compare
+  readme = (REPO_ROOT / 'README.md').read_text()
+  section = readme[readme.index('### MS-MGANs v2'):readme.index('## Quick start')]
+  table = section[section.index('| ablation (the one change) |'):]
+  lines = [l for l in table.split('\n\n')[0].splitlines() if l.startswith('| ')][1:]
+  runs = {r['name']: r for r in json.loads(
+      (REPO_ROOT / 'results/lowdata_v2/compare.json').read_text())['runs']}
+  seen = set()
+  for line in lines:
+    what, test, diff = [c.strip() for c in line.strip('|').split('|')]
+    name = 'msmgan_' + what.split('`')[1]
+    r = runs[name]
+    seen.add(name)
+    assert test == f'{r["mean"]:.4f} +- {r["std"]:.4f}', name
+    assert diff == compare._ci(compare.paired_difference(runs['msmgan'], r)), name
+  assert seen == {n for n, r in runs.items() if r['ablation'] and not r.get('budget')}
