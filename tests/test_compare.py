@@ -1,5 +1,6 @@
 """The comparison runner: plan, fair choice on validation, resume, tables and plots; and, on
 real Fashion-MNIST slices, one baseline of each kind in smoke mode through it."""
+import copy
 import json
 import os
 import shutil
@@ -624,18 +625,39 @@ def test_a_finished_run_of_another_setting_is_refused_not_reused(repo_root, teac
     compare.run_all(cc, cc.workdir, report_only=True)
 
 
-def test_report_on_a_fresh_checkout_says_how_to_restore_the_teacher(repo_root, tmp_path,
-                                                                    monkeypatch):
-  """Without the teacher's workdir, --report names the committed record to copy back."""
-  cc = load_config(repo_root, 'compare_full', None)
+def test_a_fresh_checkout_restores_the_shared_teacher_from_its_committed_record(
+    repo_root, teacher_run, tmp_path, monkeypatch, capsys):
+  """Without the teacher's workdir, a comparison copies back the committed record
+  (results/teacher/<name>) when it trained this very teacher config, instead of training the
+  teacher again; an incomplete record, or one of another teacher config, is not used, and
+  --report then says why and writes nothing."""
+  t_cfg, t_dir, _ = teacher_run
   monkeypatch.chdir(tmp_path)
-  with pytest.raises(config.ConfigError, match='without --report first') as e:
+  cc = small(repo_root, teacher_run, tmp_path, ('kd',))
+  cc.teacher_workdir = os.path.join('runs', 'teacher_x')
+  with pytest.raises(config.ConfigError, match='holds no finished teacher run; run the '
+                     'comparison without --report first'):
     compare.run_all(cc, cc.workdir, report_only=True)
-  assert 'cp -r' not in str(e.value)  # no record here: only the plain advice.
-  record = tmp_path / 'results' / 'teacher' / os.path.basename(cc.teacher_workdir)
+  record = tmp_path / 'results' / 'teacher' / 'teacher_x'
   record.mkdir(parents=True)
   (record / 'summary.json').write_text('{}')
-  with pytest.raises(config.ConfigError, match=r'mkdir -p runs && cp -r results/teacher/'
-                     r'teacher_fmnist runs/'):
+  with pytest.raises(config.ConfigError, match=r'results/teacher/teacher_x is incomplete'):
     compare.run_all(cc, cc.workdir, report_only=True)
   assert not (tmp_path / 'runs').exists()  # nothing written.
+  shutil.rmtree(record)
+  shutil.copytree(t_dir, record)
+  other = copy.deepcopy(cc)
+  other.teacher.seed += 1
+  with pytest.raises(config.ConfigError, match='trained another teacher config'):
+    compare.run_all(other, other.workdir, report_only=True)
+  assert not (tmp_path / 'runs').exists()
+  capsys.readouterr()
+  compare.run_all(cc, cc.workdir, report_only=True)
+  assert 'the shared teacher restored into runs/teacher_x' in capsys.readouterr().out
+  restored = tmp_path / 'runs' / 'teacher_x'
+  assert json.loads((restored / 'summary.json').read_text()) == json.loads(
+      (record / 'summary.json').read_text())
+  assert sorted(os.listdir(restored / 'checkpoints' / 'anchors')) == sorted(
+      os.listdir(record / 'checkpoints' / 'anchors'))
+  compare.run_all(cc, cc.workdir, report_only=True)  # found there now: not copied again.
+  assert 'restored' not in capsys.readouterr().out

@@ -8,8 +8,9 @@ method the same number of tuning candidates (settings written as `field=value; .
 candidate 0 being the method's defaults: the base config plus `method_defaults[method]`).
 The protocol:
 
-1. The teacher is trained once in `teacher_workdir` (or found there, finished) and its
-   anchors guide every run.
+1. The teacher is trained once in `teacher_workdir` (or found there, finished; on a fresh
+   checkout, restored there from its committed record in results/teacher/ if that trained
+   the same teacher config) and its anchors guide every run.
 2. Tuning: each method's candidates train on the base train split, `tune_seeds` seeds each
    (one program), and are scored on `validation_split`, a hold-out of the training split
    that no student trains on (checked against the train split's examples, and to hold at
@@ -266,6 +267,40 @@ def copy_config(cfg):
 
 
 TEACHER_RECORDS = os.path.join('results', 'teacher')  # committed teacher runs (README).
+
+
+def _restore_teacher(cc) -> Optional[str]:
+  """A fresh checkout: where `teacher_workdir` is missing or empty and the shared teacher's
+  committed record (TEACHER_RECORDS/<its name>: config, summary, anchors) trained this very
+  teacher config, the record is copied there, so that neither a run nor --report trains the
+  teacher again (75 minutes on 2 cores) and no later run distils from a retrained teacher
+  that could differ from the one the recorded runs had. Returns None when there is nothing
+  to restore or it was restored, else why the record was not used (for the error raised
+  where a teacher is then missing: --report)."""
+  from msmgan_jax.files import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  wd = cc.teacher_workdir
+  record = os.path.join(TEACHER_RECORDS, os.path.basename(os.path.normpath(wd)))
+  if (os.path.exists(wd) and os.listdir(wd)) or not os.path.isdir(record):
+    return None
+  done = _summary(record) or {}
+  anchors = (done.get('teacher') or {}).get('anchors') or []
+  missing = [a['epoch'] for a in anchors if not os.path.isdir(
+      os.path.join(record, 'checkpoints', 'anchors', str(a['epoch'])))]
+  if not anchors or missing or not os.path.exists(os.path.join(record, 'config.json')):
+    why = (f'its record in {record} is incomplete (a config.json, a summary.json naming '
+           f'anchors and their checkpoints/anchors/<epoch> folders are needed'
+           + (f'; missing anchors {missing}' if missing else '') + ')')
+    print(f'compare: {why}', flush=True)
+    return why
+  if not workdir_lib.same_run(workdir_lib.Workdir(record).read_config(),
+                              json.loads(cc.teacher.to_json())):
+    why = f'its record in {record} trained another teacher config than this comparison\'s'
+    print(f'compare: {why}, so it is not restored', flush=True)
+    return why
+  shutil.copytree(record, wd, dirs_exist_ok=True)
+  print(f'compare: the shared teacher restored into {wd} from its committed record {record}',
+        flush=True)
+  return None
 
 
 def _summary(workdir: str) -> Optional[dict]:
@@ -801,6 +836,7 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
   from msmgan_jax.training import train  # pylint: disable=g-import-not-at-top
   check(cc)
   where = machine()
+  note = _restore_teacher(cc)
   t_sum = _summary(cc.teacher_workdir)
   if cc.get('settings_from') and os.path.exists(cc.settings_from):  # missing: named later.
     check_with_main_settings(cc, choose(cc, root))
@@ -811,13 +847,8 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
   if t_sum is None:
     from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
     hint = 'run the comparison without --report first'
-    name = os.path.basename(os.path.normpath(cc.teacher_workdir))
-    record = os.path.join(TEACHER_RECORDS, name)
-    if _summary(record) is not None:  # a fresh checkout: the teacher's committed record.
-      parent = os.path.dirname(os.path.normpath(cc.teacher_workdir)) or '.'
-      hint = (f'this checkout holds its record in {record}: restore it with `mkdir -p {parent} '
-              f'&& cp -r {record} {parent}/` and rerun --report, or ' + hint)
-    raise config_lib.ConfigError(f'{cc.teacher_workdir} holds no finished teacher run; {hint}')
+    raise config_lib.ConfigError(f'{cc.teacher_workdir} holds no finished teacher run; '
+                                 + (f'{note}; {hint}' if note else hint))
   anchors = []  # the teacher workdir's own anchors (a copied workdir), else the summary's.
   for a in t_sum['teacher']['anchors']:
     here = os.path.join(cc.teacher_workdir, 'checkpoints', 'anchors', str(a['epoch']))
