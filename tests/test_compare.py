@@ -3,6 +3,7 @@ real Fashion-MNIST slices, one baseline of each kind in smoke mode through it.""
 import copy
 import json
 import os
+import pathlib
 import shutil
 
 import ml_collections
@@ -661,3 +662,35 @@ def test_a_fresh_checkout_restores_the_shared_teacher_from_its_committed_record(
       os.listdir(record / 'checkpoints' / 'anchors'))
   compare.run_all(cc, cc.workdir, report_only=True)  # found there now: not copied again.
   assert 'restored' not in capsys.readouterr().out
+
+
+COMMITTED = sorted(p.stem for p in (pathlib.Path(__file__).resolve().parent.parent / 'configs')
+                   .glob('compare_*.py'))
+
+
+@pytest.mark.parametrize('name', COMMITTED)
+def test_report_rebuilds_the_committed_tables_from_the_committed_runs(repo_root, tmp_path,
+                                                                      monkeypatch, name):
+  """What a fresh clone's `--report` does, on a copy of each committed comparison: the
+  teacher restored from its record, every run adopted from results/<name>/runs/, and
+  compare.json and compare.md rebuilt byte for byte (the README's tables and claims are
+  tested against those files). The machine line is the committed one (it names the host
+  that writes the report). A comparison not committed yet is skipped."""
+  cc = load_config(repo_root, name, None)
+  out = repo_root / cc.out
+  if not (out / 'compare.json').exists():
+    pytest.skip(f'{cc.out} is not committed yet')
+  committed = json.loads((out / 'compare.json').read_text())
+  shutil.copytree(repo_root / compare.TEACHER_RECORDS, tmp_path / compare.TEACHER_RECORDS)
+  shutil.copytree(out, tmp_path / cc.out, ignore=shutil.ignore_patterns('*.png'))
+  if cc.get('settings_from'):  # the full comparisons' settings: another comparison's choice.
+    other = os.path.dirname(cc.settings_from)
+    shutil.copytree(repo_root / other, tmp_path / other, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns('*.png'))
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setattr(compare, 'machine', lambda: committed['machine'])
+  compare.run_all(cc, cc.workdir, report_only=True)
+  for f in ('compare.json', 'compare.md'):
+    assert (tmp_path / cc.out / f).read_text() == (out / f).read_text(), (
+        f'{cc.out}/{f} is not what --report makes of the committed runs: rerun '
+        f'python -m msmgan_jax.compare --config configs/{name}.py --report and commit it')
