@@ -32,7 +32,8 @@ interrupted one resumes, so stopping and rerunning the command continues the com
 On a fresh checkout, runs recorded in `out/runs/` with the same config count as finished.
 After every run, `out` gets compare.json (every run, the tuning and the choices),
 compare.md (the tables), two plots: test accuracy against images seen and against wall
-time, and runs/<name>/ with each finished run's config, summary and metrics. `--report` rewrites them from the finished runs without training anything.
+time, and runs/<name>/ with each finished run's config, summary and metrics. `--report` rewrites them from the finished runs without training anything (keeping
+the machine line of the host that ran them).
 """
 import ast
 import dataclasses
@@ -301,6 +302,15 @@ def _restore_teacher(cc) -> Optional[str]:
   print(f'compare: the shared teacher restored into {wd} from its committed record {record}',
         flush=True)
   return None
+
+
+def _summary_doc(out: str) -> Optional[dict]:
+  """The comparison's compare.json in `out`, if written."""
+  path = os.path.join(out, 'compare.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
 
 
 def _summary(workdir: str) -> Optional[dict]:
@@ -836,6 +846,8 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
   from msmgan_jax.training import train  # pylint: disable=g-import-not-at-top
   check(cc)
   where = machine()
+  if report_only:  # the host that ran the comparison, not the one rewriting its tables.
+    where = (_summary_doc(cc.out) or {}).get('machine') or where
   note = _restore_teacher(cc)
   t_sum = _summary(cc.teacher_workdir)
   if cc.get('settings_from') and os.path.exists(cc.settings_from):  # missing: named later.
