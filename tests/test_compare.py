@@ -662,6 +662,12 @@ def test_a_fresh_checkout_restores_the_shared_teacher_from_its_committed_record(
       os.listdir(record / 'checkpoints' / 'anchors'))
   compare.run_all(cc, cc.workdir, report_only=True)  # found there now: not copied again.
   assert 'restored' not in capsys.readouterr().out
+  damaged = os.path.join(cc.out, 'compare.json')  # --report reads its machine line there.
+  with open(damaged, 'w') as f:
+    f.write('{"machine": ')
+  with pytest.raises(config.ConfigError, match='compare.json is not valid JSON.*move it away'):
+    compare.run_all(cc, cc.workdir, report_only=True)
+  assert open(damaged).read() == '{"machine": '  # not overwritten.
 
 
 COMMITTED = sorted(p.stem for p in (pathlib.Path(__file__).resolve().parent.parent / 'configs')

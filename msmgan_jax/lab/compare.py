@@ -304,21 +304,10 @@ def _restore_teacher(cc) -> Optional[str]:
   return None
 
 
-def _summary_doc(out: str) -> Optional[dict]:
-  """The comparison's compare.json in `out`, if written."""
-  path = os.path.join(out, 'compare.json')
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
 def _summary(workdir: str) -> Optional[dict]:
-  path = os.path.join(workdir, 'summary.json')
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+  """The run's summary.json in `workdir` (None while it is not finished)."""
+  from msmgan_jax.files import io  # pylint: disable=g-import-not-at-top
+  return io.read_json(os.path.join(workdir, 'summary.json'))
 
 
 def check_with_main_settings(cc, chosen: dict) -> None:
@@ -847,7 +836,10 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
   check(cc)
   where = machine()
   if report_only:  # the host that ran the comparison, not the one rewriting its tables.
-    where = (_summary_doc(cc.out) or {}).get('machine') or where
+    from msmgan_jax.files import io  # pylint: disable=g-import-not-at-top
+    doc = io.read_json_or_refuse(os.path.join(cc.out, 'compare.json'),
+                                 'move it away and rerun --report to write it anew')
+    where = (doc or {}).get('machine') or where
   note = _restore_teacher(cc)
   t_sum = _summary(cc.teacher_workdir)
   if cc.get('settings_from') and os.path.exists(cc.settings_from):  # missing: named later.
