@@ -218,7 +218,7 @@ def test_the_readmes_stages_and_phases_are_the_default_configs(repo_root):
 def test_the_readmes_verdict_table_is_the_committed_comparisons():
   """The first screen's table ("Which method to pick") holds the committed comparisons'
   numbers: every finished main-budget run (and run given msmgan's start) of lowdata v2 and
-  of full, its mean +- std, seed count, start (the run's recorded `student.init`) and
+  of full v2, its mean +- std, seed count, start (the run's recorded `student.init`) and
   msmgan's seed-paired interval against it, recomputed from results/<name>/; the bold row
   of each group is its best mean, and the pick sentence names the best of lowdata v2 and
   its start."""
@@ -232,10 +232,11 @@ def test_the_readmes_verdict_table_is_the_committed_comparisons():
   for line in lines:
     cells = [c.strip() for c in line.strip('|').split('|')]
     if cells[0]:
-      name = 'lowdata_v2' if '(v2' in cells[0] else 'full' if '(v1' in cells[0] else cells[0]
+      name = ('lowdata_v2' if cells[0].startswith('6,000 ') and '(v2' in cells[0] else
+              'full_v2' if cells[0].startswith('60,000 ') and '(v2' in cells[0] else cells[0])
       labels[name] = cells[0]
     groups.setdefault(name, []).append(cells[1:])
-  assert set(groups) == {'lowdata_v2', 'full'}, groups
+  assert set(groups) == {'lowdata_v2', 'full_v2'}, groups
   best = {}
   for name, rows in groups.items():
     runs = {r['name']: r for r in json.loads(
