@@ -48,6 +48,7 @@ from typing import Optional
 import numpy as np
 
 from msmgan_jax import methods  # noqa: F401 (registers the built-in methods)
+from msmgan_jax.files import io
 from msmgan_jax.methods import registry
 
 @dataclasses.dataclass
@@ -306,7 +307,6 @@ def _restore_teacher(cc) -> Optional[str]:
 
 def _summary(workdir: str) -> Optional[dict]:
   """The run's summary.json in `workdir` (None while it is not finished)."""
-  from msmgan_jax.files import io  # pylint: disable=g-import-not-at-top
   return io.read_json(os.path.join(workdir, 'summary.json'))
 
 
@@ -788,7 +788,6 @@ def plots(out: str, rows: list, split: str = 'test') -> list:
 def write(cc, root: str, machine: str) -> dict:
   """Rewrites compare.json, compare.md and the plots in `cc.out` from the finished runs."""
   from msmgan_jax import errors  # pylint: disable=g-import-not-at-top
-  from msmgan_jax.files import io  # pylint: disable=g-import-not-at-top
   runs = plan(cc, root)
   done = {r.name: result(cc, r, root) for r in runs}
   tuning = [done[r.name] or {'method': r.method, 'candidate': r.candidate,
@@ -836,7 +835,6 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
   check(cc)
   where = machine()
   if report_only:  # the host that ran the comparison, not the one rewriting its tables.
-    from msmgan_jax.files import io  # pylint: disable=g-import-not-at-top
     doc = io.read_json_or_refuse(os.path.join(cc.out, 'compare.json'),
                                  'move it away and rerun --report to write it anew')
     where = (doc or {}).get('machine') or where
