@@ -29,10 +29,16 @@ if _XLA_CACHE_OWNER:
 import importlib.util  # noqa: E402
 import pathlib  # noqa: E402
 import shutil  # noqa: E402
+import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+# The configs package (`from configs import compare_lowdata_v2` in the comparison configs),
+# as `python -m pytest` from the root gives it and `msmgan_jax.cli` does for the commands:
+# a bare `pytest`, or one run from another directory, finds it too.
+if str(REPO_ROOT) not in sys.path:
+  sys.path.insert(0, str(REPO_ROOT))
 
 
 def _quiet_tf():
