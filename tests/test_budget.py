@@ -6,7 +6,6 @@ one tiny `ce` run on synthetic batches."""
 import importlib
 import math
 import os
-import sys
 
 import pytest
 from conftest import REPO_ROOT
@@ -16,9 +15,6 @@ from msmgan_jax.data import datasets as data
 from msmgan_jax.lab import compare
 from msmgan_jax.methods import registry
 from msmgan_jax.training import loop
-
-if str(REPO_ROOT) not in sys.path:  # the configs package, from any working directory.
-  sys.path.insert(0, str(REPO_ROOT))
 
 FMNIST_TRAIN = 60_000
 # Training images of the splits the committed configs train on (Fashion-MNIST's train split).
