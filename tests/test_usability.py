@@ -319,3 +319,35 @@ def test_the_readmes_v2_ablation_table_is_the_committed_comparison():
     assert test == f'{r["mean"]:.4f} +- {r["std"]:.4f}', name
     assert diff == compare._ci(compare.paired_difference(runs['msmgan'], r)), name
   assert seen == {n for n, r in runs.items() if r['ablation'] and not r.get('budget')}
+
+
+def test_the_readmes_full_v2_table_is_the_committed_comparison():
+  """Measured results' full v2 table: every run of results/full_v2 once, its start (the run's
+  recorded `student.init`), setting, test mean +- std, msmgan's seed-paired interval against
+  it and its wall minutes, recomputed from results/full_v2/."""
+  import json
+  from msmgan_jax.lab import compare
+  readme = (REPO_ROOT / 'README.md').read_text()
+  section = readme[readme.index('**full v2 comparison**'):]
+  table = section[section.index('| run | start | setting |'):].split('\n\n')[0]
+  lines = [l for l in table.splitlines() if l.startswith('| ')][1:]  # no header
+  data = json.loads((REPO_ROOT / 'results/full_v2/compare.json').read_text())
+  runs = {r['name']: r for r in data['runs']}
+  seen = []
+  for line in lines:
+    run, start, setting, test, diff, wall = [c.strip().strip('`')
+                                             for c in line.strip('|').split('|')]
+    r = runs[run]
+    seen.append(run)
+    init = json.loads((REPO_ROOT / 'results/full_v2/runs' / run / 'config.json')
+                      .read_text())['student'].get('init') or 'random'
+    assert start == init.replace('_', ' '), run
+    if '@' in run:  # a budget run: the main run's setting.
+      assert setting == f"{r['method']}`'s" and r['setting'] == data['chosen'][r['method']], run
+    else:
+      assert setting == (r['setting'] or 'its lowdata v2 defaults'), run
+    assert test == f'{r["mean"]:.4f} +- {r["std"]:.4f}', run
+    assert diff == ('-' if run == 'msmgan' else compare._ci(
+        compare.paired_difference(runs['msmgan'], r))), run
+    assert wall == str(round(r['wall_s'] / 60)), (run, r['wall_s'])
+  assert sorted(seen) == sorted(runs), seen
