@@ -351,3 +351,38 @@ def test_the_readmes_full_v2_table_is_the_committed_comparison():
         compare.paired_difference(runs['msmgan'], r))), run
     assert wall == str(round(r['wall_s'] / 60)), (run, r['wall_s'])
   assert sorted(seen) == sorted(runs), seen
+
+
+def test_the_readmes_30_epoch_table_is_the_committed_comparison():
+  """The MS-MGANs v2 section's 30-epoch table holds every finished run of lowdata v2's
+  `epochs30` budget and nothing else: its start (the run's recorded `student.init`), test
+  mean +- std, its seed-paired gain over the same method's 15-epoch run, and msmgan's
+  (30 epochs) seed-paired interval against it, or "not run yet" while msmgan's 30-epoch
+  run is missing; recomputed from results/lowdata_v2/."""
+  import json
+  from msmgan_jax.lab import compare
+  data = json.loads((REPO_ROOT / 'results/lowdata_v2/compare.json').read_text())
+  runs = {r['name']: r for r in data['runs']}
+  budget = {n for n in runs if n.endswith('@epochs30')}
+  readme = (REPO_ROOT / 'README.md').read_text()
+  section = readme[readme.index('### MS-MGANs v2'):readme.index('## Quick start')]
+  header = '| run | start | test | it minus itself at 15 epochs |'
+  if not budget:
+    return
+  table = section[section.index(header):].split('\n\n')[0]
+  lines = [l for l in table.splitlines() if l.startswith('| ')][1:]  # no header
+  ours = runs.get('msmgan@epochs30')
+  seen = set()
+  for line in lines:
+    run, start, test, gain, diff = [c.strip().strip('*').strip('`')
+                                    for c in line.strip('|').split('|')]
+    r = runs[run]
+    seen.add(run)
+    init = json.loads((REPO_ROOT / 'results/lowdata_v2/runs' / run / 'config.json')
+                      .read_text())['student'].get('init') or 'random'
+    assert start == init.replace('_', ' '), run
+    assert test == f'{r["mean"]:.4f} +- {r["std"]:.4f}', run
+    assert gain == compare._ci(compare.paired_difference(r, runs[r['method']])), run
+    assert diff == ('not run yet' if ours is None else '-' if r is ours else
+                    compare._ci(compare.paired_difference(ours, r))), run
+  assert seen == budget, seen ^ budget
