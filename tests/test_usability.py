@@ -36,6 +36,25 @@ def readme_blocks(section: str) -> list:
   return re.findall(r'```python\n(.*?)```', body, re.S)
 
 
+def readme_table(start: str, header: str, end: str = None, marks: str = '*`') -> list:
+  """The body rows of the README's Markdown table that begins with `header`, in the part
+  from the first `start` (up to `end`, if given): one list of cells per row, each cell
+  stripped of blanks and of the `marks` characters (bold, code) at its ends."""
+  readme = (REPO_ROOT / 'README.md').read_text()
+  part = readme[readme.index(start):readme.index(end) if end else None]
+  table = part[part.index(header):].split('\n\n')[0]
+  return [[c.strip().strip(marks) for c in line.strip('|').split('|')]
+          for line in table.splitlines()[2:] if line.startswith('| ')]  # no header, rule
+
+
+def recorded_start(comparison: str, run: str) -> str:
+  """A committed run's start as the README names it: its recorded `student.init` with
+  blanks for underscores ('first anchor'), or 'random'."""
+  config = json.loads(
+      (REPO_ROOT / 'results' / comparison / 'runs' / run / 'config.json').read_text())
+  return (config['student'].get('init') or 'random').replace('_', ' ')
+
+
 @pytest.fixture(scope='module')
 def extended_run(teacher_run, tmp_path_factory):
   """The README's model and method, registered and trained from the teacher's anchors."""
@@ -222,7 +241,6 @@ def test_the_readmes_verdict_table_is_the_committed_comparisons():
   msmgan's seed-paired interval against it, recomputed from results/<name>/; the bold row
   of each group is its best mean, and the pick sentence names the best of lowdata v2 and
   its start."""
-  import json
   from msmgan_jax.lab import compare
   readme = (REPO_ROOT / 'README.md').read_text()
   section = readme[readme.index('## Which method to pick'):readme.index('## About the method')]
@@ -251,9 +269,7 @@ def test_the_readmes_verdict_table_is_the_committed_comparisons():
       r = runs[key]
       seen.add(key)
       assert f'{len(r["seeds"])} seeds' in labels[name], (name, key, labels[name])
-      init = json.loads((REPO_ROOT / 'results' / name / 'runs' / key / 'config.json')
-                        .read_text())['student'].get('init') or 'random'
-      assert start == init.replace('_', ' '), (name, key, init)
+      assert start == recorded_start(name, key), (name, key)
       assert acc.strip('*') == pm(r), (name, run, start)
       assert diff.strip('*') == ('-' if key == 'msmgan' else compare._ci(
           compare.paired_difference(runs['msmgan'], r))), (name, run, start)
@@ -271,21 +287,15 @@ def test_the_readmes_v2_table_is_the_committed_comparison():
   """The MS-MGANs v2 section's table of lowdata v2's finished runs: each row's chosen
   setting, its validation score (the chosen candidate's mean) and test mean +- std, and
   msmgan's seed-paired interval against it, recomputed from results/lowdata_v2/compare.json."""
-  import json
   from msmgan_jax.lab import compare
-  readme = (REPO_ROOT / 'README.md').read_text()
-  section = readme[readme.index('### MS-MGANs v2'):readme.index('## Quick start')]
-  table = section[section.index('| run | start | chosen setting |'):]
-  lines = [l for l in table.split('\n\n')[0].splitlines() if l.startswith('| ')][1:]
+  rows = readme_table('### MS-MGANs v2', '| run | start | chosen setting |', '## Quick start')
   data = json.loads((REPO_ROOT / 'results/lowdata_v2/compare.json').read_text())
   runs = {r['name']: r for r in data['runs']}
   chosen_score = {t['method']: t['mean'] for t in data['tuning']
                   if t.get('accuracies') and data['chosen'].get(t['method']) is not None
                   and t['setting'] == data['chosen'][t['method']]}
-  assert len(lines) >= 4
-  for line in lines:
-    run, _, setting, validation, test, diff = [c.strip().strip('*').strip('`')
-                                               for c in line.strip('|').split('|')]
+  assert len(rows) >= 4
+  for run, _, setting, validation, test, diff in rows:
     r = runs[run]
     assert test == f'{r["mean"]:.4f} +- {r["std"]:.4f}', run
     assert diff == ('-' if run == 'msmgan' else compare._ci(
@@ -302,17 +312,13 @@ def test_the_readmes_v2_ablation_table_is_the_committed_comparison():
   """The MS-MGANs v2 section's ablation table holds every finished ablation of lowdata v2,
   each row's test mean +- std and msmgan's seed-paired interval against it recomputed from
   results/lowdata_v2/compare.json."""
-  import json
   from msmgan_jax.lab import compare
-  readme = (REPO_ROOT / 'README.md').read_text()
-  section = readme[readme.index('### MS-MGANs v2'):readme.index('## Quick start')]
-  table = section[section.index('| ablation (the one change) |'):]
-  lines = [l for l in table.split('\n\n')[0].splitlines() if l.startswith('| ')][1:]
+  rows = readme_table('### MS-MGANs v2', '| ablation (the one change) |', '## Quick start',
+                      marks='')
   runs = {r['name']: r for r in json.loads(
       (REPO_ROOT / 'results/lowdata_v2/compare.json').read_text())['runs']}
   seen = set()
-  for line in lines:
-    what, test, diff = [c.strip() for c in line.strip('|').split('|')]
+  for what, test, diff in rows:
     name = 'msmgan_' + what.split('`')[1]
     r = runs[name]
     seen.add(name)
@@ -325,23 +331,15 @@ def test_the_readmes_full_v2_table_is_the_committed_comparison():
   """Measured results' full v2 table: every run of results/full_v2 once, its start (the run's
   recorded `student.init`), setting, test mean +- std, msmgan's seed-paired interval against
   it and its wall minutes, recomputed from results/full_v2/."""
-  import json
   from msmgan_jax.lab import compare
-  readme = (REPO_ROOT / 'README.md').read_text()
-  section = readme[readme.index('**full v2 comparison**'):]
-  table = section[section.index('| run | start | setting |'):].split('\n\n')[0]
-  lines = [l for l in table.splitlines() if l.startswith('| ')][1:]  # no header
+  rows = readme_table('**full v2 comparison**', '| run | start | setting |')
   data = json.loads((REPO_ROOT / 'results/full_v2/compare.json').read_text())
   runs = {r['name']: r for r in data['runs']}
   seen = []
-  for line in lines:
-    run, start, setting, test, diff, wall = [c.strip().strip('`')
-                                             for c in line.strip('|').split('|')]
+  for run, start, setting, test, diff, wall in rows:
     r = runs[run]
     seen.append(run)
-    init = json.loads((REPO_ROOT / 'results/full_v2/runs' / run / 'config.json')
-                      .read_text())['student'].get('init') or 'random'
-    assert start == init.replace('_', ' '), run
+    assert start == recorded_start('full_v2', run), run
     if '@' in run:  # a budget run: the main run's setting.
       assert setting == f"{r['method']}`'s" and r['setting'] == data['chosen'][r['method']], run
     else:
@@ -359,28 +357,18 @@ def test_the_readmes_30_epoch_table_is_the_committed_comparison():
   mean +- std, its seed-paired gain over the same method's 15-epoch run, and msmgan's
   (30 epochs) seed-paired interval against it, or "not run yet" while msmgan's 30-epoch
   run is missing; recomputed from results/lowdata_v2/."""
-  import json
   from msmgan_jax.lab import compare
-  data = json.loads((REPO_ROOT / 'results/lowdata_v2/compare.json').read_text())
-  runs = {r['name']: r for r in data['runs']}
+  runs = {r['name']: r for r in json.loads(
+      (REPO_ROOT / 'results/lowdata_v2/compare.json').read_text())['runs']}
   budget = {n for n in runs if n.endswith('@epochs30')}
-  readme = (REPO_ROOT / 'README.md').read_text()
-  section = readme[readme.index('### MS-MGANs v2'):readme.index('## Quick start')]
   header = '| run | start | test | it minus itself at 15 epochs |'
-  if not budget:
-    return
-  table = section[section.index(header):].split('\n\n')[0]
-  lines = [l for l in table.splitlines() if l.startswith('| ')][1:]  # no header
+  assert budget, 'the 30-epoch budget has committed runs'
   ours = runs.get('msmgan@epochs30')
   seen = set()
-  for line in lines:
-    run, start, test, gain, diff = [c.strip().strip('*').strip('`')
-                                    for c in line.strip('|').split('|')]
+  for run, start, test, gain, diff in readme_table('### MS-MGANs v2', header, '## Quick start'):
     r = runs[run]
     seen.add(run)
-    init = json.loads((REPO_ROOT / 'results/lowdata_v2/runs' / run / 'config.json')
-                      .read_text())['student'].get('init') or 'random'
-    assert start == init.replace('_', ' '), run
+    assert start == recorded_start('lowdata_v2', run), run
     assert test == f'{r["mean"]:.4f} +- {r["std"]:.4f}', run
     assert gain == compare._ci(compare.paired_difference(r, runs[r['method']])), run
     assert diff == ('not run yet' if ours is None else '-' if r is ours else
