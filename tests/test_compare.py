@@ -278,6 +278,36 @@ def test_a_budget_table_holds_the_main_runs_that_already_use_its_setting(repo_ro
     compare.check(cc)
 
 
+def test_a_budget_names_its_missing_best_other_run(repo_root):
+  """The budget table's "Not run yet" line names the run best_other has become (the method
+  whose chosen candidate scored best on validation), not just the methods named in the
+  config, and says so while tuning has not named it yet."""
+  cc = load_config(repo_root, 'compare_lowdata', None)
+  cc.methods, cc.ablations = ('ce', 'kd', 'at', 'fitnets', 'msmgan'), ()
+  cc.budgets = ml_collections.ConfigDict({'twice': ml_collections.ConfigDict({
+      'setting': 'student.epochs=30', 'methods': ('ce', 'best_other', 'msmgan')})})
+  compare.check(cc)
+  rows = [_row('ce', [0.83, 0.84]), _row('msmgan', [0.88, 0.89]),
+          _row('ce@twice', [0.85, 0.86], method='ce', budget='twice')]
+  def tune(method, candidate, mean):
+    return {'method': method, 'candidate': candidate, 'mean': mean,
+            'setting': cc.tuning[method][candidate]}
+  # at's chosen candidate (its best, 1) scored 0.90 on validation, fitnets' 0.88, kd's 0.80
+  # (kd is not named in the budget: it may become best_other too); at's unchosen candidate
+  # 0 (0.70) does not count.
+  tuning = [tune('kd', 0, 0.80), tune('at', 0, 0.70), tune('at', 1, 0.90),
+            tune('fitnets', 0, 0.88)]
+  chosen = {'kd': cc.tuning.kd[0], 'at': cc.tuning.at[1], 'fitnets': cc.tuning.fitnets[0]}
+  twice = lambda md: md.split('## twice')[1].split('## ')[0]
+  table = twice(compare.markdown(cc, rows, tuning, chosen, [], 'here'))
+  assert 'Not run yet: at@twice, msmgan@twice.' in table
+  # Fitnets' tuning unfinished: nothing names best_other yet, and the line says so.
+  table = twice(compare.markdown(cc, rows, tuning[:3], {'kd': cc.tuning.kd[0],
+                                                        'at': cc.tuning.at[1]}, [], 'here'))
+  assert ('Not run yet: msmgan@twice, best_other@twice (named once every tuning run has '
+          'finished).') in table
+
+
 def test_the_verdict_follows_from_the_paired_intervals(repo_root):
   """compare.md's Verdict: "met" only with the margin reached and the interval above zero,
   "provisional" while an opponent that could change it has not run, "not met" before that

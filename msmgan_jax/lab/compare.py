@@ -144,11 +144,13 @@ def plan(cc, root: Optional[str] = None) -> list:
   return runs
 
 
-def budget_methods(cc, budget: str, root: Optional[str] = None) -> list:
+def budget_methods(cc, budget: str, root: Optional[str] = None,
+                   scores: Optional[dict] = None) -> list:
   """The methods run at `budget`: its `methods`, where `best_other` stands for the method
   not named there (nor in its `with_main`, nor `ours`) whose chosen candidate scored best on
   validation (ties: the earlier in `methods`); left out while that is unknown (tuning
-  unfinished, or no `root`)."""
+  unfinished, or neither `root` nor `scores`, {method: its chosen candidate's mean
+  validation accuracy}, given)."""
   named = list(cc.budgets[budget].methods)
   out = []
   for m in named:
@@ -158,7 +160,8 @@ def budget_methods(cc, budget: str, root: Optional[str] = None) -> list:
     joined = set(cc.budgets[budget].get('with_main', ()))
     others = [o for o in cc.methods
               if o not in named and o not in joined and o != cc.get('ours', 'msmgan')]
-    scores = validation_scores(cc, root) if root else {}
+    if scores is None:
+      scores = validation_scores(cc, root) if root else {}
     best = [scores.get(o) for o in others]
     if others and None not in best:
       out.append(others[int(np.argmax(best))])
@@ -659,11 +662,19 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
   if pending and not cc.get('tune_only'):
     lines += ['', f'Not run yet: {", ".join(pending)}.']
   lines += verdict(cc, rows)
+  scores = {}  # each method's chosen candidate's mean validation accuracy: names best_other.
+  for t in tuning:
+    pick = chosen.get(t['method'])
+    if (t.get('mean') is not None and pick is not None and t.get('candidate') is not None
+        and list(cc.tuning[t['method']]).index(pick) == t['candidate']):
+      scores[t['method']] = t['mean']
   for name, b in (cc.get('budgets', {}) or {}).items():
     at = budget_rows(cc, rows, name)
     joined = tuple(b.get('with_main', ()))
-    missing = [f'{m}@{name}' for m in b.methods
-               if m != BEST_OTHER and not any(r['name'] == f'{m}@{name}' for r in at)]
+    named = budget_methods(cc, name, scores=scores)
+    missing = [f'{m}@{name}' for m in named if not any(r['name'] == f'{m}@{name}' for r in at)]
+    if len(named) < len(b.methods):  # best_other, not yet named.
+      missing.append(f'{BEST_OTHER}@{name} (named once every tuning run has finished)')
     missing += [m for m in joined if not any(r['name'] == m for r in at)]
     if not any(r.get('budget') == name for r in at):
       at = []  # main rows alone are no comparison at this budget.
