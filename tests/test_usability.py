@@ -283,20 +283,27 @@ def test_the_readmes_verdict_table_is_the_committed_comparisons():
   assert ('student.init=first_anchor' in pick) == best['lowdata_v2'].endswith('@init')
 
 
+LOWDATA_V2 = ('**lowdata v2 comparison**', '**full v2 comparison**')  # its Measured results part.
+
+
 def test_the_readmes_v2_table_is_the_committed_comparison():
-  """The MS-MGANs v2 section's table of lowdata v2's finished runs: each row's chosen
-  setting, its validation score (the chosen candidate's mean) and test mean +- std, and
-  msmgan's seed-paired interval against it, recomputed from results/lowdata_v2/compare.json."""
+  """Measured results' table of lowdata v2's main runs (and runs given msmgan's start): every
+  one once, each row's start (its recorded `student.init`), chosen setting, validation score
+  (the chosen candidate's mean), test mean +- std, msmgan's seed-paired interval against it
+  and its wall minutes, recomputed from results/lowdata_v2/."""
   from msmgan_jax.lab import compare
-  rows = readme_table('### MS-MGANs v2', '| run | start | chosen setting |', '## Quick start')
+  rows = readme_table(LOWDATA_V2[0], '| run | start | chosen setting |', LOWDATA_V2[1])
   data = json.loads((REPO_ROOT / 'results/lowdata_v2/compare.json').read_text())
   runs = {r['name']: r for r in data['runs']}
   chosen_score = {t['method']: t['mean'] for t in data['tuning']
                   if t.get('accuracies') and data['chosen'].get(t['method']) is not None
                   and t['setting'] == data['chosen'][t['method']]}
-  assert len(rows) >= 4
-  for run, _, setting, validation, test, diff in rows:
+  seen = []
+  for run, start, setting, validation, test, diff, wall in rows:
     r = runs[run]
+    seen.append(run)
+    assert start == recorded_start('lowdata_v2', run), run
+    assert wall == str(round(r['wall_s'] / 60)), (run, r['wall_s'])
     assert test == f'{r["mean"]:.4f} +- {r["std"]:.4f}', run
     assert diff == ('-' if run == 'msmgan' else compare._ci(
         compare.paired_difference(runs['msmgan'], r))), run
@@ -306,22 +313,24 @@ def test_the_readmes_v2_table_is_the_committed_comparison():
     else:
       assert validation == f'{chosen_score[run]:.4f}', run
       assert setting == (r['setting'] or 'its defaults (candidate 0)'), run
+  assert sorted(seen) == sorted(n for n, r in runs.items()
+                                if not r['ablation'] and r.get('budget') in (None, 'init')), seen
 
 
 def test_the_readmes_v2_ablation_table_is_the_committed_comparison():
-  """The MS-MGANs v2 section's ablation table holds every finished ablation of lowdata v2,
-  each row's test mean +- std and msmgan's seed-paired interval against it recomputed from
-  results/lowdata_v2/compare.json."""
+  """Measured results' ablation table holds every finished ablation of lowdata v2, each row's
+  test mean +- std, msmgan's seed-paired interval against it and its wall minutes
+  recomputed from results/lowdata_v2/compare.json."""
   from msmgan_jax.lab import compare
-  rows = readme_table('### MS-MGANs v2', '| ablation (the one change) |', '## Quick start',
-                      marks='')
+  rows = readme_table(LOWDATA_V2[0], '| ablation (the one change) |', LOWDATA_V2[1], marks='')
   runs = {r['name']: r for r in json.loads(
       (REPO_ROOT / 'results/lowdata_v2/compare.json').read_text())['runs']}
   seen = set()
-  for what, test, diff in rows:
+  for what, test, diff, wall in rows:
     name = 'msmgan_' + what.split('`')[1]
     r = runs[name]
     seen.add(name)
+    assert wall == str(round(r['wall_s'] / 60)), (name, r['wall_s'])
     assert test == f'{r["mean"]:.4f} +- {r["std"]:.4f}', name
     assert diff == compare._ci(compare.paired_difference(runs['msmgan'], r)), name
   assert seen == {n for n, r in runs.items() if r['ablation'] and not r.get('budget')}
@@ -352,11 +361,11 @@ def test_the_readmes_full_v2_table_is_the_committed_comparison():
 
 
 def test_the_readmes_30_epoch_table_is_the_committed_comparison():
-  """The MS-MGANs v2 section's 30-epoch table holds every finished run of lowdata v2's
+  """Measured results' 30-epoch table of lowdata v2 holds every finished run of its
   `epochs30` budget and nothing else: its start (the run's recorded `student.init`), test
-  mean +- std, its seed-paired gain over the same method's 15-epoch run, and msmgan's
-  (30 epochs) seed-paired interval against it, or "not run yet" while msmgan's 30-epoch
-  run is missing; recomputed from results/lowdata_v2/."""
+  mean +- std, its seed-paired gain over the same method's 15-epoch run, msmgan's (30
+  epochs) seed-paired interval against it, or "not run yet" while msmgan's 30-epoch run is
+  missing, and its wall minutes; recomputed from results/lowdata_v2/."""
   from msmgan_jax.lab import compare
   runs = {r['name']: r for r in json.loads(
       (REPO_ROOT / 'results/lowdata_v2/compare.json').read_text())['runs']}
@@ -365,9 +374,10 @@ def test_the_readmes_30_epoch_table_is_the_committed_comparison():
   assert budget, 'the 30-epoch budget has committed runs'
   ours = runs.get('msmgan@epochs30')
   seen = set()
-  for run, start, test, gain, diff in readme_table('### MS-MGANs v2', header, '## Quick start'):
+  for run, start, test, gain, diff, wall in readme_table(LOWDATA_V2[0], header, LOWDATA_V2[1]):
     r = runs[run]
     seen.add(run)
+    assert wall == str(round(r['wall_s'] / 60)), (run, r['wall_s'])
     assert start == recorded_start('lowdata_v2', run), run
     assert test == f'{r["mean"]:.4f} +- {r["std"]:.4f}', run
     assert gain == compare._ci(compare.paired_difference(r, runs[r['method']])), run
