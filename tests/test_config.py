@@ -52,6 +52,28 @@ def test_defaults_and_config_files_validate():
         assert cfg.dataset.train_split == 'train[:20%]' and cfg.student.epochs == 1
 
 
+def _flat(tree, prefix=''):
+  out = {}
+  for key, value in tree.items():
+    out.update(_flat(value, f'{prefix}{key}.') if isinstance(value, dict)
+               else {prefix + key: value})
+  return out
+
+
+def test_the_v2_config_is_what_full_v2_ran_for_msmgan():
+  """configs/msmgan_v2_fmnist_full.py is the committed full v2 msmgan run's config
+  (results/full_v2/runs/msmgan/config.json, lowdata v2's chosen defaults) field for field,
+  but for its seed count, evaluation cadence and the anchors' absolute paths."""
+  mine = _flat(json.loads(load_config_file('msmgan_v2_fmnist_full').to_json()))
+  ran = _flat(json.loads((REPO_ROOT / 'results/full_v2/runs/msmgan/config.json').read_text()))
+  assert [a[-len(m):] for a, m in zip(ran.pop('teacher.checkpoints'),
+                                      mine['teacher.checkpoints'])] == list(
+      mine.pop('teacher.checkpoints'))
+  differ = {k for k in set(mine) | set(ran) if mine.get(k, 'absent') != ran.get(k, 'absent')}
+  assert differ == {'seeds', 'student.eval_every_epochs', 'student.eval_every_phase'}, {
+      k: (mine.get(k), ran.get(k)) for k in differ}
+
+
 def test_comparison_configs_and_every_run_they_plan_validate():
   from msmgan_jax.lab import compare  # pylint: disable=g-import-not-at-top
   assert COMPARE_FILES == ['compare_full', 'compare_full_v2', 'compare_lowdata',

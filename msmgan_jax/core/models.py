@@ -295,8 +295,9 @@ def select_weights(student: dict, teacher: dict) -> tuple:
   their own (random) values.
 
   `student`, `teacher`: variable trees ({'params': ..., 'batch_stats': ...}) of the two
-  models. Returns (the new student tree, the number of student parameters and statistics
-  taken from the teacher, the student's total).
+  models. Returns (the new student tree, its arrays new buffers, never the teacher's own;
+  the number of student parameters and statistics taken from the teacher; the student's
+  total).
   """
   flat_t = _by_path(teacher)
   taken = [0]
@@ -306,7 +307,9 @@ def select_weights(student: dict, teacher: dict) -> tuple:
     if not _selectable(s, t):
       return s
     taken[0] += s.size
-    return jnp.asarray(t[tuple(slice(0, n) for n in s.shape)], s.dtype)
+    # A copy: a whole-array slice can be the anchor's own buffer, and the student's state is
+    # donated to every update step that also reads the anchor.
+    return jnp.array(t[tuple(slice(0, n) for n in s.shape)], s.dtype, copy=True)
 
   out = jax.tree_util.tree_map_with_path(pick, student)
   total = sum(x.size for x in jax.tree_util.tree_leaves(student))
