@@ -167,21 +167,21 @@ def test_student_init_starts_the_student_from_the_first_anchor(tmp_path, capsys)
                             anchor['params']['block1']['Conv_0']['kernel'])
 
 
-@pytest.mark.parametrize('method', ['msmgan', 'kd'])
-def test_a_student_started_from_an_anchor_trains_without_sharing_its_buffers(method, tmp_path):
+def test_a_student_started_from_an_anchor_trains_without_sharing_its_buffers(tmp_path):
   """Weight selection hands the student copies, not the anchor's own arrays: every update
   step donates the student's state while the anchor is an argument too, and one seed (no
   stacking, which copies) used to make the first update of every method fail with "a
-  buffer that was previously donated" (msmgan's block, head and mutual steps; kd's)."""
+  buffer that was previously donated" (kd's step as msmgan's: the copy is made in one place,
+  checked here for every array; msmgan's block, head and mutual steps run)."""
   cfg = tiny_cfg(**{'student.model': 'resnet8', 'student.init': 'first_anchor',
-                    'method': method, 'student.epochs': 1, 'seeds': 1})
+                    'student.epochs': 1, 'seeds': 1})
   d = make_distiller(cfg, tmp_path)
-  params, _ = d.init_carry()
+  carry = d.init_carry()  # the student's parameters and BatchNorm statistics.
   anchor = d.teacher.anchors[0].variables
-  student_kernel = params['student']['block1']['Conv_0']['kernel']
-  anchor_kernel = anchor['params']['block1']['Conv_0']['kernel']
-  assert student_kernel is not anchor_kernel
-  assert (student_kernel.unsafe_buffer_pointer() != anchor_kernel.unsafe_buffer_pointer())
+  held = {x.unsafe_buffer_pointer() for x in jax.tree_util.tree_leaves(anchor)}
+  shared = [x.shape for x in jax.tree_util.tree_leaves(carry)
+            if x.unsafe_buffer_pointer() in held]
+  assert not shared, shared
   d.run()
   assert np.isfinite(np.asarray(host(d.teacher.anchors[0].variables)['params']['head'][
       'Dense_0']['kernel'])).all()  # the anchor is still readable after every donation.
