@@ -173,15 +173,19 @@ def test_a_student_started_from_an_anchor_trains_without_sharing_its_buffers(tmp
   stacking, which copies) used to make the first update of every method fail with "a
   buffer that was previously donated" (kd's step as msmgan's: the copy is made in one place,
   checked here for every array; msmgan's block, head and mutual steps run)."""
-  cfg = tiny_cfg(**{'student.model': 'resnet8', 'student.init': 'first_anchor',
-                    'student.epochs': 1, 'seeds': 1})
+  cfg = tiny_cfg(**TASK, **{'student.model': 'resnet8', 'student.init': 'first_anchor',
+                            'student.epochs': 1, 'seeds': 1, 'gan.relativistic': True})
   d = make_distiller(cfg, tmp_path)
   carry = d.init_carry()  # the student's parameters and BatchNorm statistics.
-  anchor = d.teacher.anchors[0].variables
-  held = {x.unsafe_buffer_pointer() for x in jax.tree_util.tree_leaves(anchor)}
-  shared = [x.shape for x in jax.tree_util.tree_leaves(carry)
-            if x.unsafe_buffer_pointer() in held]
-  assert not shared, shared
+  pointers = lambda tree: [x.unsafe_buffer_pointer() for x in jax.tree_util.tree_leaves(tree)]
+  held = {p for a in d.teacher.anchors for p in pointers(a.variables)}
+  assert not held & set(pointers(carry))
+  # Nor may a phase's states (the donated argument: student, critic or teacher copy and
+  # their optimizer states, built from the anchor) hold one buffer twice (optax#1059's kind).
+  for m, stage in enumerate(d.phases):
+    for i, phase in enumerate(stage):
+      mine = pointers(d.build_states(m, i, carry))
+      assert len(mine) == len(set(mine)) and not held & set(mine), (m, phase.name)
   d.run()
   assert np.isfinite(np.asarray(host(d.teacher.anchors[0].variables)['params']['head'][
       'Dense_0']['kernel'])).all()  # the anchor is still readable after every donation.
