@@ -237,10 +237,11 @@ def test_the_readmes_stages_and_phases_are_the_default_configs(repo_root):
 def test_the_readmes_verdict_table_is_the_committed_comparisons():
   """The first screen's table ("Which method to pick") holds the committed comparisons'
   numbers: every finished main-budget run (and run given msmgan's start) of lowdata v2 and
-  of full v2, its mean +- std, seed count, start (the run's recorded `student.init`) and
-  msmgan's seed-paired interval against it, recomputed from results/<name>/; the bold row
-  of each group is its best mean, and the pick sentence names the best of lowdata v2 and
-  its start."""
+  of full v2, and, once msmgan's 30-epoch run is committed, every run of lowdata v2's
+  30-epoch budget; each with its mean +- std, seed count, start (the run's recorded
+  `student.init`) and msmgan's seed-paired interval against it (msmgan's run at the same
+  budget), recomputed from results/<name>/; the bold row of each group is its best mean,
+  and the pick sentence names the best of lowdata v2 at 15 epochs and its start."""
   from msmgan_jax.lab import compare
   readme = (REPO_ROOT / 'README.md').read_text()
   section = readme[readme.index('## Which method to pick'):readme.index('## About the method')]
@@ -250,29 +251,35 @@ def test_the_readmes_verdict_table_is_the_committed_comparisons():
   for line in lines:
     cells = [c.strip() for c in line.strip('|').split('|')]
     if cells[0]:
-      name = ('lowdata_v2' if cells[0].startswith('6,000 ') and '(v2' in cells[0] else
+      name = ('lowdata_v2@epochs30' if cells[0].startswith('6,000 ') and '30 epochs' in cells[0]
+              else 'lowdata_v2' if cells[0].startswith('6,000 ') and '(v2' in cells[0] else
               'full_v2' if cells[0].startswith('60,000 ') and '(v2' in cells[0] else cells[0])
       labels[name] = cells[0]
     groups.setdefault(name, []).append(cells[1:])
-  assert set(groups) == {'lowdata_v2', 'full_v2'}, groups
+  thirty = (REPO_ROOT / 'results/lowdata_v2/runs/msmgan@epochs30').is_dir()
+  assert set(groups) == {'lowdata_v2', 'full_v2'} | ({'lowdata_v2@epochs30'} if thirty
+                                                     else set()), groups
   best = {}
   for name, rows in groups.items():
+    comparison, _, budget = name.partition('@')
     runs = {r['name']: r for r in json.loads(
-        (REPO_ROOT / 'results' / name / 'compare.json').read_text())['runs']}
-    expected = {n for n, r in runs.items()
-                if not r['ablation'] and r.get('budget') in (None, 'init')}
+        (REPO_ROOT / 'results' / comparison / 'compare.json').read_text())['runs']}
+    expected = {n for n, r in runs.items() if not r['ablation'] and (
+        r.get('budget') == budget if budget else r.get('budget') in (None, 'init'))}
+    ours = 'msmgan' + (f'@{budget}' if budget else '')
     seen, bold = set(), []
     for run, start, acc, diff in rows:
       method = run.strip('*').split(' (')[0].split(' v')[0]
-      key = 'msmgan' if method == 'MS-MGANs' else method + ('@init' if start == 'first anchor'
-                                                            else '')
+      method = 'msmgan' if method == 'MS-MGANs' else method
+      key = (f'{method}@{budget}' if budget else
+             method + ('@init' if start == 'first anchor' and method != 'msmgan' else ''))
       r = runs[key]
       seen.add(key)
       assert f'{len(r["seeds"])} seeds' in labels[name], (name, key, labels[name])
-      assert start == recorded_start(name, key), (name, key)
+      assert start == recorded_start(comparison, key), (name, key)
       assert acc.strip('*') == pm(r), (name, run, start)
-      assert diff.strip('*') == ('-' if key == 'msmgan' else compare._ci(
-          compare.paired_difference(runs['msmgan'], r))), (name, run, start)
+      assert diff.strip('*') == ('-' if key == ours else compare._ci(
+          compare.paired_difference(runs[ours], r))), (name, run, start)
       if run.startswith('**'):
         bold.append(key)
     assert seen == expected, (name, seen ^ expected)
