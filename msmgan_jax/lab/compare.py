@@ -737,28 +737,34 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
 def plots(out: str, rows: list, split: str = 'test') -> list:
   """accuracy_vs_images.png and accuracy_vs_wall.png: each final run's mean test accuracy,
   the whole run on the left and, on the right, its last 40% where the finals part ways.
-  Each run has its own colour; msmgan is drawn thicker and ablations dashed. On the wall
+  Each run has its own colour, but a budget run (`kd@epochs30`) takes its method's main run's
+  colour, dotted with triangles; msmgan's runs are drawn thicker and ablations dashed. On the wall
   time plot a run that shared the machine (`report.machine_share` of its row's `machine`,
   the load its summary recorded: slower than alone) is drawn with crosses and named
   '(shared the machine)' in the legend; one recorded before the load was, with hollow
   markers and '(load unknown)'."""
   from msmgan_jax.lab import report  # pylint: disable=g-import-not-at-top
   plt = report.pyplot()
-  colours = plt.get_cmap('tab20' if len(rows) > 10 else 'tab10').colors
+  mains = [r['name'] for r in rows if not r.get('budget')]
+  own = [r['name'] for r in rows if r.get('budget') and r['method'] not in mains]
+  palette = plt.get_cmap('tab20' if len(mains) + len(own) > 10 else 'tab10').colors
+  index = {n: i for i, n in enumerate(mains + own)}
+  colour_of = lambda r: palette[index[r['name'] if r['name'] in index else r['method']]
+                                % len(palette)]
   written = []
   for x, name, label in ((0, 'accuracy_vs_images.png', 'epochs of the train split seen'),
                          (1, 'accuracy_vs_wall.png', 'student wall time, s (all seeds)')):
     fig, (whole, end) = plt.subplots(1, 2, figsize=(12, 4.8),
                                      gridspec_kw={'width_ratios': [1, 1.3]})
     tail, starts, shares = [], [], set()
-    for i, r in enumerate(rows):
+    for r in rows:
       pts = [p for p in r['curve'] if p[x] is not None]
       if not pts:
         continue
       starts.append(0.6 * max(p[x] for p in pts))
       tail += [p[2] for p in pts if p[x] >= starts[-1]]
-      style = {'marker': 'o' if r['ablation'] else 's', 'ms': 3}
-      share, colour = 'alone', colours[i % len(colours)]
+      style = {'marker': '^' if r.get('budget') else 'o' if r['ablation'] else 's', 'ms': 3}
+      share, colour = 'alone', colour_of(r)
       if x == 1:  # wall time: mark runs that shared the machine, or may have.
         share = report.machine_share({'student': {'machine': r.get('machine')}})
         shares.add(share)
@@ -769,7 +775,9 @@ def plots(out: str, rows: list, split: str = 'test') -> list:
       note = report.SHARE_NOTES[share]
       for ax in (whole, end):
         ax.plot([p[x] for p in pts], [p[2] for p in pts], **style,
-                lw=2.2 if r['name'] == 'msmgan' else 1, ls='--' if r['ablation'] else '-',
+                lw=2.2 if not r['ablation'] and (r['name'] == 'msmgan' or (
+                    r.get('budget') and r['method'] == 'msmgan')) else 1,
+                ls='--' if r['ablation'] else ':' if r.get('budget') else '-',
                 color=colour, label=r['name'] + (f' ({note})' if note else ''))
     lo = min([p[2] for r in rows for p in r['curve']] or [0])
     whole.set_ylim(bottom=max(0.0, lo - 0.02))
