@@ -165,3 +165,20 @@ def test_the_wall_time_plot_marks_runs_that_shared_the_machine(tmp_path, figures
   assert wall.get_suptitle().startswith('crosses: shared the machine (mean 1-minute load > '
                                         'cores + 0.5)') and 'hollow: load unknown' in wall.get_suptitle()
   assert images.get_suptitle() == ''
+
+
+def test_a_budget_run_shares_its_methods_colour_dotted(tmp_path, figures):
+  """In the comparison plots a budget run (`kd@epochs30`) takes the colour of its method's
+  main run, dotted with triangles, and msmgan's budget run is as thick as msmgan's; a budget
+  run whose method has no main run gets a colour of its own."""
+  curve = [(1.0, 100.0, 0.7), (2.0, 200.0, 0.8)]
+  row = lambda name, method, budget=None: {'name': name, 'method': method, 'budget': budget,
+                                           'ablation': None, 'curve': curve, 'machine': None}
+  rows = [row('kd', 'kd'), row('msmgan', 'msmgan'), row('kd@epochs30', 'kd', 'epochs30'),
+          row('msmgan@epochs30', 'msmgan', 'epochs30'), row('dkd@init', 'dkd', 'init')]
+  compare.plots(str(tmp_path), rows)
+  kd, ms, kd30, ms30, dkd_init = figures[0].axes[1].lines
+  assert kd30.get_color() == kd.get_color() and ms30.get_color() == ms.get_color()
+  assert kd30.get_linestyle() == ':' and kd30.get_marker() == '^' and kd.get_linestyle() == '-'
+  assert ms30.get_linewidth() == ms.get_linewidth() > kd30.get_linewidth()
+  assert dkd_init.get_color() not in {kd.get_color(), ms.get_color()}
