@@ -875,11 +875,11 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
     here = os.path.join(cc.teacher_workdir, 'checkpoints', 'anchors', str(a['epoch']))
     anchors.append(os.path.abspath(here if os.path.isdir(here) else a['path']))
   if report_only:  # planned anew until adopting runs plans no more: a budget's best_other
-    names = None  # is named only once the adopted tuning runs score it.
-    while names != [r.name for r in plan(cc, root)]:
-      runs = plan(cc, root)
+    runs, names = plan(cc, root), None  # is named only once the adopted tuning scores it.
+    while names != [r.name for r in runs]:
       names = [r.name for r in runs]
       _tabulated_runs_are_planned(cc, runs, root, anchors)
+      runs = plan(cc, root)
     return write(cc, root, where)
   t0 = time.time()
   n, seen = 0, set()
