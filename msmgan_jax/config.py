@@ -66,9 +66,12 @@ def defaults() -> ml_collections.ConfigDict:
   t.checkpoints = ()              # anchor checkpoint paths (a teacher trained elsewhere), weakest first.
   t.source = 'msmgan_jax'         # msmgan_jax (teacher.model) | flax | keras | saved_model: what teacher.checkpoints hold.
   t.module = ''                   # source flax: 'package.module:name' of the Linen module (or a function returning one).
-  t.feature_layers = ()           # source flax/keras: one layer name per student block, its output the block's features.
+  t.feature_layers = ()           # source flax/keras: one layer path per student block ('backbone/conv4'), its output the block's features; `python -m msmgan_jax.teachers --config ...` lists them.
   t.inputs = 'normalised'         # what an external teacher expects: normalised (as the student) | unit ([0, 1]) | raw (0..255).
   t.outputs = 'logits'            # what an external teacher returns: logits | probabilities (softmax; its log is used).
+  t.output = ''                   # which of an external teacher's several outputs holds the class scores: a name or an index ('' = its only one, or the one named logits).
+  t.train_kwarg = ''              # source flax: the __call__ keyword that turns training off, 'is_train' (given False) or 'deterministic=True' ('' = found by name).
+  t.allow_weak = False            # go on (with a recorded warning) when the teacher looks wrong at load: near chance, one class for all, probabilities read as logits.
 
   c.stages = s = ml_collections.ConfigDict()
   s.num = 3                       # M, the number of stages / teacher anchors.
@@ -267,6 +270,10 @@ def _check_source(cfg):
            'path(s), one per anchor, weakest first')
   _require(t.source != 'flax' or bool(t.module), 'teacher.module',
            "teacher.source flax needs the module, say 'mynets:Teacher'")
+  _require(isinstance(t.output, str) and isinstance(t.train_kwarg, str), 'teacher.output',
+           'teacher.output and teacher.train_kwarg are strings (a name, or an index as text)')
+  _require(t.source == 'flax' or not t.train_kwarg, 'teacher.train_kwarg',
+           f'{t.train_kwarg!r}: only a flax teacher takes it (Keras runs with training=False)')
   _require(t.source != 'saved_model' or not t.feature_layers, 'teacher.feature_layers',
            'a SavedModel teacher gives logits only; leave teacher.feature_layers empty')
   _require(cfg.student.init == 'random', 'student.init',

@@ -7,34 +7,21 @@ those paths instead and no teacher is trained.
 """
 import dataclasses
 import os
+import sys
 import time
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from msmgan_jax import config as config_lib
-from msmgan_jax.training import loop
-
-
-from msmgan_jax.core import models
-
-
-from msmgan_jax.core import optim
-
-
-from msmgan_jax.files import checkpoints
-
-
 from msmgan_jax import errors
-
-
-from msmgan_jax.core import sharding
-
-
-from msmgan_jax.core import teachers
-
-
+from msmgan_jax.core import models, optim, sharding, teachers
+from msmgan_jax.core.teachers import diagnosis
+from msmgan_jax.files import checkpoints
 from msmgan_jax.methods import registry
+from msmgan_jax.training import loop
 
 
 @dataclasses.dataclass(eq=False)
@@ -56,12 +43,16 @@ class Teacher:
   wall_s: float
   metrics_offset: int  # metrics.jsonl size when the teacher was done (students resume past it).
   source: str = 'msmgan_jax'  # where it came from (`core.teachers.SOURCES`, or python).
+  checks: Optional[dict] = None  # what `diagnose` saw of a teacher from elsewhere.
 
   def summary(self) -> dict:
-    return {'model': self.model_name, 'source': self.source, 'params': self.params,
-            'test_accuracy': self.test_accuracy, 'wall_s': self.wall_s,
-            'anchors': [{'epoch': a.epoch, 'test_accuracy': a.test_accuracy, 'path': a.path}
-                        for a in self.anchors]}
+    out = {'model': self.model_name, 'source': self.source, 'params': self.params,
+           'test_accuracy': self.test_accuracy, 'wall_s': self.wall_s,
+           'anchors': [{'epoch': a.epoch, 'test_accuracy': a.test_accuracy, 'path': a.path}
+                       for a in self.anchors]}
+    if self.checks is not None:
+      out['checks'] = self.checks
+    return out
 
 
 def variables_of(state) -> dict:
@@ -213,7 +204,8 @@ def load_given(cfg, info, mesh, eval_batches=None, given=None) -> Teacher:
 
   Called before the workdir is touched, so a checkpoint that is missing, truncated or of
   another architecture stops the run with nothing written. An external teacher's anchors
-  are scored on the test split here (`eval_batches`), as the library's own record theirs.
+  are scored on the test split here (`eval_batches`), as the library's own record theirs,
+  and the last one is checked before it teaches (`diagnose`).
   """
   if given is None and cfg.teacher.source == 'msmgan_jax':
     model = models.create_model(cfg.teacher.model, info.num_classes)
@@ -229,7 +221,7 @@ def load_given(cfg, info, mesh, eval_batches=None, given=None) -> Teacher:
     name = f'{given.description} (from Python)'
     paths = [f'<{source} teacher from Python, anchor {i + 1}>' for i in range(len(variables))]
   else:
-    model, variables, name = _external(cfg, info)
+    model, variables, name = external(cfg, info)
     source, paths = cfg.teacher.source, [os.path.abspath(os.path.expanduser(p))
                                          for p in cfg.teacher.checkpoints]
   check_serves(cfg, model, info, name)
@@ -238,41 +230,108 @@ def load_given(cfg, info, mesh, eval_batches=None, given=None) -> Teacher:
         f'config field stages.num: {cfg.method} trains one stage per anchor and the teacher '
         f'gives {len(variables)}; set stages.num={len(variables)}')
   variables = [sharding.replicate(v, mesh) for v in variables]
-  scores = [None] * len(variables)
+  scores, checks = [None] * len(variables), None
   if eval_batches is not None:
-    step = loop.make_eval_step(model)
-    scores = [loop.evaluate(step, v, eval_batches, mesh)['accuracy'] for v in variables]
-  anchors = [Anchor(i + 1, score, path, v)
-             for i, (score, path, v) in enumerate(zip(scores, paths, variables))]
+    passes = [score(model, v, eval_batches, mesh) for v in variables]
+    scores = [p['accuracy'] for p in passes]
+    checks = diagnose(cfg, model, variables[-1], passes[-1], info, name, eval_batches, mesh)
+  anchors = [Anchor(i + 1, s, path, v)
+             for i, (s, path, v) in enumerate(zip(scores, paths, variables))]
   print(f'teacher: {name} ({source}), {len(anchors)} anchor(s)' + (
       f', test accuracy {scores[-1]:.4f}' if scores[-1] is not None else ''), flush=True)
   return Teacher(model, name, anchors, scores[-1], optim.count_params(variables[-1]), 0.0,
-                 metrics_offset=0, source=source)
+                 metrics_offset=0, source=source, checks=checks)
 
 
-def _external(cfg, info):
-  """(model, [variables per anchor], name) of a teacher.source flax/keras/saved_model; the
-  flax and keras sources build the same `core.teachers.Given` the Python API does."""
-  t = cfg.teacher
-  if t.source in ('flax', 'keras'):
-    if t.source == 'flax':
-      given = teachers.flax_teacher(teachers.flax_module(t.module, info.num_classes),
-                                    [teachers.flax_variables(p) for p in t.checkpoints],
-                                    t.feature_layers, t.inputs, t.outputs)
-      name = f'{t.module} ({given.description})'
-    else:
-      given = teachers.keras_teacher(list(t.checkpoints), t.feature_layers, t.inputs,
-                                     t.outputs)
-      name = f'{given.description} (Keras {os.path.basename(t.checkpoints[-1])})'
+def external(cfg, info):
+  """(model, [variables per anchor], name) of a teacher.source other than msmgan_jax, from
+  its loader (`core.teachers.LOADERS`); flax and keras build the same `Given` the Python
+  API does."""
+  loaded = teachers.LOADERS[cfg.teacher.source](cfg.teacher, info)
+  if len(loaded) == 2:
+    given, name = loaded
     return given.build(info), given.variables, name
-  if len(t.checkpoints) != 1:
-    raise errors.ConfigError(f'config field teacher.checkpoints: gives {len(t.checkpoints)} '
-                             'SavedModels; a SavedModel teacher is one anchor (stages.num=1)')
-  name = f'SavedModel {os.path.basename(os.path.normpath(t.checkpoints[0]))}'
-  model = teachers.External(teachers.saved_model_forward(t.checkpoints[0]), {},
-                            info.image_shape, (), t.inputs, t.outputs, info.mean, info.std,
-                            f'the {name}')
-  return model, [{}], name
+  return loaded
+
+
+def _score_step(model):
+  """A jitted pass over a masked batch summing what `diagnose` reads: correct predictions,
+  examples, predicted and true class counts, and the raw outputs' range and row sums."""
+  def step(variables, batch):
+    if isinstance(model, teachers.External):
+      raw, _ = model.raw(variables, batch['image'])
+      logits = model.apply(variables, batch['image'])[0]
+    else:
+      raw = logits = model.apply(variables, batch['image'], train=False)[0]
+    m, classes = batch['mask'], raw.shape[-1]
+    keep = m[:, None] > 0
+    sums = jnp.sum(raw, -1)
+    onehot = lambda i: jax.nn.one_hot(i, classes) * m[:, None]
+    return {'correct': jnp.sum((jnp.argmax(logits, -1) == batch['label']) * m),
+            'count': jnp.sum(m), 'predicted': jnp.sum(onehot(jnp.argmax(logits, -1)), 0),
+            'labels': jnp.sum(onehot(batch['label']), 0),
+            'min': jnp.min(jnp.where(keep, raw, jnp.inf)),
+            'max': jnp.max(jnp.where(keep, raw, -jnp.inf)),
+            'sum_dev': jnp.max(jnp.where(m > 0, jnp.abs(sums - 1), 0.0)),
+            'sum_min': jnp.min(jnp.where(m > 0, sums, jnp.inf)),
+            'sum_max': jnp.max(jnp.where(m > 0, sums, -jnp.inf))}
+  return jax.jit(step)
+
+
+def score(model, variables, eval_batches, mesh, limit: int = 0) -> dict:
+  """{'accuracy', 'count', 'predicted' (C,), 'labels' (C,), 'min', 'max', 'sum_dev',
+  'sum_min', 'sum_max'} of `model` with `variables` over the whole eval split (with
+  `limit`, over its first batches holding at least `limit` examples)."""
+  step, out = _score_step(model), None
+  for batch in eval_batches():
+    if limit and out is not None and out['count'] >= limit:
+      break
+    r = jax.device_get(step(variables, sharding.shard_batch(batch, mesh)))
+    if out is None:
+      out = r
+      continue
+    for k in ('correct', 'count', 'predicted', 'labels'):
+      out[k] = out[k] + r[k]
+    for k, f in (('min', min), ('max', max), ('sum_dev', max), ('sum_min', min),
+                 ('sum_max', max)):
+      out[k] = f(out[k], r[k])
+  out = {k: np.asarray(v).tolist() for k, v in out.items()}
+  out['accuracy'] = out['correct'] / max(out['count'], 1)
+  return out
+
+
+def diagnose(cfg, model, variables, seen: dict, info, name: str, eval_batches, mesh) -> dict:
+  """Checks a teacher from elsewhere before it teaches (`core.teachers.diagnosis`): its
+  outputs read as `teacher.outputs`, its test accuracy against chance, one class for every
+  image; for an External teacher, every `teacher.inputs` is scored on a sample of the test
+  split, to catch (and name) another pixel scale that fits it better. Returns the record for
+  summary.json ({'accuracy', 'chance', 'outputs', 'inputs', 'warnings'}). Raises errors.CheckpointError (exit 2, nothing
+  written) naming what was seen and the field to change, unless `teacher.allow_weak`, when
+  it prints a warning and records it."""
+  kind = cfg.teacher.outputs if isinstance(model, teachers.External) else 'logits'
+  chance = diagnosis.chance_of(seen['labels'])
+  found = diagnosis.output_findings(seen, kind) + diagnosis.score_findings(
+      seen['accuracy'], seen['predicted'], seen['labels'], info.class_names)
+  if isinstance(model, teachers.External) and model.input_dtype != 'uint8':
+    sample = {m: score(model.with_inputs(m), variables, eval_batches, mesh,
+                       limit=diagnosis.INPUTS_SAMPLE) for m in teachers.INPUTS}
+    tried = {m: r['accuracy'] for m, r in sample.items()}
+    scale = diagnosis.inputs_finding(model.inputs, tried, sample[model.inputs]['count'])
+    found += [scale] if scale else []
+  else:
+    tried = {}
+  record = {'accuracy': seen['accuracy'], 'chance': chance, 'outputs': {
+      k: seen[k] for k in ('min', 'max', 'sum_min', 'sum_max')}, 'inputs': tried,
+            'warnings': []}
+  if not found:
+    return record
+  text = diagnosis.message(name, found, cfg.teacher.allow_weak)
+  if not cfg.teacher.allow_weak:
+    raise errors.CheckpointError(text)
+  sys.stdout.flush()
+  sys.stderr.write(f'warning: {text}\n')
+  record['warnings'] = [text]
+  return record
 
 
 def check_serves(cfg, model, info, name: str = 'the teacher') -> None:
@@ -304,18 +363,20 @@ def check_serves(cfg, model, info, name: str = 'the teacher') -> None:
     return
   student = models.create_model(cfg.student.model, info.num_classes)
   k, strides = student.num_blocks, tuple(student.block_strides)
+  layers = ('. Its layers (path, output shape for one image, downsampling):\n'
+            + model.layer_table(strides)) if isinstance(model, teachers.External) else ''
   if model.num_blocks == 0:
     raise errors.ConfigError(
         f'method {cfg.method} needs the teacher\'s block features and {name} gives logits '
         f'only: name {k} of its layers in teacher.feature_layers, one per block of the student '
         f'{cfg.student.model}, with outputs downsampled by {strides} (a SavedModel gives '
-        'logits only: use a logit method such as kd or dkd)')
+        'logits only: use a logit method such as kd or dkd)' + layers)
   if model.num_blocks != k or tuple(model.block_strides) != strides:
     raise errors.ConfigError(
         f'config field teacher.feature_layers: the student {cfg.student.model} has {k} blocks '
         f'downsampled by {strides}; {name} gives {model.num_blocks} feature maps downsampled '
         f'by {tuple(model.block_strides)}. Name {k} layers whose outputs line up with the '
-        'student\'s blocks')
+        'student\'s blocks' + layers)
 
 
 def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:

@@ -1,0 +1,47 @@
+"""Teachers from outside the library: a Flax module, a Keras 3 model, a TensorFlow SavedModel.
+
+The trainer sees every teacher through the interface of `core.models.Classifier`:
+`apply(variables, x, train=False, start=0, stop=None, with_head=True) -> (logits, feats)`
+with `block_channels`, `block_strides`, `num_blocks` and `block_names`. A Flax
+`Classifier` (this library's block structure) is used as it is and serves every method.
+Any other teacher is wrapped in `External`, which runs the whole network once per call
+(inside the jitted step) and returns its logits and the outputs of the layers named in
+`teacher.feature_layers` as its block features:
+
+| source (module) | how it runs in the step | block features | upper network (msmgan, srrl) |
+|---|---|---|---|
+| Flax `Classifier` | `module.apply` | every block | yes |
+| other Flax module (`flax_source`) | `module.apply(..., capture_intermediates=...)` | named sub-modules | no |
+| Keras 3 `.keras` (`keras_source`) | `Model.stateless_call` on the JAX backend | named layers, any model kind | no |
+| TF SavedModel (`saved_model_source`) | `jax2tf.call_tf`, or on the host where it cannot | none (logits only) | no |
+
+So an external teacher serves the logit methods (kd, dkd, rco, ...) and, with feature
+layers, the feature methods that compare block maps (fitnets, at, skd); methods that run the
+teacher's upper blocks on student maps or train a copy of it (MS-MGANs with its teacher
+discriminator or mutual learning, srrl) need a Flax `Classifier`.
+
+A new source is one module with `load(teacher_config, info)` returning `(Given, name)` or
+`(model, [variables per anchor], name)`, listed in `SOURCES`.
+
+Inputs: the data pipeline gives images standardised by the dataset's mean and std;
+`teacher.inputs` converts them back for a teacher trained on [0, 1] (`unit`) or 0..255
+(`raw`) pixels. Outputs: `teacher.outputs = 'probabilities'` takes the log of a softmax
+output, which gives the same softmax (and so the same KD target) as its logits would;
+`teacher.output` picks which of several outputs. Before a teacher teaches, `diagnosis`
+checks what it gives on the data (probabilities read as logits, an accuracy near chance,
+one class for every image) and stops the run naming the field to change.
+"""
+from msmgan_jax.core.teachers import flax_source, keras_source, saved_model_source
+from msmgan_jax.core.teachers.external import (INPUTS, OUTPUTS, External, Given, Layer,  # noqa: F401
+                                               fitting, layer_rows, layer_table, pick_output)
+from msmgan_jax.core.teachers.flax_source import (flax_forward, flax_module,  # noqa: F401
+                                                  flax_teacher, flax_variables, import_object)
+from msmgan_jax.core.teachers.keras_source import (keras_forward, keras_model,  # noqa: F401
+                                                   keras_module, keras_teacher, keras_variables)
+from msmgan_jax.core.teachers.saved_model_source import saved_model_forward  # noqa: F401
+
+# teacher.source -> the module that loads it ('msmgan_jax': this library's own anchors,
+# loaded by training.teacher).
+LOADERS = {'flax': flax_source.load, 'keras': keras_source.load,
+           'saved_model': saved_model_source.load}
+SOURCES = ('msmgan_jax',) + tuple(LOADERS)

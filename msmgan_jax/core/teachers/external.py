@@ -1,0 +1,248 @@
+"""A teacher from outside the library seen as a `core.models.Classifier`: `External`, and
+`Given` (a teacher handed over from Python), and the layer table that error messages and
+`python -m msmgan_jax.teachers` show.
+"""
+import copy
+import dataclasses
+from typing import Callable, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from msmgan_jax.errors import CheckpointError, ConfigError
+
+INPUTS = ('normalised', 'unit', 'raw')
+OUTPUTS = ('logits', 'probabilities')
+
+
+@dataclasses.dataclass
+class Given:
+  """A teacher given from Python (`train_and_evaluate(..., teacher=...)`; build it with
+  `flax_teacher` or `keras_teacher`): the network, one variables object per anchor (weakest
+  first), and how to read it (the `teacher.*` fields of the same names).
+
+  `build(info)` (a `data.DatasetInfo`) gives the model the trainer runs: a `Classifier` as
+  it is, else an `External` made by the source's `forward` factory (`make_forward(network,
+  feature_layers, output, train_kwarg) -> forward`, see `External`). Raises ConfigError
+  for unknown `inputs`/`outputs` or no variables.
+  """
+  source: str                 # flax | keras.
+  network: object             # a Linen module, or a Keras model.
+  variables: list             # one per anchor.
+  feature_layers: tuple = ()
+  inputs: str = 'normalised'
+  outputs: str = 'logits'
+  description: str = ''
+  make_forward: Optional[Callable] = None
+  output: str = ''            # which of several outputs holds the logits (name or index).
+  train_kwarg: str = ''       # a Flax module's inference switch ('' = found in its signature).
+
+  def __post_init__(self):
+    if not self.variables:
+      raise ConfigError('a teacher needs at least one set of variables (one per anchor)')
+    for field, value, allowed in (('inputs', self.inputs, INPUTS),
+                                  ('outputs', self.outputs, OUTPUTS)):
+      if value not in allowed:
+        raise ConfigError(f'teacher {field} {value!r} is not one of {allowed}')
+
+  def build(self, info):
+    """The model the trainer runs for data `info`: a `Classifier` as it is, else an
+    `External` (CheckpointError/ConfigError when the network cannot run on the data)."""
+    from msmgan_jax.core import models  # pylint: disable=g-import-not-at-top
+    if self.source == 'flax' and isinstance(self.network, models.Classifier):
+      if self.feature_layers:
+        raise ConfigError('config field teacher.feature_layers: a Classifier teacher gives '
+                          "its blocks' features; leave it empty")
+      return self.network
+    forward = self.make_forward(self.network, self.feature_layers, self.output,
+                                self.train_kwarg)
+    return External(forward, self.variables[0], info.image_shape, self.feature_layers,
+                    self.inputs, self.outputs, info.mean, info.std,
+                    f'the {self.source} teacher {self.description}')
+
+
+@dataclasses.dataclass(frozen=True)
+class Layer:
+  """One layer of a teacher as `layers` lists it: its path (what `teacher.feature_layers`
+  takes), the shape of its output for one image (batch dimension 1) and, for an NHWC map
+  whose height divides the image's, its downsampling factor (image height / map height;
+  0 for any other output)."""
+  path: str
+  shape: tuple
+  factor: int
+
+
+def layer_rows(paths_and_shapes, image_height: int) -> list:
+  """`Layer`s of (path, output shape) pairs, in the order given."""
+  rows = []
+  for path, shape in paths_and_shapes:
+    shape = tuple(int(d) for d in shape)
+    square = len(shape) == 4 and shape[1] and image_height % shape[1] == 0
+    rows.append(Layer(path, shape, image_height // shape[1] if square else 0))
+  return rows
+
+
+def fitting(rows: Sequence[Layer], strides: Sequence[int]) -> list:
+  """For each student block's downsampling factor in `strides`, the deepest listed layer
+  whose output is a map downsampled by it, or None: the `teacher.feature_layers` to try."""
+  return [next((r.path for r in reversed(rows) if r.factor == s), None) for s in strides]
+
+
+def layer_table(rows: Sequence[Layer], strides: Sequence[int] = (), limit: int = 60) -> str:
+  """The layers as text lines 'path  (1, H, W, C)  /factor', and, given the student's block
+  `strides`, which ones fit (`fitting`)."""
+  shown = list(rows)[-limit:]
+  lines = [f'  {r.path}  {r.shape}' + (f'  /{r.factor}' if r.factor else '') for r in shown]
+  if len(rows) > limit:
+    lines.insert(0, f'  ... ({len(rows) - limit} earlier layers)')
+  text = '\n'.join(lines)
+  if strides:
+    picks = fitting(rows, strides)
+    if all(picks):
+      text += ('\nthe deepest layers downsampled like the student\'s blocks '
+               f'{tuple(strides)}: teacher.feature_layers={tuple(picks)}')
+    else:
+      missing = [s for s, p in zip(strides, picks) if p is None]
+      text += (f'\nno layer\'s output is an NHWC map downsampled by {missing}: this teacher '
+               'cannot give block features for this student (use a logit method, or a '
+               'student whose blocks it matches)')
+  return text
+
+
+class External:
+  """A non-`Classifier` teacher seen as one (see the package docstring).
+
+  `forward(variables, x) -> (logits (B, C), [maps (B, H_k, W_k, C_k)])` on images `x`
+  (B, H, W, C) float32 as the teacher expects them (`inputs`: normalised, unit [0, 1] or
+  raw 0..255). `layers(variables, image_shape) -> [(path, shape)]` (optional, a function
+  attribute of `forward`) lists the network's layers for messages. Shapes are read once
+  with `jax.eval_shape` on `sample_variables` and `image_shape`; a network that cannot run
+  on the images, or a feature output that is not an NHWC map dividing the image size,
+  raises CheckpointError (the message names the cause: shape, training mode, layers).
+  """
+  splittable = False
+
+  def __init__(self, forward: Callable, sample_variables, image_shape: Sequence[int],
+               feature_layers: Sequence[str] = (), inputs: str = 'normalised',
+               outputs: str = 'logits', mean: Sequence[float] = (),
+               std: Sequence[float] = (), description: str = 'external teacher'):
+    self._forward, self.feature_layers = forward, tuple(feature_layers)
+    self.inputs, self.outputs, self.description = inputs, outputs, description
+    self.image_shape = tuple(image_shape)
+    self._mean = np.asarray(mean or (0.0,), np.float32)
+    self._std = np.asarray(std or (1.0,), np.float32)
+    self._sample = sample_variables
+    x = jax.ShapeDtypeStruct((1,) + self.image_shape, jnp.float32)
+    try:
+      logits, feats = jax.eval_shape(self.raw, sample_variables, x)
+    except (CheckpointError, ConfigError):
+      raise
+    except Exception as e:  # the user's network cannot run on this data's images.
+      raise CheckpointError(self._why_not(e)) from e
+    if len(logits.shape) != 2:
+      raise CheckpointError(f'{description} returns an output of shape {logits.shape}; a '
+                            'teacher must return logits of shape (batch, classes)')
+    self.num_classes = int(logits.shape[-1])
+    for name, f in zip(self.feature_layers, feats):
+      if len(f.shape) != 4 or f.shape[1] == 0 or self.image_shape[0] % f.shape[1]:
+        raise CheckpointError(
+            f'{description}: feature layer {name!r} gives shape {tuple(f.shape)}; a block '
+            'feature must be an NHWC map (batch, height, width, channels) whose size divides '
+            f'the image size {self.image_shape[:2]}. Its layers:\n{self.layer_table()}')
+    self.block_channels = tuple(int(f.shape[-1]) for f in feats)
+    self.block_strides = tuple(int(self.image_shape[0] // f.shape[1]) for f in feats)
+
+  def _why_not(self, e: Exception) -> str:
+    """The message for a network that failed to run on one image: a Flax module that tried
+    to update its statistics ran in training mode; anything else is the images' shape."""
+    text = f'{type(e).__name__}: {str(e)[:300]}'
+    if 'immutable' in str(e) or 'mutable' in type(e).__name__.lower():
+      return (f'{self.description} tried to update its variables ({text}): it ran in '
+              'training mode. Set teacher.train_kwarg to the keyword of its __call__ that '
+              "turns training off (say 'is_train', or 'deterministic=True')")
+    return (f'{self.description} does not run on this data\'s images {self.image_shape} '
+            f'(NHWC, float32): {text}. Give a teacher for images of this shape, or set '
+            'dataset.image_size to the size it was trained on.')
+
+  @property
+  def num_blocks(self) -> int:
+    return len(self.block_channels)
+
+  @property
+  def block_names(self) -> tuple:
+    return self.feature_layers
+
+  @property
+  def input_dtype(self) -> str:
+    """The dtype the network takes its images in (a SavedModel's signature may ask uint8)."""
+    return getattr(self._forward, 'input_dtype', 'float32')
+
+  def with_inputs(self, inputs: str) -> 'External':
+    """The same teacher reading its images as `inputs` (for the load-time diagnosis)."""
+    other = copy.copy(self)
+    other.inputs = inputs
+    return other
+
+  def layers(self) -> list:
+    """The network's `Layer`s (empty where its source cannot list them)."""
+    lister = getattr(self._forward, 'layers', None)
+    if lister is None:
+      return []
+    return layer_rows(lister(self._sample, (1,) + self.image_shape), self.image_shape[0])
+
+  def layer_table(self, strides: Sequence[int] = ()) -> str:
+    rows = self.layers()
+    return layer_table(rows, strides) if rows else '  (this source cannot list its layers)'
+
+  def raw(self, variables, x):
+    """(outputs as the network returns them, before `outputs=probabilities` takes their
+    log; [block maps]) for normalised images `x` (B, H, W, C)."""
+    x = x.astype(jnp.float32)
+    if self.inputs != 'normalised':
+      x = x * self._std + self._mean
+      if self.inputs == 'raw':
+        x = x * 255.0
+    logits, feats = self._forward(variables, x)
+    return jnp.asarray(logits, jnp.float32), [jnp.asarray(f, jnp.float32) for f in feats]
+
+  def _call(self, variables, x):
+    logits, feats = self.raw(variables, x)
+    if self.outputs == 'probabilities':  # log p: the same softmax as the teacher's logits.
+      logits = jnp.log(jnp.clip(logits, 1e-12, None))
+    return logits, feats
+
+  def apply(self, variables, x, train: bool = False, start: int = 0,
+            stop: Optional[int] = None, with_head: bool = True, **kwargs):
+    """(logits, feats) as `Classifier.__call__` returns them; only inference from the image
+    (start 0) can be asked of an external teacher (`check_serves` refuses the rest)."""
+    if train or start or kwargs:
+      raise ValueError(f'{self.description} runs only in inference mode from the image')
+    logits, feats = self._call(variables, x)
+    stop = self.num_blocks if stop is None else stop
+    if stop < self.num_blocks or not with_head:
+      return None, feats[:stop]
+    return logits, feats
+
+
+def pick_output(outputs: dict, output: str, where: str) -> str:
+  """The key of `outputs` ({name: shape}, in the network's order) that holds the logits:
+  `output` (a name, or an index into that order) when given, else the only one, else
+  the one named 'logits'. CheckpointError listing them otherwise."""
+  names = list(outputs)
+  listing = ', '.join(f'{i}: {n!r} {tuple(outputs[n])}' for i, n in enumerate(names))
+  if output:
+    if output in outputs:
+      return output
+    if output.lstrip('-').isdigit() and -len(names) <= int(output) < len(names):
+      return names[int(output)]
+    raise ConfigError(f'config field teacher.output: {output!r} names none of the outputs of '
+                      f'{where} ({listing}); give one of those names or indices')
+  if len(names) == 1:
+    return names[0]
+  if 'logits' in outputs:
+    return 'logits'
+  raise CheckpointError(
+      f'{where} has {len(names)} outputs ({listing}); say which holds the class scores with '
+      'teacher.output (a name or an index), and set teacher.outputs=probabilities if it is '
+      'a softmax')

@@ -1,0 +1,361 @@
+"""Teachers as users really have them (issue 34's field cases): each is the 2-epoch resnet8
+of the `teacher_run` fixture brought in the shape users give it (a softmax at the end, pixel
+scaling inside, a Sequential wrapper, two outputs, a subclassed model, Keras's own
+`model.export()`, a uint8 signature, a Flax switch named `is_train`), so the right reading
+must give the native teacher's test accuracy, and the wrong one must stop the run (exit 2,
+nothing written) naming the field that fixes it.
+"""
+import json
+import os
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import load_config, shrink
+from msmgan_jax import main, teachers
+from msmgan_jax.core import models, sharding
+from msmgan_jax.core.teachers import diagnosis
+from msmgan_jax.data import datasets as data
+from msmgan_jax.errors import CheckpointError, ConfigError
+from msmgan_jax.training import teacher as teacher_lib
+
+FMNIST_MEAN, FMNIST_STD = 0.2860, 0.3530  # close to the data's; only pixel scales matter here.
+
+
+@pytest.fixture(scope='module')
+def native(teacher_run):
+  """The fixture teacher's last anchor: (variables, recorded test accuracy)."""
+  _, _, summary = teacher_run
+  model = models.create_model('resnet8', 10)
+  target = sharding.abstract_variables(model, (28, 28, 1), sharding.mesh())
+  a = summary['teacher']['anchors'][-1]
+  anchor = teacher_lib.load_anchor(a['path'], target, 'resnet8')
+  return jax.device_get(anchor.variables), anchor.test_accuracy
+
+
+@pytest.fixture(scope='module')
+def twin(native):
+  from msmgan_jax.lab import keras_resnet
+  return keras_resnet.keras_resnet('resnet8', native[0], (28, 28, 1), 10)
+
+
+@pytest.fixture(scope='module')
+def loaded(repo_root, tfds_data_dir):
+  """load(**teacher fields) -> the Teacher `load_given` makes of them on the test slice."""
+  cfg0 = cfg_for(repo_root, tfds_data_dir)
+  mesh = sharding.mesh()
+  info, _, eval_batches = data.load(cfg0.dataset, batch_size=cfg0.batch_size,
+                                    eval_batch_size=cfg0.eval_batch_size, mesh=mesh)
+
+  def load(method='kd', given=None, **fields):
+    cfg = cfg_for(repo_root, tfds_data_dir, method, **fields)
+    return teacher_lib.load_given(cfg, info, mesh, eval_batches, given=given)
+  return load
+
+
+def cfg_for(repo_root, data_dir, method='kd', **teacher):
+  cfg = shrink(load_config(repo_root, 'default'), data_dir)
+  cfg.method, cfg.stages.num = method, 1
+  cfg.student.model = 'cnn'  # 3 blocks downsampled by (1, 2, 4), as resnet8's.
+  cfg.student.epochs, cfg.student.eval_every_phase = 1, False
+  for k, v in teacher.items():
+    cfg.teacher[k] = v
+  return cfg
+
+
+def keras_file(model, path) -> str:
+  model.save(path)
+  return str(path)
+
+
+def wrapped(twin, before=(), after=(), name='wrapped'):
+  """A Functional model: `before` layers, the twin, `after` layers."""
+  import keras
+  x = inputs = keras.Input((28, 28, 1))
+  for layer in before:
+    x = layer(x)
+  x = twin(x)
+  for layer in after:
+    x = layer(x)
+  return keras.Model(inputs, x, name=name)
+
+
+# The outputs and the inputs are checked, not taken on trust --------------------------------
+def test_a_softmax_read_as_logits_and_logits_read_as_probabilities_are_refused(
+    loaded, twin, native, tmp_path):
+  import keras
+  soft = keras_file(wrapped(twin, after=[keras.layers.Softmax()]), tmp_path / 'soft.keras')
+  plain = keras_file(twin, tmp_path / 'plain.keras')
+  with pytest.raises(CheckpointError, match=r'look like probabilities.*row sums 1.*Set '
+                     r'teacher.outputs=probabilities'):
+    loaded(source='keras', checkpoints=(soft,))
+  with pytest.raises(CheckpointError, match=r'not probabilities.*Set teacher.outputs=logits'):
+    loaded(source='keras', checkpoints=(plain,), outputs='probabilities')
+  for path, outputs in ((soft, 'probabilities'), (plain, 'logits')):
+    t = loaded(source='keras', checkpoints=(path,), outputs=outputs)
+    assert t.test_accuracy == pytest.approx(native[1], abs=1e-6)
+    assert t.checks['warnings'] == []
+
+
+@pytest.mark.parametrize('scale,inputs', [(255.0, 'raw'), (1.0, 'unit')])
+def test_a_teacher_scaling_pixels_inside_is_refused_at_the_wrong_scale_and_told_the_right_one(
+    loaded, twin, native, tmp_path, scale, inputs):
+  """Rescaling + Normalization inside the model (trained on 0..255 or 0..1 pixels), left at
+  the default teacher.inputs=normalised: the scale that scores is found (exit 2 naming it);
+  with it, the native accuracy."""
+  import keras
+  layers = [keras.layers.Rescaling(1.0 / scale),
+            keras.layers.Normalization(mean=FMNIST_MEAN, variance=FMNIST_STD ** 2)]
+  path = keras_file(wrapped(twin, before=layers), tmp_path / f'{inputs}.keras')
+  with pytest.raises(CheckpointError, match='reads its pixels in another scale') as e:
+    loaded(source='keras', checkpoints=(path,))
+  assert f'teacher.inputs={inputs} scores' in str(e.value)
+  assert f'set teacher.inputs={inputs}' in str(e.value)
+  t = loaded(source='keras', checkpoints=(path,), inputs=inputs)
+  assert t.test_accuracy == pytest.approx(native[1], abs=2e-3)  # the stats differ slightly.
+
+
+def test_a_teacher_at_chance_stops_the_run_or_goes_on_recorded_with_allow_weak(
+    repo_root, tfds_data_dir, tmp_path, capsys):
+  """Through `main`: an untrained Keras CNN (a new user's first try) exits 2 with nothing
+  written; with teacher.allow_weak=True it trains, warns and records the warning."""
+  import keras
+  net = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 3),
+                          keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+  path = keras_file(net, tmp_path / 'untrained.keras')
+  config = write_config(tmp_path, repo_root, tfds_data_dir)
+  wd = tmp_path / 'run'
+  args = ['main', '--config', f'{config}:keras,{path}', '--workdir', str(wd)]
+  assert main.run(args) == 2
+  err = capsys.readouterr().err
+  assert 'error:' in err and 'near chance' in err and 'allow_weak' in err
+  assert not wd.exists()
+  assert main.run(args + ['--config.teacher.allow_weak=True']) == 0
+  assert 'warning:' in capsys.readouterr().err
+  checks = json.loads((wd / 'summary.json').read_text())['teacher']['checks']
+  assert checks['warnings'] and 'near chance' in checks['warnings'][0]
+  assert checks['accuracy'] < checks['chance'] + diagnosis.MIN_LIFT
+
+
+@pytest.mark.parametrize('seen,outputs,words', [
+    ({'min': 0.0, 'max': 1.0, 'sum_min': 1.0, 'sum_max': 1.0, 'sum_dev': 0.0}, 'logits',
+     'look like probabilities'),
+    ({'min': 1e-9, 'max': 0.9, 'sum_min': 0.9995, 'sum_max': 1.0004, 'sum_dev': 5e-4}, 'logits',
+     'look like probabilities'),
+    ({'min': -3.0, 'max': 5.0, 'sum_min': -1.0, 'sum_max': 4.0, 'sum_dev': 3.0}, 'probabilities',
+     'not probabilities'),
+    ({'min': 0.0, 'max': 3.0, 'sum_min': 2.0, 'sum_max': 6.0, 'sum_dev': 5.0}, 'probabilities',
+     'not probabilities'),  # non-negative scores (a ReLU head) are not probabilities either.
+    ({'min': 0.0, 'max': 3.0, 'sum_min': 2.0, 'sum_max': 6.0, 'sum_dev': 5.0}, 'logits', None),
+    ({'min': -3.0, 'max': 5.0, 'sum_min': -1.0, 'sum_max': 4.0, 'sum_dev': 3.0}, 'logits', None),
+    ({'min': 0.0, 'max': 1.0, 'sum_min': 1.0, 'sum_max': 1.0, 'sum_dev': 0.0}, 'probabilities',
+     None),
+])
+def test_output_findings(seen, outputs, words):
+  found = diagnosis.output_findings({**seen, 'count': 100}, outputs)
+  assert (words in found[0]) if words else found == []
+
+
+@pytest.mark.parametrize('accuracy,predicted,labels,words', [
+    (0.1172, [100] * 10, [100] * 10, ['near chance']),
+    (0.3333, [0, 300, 0], [100] * 3, ['near chance', 'predicts class 1 for 100%']),
+    (0.90, [90, 10], [90, 10], ['near chance']),  # the majority guess on imbalanced labels.
+    (0.95, [86, 14], [90, 10], []),
+    (0.62, [10] * 10, [10] * 10, []),
+    (0.5, [97, 1, 1, 1], [25] * 4, ['predicts class 0 for 97%']),
+])
+def test_score_findings(accuracy, predicted, labels, words):
+  found = diagnosis.score_findings(accuracy, predicted, labels)
+  assert len(found) == len(words) and all(w in f for w, f in zip(words, found))
+
+
+# Models as users build them ----------------------------------------------------------------
+def test_keras_sequential_nested_and_subclassed_models_give_block_features(
+    loaded, twin, native, tmp_path):
+  """Feature layers by path in a Sequential around the twin (nested: 'keras_resnet8/block1'),
+  in a subclassed model, and a listing of the layers that fit when they are wrong."""
+  import keras
+  seq = keras.Sequential([keras.Input((28, 28, 1)), twin], name='seq')
+  path = keras_file(seq, tmp_path / 'seq.keras')
+  blocks = tuple(f'{twin.name}/block{k}' for k in (1, 2, 3))
+  t = loaded('fitnets', source='keras', checkpoints=(path,), feature_layers=blocks)
+  assert t.model.block_strides == (1, 2, 4) and t.model.block_channels == (16, 32, 64)
+  assert t.test_accuracy == pytest.approx(native[1], abs=1e-6)
+
+  class Sub(keras.Model):
+    def __init__(self, net, **kw):
+      super().__init__(**kw)
+      self.net = net
+
+    def call(self, x, training=False):
+      return self.net(x, training=training)
+  sub = Sub(twin, name='sub')
+  with pytest.raises(CheckpointError, match='is not built'):
+    teachers.keras_teacher(sub, blocks)
+  sub(np.zeros((1, 28, 28, 1), np.float32))  # as training it would.
+  given = teachers.keras_teacher(sub, blocks)
+  t = loaded('fitnets', given=given)
+  assert t.model.block_strides == (1, 2, 4)
+  x = np.random.RandomState(0).randn(2, 28, 28, 1).astype(np.float32)
+  _, feats = jax.jit(t.model.apply)(given.variables[0], x)
+  _, ref = models.create_model('resnet8', 10).apply(native[0], x, train=False)
+  np.testing.assert_allclose(feats[2], ref[2], atol=1e-4)
+  with pytest.raises(ConfigError, match='downsampled by') as e:
+    loaded('fitnets', source='keras', checkpoints=(path,), feature_layers=blocks[:2])
+  assert f"teacher.feature_layers=('{twin.name}/block1'" in str(e.value) or (
+      "teacher.feature_layers=(" in str(e.value))
+  with pytest.raises(CheckpointError, match='name no layer'):
+    loaded('fitnets', source='keras', checkpoints=(path,), feature_layers=('nope',))
+
+
+def test_a_keras_model_with_two_outputs_takes_teacher_output(loaded, twin, native, tmp_path):
+  import keras
+  x = inputs = keras.Input((28, 28, 1))
+  aux = keras.layers.Dense(10, name='aux')(keras.layers.Flatten()(x))
+  main_out = keras.layers.Identity(name='main')(twin(x))
+  path = keras_file(keras.Model(inputs, [aux, main_out], name='two'), tmp_path / 'two.keras')
+  with pytest.raises(CheckpointError, match=r"2 outputs \(0: 'aux' \(1, 10\), 1: 'main'"):
+    loaded(source='keras', checkpoints=(path,))
+  for pick in ('main', '1', '-1'):
+    t = loaded(source='keras', checkpoints=(path,), output=pick)
+    assert t.test_accuracy == pytest.approx(native[1], abs=1e-6)
+  with pytest.raises(ConfigError, match='teacher.output'):
+    loaded(source='keras', checkpoints=(path,), output='logitz')
+
+
+def _saved(tmp_path, name, fn, dtype='float32'):
+  import tensorflow as tf
+  module = tf.Module()
+  module.f = tf.function(fn, input_signature=[tf.TensorSpec([None, 28, 28, 1], dtype)],
+                         autograph=False)
+  path = tmp_path / name
+  tf.saved_model.save(module, str(path), signatures=module.f)
+  return str(path)
+
+
+def test_saved_model_signatures_with_several_outputs(loaded, native, tmp_path):
+  import tensorflow as tf
+  from jax.experimental import jax2tf
+  model = models.create_model('resnet8', 10)
+  logits_of = jax2tf.convert(lambda x: model.apply(native[0], x, train=False)[0],
+                             polymorphic_shapes=['(b, 28, 28, 1)'])
+  two = _saved(tmp_path, 'two', lambda x: {'output_0': tf.nn.softmax(logits_of(x)),
+                                           'output_1': logits_of(x)})
+  with pytest.raises(CheckpointError, match=r"2 outputs \(0: 'output_0'.*1: 'output_1'"):
+    loaded(source='saved_model', checkpoints=(two,))
+  t = loaded(source='saved_model', checkpoints=(two,), output='output_1')
+  assert t.test_accuracy == pytest.approx(native[1], abs=1e-6)
+  with pytest.raises(CheckpointError, match='look like probabilities'):
+    loaded(source='saved_model', checkpoints=(two,), output='output_0')
+  estimator = _saved(tmp_path, 'estimator', lambda x: {
+      'all_class_ids': tf.tile(tf.range(10)[None], [tf.shape(x)[0], 1]),
+      'class_ids': tf.argmax(logits_of(x), -1), 'logits': logits_of(x),
+      'probabilities': tf.nn.softmax(logits_of(x))})
+  t = loaded(source='saved_model', checkpoints=(estimator,))  # the one named logits.
+  assert t.test_accuracy == pytest.approx(native[1], abs=1e-6)
+  with pytest.raises(CheckpointError, match='int32, not class scores'):
+    loaded(source='saved_model', checkpoints=(estimator,), output='all_class_ids')
+
+
+def test_keras_export_and_a_uint8_signature_teach_through_main(
+    repo_root, tfds_data_dir, twin, native, tmp_path, capsys):
+  """Keras 3's own `model.export()` (its function reads variables: call_tf cannot lower it
+  under jit, so it runs on the host) and the library's own export format (uint8 images in,
+  {'logits', 'probabilities'} out) each teach kd through `main` at the native accuracy."""
+  from msmgan_jax.serving import export
+  exported = tmp_path / 'exported'
+  twin.export(str(exported), format='tf_saved_model', verbose=False)
+  ours = tmp_path / 'ours'
+  model = models.create_model('resnet8', 10)
+  export.save_model(str(ours), export.serving_fn(model, ((FMNIST_MEAN,), (FMNIST_STD,))),
+                    native[0], (28, 28, 1))
+  config = write_config(tmp_path, repo_root, tfds_data_dir)
+  for path, words in ((exported, 'runs on the host'), (ours, 'takes uint8 images')):
+    wd = tmp_path / f'run_{path.name}'
+    code = main.run(['main', '--config', f'{config}:saved_model,{path}', '--workdir', str(wd)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert words in out.out
+    summary = json.loads((wd / 'summary.json').read_text())
+    assert summary['teacher']['test_accuracy'] == pytest.approx(native[1], abs=3e-3)
+    assert summary['student']['test_accuracy'] > 0.3
+  wd = tmp_path / 'unit'
+  assert main.run(['main', '--config', f'{config}:saved_model,{ours}', '--workdir', str(wd),
+                   '--config.teacher.inputs=unit']) == 2
+  assert 'takes uint8 images' in capsys.readouterr().err and not wd.exists()
+
+
+SWITCHED = textwrap.dedent('''
+    import flax.linen as nn
+    from msmgan_jax.core import models
+
+
+    class IsTrain(nn.Module):
+      """A teacher whose inference switch is named is_train (found by name)."""
+      @nn.compact
+      def __call__(self, x, is_train: bool = True):
+        return models.ResNet(10, depth=8, name='net')(x, is_train)[0]
+
+
+    class Odd(nn.Module):
+      """A switch no rule knows: only teacher.train_kwarg names it."""
+      @nn.compact
+      def __call__(self, x, bn_updates: bool = True):
+        return models.ResNet(10, depth=8, name='net')(x, bn_updates)[0]
+    ''')
+
+
+def test_a_flax_train_switch_under_any_name(loaded, native, tmp_path, monkeypatch):
+  from flax import serialization
+  (tmp_path / 'switched.py').write_text(SWITCHED)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  v = native[0]
+  ckpt = tmp_path / 'teacher.msgpack'
+  ckpt.write_bytes(serialization.to_bytes(
+      {'params': {'net': v['params']}, 'batch_stats': {'net': v['batch_stats']}}))
+  t = loaded(source='flax', module='switched:IsTrain', checkpoints=(str(ckpt),))
+  assert t.test_accuracy == pytest.approx(native[1], abs=1e-6)
+  with pytest.raises(CheckpointError, match='ran in training mode.*teacher.train_kwarg'):
+    loaded(source='flax', module='switched:Odd', checkpoints=(str(ckpt),))
+  t = loaded(source='flax', module='switched:Odd', checkpoints=(str(ckpt),),
+             train_kwarg='bn_updates')
+  assert t.test_accuracy == pytest.approx(native[1], abs=1e-6)
+  with pytest.raises(ConfigError, match="takes no 'is_training'"):
+    loaded(source='flax', module='switched:Odd', checkpoints=(str(ckpt),),
+           train_kwarg='is_training')
+
+
+def test_the_teachers_command_lists_layers_and_the_ones_that_fit(
+    repo_root, tfds_data_dir, twin, tmp_path, capsys):
+  from msmgan_jax import teachers as command
+  path = keras_file(twin, tmp_path / 'twin.keras')
+  config = write_config(tmp_path, repo_root, tfds_data_dir)
+  assert command.main(['teachers', '--config', f'{config}:keras,{path}']) == 0
+  out = capsys.readouterr().out
+  assert 'block1  (1, 28, 28, 16)  /1' in out and 'block3  (1, 7, 7, 64)  /4' in out
+  assert "teacher.feature_layers=('block1', 'block2', 'block3')" in out
+  assert command.main(['teachers', '--config', f'{config}:keras,{tmp_path / "none.keras"}']) == 2
+
+
+def write_config(tmp_path, repo_root, data_dir) -> str:
+  """A config file taking 'SOURCE,PATH' as its argument: kd from that teacher, 1 epoch."""
+  config = tmp_path / 'teach.py'
+  config.write_text(textwrap.dedent(f'''
+      import sys
+      sys.path.insert(0, {str(repo_root / 'tests')!r})
+      from conftest import shrink
+      from configs import default
+
+
+      def get_config(arg=None):
+        c = shrink(default.get_config(), {data_dir!r})
+        c.method, c.stages.num, c.student.epochs = 'kd', 1, 1
+        c.student.model = 'cnn'
+        c.student.eval_every_phase = False
+        c.teacher.source = arg.split(',')[0]
+        c.teacher.checkpoints = (arg.split(',')[1],)
+        return c
+      '''))
+  return str(config)
