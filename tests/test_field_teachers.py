@@ -57,7 +57,7 @@ def loaded(repo_root, tfds_data_dir):
 
 def cfg_for(repo_root, data_dir, method='kd', **teacher):
   cfg = shrink(load_config(repo_root, 'default'), data_dir)
-  cfg.method, cfg.stages.num = method, 1
+  cfg.method, cfg.anchors.num = method, 1
   cfg.student.model = 'cnn'  # 3 blocks downsampled by (1, 2, 4), as resnet8's.
   cfg.student.epochs, cfg.student.eval_every_phase = 1, False
   for k, v in teacher.items():
@@ -351,7 +351,7 @@ def write_config(tmp_path, repo_root, data_dir) -> str:
 
       def get_config(arg=None):
         c = shrink(default.get_config(), {data_dir!r})
-        c.method, c.stages.num, c.student.epochs = 'kd', 1, 1
+        c.method, c.anchors.num, c.student.epochs = 'kd', 1, 1
         c.student.model = 'cnn'
         c.student.eval_every_phase = False
         c.teacher.source = arg.split(',')[0]
@@ -359,3 +359,30 @@ def write_config(tmp_path, repo_root, data_dir) -> str:
         return c
       '''))
   return str(config)
+
+
+# Field cases that passed before and must keep passing ------------------------------------
+def test_a_mixed_precision_keras_teacher_with_batchnorm_and_dropout_gives_its_inference_logits():
+  """float16 compute, BatchNorm and Dropout: the logits are `model(x, training=False)`'s
+  exactly (no dropout, running statistics), as float32."""
+  import keras
+  x = inputs = keras.Input((28, 28, 1))
+  x = keras.layers.Conv2D(8, 3, padding='same', dtype='mixed_float16', name='conv')(x)
+  x = keras.layers.BatchNormalization(dtype='mixed_float16')(x)
+  x = keras.layers.Dropout(0.5)(keras.layers.ReLU(dtype='mixed_float16')(x))
+  x = keras.layers.GlobalAveragePooling2D(dtype='mixed_float16')(x)
+  net = keras.Model(inputs, keras.layers.Dense(10, dtype='float32')(x))
+  net.layers[2].moving_mean.assign(np.full(8, 0.3, np.float32))  # not the initial statistics.
+  given = teachers.keras_teacher(net, ('conv',))
+  info = data.DatasetInfo('x', 10, (28, 28, 1), 1, 1, mean=(0.0,), std=(1.0,))
+  ext = given.build(info)
+  images = np.random.RandomState(0).randn(4, 28, 28, 1).astype(np.float32)
+  logits, feats = jax.jit(ext.apply)(given.variables[0], images)
+  assert logits.dtype == np.float32 and feats[0].shape == (4, 28, 28, 8)
+  np.testing.assert_array_equal(logits, np.asarray(net(images, training=False), np.float32))
+
+
+def test_a_grayscale_teacher_on_rgb_data_exits_2_naming_the_shape(twin):
+  info = data.DatasetInfo('rgb', 10, (28, 28, 3), 1, 1, mean=(0.5,) * 3, std=(0.25,) * 3)
+  with pytest.raises(CheckpointError, match=r"does not run on this data's images \(28, 28, 3\)"):
+    teachers.keras_teacher(twin).build(info)
