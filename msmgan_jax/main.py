@@ -41,12 +41,19 @@ def run(argv) -> int:
                          hints={
       KeyboardInterrupt: _interrupted,
       WriteError: str,
-      OSError: lambda e: f'{e}; the last checkpoint is intact: fix the cause and rerun the '
-                         'same command to resume'})
+      OSError: lambda e: _failed(e, workdir)})
   if code:
     return code
   print(f'done: {os.path.join(workdir, "summary.json")}')
   return 0
+
+
+def _failed(e: OSError, workdir: str) -> str:
+  """What an OSError during the run means: resumable where a checkpoint was committed."""
+  from msmgan_jax.files import checkpoints  # pylint: disable=g-import-not-at-top
+  if checkpoints.committed(workdir):
+    return f'{e}; the last checkpoint is intact: fix the cause and rerun the same command to resume'
+  return f'{e}; no checkpoint was written yet: fix the cause and rerun the same command'
 
 
 def _interrupted(_) -> str:

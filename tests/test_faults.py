@@ -1,8 +1,11 @@
 """Fault injection: a run killed at many points (SIGKILL inside a step, during evaluation,
-mid-checkpoint, between stages; SIGTERM from outside) and rerun each time with the same
-command ends exactly where an uninterrupted run does."""
+mid-checkpoint, between stages; SIGTERM from outside), or failed by a full disk while it
+writes a checkpoint, and rerun each time with the same command ends exactly where an
+uninterrupted run does."""
+import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,8 +30,9 @@ def command(workdir, data_dir):
           f'--config.dataset.data_dir={data_dir}', '--workdir', str(workdir)]
 
 
-def start(workdir, data_dir, fault=None):
-  env = dict(os.environ)
+def start(workdir, data_dir, fault=None, env=None):
+  """The run's process (`env`: variables added to this one's environment)."""
+  env = {**os.environ, **(env or {})}
   env.pop('MSMGAN_JAX_FAULT', None)
   if fault:
     env['MSMGAN_JAX_FAULT'] = fault
@@ -69,9 +73,32 @@ def arrays(path):
 
 @pytest.fixture(scope='module')
 def reference(tfds_data_dir, tmp_path_factory):
-  """An uninterrupted run, started in the background while the faulted one runs."""
+  """An uninterrupted run, started in the background while the faulted ones run: a
+  function waiting for it (once) and returning its workdir."""
   workdir = tmp_path_factory.mktemp('faults') / 'reference'
-  return workdir, start(workdir, tfds_data_dir)
+  proc, done = start(workdir, tfds_data_dir), []
+
+  def wait():
+    if not done:
+      rc, _, err = finish(proc)
+      assert rc == 0, err[-3000:]
+      done.append(workdir)
+    return done[0]
+  return wait
+
+
+def assert_same_run(workdir, ref_dir):
+  """`workdir` ended where the uninterrupted run `ref_dir` did: the same summary (every
+  accuracy, step and parameter count), events and final checkpoints, bit for bit."""
+  got, want = (json.loads((d / 'summary.json').read_text()) for d in (workdir, ref_dir))
+  assert strip(got) == strip(want)
+  assert got['student']['test_accuracy'] == want['student']['test_accuracy']
+  assert events(workdir) == events(ref_dir)  # each event once, with the same numbers.
+  for part in ('student_final/0', 'anchors/1', 'anchors/2'):
+    a, b = (arrays(d / 'checkpoints' / part) for d in (workdir, ref_dir))
+    assert a and a.keys() == b.keys(), part
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=f'{part} {k}')
 
 
 def test_killed_anywhere_resumes_to_the_same_result(reference, tfds_data_dir, tmp_path):
@@ -105,15 +132,89 @@ def test_killed_anywhere_resumes_to_the_same_result(reference, tfds_data_dir, tm
   assert 'student: resuming at stage 2' in out
   assert not tmp_checkpoints(workdir)  # what the interrupted save left was cleaned up.
 
-  ref_dir, ref_proc = reference
-  rc, _, err = finish(ref_proc)
+  assert_same_run(workdir, reference())
+
+
+# The disk fills while orbax writes a checkpoint: the DISK_FULL_AT-th checkpoint metadata
+# write of the process fails with ENOSPC, in orbax's own writer thread (as a real full disk
+# fails it; test_a_disk_that_fills_mid_write_is_one_write_error has tensorstore's array
+# writes fail too, on a real full disk).
+DISK_FULL = """
+import errno, os
+from etils import epath
+_cls = type(epath.Path('/'))
+_write, _count = _cls.write_text, [0]
+def write_text(self, *args, **kwargs):
+  if str(self).endswith(os.path.join('meta.orbax-checkpoint-tmp', 'metadata')):
+    _count[0] += 1
+    if _count[0] == int(os.environ['DISK_FULL_AT']):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+  return _write(self, *args, **kwargs)
+_cls.write_text = write_text
+"""
+
+
+@pytest.mark.parametrize('at, failed, kept, resumed', [
+    # The third checkpoint written (the teacher's at step 5, 10, 15): the teacher keeps 10.
+    (3, 'teacher/15', {'teacher': ['10']}, 'teacher: resuming at step 10/36'),
+    # The student's second: its first is kept, and the teacher and its anchors whole.
+    (13, 'student/2', {'teacher': ['36'], 'anchors': ['1', '2'], 'student': ['1']},
+     'student: resuming at stage 1, phase 2, step 0'),
+])
+def test_a_full_disk_mid_checkpoint_is_one_error_line_and_the_rerun_resumes(
+    at, failed, kept, resumed, reference, tfds_data_dir, tmp_path):
+  site = tmp_path / 'site'
+  site.mkdir()
+  (site / 'sitecustomize.py').write_text(DISK_FULL)
+  workdir = tmp_path / 'run'
+  path = os.pathsep.join(p for p in (str(site), os.environ.get('PYTHONPATH')) if p)
+  rc, _, err = finish(start(workdir, tfds_data_dir, env={'PYTHONPATH': path,
+                                                         'DISK_FULL_AT': str(at)}))
+  assert rc == 1, err[-3000:]
+  assert 'Traceback' not in err and 'ERROR' not in err, err[-3000:]
+  (line,) = [l for l in err.splitlines() if l.startswith('error:')]
+  assert all(l.startswith(('warning: ', 'note: ')) for l in err.splitlines() if l != line), err
+  where, step = failed.split('/')
+  assert re.fullmatch(
+      rf'error: \[Errno 28\] could not write checkpoint {step} in '
+      rf'{re.escape(str(workdir / "checkpoints" / where))} \(No space left on device\); the '
+      r'checkpoints committed before it are intact\. Free space \(or fix permissions\) and '
+      r'rerun the same command to resume\.', line), line
+  assert {d: sorted(os.listdir(workdir / 'checkpoints' / d)) for d in kept} == kept
+  assert not tmp_checkpoints(workdir)  # what was written of the failed one is gone.
+  rc, out, err = finish(start(workdir, tfds_data_dir))
   assert rc == 0, err[-3000:]
-  got, want = (json.loads((d / 'summary.json').read_text()) for d in (workdir, ref_dir))
-  assert strip(got) == strip(want)  # every accuracy, step count and parameter count.
-  assert got['student']['test_accuracy'] == want['student']['test_accuracy']
-  assert events(workdir) == events(ref_dir)  # each event once, with the same numbers.
-  for part in ('student_final/0', 'anchors/1', 'anchors/2'):
-    a, b = (arrays(d / 'checkpoints' / part) for d in (workdir, ref_dir))
-    assert a and a.keys() == b.keys(), part
-    for k in a:
-      np.testing.assert_array_equal(a[k], b[k], err_msg=f'{part} {k}')  # bit for bit.
+  assert resumed in out, out
+  assert_same_run(workdir, reference())
+
+
+def test_a_disk_that_fills_mid_write_is_one_write_error(tmp_path, capfd, caplog):
+  """A real full disk (a 4 MiB tmpfs; skipped where mounting is not allowed): tensorstore
+  fails the array writes in many threads at once; `save` raises one WriteError, nothing is
+  printed or logged, no partial step is left, and the committed step restores."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.errors import WriteError  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.files import checkpoints  # pylint: disable=g-import-not-at-top
+  disk = tmp_path / 'disk'
+  disk.mkdir()
+  if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', str(disk)],
+                    capture_output=True, check=False).returncode:
+    pytest.skip('cannot mount a tmpfs here (not root, or no CAP_SYS_ADMIN)')
+  try:
+    ck = checkpoints.Checkpoints(str(disk / 'ck'), max_to_keep=1)
+    small = {'w': jnp.arange(10.0)}
+    ck.save(1, small, {'step': 1})
+    big = {f'w{i}': jnp.asarray(np.random.default_rng(i).standard_normal(40_000, np.float32))
+           for i in range(60)}  # 9.6 MB of random numbers: no compression fits it in 4 MiB.
+    capfd.readouterr()
+    with pytest.raises(WriteError, match=rf'^\[Errno 28\] could not write checkpoint 2 in '
+                       rf'{re.escape(str(disk / "ck"))} \(No space left on device\)') as e:
+      ck.save(2, big, {'step': 2})
+    assert e.value.errno == errno.ENOSPC
+    assert capfd.readouterr() == ('', '') and not caplog.records
+    assert sorted(os.listdir(disk / 'ck')) == ['1']
+    state, meta = checkpoints.Checkpoints(str(disk / 'ck')).restore(1, small)
+    np.testing.assert_array_equal(state['w'], small['w'])
+    assert meta == {'step': 1}
+  finally:
+    subprocess.run(['umount', str(disk)], check=False)

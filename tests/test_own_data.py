@@ -367,8 +367,9 @@ def parts_of(cfg):
 
 
 # The split of make_unsplit's folder with split_seed 0, as it is on every machine (by hand:
-# each class's names ordered by sha256(b'0/ant/3.png'), the last two to validation, test); a
-# change here moves users' files between train and test.
+# each class's names ordered by sha256(b'0/ant/3.png'), the last two to validation, test; the
+# same under rule stratified-v2 as under stratified: no copies, ASCII names); a change here
+# moves users' files between train and test.
 PINNED = {'validation': ['ant/0.png', 'bee/4.png', 'cat/5.png'],
           'test': ['ant/3.png', 'bee/1.png', 'cat/4.png']}
 
@@ -398,8 +399,9 @@ def test_unsplit_folder_split_is_pinned_stratified_and_seeded(tmp_path):
   # The parts are TFDS splits of the folder: sliced, read, checked as a validation split.
   builder = data.builder_for(own_cfg(tmp_path / 'a', tmp_path / 'tfds'))
   record = data.split_record(builder)
-  assert record == {'rule': 'stratified', 'seed': 0, 'fractions': [0.8, 0.1, 0.1],
-                    'counts': {'train': 24, 'validation': 3, 'test': 3},
+  assert record == {'rule': 'stratified-v2', 'names': 'NFC', 'copies': 'together', 'seed': 0,
+                    'fractions': [0.8, 0.1, 0.1],
+                    'counts': {'train': 24, 'validation': 3, 'test': 3}, 'grouped': 0,
                     'digest': record['digest']} and len(record['digest']) == 64
   assert data.split_record(data.builder_for(own_cfg(tmp_path / 'b', tmp_path / 'tfds'))) == record
   assert builder.info.features['label'].names == list(CLASSES)
@@ -434,7 +436,7 @@ def test_unsplit_folder_trains_evaluates_exports_and_records_its_split(tmp_path)
   summary = train.train_and_evaluate(cfg, str(tmp_path / 'run'))
   assert snapshot(folder) == before  # the user's folder is only read.
   split = summary['data']['split']
-  assert split['rule'] == 'stratified' and split['seed'] == 0
+  assert split['rule'] == 'stratified-v2' and split['seed'] == 0
   assert split['fractions'] == [0.6, 0.3, 0.1]
   assert split['counts'] == {'train': 18, 'validation': 9, 'test': 3}  # 6, 3, 1 of 10 each.
   assert 0 <= summary['student']['test_accuracy'] <= 1

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import errno
 import glob
 import gzip
 import hashlib
@@ -41,6 +42,7 @@ import shutil
 import tempfile
 import socket
 import sys
+import unicodedata
 import urllib.parse
 from typing import Callable, Iterator, Optional
 
@@ -104,7 +106,8 @@ OWN_DATA = ('give a registered TFDS name, a prepared TFDS dataset directory (hol
 DEVICE_MAX_BYTES = 1 << 30  # dataset.pipeline auto: training images up to this go on the device.
 PIPELINES = ('auto', 'device', 'tfdata')
 SPLIT_PARTS = ('train', 'validation', 'test')  # an unsplit image folder's splits (split_fractions).
-SPLIT_RULE = 'stratified'  # the name its record gives the rule of `_split_folder`.
+SPLIT_RULE = 'stratified-v2'  # the name its record gives the rule of `_split_folder`.
+NAME_MAX = 255  # the longest file name (in bytes) of common file systems: the view's fit it.
 
 
 from msmgan_jax.errors import DataError  # noqa: E402,F401 (data.DataError)
@@ -324,11 +327,13 @@ def _ignored(name: str) -> bool:
 def _image_files(folder: str, splits: tuple, notes: Optional[list] = None) -> dict:
   """{split: {class: [image paths]}} of an image folder; DataError when its layout is wrong.
 
-  A class is a sub-folder of a split folder; an image is a file in it ending in .png,
-  .jpg or .jpeg (any case). Hidden and system entries (`_ignored`) are skipped, and named
-  in `notes` when given. Any name the OS accepts is read (not only UTF-8 ones). A class
-  with no image in the first split (training) is refused; in a later split (test) it
-  gets a note: that split measures the other classes only.
+  A class is a sub-folder of a split folder, named by its name in Unicode NFC (`_nfc`: a
+  folder copied from macOS, NFD, is the same class); an image is a file in it ending in
+  .png, .jpg or .jpeg (any case). Hidden and system entries (`_ignored`) are skipped, and
+  named in `notes` when given. Any name the OS accepts is read (not only UTF-8 ones). A
+  class with no image in the first split (training) is refused; in a later split (test) it
+  gets a note: that split measures the other classes only. An entry named like an image
+  that is no readable file (see `_class_files`) is a DataError naming it.
   """
   files = {}
   for split in splits:
@@ -359,28 +364,98 @@ def _image_files(folder: str, splits: tuple, notes: Optional[list] = None) -> di
 
 def _class_files(where: str, rel: str, notes: Optional[list]) -> dict:
   """{class: [image paths]} of the class sub-folders of `where` (`rel`: how notes name it,
-  'train/' or '' for an unsplit folder); DataError when it holds fewer than 2 classes.
-  Hidden and system entries are skipped (and noted, see `_image_files`)."""
+  'train/' or '' for an unsplit folder), classes named in Unicode NFC (`_nfc`); DataError
+  when it holds fewer than 2 classes, two folders whose names are one class in NFC, or an
+  entry named like an image that is not a file (`_not_a_file`). Hidden and system entries
+  are skipped (and noted, see `_image_files`)."""
   entries = sorted(os.listdir(where))
   skipped = [c for c in entries if _ignored(c) and os.path.isdir(os.path.join(where, c))]
-  classes = [c for c in entries if not _ignored(c) and os.path.isdir(os.path.join(where, c))]
+  folders = [c for c in entries if not _ignored(c) and os.path.isdir(os.path.join(where, c))]
   if notes is not None and skipped:
     notes.append(f'{rel}: ' * bool(rel) + f'skipped the hidden or system folder(s) {skipped}, '
                  'not classes')
-  if len(classes) < 2:
+  if len(folders) < 2:
     also = f' (and the hidden or system folder(s) {skipped}, never classes)' if skipped else ''
-    raise DataError(f'{where} holds {len(classes)} class folder(s) {classes}{also}; a '
+    raise DataError(f'{where} holds {len(folders)} class folder(s) {folders}{also}; a '
                     'classifier needs at least 2: put the images of each class in a '
                     'sub-folder of its own')
   files = {}
-  for c in classes:
+  for c in folders:
+    if _nfc(c) in files:
+      raise DataError(f'{where} holds two class folders named {_nfc(c)!r}, one in Unicode NFC '
+                      'and one in NFD (as macOS writes names): merge them into one folder')
     names = sorted(os.listdir(os.path.join(where, c)))
-    files[c] = [os.path.join(where, c, f) for f in names
-                if not _ignored(f) and f.lower().endswith(IMAGE_EXTENSIONS)]
+    files[_nfc(c)] = [os.path.join(where, c, f) for f in names
+                      if not _ignored(f) and f.lower().endswith(IMAGE_EXTENSIONS)]
+    for path in files[_nfc(c)]:
+      if not os.path.isfile(path):  # follows links: False for a dangling one.
+        raise DataError(_not_a_file(path))
     hidden = [f for f in names if _ignored(f)]
     if notes is not None and hidden:
       notes.append(f'{rel}{c}/: skipped {len(hidden)} hidden or system file(s)')
-  return files
+  return dict(sorted(files.items()))
+
+
+def _nfc(name: str) -> str:
+  """`name` in Unicode NFC (composed: 'é' one code point, as Linux and Windows write it;
+  macOS writes NFD, 'e' and a combining accent), so a folder copied between them keeps its
+  names; a name that is not valid UTF-8 (its bytes as surrogates) is returned unchanged."""
+  try:
+    name.encode('utf-8')
+  except UnicodeEncodeError:
+    return name
+  return unicodedata.normalize('NFC', name)
+
+
+def _not_a_file(path: str) -> str:
+  """What is wrong with `path`, an entry named like an image that is no regular file (or no
+  longer there), and the fix."""
+  if os.path.islink(path) and not os.path.exists(path):
+    return (f'{path} is a symbolic link to {os.readlink(path)}, which does not exist; '
+            'restore what it points to or remove the link')
+  if os.path.isdir(path):
+    return f'{path} is a folder named like an image; rename it or move it out of its class folder'
+  if os.path.lexists(path):
+    return (f'{path} is named like an image but is not a regular file (a pipe, socket or '
+            'device); remove it or rename it')
+  return (f'{path} vanished while its folder was read; wait until whatever moves, syncs or '
+          'unpacks the folder has finished, then rerun')
+
+
+@contextlib.contextmanager
+def _os_errors_as(explain: Callable[[OSError], str]):
+  """Turns an OSError raised inside into a DataError saying `explain(error)`."""
+  try:
+    yield
+  except OSError as e:
+    raise DataError(explain(e)) from e
+
+
+def _read_fault(folder: str) -> Callable[[OSError], str]:
+  """`explain` (see `_os_errors_as`) for a file or folder of the image folder `folder`
+  that could not be read: which one, why, and the fix."""
+  def explain(e: OSError) -> str:
+    path = os.fsdecode(e.filename) if e.filename is not None else folder
+    if e.errno == errno.ENOENT:
+      return (f'{path} vanished while {folder} was read ({e.strerror}); wait until whatever '
+              'moves, syncs or unpacks the folder has finished, then rerun')
+    if e.errno in (errno.EACCES, errno.EPERM):
+      return (f'{path} cannot be read ({e.strerror}); make it readable (e.g. chmod -R a+rX '
+              f'{folder}) or remove it')
+    return (f'{path} cannot be read ({e.strerror or e}); fix or remove it (or copy the folder '
+            'to a local disk), then rerun')
+  return explain
+
+
+def _view_fault(folder: str, root: str) -> Callable[[OSError], str]:
+  """`explain` (see `_os_errors_as`) for a failure to make the clean view of `folder` in
+  the TFDS data dir `root` (or the temporary folder it is made in)."""
+  def explain(e: OSError) -> str:
+    path = os.fsdecode(e.filename) if e.filename is not None else root
+    return (f'could not make the folder of links to the images of {folder} at {path} '
+            f'({e.strerror or e}); set --config.dataset.data_dir to a writable folder with '
+            'free space (or free space there), then rerun')
+  return explain
 
 
 def _is_unsplit(folder: str, splits: tuple) -> bool:
@@ -415,10 +490,32 @@ def _part_sizes(n: int, fractions: tuple) -> list:
 
 
 def _split_key(seed: int, label: str, path: str) -> tuple:
-  """Where image `path` of class `label` comes in its class's order for the split with
-  `seed`: the SHA-256 of `'{seed}/{class}/{file name}'` (as bytes), then the name."""
-  name = os.fsencode(os.path.basename(path))
-  return hashlib.sha256(os.fsencode(f'{seed}/{label}/') + name).digest(), name
+  """Where image `path` of class `label` (its NFC name) comes in its class's order for the
+  split with `seed`: the SHA-256 of `'{seed}/{class}/{file name}'` with the file name in
+  Unicode NFC (`_nfc`; the bytes of one that is not UTF-8), then that name, then the name's
+  own bytes (two names equal in NFC)."""
+  raw = os.fsencode(os.path.basename(path))
+  name = os.fsencode(_nfc(os.path.basename(path)))
+  return hashlib.sha256(os.fsencode(f'{seed}/{label}/') + name).digest(), name, raw
+
+
+def _group_parts(sizes: list, fractions: tuple) -> list:
+  """The part (index into `fractions`) of each of a class's groups of images, in their
+  order (`sizes`: images in each): the groups fill the parts in order, a part taking the
+  next group until it holds its share of `_part_sizes`, and each part with a non-zero
+  fraction at least one group. With groups of one image each, exactly the cut of
+  `_part_sizes`. Needs at least as many groups as non-zero parts."""
+  targets = _part_sizes(sum(sizes), fractions)
+  parts = [i for i, f in enumerate(fractions) if f > 0]
+  filled, j, out = [0] * len(fractions), 0, []
+  for k, size in enumerate(sizes):
+    must_move = len(sizes) - k == len(parts) - 1 - j  # the groups left just fill the next parts.
+    if filled[parts[j]] and j < len(parts) - 1 and (filled[parts[j]] >= targets[parts[j]]
+                                                    or must_move):
+      j += 1
+    filled[parts[j]] += size
+    out.append(parts[j])
+  return out
 
 
 def _split_folder(cfg, folder: str, notes: Optional[list] = None) -> tuple:
@@ -426,27 +523,55 @@ def _split_folder(cfg, folder: str, notes: Optional[list] = None) -> tuple:
   (`DIR/CLASS/*.png`): each class's images divided into the SPLIT_PARTS by
   dataset.split_fractions (train, validation, test) with dataset.split_seed.
 
-  The rule (stratified, the same files in each part on every machine, whatever order the
-  files were made or listed in): a class's images are ordered by the SHA-256 of
-  `'{seed}/{class}/{file name}'` (the names' bytes; ties by name), and the first go to
-  train, the next to validation, the rest to test, in the sizes of `_part_sizes`. A part
-  with fraction 0 is left out; every other part gets at least one image of every class.
+  The rule (SPLIT_RULE: stratified, the same files in each part on every machine, whatever
+  order the files were made or listed in, whatever Unicode form their names were written
+  in): byte-identical images of a class (the same SHA-256 of their bytes, e.g. `img001.png`
+  and `img001 (1).png`) form one group, every other image a group of its own; an image's
+  key is the SHA-256 of `'{seed}/{class}/{file name}'` (class and file names in Unicode NFC,
+  `_split_key`), a group's the smallest key of its images; a class's groups, in the order
+  of their keys, fill train, then validation, then test to the sizes of `_part_sizes`
+  (`_group_parts`): copies are never split, and without copies the cut is that of the
+  sizes exactly. A part with fraction 0 is left out; every other part gets at least one
+  group of every class. A `note:` in `notes` says how many copies were grouped, and how
+  many images sit in more than one class (the same picture under two labels).
 
-  The record (`DatasetInfo.split`, in summary.json and the export): {'rule', 'seed',
-  'fractions', 'counts': {part: images}, 'digest': a SHA-256 of every file's
-  'part/class/file name', so two runs can tell they saw the same split}.
-  DataError when there are fewer than 2 classes, or a class has fewer images than the
-  parts with a non-zero fraction (naming it).
+  The record (`DatasetInfo.split`, in summary.json and the export): {'rule', 'names':
+  'NFC', 'copies': 'together', 'seed', 'fractions', 'counts': {part: images}, 'grouped':
+  copies kept with their image, 'digest': a SHA-256 of every file's 'part/class/file name'
+  (NFC), so two runs can tell they saw the same split}.
+  Every image is read once for its SHA-256: the split (and its notes) is cached while the
+  files stay the same, and nothing is written when it fails. DataError when there are
+  fewer than 2 classes, or a class has fewer distinct images than the parts with a
+  non-zero fraction (naming it); an OSError reading a file is raised as it is.
   """
   fractions = tuple(float(f) for f in cfg.get('split_fractions', (0.8, 0.1, 0.1)))
   seed = int(cfg.get('split_seed', 0))
   classes = _class_files(folder, '', notes)
+  key = {'folder': folder, 'files': _fingerprint({'': classes}), 'rule': SPLIT_RULE,
+         'seed': seed, 'fractions': list(fractions)}
+  split = _cached(cfg, 'split', key, lambda: _split_classes(folder, classes, seed, fractions))
+  if notes is not None:
+    notes.extend(split['notes'])
+  return split['files'], split['record']
+
+
+def _split_classes(folder: str, classes: dict, seed: int, fractions: tuple) -> dict:
+  """{'files', 'record', 'notes'} of the split of `classes` ({class: [paths]}) of the
+  unsplit image folder `folder` (see `_split_folder`)."""
+  contents = {}
+  for path in (p for paths in classes.values() for p in paths):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+      for chunk in iter(functools.partial(f.read, 1 << 20), b''):
+        digest.update(chunk)
+    contents[path] = digest.hexdigest()
+  groups = {c: _groups(seed, c, paths, contents) for c, paths in classes.items()}
   needed = sum(f > 0 for f in fractions)
   parts = [p for p, f in zip(SPLIT_PARTS, fractions) if f > 0]
-  few = {c: len(paths) for c, paths in classes.items() if len(paths) < needed}
+  few = {c: (len(classes[c]), len(g)) for c, g in groups.items() if len(g) < needed}
   if few:
-    nested = any(os.path.isdir(os.path.join(folder, c, e)) for c in few
-                 for e in os.listdir(os.path.join(folder, c)))
+    nested = any(os.path.isdir(os.path.join(folder, e, f)) for e in os.listdir(folder)
+                 if _nfc(e) in few for f in os.listdir(os.path.join(folder, e)))
     also = (' (a class folder holding folders: were these meant as the splits? Name them '
             'train/ and test/)') if nested else ''
     one = len(few) == 1
@@ -454,24 +579,61 @@ def _split_folder(cfg, folder: str, notes: Optional[list] = None) -> tuple:
         f'{folder} has no train/ and test/ folders, so every class is split into '
         f'{", ".join(parts)} (dataset.split_fractions {fractions}), which needs at least '
         f'{needed} images in every class, but class ' + ', '.join(
-            f'{c!r} has {n}' for c, n in few.items()) + f'{also}: add images to '
-        f'{"it" if one else "them"} or remove {"its folder" if one else "their folders"} (or '
-        'leave a split out with a fraction of 0)')
-  files = {p: {} for p in SPLIT_PARTS}
+            f'{c!r} has {n}' + (f' ({g} distinct: byte-identical copies stay together)'
+                                if g < n else '') for c, (n, g) in few.items()) +
+        f'{also}: add images to {"it" if one else "them"} or remove '
+        f'{"its folder" if one else "their folders"} (or leave a split out with a fraction of 0)')
+  files = {p: {c: [] for c in classes} for p in parts}
+  for c, class_groups in groups.items():
+    for group, part in zip(class_groups, _group_parts(list(map(len, class_groups)), fractions)):
+      files[SPLIT_PARTS[part]][c] += group
   digest = hashlib.sha256()
-  for c, paths in classes.items():
-    ordered = sorted(paths, key=functools.partial(_split_key, seed, c))
-    start = 0
-    for part, size in zip(SPLIT_PARTS, _part_sizes(len(paths), fractions)):
-      files[part][c] = ordered[start:start + size]
-      start += size
-      for p in sorted(files[part][c], key=lambda p: os.fsencode(os.path.basename(p))):
-        digest.update(os.fsencode(f'{part}/{c}/{os.path.basename(p)}') + b'\n')
-  files = {p: classes_ for p, classes_ in files.items() if p in parts}
-  record = {'rule': SPLIT_RULE, 'seed': seed, 'fractions': list(fractions),
+  for part, part_classes in files.items():
+    for c, paths in part_classes.items():
+      for name in sorted(os.fsencode(_nfc(os.path.basename(p))) for p in paths):
+        digest.update(os.fsencode(f'{part}/{c}/') + name + b'\n')
+  record = {'rule': SPLIT_RULE, 'names': 'NFC', 'copies': 'together', 'seed': seed,
+            'fractions': list(fractions),
             'counts': {p: sum(map(len, files[p].values())) for p in parts},
+            'grouped': sum(len(g) - 1 for gs in groups.values() for g in gs),
             'digest': digest.hexdigest()}
-  return files, record
+  return {'files': files, 'record': record, 'notes': _copy_notes(groups, contents)}
+
+
+def _groups(seed: int, label: str, paths: list, contents: dict) -> list:
+  """The groups of class `label`'s images for its split (see `_split_folder`): lists of
+  byte-identical images (`contents`: path -> SHA-256), each in `_split_key` order, the
+  groups in the order of their first image's key."""
+  key = functools.partial(_split_key, seed, label)
+  by_content = {}
+  for path in sorted(paths, key=key):
+    by_content.setdefault(contents[path], []).append(path)
+  return sorted(by_content.values(), key=lambda group: key(group[0]))
+
+
+def _copy_notes(groups: dict, contents: dict) -> list:
+  """The notes on copies among an unsplit folder's images (`groups`: {class: groups}, see
+  `_groups`): how many byte-identical copies were kept with their image, and how many
+  images sit in more than one class (a labelling problem the split cannot mend)."""
+  name = lambda c, path: f'{c}/{os.path.basename(path)}'
+  lines = []
+  copies = [g for class_groups in groups.values() for g in class_groups if len(g) > 1]
+  if copies:
+    c = next(c for c, gs in groups.items() if copies[0] in gs)
+    lines.append(f'{sum(len(g) - 1 for g in copies)} file(s) are byte-identical copies of '
+                 f'another image of their class (e.g. {name(c, copies[0][1])} = '
+                 f'{name(c, copies[0][0])}); each is kept in the split of its image, so no test '
+                 'image is trained on')
+  classes_of = {}
+  for c, class_groups in groups.items():
+    for g in class_groups:
+      classes_of.setdefault(contents[g[0]], []).append(name(c, g[0]))
+  shared = [names for names in classes_of.values() if len(names) > 1]
+  if shared:
+    lines.append(f'{len(shared)} image(s) are in more than one class folder (e.g. '
+                 f'{" = ".join(shared[0])}): the same picture under two labels; check the '
+                 'labelling')
+  return lines
 
 
 def _fingerprint(files: dict) -> str:
@@ -485,8 +647,10 @@ def _fingerprint(files: dict) -> str:
 
 
 def _link_name(path: str) -> str:
-  """The file name an image gets in the clean view: its own when that is plain UTF-8, else
-  a readable stand-in (the bytes TFDS cannot take replaced) that keeps it distinct."""
+  """The file name an image (or class folder) gets in the clean view: its own when that is
+  plain UTF-8, else a readable stand-in (the bytes TFDS cannot take replaced by `_`, and a
+  tag of 8 hex digits of the name's SHA-256 that keeps it distinct), its stem shortened
+  where needed so the stand-in fits NAME_MAX bytes."""
   name = os.path.basename(path)
   try:
     name.encode('utf-8')
@@ -495,6 +659,8 @@ def _link_name(path: str) -> str:
     raw = name.encode('utf-8', 'surrogateescape')
     tag = hashlib.sha256(raw).hexdigest()[:8]
     stem, ext = os.path.splitext(raw.decode('utf-8', 'replace').replace('\ufffd', '_'))
+    room = NAME_MAX - len(f'_{tag}{ext}'.encode())
+    stem = stem.encode()[:room].decode('utf-8', 'ignore')  # whole characters only.
     return f'{stem}_{tag}{ext}'
 
 
@@ -505,35 +671,47 @@ def _clean_view(cfg, folder: str, files: dict, split: Optional[dict] = None) -> 
   names. Its place is in the TFDS data dir, named by the files' fingerprint (and `split`,
   the split's record, for an unsplit folder). Returns (path, {link: original file}, the
   place it goes to, or None when it is already there): a new view is made in a temporary
-  folder first, and `_place` puts it in place once its images are known to be good."""
+  folder first (removed again when making it fails), and `_place` puts it in place once
+  its images are known to be good. DataError when it cannot be made (`_view_fault`)."""
   named = {'folder': folder, 'files': _fingerprint(files)}
   if split is not None:
     named['split'] = split
   key = hashlib.sha256(json.dumps(named).encode('utf-8', 'surrogateescape')).hexdigest()[:16]
   view = os.path.join(_data_root(cfg.get('data_dir') or None), CACHE_DIR, 'folders', key)
-  where = view if os.path.isdir(view) else tempfile.mkdtemp(prefix='msmgan_view_')
-  origin = {}
-  for split, classes in files.items():
-    for c, paths in classes.items():
-      os.makedirs(os.path.join(where, split, _link_name(c)), exist_ok=True)  # empty: kept.
-      for p in paths:
-        link = os.path.join(where, split, _link_name(c), _link_name(p))
-        origin[link] = p
-        if where != view:
-          os.symlink(os.path.abspath(p), link)
+  with _os_errors_as(_view_fault(folder, os.path.dirname(view))):
+    where = view if os.path.isdir(view) else tempfile.mkdtemp(prefix='msmgan_view_')
+    try:
+      origin = {}
+      for split, classes in files.items():
+        for c, paths in classes.items():
+          os.makedirs(os.path.join(where, split, _link_name(c)), exist_ok=True)  # empty: kept.
+          for p in paths:
+            link = os.path.join(where, split, _link_name(c), _link_name(p))
+            origin[link] = p
+            if where != view:
+              os.symlink(os.path.abspath(p), link)
+    except BaseException:
+      if where != view:
+        shutil.rmtree(where, ignore_errors=True)
+      raise
   return where, origin, (None if where == view else view)
 
 
 def _place(made: str, view: str) -> str:
   """Moves a view made in a temporary folder to its place (another process may have put
-  the same view there first: then theirs is kept)."""
-  os.makedirs(os.path.dirname(view), exist_ok=True)
+  the same view there first: then theirs is kept). The temporary folder is gone after,
+  also when the OSError of a view that cannot be placed is raised."""
+  tmp = view + f'.tmp{os.getpid()}'
   try:
-    shutil.move(made, view + f'.tmp{os.getpid()}')
-    os.rename(view + f'.tmp{os.getpid()}', view)
+    os.makedirs(os.path.dirname(view), exist_ok=True)
+    shutil.move(made, tmp)
+    os.rename(tmp, view)
   except OSError:
-    shutil.rmtree(view + f'.tmp{os.getpid()}', ignore_errors=True)
-  shutil.rmtree(made, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    if not os.path.isdir(view):  # nor another process's: this view cannot be placed.
+      raise
+  finally:
+    shutil.rmtree(made, ignore_errors=True)
   return view
 
 
@@ -549,26 +727,29 @@ def _image_folder(cfg, folder: str) -> tfds.folder_dataset.ImageFolder:
   Every image is decoded once first (cached while the files stay the same): a file that
   does not decode, or (with dataset.image_size 0) images of different sizes, are DataErrors,
   and then nothing is left behind. What was skipped (hidden folders and files) or is
-  missing (a test class without images) is said on stderr.
+  missing (a test class without images) is said on stderr. A file or folder that cannot be
+  read, or vanishes while it is read, is a DataError naming it (`_read_fault`), and so is a
+  view that cannot be written (`_view_fault`); no temporary folder is left behind.
   """
   notes, split = [], None
-  if _is_unsplit(folder, _split_names(cfg)):
-    files, split = _split_folder(cfg, folder, notes)
-  else:
-    files = _image_files(folder, _split_names(cfg), notes)
-  for note in notes:
-    sys.stderr.write(f'note: {folder}: {note}\n')
-  for field in ('train_split', 'test_split') if split else ():
-    name = cfg[field].partition('[')[0]
-    if name not in files:
-      raise DataError(
-          f'dataset.{field} {cfg[field]!r}: {folder} has no train/ and test/ folders, so it is '
-          f'split into {", ".join(files)} (dataset.split_fractions '
-          f'{tuple(split["fractions"])}), and {name!r} is none of them; name one of those, '
-          'or give that part a fraction above 0')
-  view, origin, place = _clean_view(
-      cfg, folder, files, split and {k: split[k] for k in ('rule', 'seed', 'fractions')})
-  key = {'folder': folder, 'files': _fingerprint(files), 'resized': cfg.image_size > 0}
+  with _os_errors_as(_read_fault(folder)):
+    if _is_unsplit(folder, _split_names(cfg)):
+      files, split = _split_folder(cfg, folder, notes)
+    else:
+      files = _image_files(folder, _split_names(cfg), notes)
+    for note in notes:
+      sys.stderr.write(f'note: {folder}: {note}\n')
+    for field in ('train_split', 'test_split') if split else ():
+      name = cfg[field].partition('[')[0]
+      if name not in files:
+        raise DataError(
+            f'dataset.{field} {cfg[field]!r}: {folder} has no train/ and test/ folders, so it '
+            f'is split into {", ".join(files)} (dataset.split_fractions '
+            f'{tuple(split["fractions"])}), and {name!r} is none of them; name one of those, '
+            'or give that part a fraction above 0')
+    key = {'folder': folder, 'files': _fingerprint(files), 'resized': cfg.image_size > 0}
+    view, origin, place = _clean_view(
+        cfg, folder, files, split and {k: split[k] for k in ('rule', 'seed', 'fractions')})
   try:
     scan = _cached(cfg, 'scan', key, lambda: _scan_images(folder, view, origin, cfg.image_size))
   except BaseException:
@@ -576,7 +757,8 @@ def _image_folder(cfg, folder: str) -> tfds.folder_dataset.ImageFolder:
       shutil.rmtree(view, ignore_errors=True)
     raise
   if place:
-    view = _place(view, place)
+    with _os_errors_as(_view_fault(folder, os.path.dirname(place))):
+      view = _place(view, place)
   builder = tfds.folder_dataset.ImageFolder(view, shape=(*scan['size'], scan['channels']))
   if split:
     builder.msmgan_split = split
@@ -604,6 +786,10 @@ def _scan_images(folder: str, view: str, origin: dict, image_size: int) -> dict:
     shapes.update({origin.get(p.decode(), p.decode()): tuple(int(x) for x in s)
                    for p, s in ds.as_numpy_iterator()})
   bad = [p for p in origin.values() if p not in shapes]
+  for path in bad:
+    with _os_errors_as(_read_fault(folder)):  # unreadable (or vanished): said as such.
+      with open(path, 'rb') as f:
+        f.read(1)
   if bad:
     raise DataError(f'{len(bad)} image file(s) cannot be decoded: {", ".join(bad[:5])}'
                     f'{", ..." if len(bad) > 5 else ""}; replace or remove them')
@@ -743,8 +929,9 @@ def normalisation(cfg, builder) -> tuple:
   if canonical_name(cfg.name) in STATS:
     return STATS[canonical_name(cfg.name)]
   if isinstance(builder, tfds.folder_dataset.ImageFolder):
-    data = {'folder': builder.data_dir,
-            'files': _fingerprint(_image_files(builder.data_dir, _split_names(cfg)))}
+    with _os_errors_as(_read_fault(builder.data_dir)):  # its view: a link whose image vanished.
+      data = {'folder': builder.data_dir,
+              'files': _fingerprint(_image_files(builder.data_dir, _split_names(cfg)))}
   else:
     data = {'dataset': builder.info.full_name, 'dir': os.path.abspath(builder.data_dir)}
   key = {**data, 'split': cfg.train_split, 'image_size': cfg.image_size, 'sample': STATS_SAMPLE}

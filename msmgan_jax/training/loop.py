@@ -1,6 +1,7 @@
 """Loop utilities the trainers share: the classifier and eval steps, the training loop
 (logging, checkpoints, stop requests, progress bars), the workdir contract, and the
-budgets in steps (`student.min_steps`, and the console lines about too small a budget).
+budgets in steps (`student.min_steps`, the teacher's `MIN_EPOCH_STEPS`, and the console lines
+about too small a budget).
 
 The whole job (teacher, then student) is orchestrated by `train.train_and_evaluate`; this
 module imports neither trainer, so `teacher` and `student` build on it without a cycle.
@@ -235,13 +236,37 @@ def _check_finite(host_metrics: list, first_step: int, where: str) -> None:
 
 
 def steps_per_epoch(cfg, info, teacher: bool = False) -> int:
-  """Whole batches in one epoch of the train split (the teacher's epoch, the warmups).
+  """Steps in one epoch of the train split: whole batches of one pass over it (the
+  student's epoch, its warmups), for the teacher (`teacher`) at least `MIN_EPOCH_STEPS`
+  (`teacher_epoch_steps`).
 
   The trainers ask for it before they train (the teacher's trainer first, with `teacher`,
   when a teacher trains here), so the first call for a run's data (`info`) also prints the
   run's `budget_notes`: the teacher's line only when the teacher's trainer asks."""
   _note_budget(cfg, info, teacher=teacher)
+  if teacher:
+    return teacher_epoch_steps(cfg, info.num_train)[0]
   return max(1, info.num_train // cfg.batch_size)
+
+
+# The fewest steps in one of the teacher's epochs: on a small training set (240 images at
+# batch_size 128 are 1 step a pass) an epoch is the fewest whole passes that give this many.
+# At or below 31, the steps of a pass over 4,000 images at batch_size 128, so every
+# committed config's teacher (and the test suite's, 1,200 images at 64) keeps its budget.
+MIN_EPOCH_STEPS = 16
+
+
+def teacher_epoch_steps(cfg, num_train: int) -> tuple:
+  """(steps, passes) of one of the teacher's epochs on `num_train` training images: the
+  whole batches of one pass, or, when that is under MIN_EPOCH_STEPS, of the fewest whole
+  passes that give at least that many (the rule by which `student.min_steps` raises the
+  student's epochs: ceil(floor x batch_size / num_train) passes). Anchors, evaluations and
+  warmups count these epochs."""
+  bs = cfg.batch_size
+  if num_train // bs >= MIN_EPOCH_STEPS:
+    return num_train // bs, 1
+  passes = -(-MIN_EPOCH_STEPS * bs // num_train)
+  return passes * num_train // bs, passes
 
 
 # A budget below this many steps gets a warning naming a value that fits (the student's when
@@ -274,20 +299,26 @@ def student_budget(cfg, num_train: int, num_classes: int = 10) -> dict:
 def budget_notes(cfg, num_train: int, num_classes: int = 10, teacher: bool = False) -> list:
   """The console lines about the budgets on `num_train` training images. With `teacher` (the
   teacher trains here), a `warning:` naming `teacher.epochs` and a value that fits when the
-  teacher's steps are under `ADVISED_MIN_STEPS`. For a student method: a `note:` when
+  teacher's steps are under `ADVISED_MIN_STEPS`, else a `note:` when its epochs are
+  several passes (`teacher_epoch_steps`). For a student method: a `note:` when
   `student.min_steps` raised `student.epochs`, or, with no floor set (0), a `warning:` naming
   `student.min_steps` and a value that fits when the student's budget is under
   `ADVISED_MIN_STEPS` steps. None else."""
   bs, lines = cfg.batch_size, []
-  per_epoch = max(1, num_train // bs)
+  per_epoch, passes = teacher_epoch_steps(cfg, num_train)
+  epoch = (f'{per_epoch} batches of {num_train:,} training images' if passes == 1 else
+           f'{per_epoch} batches of {passes} passes over {num_train:,} training images, the '
+           f'floor of {MIN_EPOCH_STEPS} steps per epoch')
   if teacher and cfg.teacher.epochs * per_epoch < ADVISED_MIN_STEPS:
     fits = -(-ADVISED_MIN_STEPS // per_epoch)
     lines.append(
         f'warning: the teacher trains only {cfg.teacher.epochs * per_epoch} steps '
-        f'(teacher.epochs={cfg.teacher.epochs} x {per_epoch} batches of {num_train:,} '
-        f'training images at batch_size {bs}){_SIZED if num_train < 60_000 else ""}. '
-        f'Set --config.teacher.epochs={fits} ({fits * per_epoch} steps); see '
-        'results/budget/budget.md.')
+        f'(teacher.epochs={cfg.teacher.epochs} x {epoch} at batch_size {bs})'
+        f'{_SIZED if num_train < 60_000 else ""}. Set --config.teacher.epochs={fits} '
+        f'({fits * per_epoch} steps); see results/budget/budget.md.')
+  elif teacher and passes > 1:
+    lines.append(f'note: the teacher\'s epochs are {epoch} at batch_size {bs} '
+                 f'({cfg.teacher.epochs * per_epoch} steps in all).')
   if cfg.method == 'teacher' or cfg.method not in registry.METHODS:
     return lines
   floor, epochs = cfg.student.get('min_steps', 0), cfg.student.epochs
