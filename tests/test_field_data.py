@@ -2,6 +2,7 @@
 nothing, a rare class under the split of an unsplit folder, and EXIF orientation (training
 and `predict` decode the same pixels).
 """
+import json
 import os
 
 import numpy as np
@@ -67,3 +68,28 @@ def test_exif_orientation_is_decoded_alike_by_training_and_predict(tmp_path):
   assert seen['rotated.jpg'].shape[:2] == (8, 12)  # stored orientation, not the displayed one.
   np.testing.assert_array_equal(seen['rotated.jpg'], predict.read_image(str(path),
                                                                         (8, 12, 3)))
+
+
+def test_the_smoke_variant_on_a_240_image_folder_names_the_fix_and_then_runs(tmp_path, capsys):
+  """`configs/default.py:smoke` on a small unsplit folder (issue 34): its 20% slice is 38
+  images, under one batch: exit 2 naming the flag that gives the whole split; with it, the
+  smoke runs and the teacher gets its 16-step epochs (192 images are 1 batch a pass)."""
+  from msmgan_jax import main
+  rng = np.random.RandomState(0)
+  for c in ('ant', 'bee', 'cat'):
+    os.makedirs(tmp_path / 'f' / c)
+    for i in range(80):
+      Image.fromarray(rng.randint(0, 255, (12, 12, 3), np.uint8)).save(
+          tmp_path / 'f' / c / f'{i}.png')
+  wd = tmp_path / 'run'
+  args = ['main', '--config', 'configs/default.py:smoke', '--workdir', str(wd),
+          f'--config.dataset.name={tmp_path / "f"}', f'--config.dataset.data_dir={tmp_path / "tfds"}',
+          '--config.method=kd', '--config.student.model=cnn', '--config.teacher.model=resnet8']
+  assert main.run(args) == 2
+  assert '--config.dataset.train_split=train ' in capsys.readouterr().err and not wd.exists()
+  code = main.run(args + ['--config.dataset.train_split=train'])
+  out = capsys.readouterr()
+  assert code == 0, out.err
+  assert 'teacher.epochs=2 x 16 batches of 11 passes over 192 training images' in out.err
+  summary = json.loads((wd / 'summary.json').read_text())
+  assert summary['data']['split']['counts']['train'] == 192

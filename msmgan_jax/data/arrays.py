@@ -119,8 +119,10 @@ class DevicePipeline:
     images, labels = arrays['train_images'][train], arrays['train_labels'][train]
     if len(labels) < batch_size:
       spec = dataset_cfg.get('train_split', train_split) if dataset_cfg else train_split
+      whole = spec.partition('[')[0]
       sliced = (f' (dataset.train_split {spec!r} is a slice of it: a :smoke config takes '
-                'train[:20%]; give a larger slice or the whole split)') if '[' in spec else ''
+                f'train[:20%]; give the whole split with --config.dataset.train_split={whole} '
+                'or a larger slice)') if '[' in spec else ''
       raise ArrayError(f'the training split {spec} holds {len(labels)} examples, fewer than '
                        f'one batch of {batch_size}{sliced}; lower batch_size or use more data')
     rep = NamedSharding(mesh, P())
