@@ -125,7 +125,7 @@ def assert_copies_together(cfg, want_grouped):
         with open(p, 'rb') as f:
           where.setdefault((c, f.read()), set()).add(part)
   assert all(len(ps) == 1 for ps in where.values())  # no copy outside its image's part.
-  assert record['grouped'] == want_grouped and record['copies'] == 'together'
+  assert record['grouped'] == want_grouped and record['copies'] == 'together, across classes'
   return files, record
 
 
@@ -200,6 +200,178 @@ def test_a_class_of_too_few_distinct_images_is_named(tmp_path):
     data.builder_for(own_cfg(root, tmp_path / 'tfds'))
   assert sorted(os.listdir(tmp_path)) == before  # nothing cached.
   data.builder_for(own_cfg(root, tmp_path / 'tfds', split_fractions=(0.8, 0, 0.2)))  # 2 parts.
+
+
+# -------------------------------------------------------------- copies across classes
+
+
+def copy_across(root, copies: dict):
+  """For {(class, i): [classes]}, a byte-identical copy of root/class/i.png in each of those
+  classes, named '<class>_<i>.png' (the same picture under two labels)."""
+  for (c, i), to in copies.items():
+    for d in to:
+      shutil.copyfile(root / c / f'{i}.png', root / d / f'{c}_{i}.png')
+  return root
+
+
+def assert_across_classes_together(files, fractions):
+  """Every content's images (in any class) in one part; every non-zero part holding every
+  class; each class's part sizes within 1 of `_part_sizes` of its image count. Returns the
+  images kept in the part of a copy in a class before theirs (NFC name order)."""
+  where, classes_of, counts = {}, {}, {}
+  for part, classes in files.items():
+    for c, paths in classes.items():
+      assert paths, (part, c)
+      counts.setdefault(c, {})[part] = len(paths)
+      for p in paths:
+        with open(p, 'rb') as f:
+          content = f.read()
+        where.setdefault(content, set()).add(part)
+        classes_of.setdefault(content, []).append(unicodedata.normalize('NFC', c))
+  split = {k: ps for k, ps in where.items() if len(ps) > 1}
+  assert not split, [(sorted(classes_of[k]), sorted(ps)) for k, ps in split.items()]
+  parts = [p for p, f in zip(data.SPLIT_PARTS, fractions) if f > 0]
+  for c, got in counts.items():
+    want = data._part_sizes(sum(got.values()), fractions)  # pylint: disable=protected-access
+    assert all(abs(got[p] - want[data.SPLIT_PARTS.index(p)]) <= 1 for p in parts), (c, got, want)
+  return sum(len(cs) - cs.count(min(cs)) for cs in classes_of.values())
+
+
+ACROSS = {  # (copies within a class as with_copies takes them, copies across classes).
+    'a copy in 2 classes': ({}, {('ant', 2): ['bee']}),
+    'a copy in 3 classes': ({}, {('bee', 5): ['ant', 'cat']}),
+    'several copies': ({}, {('ant', 1): ['bee'], ('cat', 5): ['ant'], ('bee', 3): ['cat'],
+                            ('bee', 7): ['ant']}),
+    'copies within and across classes': ({'bee': [(4, 2)], 'cat': [(1, 1)]},
+                                         {('bee', 4): ['cat'], ('cat', 1): ['ant'],
+                                          ('ant', 6): ['bee', 'cat']}),
+}
+
+
+@pytest.mark.parametrize('case', sorted(ACROSS))
+@pytest.mark.parametrize('fractions', [(0.8, 0.1, 0.1), (0.5, 0.25, 0.25), (0.7, 0, 0.3)])
+def test_copies_across_classes_land_in_one_part(case, fractions, tmp_path):
+  within, across = ACROSS[case]
+  root = copy_across(with_copies(tmp_path / 'images', within), across)
+  grouped = sum(n for items in within.values() for _, n in items)
+  for seed in range(4):
+    cfg = own_cfg(root, tmp_path / 'tfds', split_seed=seed, split_fractions=fractions)
+    files, record = data._split_folder(cfg, cfg.name)  # pylint: disable=protected-access
+    pinned = assert_across_classes_together(files, fractions)
+    assert record['pinned'] == pinned > 0 and record['grouped'] == grouped, (seed, record)
+    assert record['copies'] == 'together, across classes'
+
+
+# Two pictures under two labels each, as (class, file) pairs: the original, then its copy.
+NAMED_ACROSS = ((('éa', 'é3.png'), ('f', 'copie_é3.png')),
+                (('f', 'é5.png'), ('éa', 'côté.png')))
+
+
+def test_nfc_and_nfd_copies_across_classes_split_identically(tmp_path):
+  """'éa' sorts after 'f' in NFC, before it in NFD: the class that decides a shared
+  picture's part is the first by NFC name whatever form the folder was written in."""
+  names = {c: [f'é{i}.png' for i in range(8)] for c in ('éa', 'f')}
+  roots = []
+  for form in ('NFC', 'NFD'):
+    root = make_named(tmp_path / form, names, form)
+    nf = lambda c, f, root=root, form=form: root / unicodedata.normalize(form, c) / (
+        unicodedata.normalize(form, f))
+    for original, copy in NAMED_ACROSS:
+      shutil.copyfile(nf(*original), nf(*copy))
+    roots.append(root)
+  for seed in range(4):
+    for fractions in ((0.5, 0.25, 0.25), (0.6, 0, 0.4)):
+      a, b = (own_cfg(r, tmp_path / 'tfds', split_seed=seed, split_fractions=fractions)
+              for r in roots)
+      assert parts(a) == parts(b), (seed, fractions)
+      files, _ = data._split_folder(a, a.name)  # pylint: disable=protected-access
+      assert assert_across_classes_together(files, fractions) == 2
+  records = [data.split_record(data.builder_for(own_cfg(r, tmp_path / 'tfds'))) for r in roots]
+  assert records[0] == records[1] and records[0]['pinned'] == 2  # the digest too.
+
+
+def test_copies_across_classes_name_their_part_in_the_note(tmp_path, capsys):
+  root = copy_across(make_unsplit(tmp_path / 'images'), {('ant', 0): ['bee', 'cat'],
+                                                          ('cat', 4): ['bee']})
+  cfg = own_cfg(root, tmp_path / 'tfds')
+  builder = data.builder_for(cfg)
+  files, _ = data._split_folder(cfg, str(root))  # pylint: disable=protected-access
+  part_of = {f'{c}/{os.path.basename(p)}': part for part, classes in files.items()
+             for c, ps in classes.items() for p in ps}
+  assert {part_of[n] for n in ('ant/0.png', 'bee/ant_0.png', 'cat/ant_0.png')} == {
+      'validation'}  # ant/0.png's part in PINNED: ant comes first.
+  shared = part_of['bee/cat_4.png']  # bee comes before cat: bee's split places it.
+  assert part_of['cat/4.png'] == shared and data.split_record(builder)['pinned'] == 3
+  err = capsys.readouterr().err
+  assert (f'note: {root}: 2 image(s) are in more than one class folder (e.g. ant/0.png = '
+          'bee/ant_0.png = cat/ant_0.png): the same picture under two labels; check the '
+          'labelling. Each stays in one part with all its copies (where the first of its '
+          'classes by name put it), so no test image is trained on: ant/0.png = bee/ant_0.png '
+          f'= cat/ant_0.png in validation; bee/cat_4.png = cat/4.png in {shared}\n') in err, err
+
+
+def test_pinned_groups_keep_their_part_and_the_rest_fill_around_them():
+  """`_group_parts` with pinned groups: they keep their part and count towards it; with no
+  part pinned over its share, single images fill every part to `_part_sizes` exactly;
+  every non-zero part gets a group wherever the free groups suffice."""
+  group_parts = data._group_parts  # pylint: disable=protected-access
+  rng = np.random.default_rng(0)
+  for _ in range(500):
+    fractions = ((0.8, 0.1, 0.1), (0.5, 0.25, 0.25), (0.7, 0, 0.3))[rng.integers(3)]
+    n = int(rng.integers(3, 30))
+    nonzero = [i for i, f in enumerate(fractions) if f > 0]
+    targets = data._part_sizes(n, fractions)  # pylint: disable=protected-access
+    pinned = [int(rng.choice(nonzero)) if rng.random() < 0.3 else None for _ in range(n)]
+    got = group_parts([1] * n, fractions, pinned)
+    assert all(p is None or g == p for g, p in zip(got, pinned)), (pinned, got)
+    free = [g for g, p in zip(got, pinned) if p is None]
+    assert free == sorted(free)  # the free groups fill the parts in order.
+    sizes = [got.count(i) for i in range(3)]
+    if all(pinned.count(i) <= targets[i] for i in range(3)):
+      assert sizes == targets, (pinned, got)
+    empty = [i for i in nonzero if i not in pinned]
+    assert all(sizes[i] for i in nonzero) or len(free) < len(empty), (pinned, got)
+
+
+def test_a_class_left_without_a_test_image_by_its_copies_is_noted(tmp_path, capsys):
+  """zebra: two pictures of ant's training part (PINNED) and one of its own: its free image
+  fills validation, and test holds no zebra; the copies stay together all the same."""
+  root = make_unsplit(tmp_path / 'images')
+  (root / 'zebra').mkdir()
+  copy_across(root, {('ant', 1): ['zebra'], ('ant', 2): ['zebra']})
+  image(root / 'zebra' / 'own.png', [9, 9])
+  cfg = own_cfg(root, tmp_path / 'tfds')
+  files, record = data._split_folder(cfg, str(root))  # pylint: disable=protected-access
+  got = {p: sorted(os.path.basename(x) for x in classes['zebra']) for p, classes in files.items()}
+  assert got == {'train': ['ant_1.png', 'ant_2.png'], 'validation': ['own.png'], 'test': []}
+  assert record['pinned'] == 2
+  data.builder_for(cfg)
+  assert (f"note: {root}: class 'zebra' has no image in test: 2 of its 3 distinct images are "
+          'byte-identical to images of classes before it and kept in their part '
+          '(zebra/ant_2.png = ant/2.png in train; zebra/ant_1.png = ant/1.png in train), so '
+          'test measures the other classes only\n') in capsys.readouterr().err
+
+
+def test_a_class_left_without_a_training_image_by_its_copies_is_refused(tmp_path):
+  """zebra: only pictures of ant's and bee's validation and test images (PINNED): keeping
+  them with their copies leaves zebra nothing to train on, a DataError naming them."""
+  root = make_unsplit(tmp_path / 'images')
+  (root / 'zebra').mkdir()
+  copy_across(root, {('ant', 0): ['zebra'], ('ant', 3): ['zebra'], ('bee', 4): ['zebra']})
+  before = sorted(os.listdir(tmp_path))
+  with pytest.raises(data.DataError, match=re.escape(
+      f"{root} has no train/ and test/ folders, so it is split per class, and byte-identical "
+      "images stay in one part, across classes too: class 'zebra' has no image in train: 3 of "
+      'its 3 distinct images are byte-identical to images of classes before it and kept in '
+      'their part (zebra/ant_0.png = ant/0.png in validation; zebra/bee_4.png = bee/4.png in '
+      'validation; zebra/ant_3.png = ant/3.png in test). A class needs training images: '
+      'remove or relabel the copies (the same picture under two labels), or add images')):
+    data.builder_for(own_cfg(root, tmp_path / 'tfds'))
+  assert sorted(os.listdir(tmp_path)) == before  # nothing cached.
+  image(root / 'zebra' / 'own.png', [9, 9])  # the fix the message names: zebra's own image.
+  cfg = own_cfg(root, tmp_path / 'tfds')
+  files, _ = data._split_folder(cfg, str(root))  # pylint: disable=protected-access
+  assert [os.path.basename(p) for p in files['train']['zebra']] == ['own.png']
 
 
 # ----------------------------------------------------------------------- file-system faults

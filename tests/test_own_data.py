@@ -399,10 +399,10 @@ def test_unsplit_folder_split_is_pinned_stratified_and_seeded(tmp_path):
   # The parts are TFDS splits of the folder: sliced, read, checked as a validation split.
   builder = data.builder_for(own_cfg(tmp_path / 'a', tmp_path / 'tfds'))
   record = data.split_record(builder)
-  assert record == {'rule': 'stratified-v2', 'names': 'NFC', 'copies': 'together', 'seed': 0,
-                    'fractions': [0.8, 0.1, 0.1],
+  assert record == {'rule': 'stratified-v2', 'names': 'NFC', 'copies': 'together, across classes',
+                    'seed': 0, 'fractions': [0.8, 0.1, 0.1],
                     'counts': {'train': 24, 'validation': 3, 'test': 3}, 'grouped': 0,
-                    'digest': record['digest']} and len(record['digest']) == 64
+                    'pinned': 0, 'digest': record['digest']} and len(record['digest']) == 64
   assert data.split_record(data.builder_for(own_cfg(tmp_path / 'b', tmp_path / 'tfds'))) == record
   assert builder.info.features['label'].names == list(CLASSES)
   assert {s: data.num_examples(builder, s) for s in ('train', 'validation', 'test', 'train[:25%]')

@@ -107,6 +107,7 @@ DEVICE_MAX_BYTES = 1 << 30  # dataset.pipeline auto: training images up to this 
 PIPELINES = ('auto', 'device', 'tfdata')
 SPLIT_PARTS = ('train', 'validation', 'test')  # an unsplit image folder's splits (split_fractions).
 SPLIT_RULE = 'stratified-v2'  # the name its record gives the rule of `_split_folder`.
+SPLIT_COPIES = 'together, across classes'  # where that rule keeps byte-identical images.
 NAME_MAX = 255  # the longest file name (in bytes) of common file systems: the view's fit it.
 
 
@@ -499,22 +500,32 @@ def _split_key(seed: int, label: str, path: str) -> tuple:
   return hashlib.sha256(os.fsencode(f'{seed}/{label}/') + name).digest(), name, raw
 
 
-def _group_parts(sizes: list, fractions: tuple) -> list:
+def _group_parts(sizes: list, fractions: tuple, pinned: Optional[list] = None) -> list:
   """The part (index into `fractions`) of each of a class's groups of images, in their
-  order (`sizes`: images in each): the groups fill the parts in order, a part taking the
-  next group until it holds its share of `_part_sizes`, and each part with a non-zero
-  fraction at least one group. With groups of one image each, exactly the cut of
-  `_part_sizes`. Needs at least as many groups as non-zero parts."""
+  order (`sizes`: images in each; `pinned`: for each group the part it must go to, or None
+  for a free one; all free when not given). The pinned groups count towards their part;
+  the free groups fill the parts in order, a part taking the next free group until it
+  holds its share of `_part_sizes`, and moving on early when the free groups left are
+  just enough to give every still empty part after it one. So each part with a non-zero
+  fraction gets at least one group wherever the free groups suffice, and with groups of
+  one image each, none pinned, the cut is exactly that of `_part_sizes`."""
   targets = _part_sizes(sum(sizes), fractions)
   parts = [i for i, f in enumerate(fractions) if f > 0]
-  filled, j, out = [0] * len(fractions), 0, []
-  for k, size in enumerate(sizes):
-    must_move = len(sizes) - k == len(parts) - 1 - j  # the groups left just fill the next parts.
-    if filled[parts[j]] and j < len(parts) - 1 and (filled[parts[j]] >= targets[parts[j]]
-                                                    or must_move):
-      j += 1
-    filled[parts[j]] += size
-    out.append(parts[j])
+  pinned = pinned or [None] * len(sizes)
+  filled = [0] * len(fractions)
+  for size, part in zip(sizes, pinned):
+    if part is not None:
+      filled[part] += size
+  left, j, out = pinned.count(None), 0, []
+  for size, part in zip(sizes, pinned):
+    if part is None:
+      while j < len(parts) - 1 and filled[parts[j]] and (
+          filled[parts[j]] >= targets[parts[j]]
+          or left <= sum(not filled[p] for p in parts[j + 1:])):
+        j += 1
+      part, left = parts[j], left - 1
+      filled[part] += size
+    out.append(part)
   return out
 
 
@@ -528,27 +539,41 @@ def _split_folder(cfg, folder: str, notes: Optional[list] = None) -> tuple:
   in): byte-identical images of a class (the same SHA-256 of their bytes, e.g. `img001.png`
   and `img001 (1).png`) form one group, every other image a group of its own; an image's
   key is the SHA-256 of `'{seed}/{class}/{file name}'` (class and file names in Unicode NFC,
-  `_split_key`), a group's the smallest key of its images; a class's groups, in the order
-  of their keys, fill train, then validation, then test to the sizes of `_part_sizes`
-  (`_group_parts`): copies are never split, and without copies the cut is that of the
-  sizes exactly. A part with fraction 0 is left out; every other part gets at least one
-  group of every class. A `note:` in `notes` says how many copies were grouped, and how
-  many images sit in more than one class (the same picture under two labels).
+  `_split_key`), a group's the smallest key of its images. The classes are split one after
+  the other in the order of their NFC names: a class's groups, in the order of their keys,
+  fill train, then validation, then test to the sizes of `_part_sizes` (`_group_parts`),
+  except that a group byte-identical to images of an earlier class (the same picture
+  under two labels) is pinned to the part those went to, and counts towards it. So no
+  two byte-identical images are ever in two parts, within a class or across classes;
+  without copies across classes every class is split on its own, as this rule did before
+  it kept them together, and without any copies each class's cut is that of `_part_sizes`
+  exactly. A part with fraction 0 is left out; every other part gets at least one group
+  of every class, unless that class's pinned groups leave too few free ones to give it
+  one; then the copies still stay together (a test image trained on would make the test
+  wrong): a class left without a training image is a DataError naming it and its copies
+  (relabel or remove them), one left without a validation or test image gets a note (that
+  part measures the other classes only), as for a split folder (`_image_files`). A
+  `note:` in `notes` says how many copies were grouped, and which images sit in more than
+  one class and the part each was kept in. The split's cache key holds SPLIT_COPIES, so a
+  split cached before copies across classes were kept together is not reused (and the
+  clean view's name holds the split's digest, `_image_folder`).
 
   The record (`DatasetInfo.split`, in summary.json and the export): {'rule', 'names':
-  'NFC', 'copies': 'together', 'seed', 'fractions', 'counts': {part: images}, 'grouped':
-  copies kept with their image, 'digest': a SHA-256 of every file's 'part/class/file name'
-  (NFC), so two runs can tell they saw the same split}.
+  'NFC', 'copies': SPLIT_COPIES, 'seed', 'fractions', 'counts': {part: images},
+  'grouped': copies kept with their image of the same class, 'pinned': images kept in the
+  part of a byte-identical image of an earlier class, 'digest': a SHA-256 of every file's
+  'part/class/file name' (NFC), so two runs can tell they saw the same split}.
   Every image is read once for its SHA-256: the split (and its notes) is cached while the
   files stay the same, and nothing is written when it fails. DataError when there are
-  fewer than 2 classes, or a class has fewer distinct images than the parts with a
-  non-zero fraction (naming it); an OSError reading a file is raised as it is.
+  fewer than 2 classes, a class has fewer distinct images than the parts with a non-zero
+  fraction (naming it), or one gets no training image (above); an OSError reading a file
+  is raised as it is.
   """
   fractions = tuple(float(f) for f in cfg.get('split_fractions', (0.8, 0.1, 0.1)))
   seed = int(cfg.get('split_seed', 0))
   classes = _class_files(folder, '', notes)
   key = {'folder': folder, 'files': _fingerprint({'': classes}), 'rule': SPLIT_RULE,
-         'seed': seed, 'fractions': list(fractions)}
+         'copies': SPLIT_COPIES, 'seed': seed, 'fractions': list(fractions)}
   split = _cached(cfg, 'split', key, lambda: _split_classes(folder, classes, seed, fractions))
   if notes is not None:
     notes.extend(split['notes'])
@@ -584,20 +609,37 @@ def _split_classes(folder: str, classes: dict, seed: int, fractions: tuple) -> d
         f'{also}: add images to {"it" if one else "them"} or remove '
         f'{"its folder" if one else "their folders"} (or leave a split out with a fraction of 0)')
   files = {p: {c: [] for c in classes} for p in parts}
-  for c, class_groups in groups.items():
-    for group, part in zip(class_groups, _group_parts(list(map(len, class_groups)), fractions)):
+  placed = {}  # content -> (class, image, part index) of the first class holding it.
+  for c in sorted(groups):
+    pinned = [placed[contents[g[0]]][2] if contents[g[0]] in placed else None
+              for g in groups[c]]
+    for group, part in zip(groups[c], _group_parts(list(map(len, groups[c])), fractions, pinned)):
+      placed.setdefault(contents[group[0]], (c, group[0], part))
       files[SPLIT_PARTS[part]][c] += group
+  gaps = {c: [p for p in parts if not files[p][c]] for c in classes}
+  said = {c: _pinned_gap(c, ps, groups[c], contents, placed) for c, ps in gaps.items() if ps}
+  untrained = [said[c] for c in said if gaps[c][0] == parts[0]]
+  if untrained:
+    raise DataError(f'{folder} has no train/ and test/ folders, so it is split per class, '
+                    'and byte-identical images stay in one part, across classes too: '
+                    f'{"; ".join(untrained)}. A class needs training images: remove or '
+                    'relabel the copies (the same picture under two labels), or add images')
   digest = hashlib.sha256()
   for part, part_classes in files.items():
     for c, paths in part_classes.items():
       for name in sorted(os.fsencode(_nfc(os.path.basename(p))) for p in paths):
         digest.update(os.fsencode(f'{part}/{c}/') + name + b'\n')
-  record = {'rule': SPLIT_RULE, 'names': 'NFC', 'copies': 'together', 'seed': seed,
+  record = {'rule': SPLIT_RULE, 'names': 'NFC', 'copies': SPLIT_COPIES, 'seed': seed,
             'fractions': list(fractions),
             'counts': {p: sum(map(len, files[p].values())) for p in parts},
             'grouped': sum(len(g) - 1 for gs in groups.values() for g in gs),
+            'pinned': sum(len(g) for c, gs in groups.items() for g in gs
+                          if placed[contents[g[0]]][0] != c),
             'digest': digest.hexdigest()}
-  return {'files': files, 'record': record, 'notes': _copy_notes(groups, contents)}
+  notes = _copy_notes(groups, contents, placed) + [
+      f'{said[c]}, so {" and ".join(gaps[c])} measure{"s" * (len(gaps[c]) == 1)} the other '
+      'classes only' for c in said]
+  return {'files': files, 'record': record, 'notes': notes}
 
 
 def _groups(seed: int, label: str, paths: list, contents: dict) -> list:
@@ -611,28 +653,50 @@ def _groups(seed: int, label: str, paths: list, contents: dict) -> list:
   return sorted(by_content.values(), key=lambda group: key(group[0]))
 
 
-def _copy_notes(groups: dict, contents: dict) -> list:
+def _image_name(c: str, path: str) -> str:
+  """How notes name image `path` of class `c`: 'class/file name' (the file's own name)."""
+  return f'{c}/{os.path.basename(path)}'
+
+
+def _pinned_gap(c: str, missing: list, class_groups: list, contents: dict, placed: dict) -> str:
+  """What left class `c` without an image in the parts `missing` (see `_split_folder`):
+  how many of its groups were pinned by byte-identical images of earlier classes
+  (`placed`: content -> (class, image, part index)), naming the first three and their
+  part."""
+  pinned = [(g[0], placed[contents[g[0]]]) for g in class_groups
+            if placed[contents[g[0]]][0] != c]
+  named = '; '.join(f'{_image_name(c, p)} = {_image_name(d, q)} in {SPLIT_PARTS[part]}'
+                    for p, (d, q, part) in pinned[:3]) + '; ...' * (len(pinned) > 3)
+  return (f'class {c!r} has no image in {" or ".join(missing)}: {len(pinned)} of its '
+          f'{len(class_groups)} distinct images are byte-identical to images of classes '
+          f'before it and kept in their part ({named})')
+
+
+def _copy_notes(groups: dict, contents: dict, placed: dict) -> list:
   """The notes on copies among an unsplit folder's images (`groups`: {class: groups}, see
-  `_groups`): how many byte-identical copies were kept with their image, and how many
-  images sit in more than one class (a labelling problem the split cannot mend)."""
-  name = lambda c, path: f'{c}/{os.path.basename(path)}'
+  `_groups`; `placed`: content -> (class, image, part index) where it went): how many
+  byte-identical copies were kept with their image, and which images sit in more than one
+  class (a labelling problem the split cannot mend) and the part each was kept in."""
   lines = []
   copies = [g for class_groups in groups.values() for g in class_groups if len(g) > 1]
   if copies:
     c = next(c for c, gs in groups.items() if copies[0] in gs)
     lines.append(f'{sum(len(g) - 1 for g in copies)} file(s) are byte-identical copies of '
-                 f'another image of their class (e.g. {name(c, copies[0][1])} = '
-                 f'{name(c, copies[0][0])}); each is kept in the split of its image, so no test '
-                 'image is trained on')
+                 f'another image of their class (e.g. {_image_name(c, copies[0][1])} = '
+                 f'{_image_name(c, copies[0][0])}); each is kept in the split of its image, '
+                 'so no test image is trained on')
   classes_of = {}
-  for c, class_groups in groups.items():
-    for g in class_groups:
-      classes_of.setdefault(contents[g[0]], []).append(name(c, g[0]))
-  shared = [names for names in classes_of.values() if len(names) > 1]
+  for c in sorted(groups):
+    for g in groups[c]:
+      classes_of.setdefault(contents[g[0]], []).append(_image_name(c, g[0]))
+  shared = [(names, placed[h][2]) for h, names in classes_of.items() if len(names) > 1]
   if shared:
+    kept = '; '.join(f'{" = ".join(names)} in {SPLIT_PARTS[part]}' for names, part in shared[:5])
     lines.append(f'{len(shared)} image(s) are in more than one class folder (e.g. '
-                 f'{" = ".join(shared[0])}): the same picture under two labels; check the '
-                 'labelling')
+                 f'{" = ".join(shared[0][0])}): the same picture under two labels; check the '
+                 'labelling. Each stays in one part with all its copies (where the first of '
+                 f'its classes by name put it), so no test image is trained on: {kept}'
+                 + f'; and {len(shared) - 5} more' * (len(shared) > 5))
   return lines
 
 
@@ -748,8 +812,8 @@ def _image_folder(cfg, folder: str) -> tfds.folder_dataset.ImageFolder:
             f'{tuple(split["fractions"])}), and {name!r} is none of them; name one of those, '
             'or give that part a fraction above 0')
     key = {'folder': folder, 'files': _fingerprint(files), 'resized': cfg.image_size > 0}
-    view, origin, place = _clean_view(
-        cfg, folder, files, split and {k: split[k] for k in ('rule', 'seed', 'fractions')})
+    named = split and {k: split[k] for k in ('rule', 'seed', 'fractions', 'digest')}
+    view, origin, place = _clean_view(cfg, folder, files, named)
   try:
     scan = _cached(cfg, 'scan', key, lambda: _scan_images(folder, view, origin, cfg.image_size))
   except BaseException:
