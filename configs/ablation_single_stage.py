@@ -9,6 +9,6 @@ from msmgan_jax import config as config_lib
 
 def get_config(arg=None):
   cfg = default.get_config()
-  cfg.stages.num = 1
-  cfg.stages.teacher_epochs = ()
+  cfg.anchors.num = 1
+  cfg.anchors.epochs = ()
   return config_lib.finalize(cfg, arg)

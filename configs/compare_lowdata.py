@@ -31,7 +31,7 @@ def get_config(arg=None):
   c.validation_split = 'train[90%:]'
 
   b = config_lib.defaults()
-  b.teacher.model, b.teacher.epochs, b.stages.num = 'resnet20', 15, 3
+  b.teacher.model, b.teacher.epochs, b.anchors.num = 'resnet20', 15, 3
   b.student.model, b.student.epochs = 'resnet8', 15
   b.dataset.train_split, b.dataset.test_split = 'train[:10%]', 'test'
   b.student.eval_every_epochs = 3.0  # curves for the plots: every 3 epochs and each stage's end.
@@ -40,8 +40,9 @@ def get_config(arg=None):
   # default chosen by this comparison) must not change the runs it has already made.
   b.student.lr, b.kd.tau, b.kd.beta, b.at.beta, b.fitnets.hint_share = 0.1, 4.0, 0.9, 1000.0, 0.2
   b.dml.tau, b.dml.beta, b.disc.lr = 1.0, 1.0, 2e-4
-  b.stages.block_lr, b.stages.finetune_lr_mult, b.stages.head_feat = 0.05, 0.5, 0.0
-  b.stages.stage_shares, b.stages.schedule, b.stages.block_stages = (), 'global', -1
+  b.msmgan.tau, b.msmgan.beta = 4.0, 0.9  # msmgan's head loss (it read kd's before it had its own).
+  b.student.block_lr, b.student.finetune_lr_mult, b.stages.head_feat = 0.05, 0.5, 0.0
+  b.student.stage_shares, b.student.schedule, b.stages.block_stages = (), 'global', -1
   b.mutual.lr, b.mutual.beta_t, b.mutual.frozen_bn = 0.01, 0.5, False
   c.base = b
 
@@ -81,7 +82,7 @@ def smoke(c):
   c.teacher = config_lib.smoke(c.teacher)
   c.teacher_workdir, c.workdir, c.out = 'runs/teacher_fmnist_smoke', 'runs/compare_smoke', 'runs/compare_smoke/results'
   c.seeds = 2
-  c.base.stages.num = c.teacher.stages.num
+  c.base.anchors.num = c.teacher.anchors.num
   c.base.student.epochs, c.base.student.warmup_epochs = 1, 0.1
   c.base.dataset.train_split, c.validation_split, c.base.dataset.test_split = (
       'train[:1%]', 'train[95%:]', 'test[:10%]')

@@ -22,7 +22,7 @@ def get_config(arg=None):
   cfg.method = 'msmgan'
   cfg.teacher.model = 'resnet20'
   cfg.teacher.epochs = 15
-  cfg.stages.num = 3
+  cfg.anchors.num = 3
   cfg.teacher.checkpoints = tuple(f'{TEACHER_WORKDIR}/checkpoints/anchors/{e}'
                                   for e in config_lib.anchor_epochs(cfg))
   cfg.student.model = 'resnet8'

@@ -20,8 +20,8 @@ from msmgan_jax import config as config_lib
 
 def get_config(arg=None):
   cfg = msmgan_fmnist_full.get_config()  # the teacher, its anchors, the student, the budget.
-  cfg.stages.stage_shares = (0.2, 0.2, 0.6)
-  cfg.stages.block_schedule = 'own'
+  cfg.student.stage_shares = (0.2, 0.2, 0.6)
+  cfg.student.block_schedule = 'own'
   cfg.disc.kind = 'task'
   cfg.gan.alpha_task = 0.1
   cfg.gan.relativistic = True

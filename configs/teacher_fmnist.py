@@ -15,5 +15,5 @@ def get_config(arg=None):
   cfg.method = 'teacher'
   cfg.teacher.model = 'resnet20'
   cfg.teacher.epochs = 15
-  cfg.stages.num = 3
+  cfg.anchors.num = 3
   return config_lib.finalize(cfg, arg)

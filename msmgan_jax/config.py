@@ -24,11 +24,6 @@ SEED_BATCHING = ('auto', 'vmap', 'unroll')
 from msmgan_jax.errors import ConfigError  # noqa: E402,F401 (config_lib.ConfigError)
 
 
-# Fields added to the schema after runs were recorded, each with the value under which those
-# runs trained (a config.json without the field ran that way); the default may differ.
-BEFORE_ADDED = {'stages.block_stages': -1, 'mutual.frozen_bn': False}
-
-
 def defaults() -> ml_collections.ConfigDict:
   """Every config field with its default value."""
   c = ml_collections.ConfigDict()
@@ -73,21 +68,11 @@ def defaults() -> ml_collections.ConfigDict:
   t.train_kwarg = ''              # source flax: the __call__ keyword that turns training off, 'is_train' (given False) or 'deterministic=True' ('' = found by name).
   t.allow_weak = False            # go on (with a recorded warning) when the teacher looks wrong at load: near chance, one class for all, probabilities read as logits.
 
-  c.stages = s = ml_collections.ConfigDict()
-  s.num = 3                       # M, the number of stages / teacher anchors.
-  s.teacher_epochs = ()           # anchor epochs; () = M evenly spaced, the last at the end.
-  s.greedy = True                 # layer-wise greedy block phases (False = ablation end to end).
-  s.phase_shares = (0.1, 0.1, 0.1, 0.7)  # stage budget split: block_1..block_K, head.
-  s.stage_shares = ()             # budget split over the stages, weakest anchor first (() = equal).
-  s.block_stages = 1              # msmgan: leading stages with block phases (-1 = all; later: head only).
-  s.schedule = 'global'           # global: one warmup+cosine over the student's whole budget; phase.
-  s.block_schedule = 'global'     # feature phases: global (as `schedule`) | own (a cosine each).
-  s.block_lr = 0.1                # peak SGD learning rate of the block phases.
-  s.finetune_all = True           # head phase also trains every block ...
-  s.finetune_lr_mult = 1.0        # ... at this multiple of student.lr.
-  s.head_feat = 0.0               # head phase (finetune_all): + this x feature MSE of every block.
+  c.anchors = a = ml_collections.ConfigDict()
+  a.num = 3                       # M, the number of teacher anchors (= stages of a method that takes each in turn).
+  a.epochs = ()                   # teacher epochs at which anchors are kept; () = M evenly spaced, the last at the end.
 
-  registry.add_groups(c)         # each method's own groups (kd, gan, disc, mutual, ...).
+  registry.add_groups(c)         # each registered method's own groups (kd, dkd, msmgan's, ...).
 
   c.student = st = ml_collections.ConfigDict()
   st.model = 'resnet8'            # a name in msmgan_jax.core.models.MODELS.
@@ -101,6 +86,11 @@ def defaults() -> ml_collections.ConfigDict:
   st.eval_every_epochs = 0.0      # also within phases, every this many epochs of images (0 = off).
   st.init = 'random'              # random | first_anchor | last_anchor: weight selection from it.
   st.init_checkpoint = ''         # a teacher anchor dir (.../anchors/EPOCH) to start from instead.
+  st.stage_shares = ()            # budget split over the stages, weakest anchor first (() = equal).
+  st.schedule = 'global'          # global: one warmup+cosine over the student's whole budget; phase.
+  st.block_schedule = 'global'    # feature phases: global (as `schedule`) | own (a cosine each).
+  st.block_lr = 0.1               # peak SGD learning rate of feature (block) phases.
+  st.finetune_lr_mult = 1.0       # a head phase that also trains the blocks does so at this multiple of student.lr.
   return c
 
 
@@ -110,8 +100,8 @@ def smoke(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not cfg.teacher.checkpoints:  # given anchors fix the teacher and the number of stages.
     cfg.teacher.epochs = 2
     cfg.teacher.warmup_epochs = 0.1
-    cfg.stages.teacher_epochs = ()
-    cfg.stages.num = min(cfg.stages.num, 2)
+    cfg.anchors.epochs = ()
+    cfg.anchors.num = min(cfg.anchors.num, 2)
   cfg.student.epochs = 1
   cfg.student.warmup_epochs = 0.1
   cfg.student.eval_every_phase = False
@@ -132,8 +122,9 @@ def finalize(cfg: ml_collections.ConfigDict, arg: Optional[str]) -> ml_collectio
 def _check_schema(cfg, ref, prefix=''):
   for key in cfg.keys():
     if key not in ref:
-      raise ConfigError(f'unknown config field {prefix}{key}; known fields here: '
-                        f'{sorted(ref.keys())}')
+      moved = registry.moved_to(f'{prefix}{key}')
+      raise ConfigError(f'unknown config field {prefix}{key}; ' + (
+          f'it is {moved} now' if moved else f'known fields here: {sorted(ref.keys())}'))
     if isinstance(ref[key], ml_collections.ConfigDict):
       if not isinstance(cfg[key], ml_collections.ConfigDict):
         raise ConfigError(f'config field {prefix}{key} must be a group of fields, not {cfg[key]!r}')
@@ -150,9 +141,9 @@ _SPLIT = re.compile(r'^[a-z_]+(\[[0-9%:\-]*\])?$')
 
 def anchor_epochs(cfg) -> tuple:
   """The teacher epochs at which anchors are kept (see METHOD.md section 1)."""
-  if cfg.stages.teacher_epochs:
-    return tuple(int(e) for e in cfg.stages.teacher_epochs)
-  m, e = cfg.stages.num, cfg.teacher.epochs
+  if cfg.anchors.epochs:
+    return tuple(int(e) for e in cfg.anchors.epochs)
+  m, e = cfg.anchors.num, cfg.teacher.epochs
   return tuple(round(e * (i + 1) / m) for i in range(m))
 
 
@@ -170,10 +161,10 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
            'use auto, tfds or local')
   _require(isinstance(cfg.seeds, int) and not isinstance(cfg.seeds, bool) and cfg.seeds >= 1,
            'seeds', f'must be an integer >= 1, got {cfg.seeds!r}')
-  _require(cfg.stages.schedule in ('global', 'phase'), 'stages.schedule',
-           f'{cfg.stages.schedule!r} is not global or phase')
-  _require(cfg.stages.block_schedule in ('global', 'own'), 'stages.block_schedule',
-           f'{cfg.stages.block_schedule!r} is not global or own')
+  _require(cfg.student.schedule in ('global', 'phase'), 'student.schedule',
+           f'{cfg.student.schedule!r} is not global or phase')
+  _require(cfg.student.block_schedule in ('global', 'own'), 'student.block_schedule',
+           f'{cfg.student.block_schedule!r} is not global or own')
   _require(cfg.seed_batching in SEED_BATCHING, 'seed_batching',
            f'{cfg.seed_batching!r} is not one of {SEED_BATCHING}')
   _require(cfg.seeds == 1 or cfg.method != 'teacher', 'seeds',
@@ -186,7 +177,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     _require(bool(_SPLIT.match(str(cfg.dataset[f]))), f'dataset.{f}',
              f'{cfg.dataset[f]!r} is not a TFDS split such as train or train[:10%]')
   for f in ('batch_size', 'eval_batch_size', 'log_every_steps', 'checkpoint_every_steps',
-            'dataset.shuffle_buffer', 'teacher.epochs', 'student.epochs', 'stages.num'):
+            'dataset.shuffle_buffer', 'teacher.epochs', 'student.epochs', 'anchors.num'):
     v = cfg[f] if '.' not in f else cfg[f.split('.')[0]][f.split('.')[1]]
     _require(isinstance(v, int) and v > 0, f, f'must be a positive integer, got {v!r}')
   v = cfg.student.min_steps
@@ -221,19 +212,19 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
   for f in ('batch_size', 'eval_batch_size'):
     _require(cfg[f] % jax.device_count() == 0, f,
              f'{cfg[f]} does not split evenly over {jax.device_count()} devices; use a multiple')
-  shares = tuple(cfg.stages.stage_shares)
-  _require(not shares or (len(shares) == cfg.stages.num and all(
+  shares = tuple(cfg.student.stage_shares)
+  _require(not shares or (len(shares) == cfg.anchors.num and all(
       isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in shares)
-      and abs(sum(shares) - 1) < 1e-6), 'stages.stage_shares',
-      f'{shares} must be empty (equal stages) or {cfg.stages.num} positive numbers summing to 1, '
-      'one per stage (stages.num)')
+      and abs(sum(shares) - 1) < 1e-6), 'student.stage_shares',
+      f'{shares} must be empty (equal stages) or {cfg.anchors.num} positive numbers summing to '
+      '1, one per stage (anchors.num)')
   _check_source(cfg)
   if cfg.teacher.checkpoints:
     paths = [os.path.abspath(p) for p in cfg.teacher.checkpoints]
     _require(len(set(paths)) == len(paths), 'teacher.checkpoints',
              f'{tuple(cfg.teacher.checkpoints)} repeats a path; give one anchor per stage')
-    _require(len(paths) == cfg.stages.num, 'teacher.checkpoints',
-             f'gives {len(paths)} paths but stages.num is {cfg.stages.num}')
+    _require(len(paths) == cfg.anchors.num, 'teacher.checkpoints',
+             f'gives {len(paths)} paths but anchors.num is {cfg.anchors.num}')
   else:
     _check_anchor_epochs(cfg)
   _check_numbers(cfg)
@@ -296,20 +287,21 @@ def _check_split(dataset):
 
 
 def _check_anchor_epochs(cfg):
-  _require(cfg.stages.num <= cfg.teacher.epochs, 'stages.num',
-           f'{cfg.stages.num} stages need at least as many teacher epochs (teacher.epochs is '
-           f'{cfg.teacher.epochs}); lower stages.num or raise teacher.epochs')
+  _require(cfg.anchors.num <= cfg.teacher.epochs, 'anchors.num',
+           f'{cfg.anchors.num} anchors need at least as many teacher epochs (teacher.epochs is '
+           f'{cfg.teacher.epochs}); lower anchors.num or raise teacher.epochs')
   epochs = anchor_epochs(cfg)
-  _require(len(epochs) == cfg.stages.num, 'stages.teacher_epochs',
-           f'gives {len(epochs)} anchors but stages.num is {cfg.stages.num}; give one epoch per stage')
+  _require(len(epochs) == cfg.anchors.num, 'anchors.epochs',
+           f'gives {len(epochs)} anchors but anchors.num is {cfg.anchors.num}; give one epoch '
+           'per anchor')
   _require(all(a < b for a, b in zip((0,) + epochs, epochs)) and epochs[-1] <= cfg.teacher.epochs,
-           'stages.teacher_epochs', f'{epochs} must increase strictly within 1..teacher.epochs '
+           'anchors.epochs', f'{epochs} must increase strictly within 1..teacher.epochs '
            f'({cfg.teacher.epochs})')
 
 
 def _check_numbers(cfg):
   """Ranges of the trainer's own rates (each method's group checks its own fields)."""
-  registry.check_finite(cfg, ('stages.block_lr', 'stages.finetune_lr_mult', 'stages.head_feat'))
+  registry.check_finite(cfg, ('student.block_lr', 'student.finetune_lr_mult'))
 
 
 def _check_phases(cfg):
@@ -317,7 +309,7 @@ def _check_phases(cfg):
   if registry.METHODS[cfg.method].uses_teacher:
     return
   k = models.create_model(cfg.student.model, 10).num_blocks
-  for p in (p for m in range(cfg.stages.num) for p in registry.stage_phases(cfg, k, m)):
+  for p in (p for m in range(cfg.anchors.num) for p in registry.stage_phases(cfg, k, m)):
     _require(not (p.is_feature or p.adversarial or p.partner is ANCHOR), 'method',
              f'{cfg.method!r} is registered without a teacher but its phase {p.name!r} needs '
              "one (features, the anchor's logits or a GAN); register it with uses_teacher=True")

@@ -32,7 +32,7 @@ def default_cfg(**fields):
 def all_phase_steps(cfg, num_train: int) -> list:
   """[(stage, phase name, steps)] of every phase the student of `cfg` trains."""
   method = registry.METHODS[cfg.method]
-  stages = cfg.stages.num if method.uses_teacher and method.all_anchors else 1
+  stages = cfg.anchors.num if method.uses_teacher and method.all_anchors else 1
   from msmgan_jax.core import models  # pylint: disable=g-import-not-at-top
   k = models.create_model(cfg.student.model, 10).num_blocks
   return [(m, p.name, registry.phase_steps(cfg, p, num_train, stages, m))

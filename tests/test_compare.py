@@ -28,7 +28,7 @@ def small(repo_root, teacher_run, tmp_path, methods, tuning=None, ablations=()):
   cc.teacher, cc.teacher_workdir = t_cfg, t_dir
   cc.workdir, cc.out = str(tmp_path / 'runs'), str(tmp_path / 'results')
   shrink(cc.base, t_cfg.dataset.data_dir)
-  cc.base.stages.num = t_cfg.stages.num
+  cc.base.anchors.num = t_cfg.anchors.num
   cc.validation_split = 'train[97%:]'
   cc.methods, cc.ablations, cc.seeds = methods, ablations, 2
   for m in methods:
@@ -595,7 +595,7 @@ def test_the_single_stage_ablation_keeps_msmgans_start(repo_root):
       cc, compare.Run('final', 'x', method, ablation=ablation), anchors,
       {'msmgan': '', 'kd': ''})
   single = cfg('msmgan', 'single_stage')
-  assert single.stages.num == 1 and tuple(single.teacher.checkpoints) == (anchors[-1],)
+  assert single.anchors.num == 1 and tuple(single.teacher.checkpoints) == (anchors[-1],)
   assert single.student.init == 'first_anchor' and single.student.init_checkpoint == anchors[0]
   assert cfg('msmgan').student.init_checkpoint == ''  # its 3 stages hold the first anchor.
   assert cfg('msmgan', 'no_gan').student.init_checkpoint == ''

@@ -63,12 +63,11 @@ def _flat(tree, prefix=''):
 def test_the_v2_config_is_what_full_v2_ran_for_msmgan():
   """configs/msmgan_v2_fmnist_full.py is the committed full v2 msmgan run's config
   (results/full_v2/runs/msmgan/config.json, lowdata v2's chosen defaults) field for field,
-  but for its seed count, evaluation cadence and the anchors' absolute paths (fields added
-  since it ran count at their defaults)."""
+  but for its seed count, evaluation cadence and the anchors' absolute paths (fields moved
+  or added since it ran read as a resumed workdir reads them)."""
   mine = _flat(json.loads(load_config_file('msmgan_v2_fmnist_full').to_json()))
   recorded = json.loads((REPO_ROOT / 'results/full_v2/runs/msmgan/config.json').read_text())
-  # A field added since takes its default, as a resumed workdir reads it.
-  ran = {**_flat(json.loads(config.defaults().to_json())), **_flat(recorded)}
+  ran = _flat(workdir_lib.as_schema_now(recorded))
   assert [a[-len(m):] for a, m in zip(ran.pop('teacher.checkpoints'),
                                       mine['teacher.checkpoints'])] == list(
       mine.pop('teacher.checkpoints'))
@@ -81,13 +80,13 @@ def test_comparison_configs_and_every_run_they_plan_validate():
   from msmgan_jax.lab import compare  # pylint: disable=g-import-not-at-top
   assert COMPARE_FILES == ['compare_full', 'compare_full_v2', 'compare_lowdata',
                            'compare_lowdata_design', 'compare_lowdata_v2',
-                           'compare_lowdata_v2_design']
+                           'compare_lowdata_v2_design', 'compare_lowdata_v3_design']
   for name, arg in [(n, None) for n in COMPARE_FILES] + [('compare_lowdata', 'smoke'),
                                                           ('compare_lowdata_v2', 'smoke')]:
     cc = load_config_file(name, arg)
     compare.check(cc)
     config.validate(cc.teacher)
-    anchors = [f'/a{i}' for i in range(cc.teacher.stages.num)]
+    anchors = [f'/a{i}' for i in range(cc.teacher.anchors.num)]
     runs = compare.plan(cc)
     for run in runs:
       for setting in cc.tuning[run.method]:  # every candidate a final run might take.
@@ -119,7 +118,7 @@ def test_every_comparison_config_passes_the_checks_made_before_training(tfds_dat
 
 def test_smoke_keeps_given_anchors_and_their_stages():
   cfg = load_config_file('msmgan_fmnist_full', 'smoke')
-  assert len(cfg.teacher.checkpoints) == cfg.stages.num == 3 and cfg.teacher.epochs == 15
+  assert len(cfg.teacher.checkpoints) == cfg.anchors.num == 3 and cfg.teacher.epochs == 15
 
 
 def test_repeated_anchor_paths_are_refused():
@@ -145,12 +144,12 @@ def test_repeated_anchor_paths_are_refused():
     bad('teacher\\.lr', teacher__lr=-0.1),
     bad('student\\.warmup_epochs', student__warmup_epochs=20.0),
     # Anchor epochs: not strictly increasing, past teacher.epochs, or one per stage violated.
-    bad('stages\\.teacher_epochs', stages__teacher_epochs=(10, 5, 15)),
-    bad('stages\\.teacher_epochs', stages__teacher_epochs=(5, 5, 15)),
-    bad('stages\\.teacher_epochs', stages__teacher_epochs=(0, 5, 15)),
-    bad('stages\\.teacher_epochs', stages__teacher_epochs=(5, 10, 20)),
-    bad('stages\\.teacher_epochs', stages__teacher_epochs=(5, 15)),
-    bad('stages\\.teacher_epochs', stages__teacher_epochs=(3, 6, 9, 15)),
+    bad('anchors\\.epochs', anchors__epochs=(10, 5, 15)),
+    bad('anchors\\.epochs', anchors__epochs=(5, 5, 15)),
+    bad('anchors\\.epochs', anchors__epochs=(0, 5, 15)),
+    bad('anchors\\.epochs', anchors__epochs=(5, 10, 20)),
+    bad('anchors\\.epochs', anchors__epochs=(5, 15)),
+    bad('anchors\\.epochs', anchors__epochs=(3, 6, 9, 15)),
     bad('teacher\\.checkpoints', teacher__checkpoints=('a', 'b')),
 ])
 def test_validate_names_the_bad_field(changes, field):
@@ -160,10 +159,10 @@ def test_validate_names_the_bad_field(changes, field):
 
 
 def test_validate_teacher_epochs_messages():
-  cfg = apply_changes(config.defaults(), {'stages__teacher_epochs': (5, 15)})
-  with pytest.raises(config.ConfigError, match=r'gives 2 anchors but stages\.num is 3'):
+  cfg = apply_changes(config.defaults(), {'anchors__epochs': (5, 15)})
+  with pytest.raises(config.ConfigError, match=r'gives 2 anchors but anchors\.num is 3'):
     config.validate(cfg)
-  cfg = apply_changes(config.defaults(), {'stages__teacher_epochs': (5, 10, 20)})
+  cfg = apply_changes(config.defaults(), {'anchors__epochs': (5, 10, 20)})
   with pytest.raises(config.ConfigError, match=r'\(5, 10, 20\) must increase strictly within '
                                                r'1\.\.teacher\.epochs \(15\)'):
     config.validate(cfg)
@@ -187,7 +186,7 @@ def test_finalize():
   with pytest.raises(config.ConfigError, match="unknown config argument 'fast'"):
     config.finalize(config.defaults(), 'fast')
   small = config.finalize(config.defaults(), 'smoke')
-  assert small.teacher.epochs == 2 and small.stages.num == 2
+  assert small.teacher.epochs == 2 and small.anchors.num == 2
   assert small.dataset.train_split == 'train[:20%]'
   assert config.anchor_epochs(small) == (1, 2)
 
@@ -200,14 +199,14 @@ def test_finalize():
 ])
 def test_anchor_epochs(epochs, num, explicit, want):
   cfg = config.defaults()
-  cfg.teacher.epochs, cfg.stages.num, cfg.stages.teacher_epochs = epochs, num, explicit
+  cfg.teacher.epochs, cfg.anchors.num, cfg.anchors.epochs = epochs, num, explicit
   assert config.anchor_epochs(cfg) == want
   config.validate(cfg)
 
 
 def test_anchor_epochs_of_default_config():
   cfg = config.defaults()
-  assert (cfg.teacher.epochs, cfg.stages.num, tuple(cfg.stages.teacher_epochs)) == (15, 3, ())
+  assert (cfg.teacher.epochs, cfg.anchors.num, tuple(cfg.anchors.epochs)) == (15, 3, ())
   assert config.anchor_epochs(cfg) == (5, 10, 15)
   assert config.anchor_epochs(load_config_file('teacher_fmnist')) == (5, 10, 15)
 
@@ -317,8 +316,9 @@ def test_cli_foreign_nonempty_workdir_is_refused(cli):
 
 
 def test_a_run_recorded_before_a_field_existed_reads_back_as_it_ran(tmp_path, monkeypatch):
-  """config.BEFORE_ADDED: a config.json without stages.block_stages / mutual.frozen_bn ran
-  with block phases in every stage and a BatchNorm-updating copy, whatever the defaults say."""
+  """registry.ADDED (msmgan's): a config.json without stages.block_stages / mutual.frozen_bn
+  ran with block phases in every stage and a BatchNorm-updating copy, whatever the defaults
+  say."""
   import json  # pylint: disable=g-import-not-at-top
   from msmgan_jax.training import loop  # pylint: disable=g-import-not-at-top
   old = json.loads(config.defaults().to_json())
@@ -374,3 +374,57 @@ def test_a_finished_teacher_run_is_returned_untouched_after_a_student_default_mo
   stamp = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
   assert train.train_and_evaluate(cfg, str(tmp_path)) == {'wall_s': 4527.79}
   assert stamp == {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+
+
+def _recorded(tmp_path, record):
+  """The committed config.json `record` (written before fields moved), as a workdir reads it."""
+  wd = tmp_path / record.replace('/', '_')
+  wd.mkdir()
+  (wd / 'config.json').write_text((REPO_ROOT / record).read_text())
+  return json.loads((REPO_ROOT / record).read_text()), workdir_lib.Workdir(str(wd)).read_config()
+
+
+def test_a_config_recorded_before_fields_moved_reads_them_where_they_are_now(tmp_path):
+  """stages.num and stages.teacher_epochs are the anchors' now, the schedule and rates the
+  student's; skd's and msmgan's own fields took, in their runs, what they read before."""
+  old, skd = _recorded(tmp_path, 'results/lowdata_v2/runs/tune/skd/2/config.json')
+  assert (skd['anchors']['num'], skd['anchors']['epochs']) == (3, [])
+  assert (skd['student']['block_lr'], skd['student']['finetune_lr_mult']) == (0.2, 0.5)
+  assert skd['skd']['phase_shares'] == old['stages']['phase_shares']
+  assert set(skd['stages']) == set(config.defaults().stages)  # what is left is msmgan's.
+  _, msmgan = _recorded(tmp_path, 'results/lowdata_v2/runs/tune/msmgan/3/config.json')
+  assert msmgan['msmgan'] == {'tau': 4.0, 'beta': 0.5} and msmgan['kd']['beta'] == 0.5
+  assert msmgan['student']['block_schedule'] == 'own'
+  assert msmgan['student']['stage_shares'] == [0.2, 0.2, 0.6]
+  _, kd = _recorded(tmp_path, 'results/lowdata_v2/runs/tune/kd/2/config.json')
+  assert kd['kd']['beta'] == 0.5 and kd['msmgan']['beta'] == config.defaults().msmgan.beta
+  _, teacher = _recorded(tmp_path, 'results/teacher/teacher_fmnist/config.json')
+  assert teacher['anchors']['num'] == 3 and teacher['student']['block_lr'] == 0.05
+  new = json.loads(config.defaults().to_json())
+  assert workdir_lib.as_schema_now(new) == new  # today's configs are left as they are.
+
+
+def test_a_setting_written_before_fields_moved_sets_them_where_they_are_now():
+  """Settings recorded in comparisons ('stages.block_lr=0.2') mean what they meant: a moved
+  field is set where it went; kd.tau / kd.beta in an msmgan setting set msmgan's own too
+  (its head loss read them), and stages.phase_shares in an skd setting skd's."""
+  from msmgan_jax.methods import registry  # pylint: disable=g-import-not-at-top
+  assert registry.current_fields({'stages.block_lr': 0.2, 'student.lr': 0.2}, 'skd') == {
+      'student.block_lr': 0.2, 'student.lr': 0.2}
+  assert registry.current_fields({'stages.num': 1, 'stages.stage_shares': ()}, 'msmgan') == {
+      'anchors.num': 1, 'student.stage_shares': ()}
+  assert registry.current_fields({'kd.beta': 0.5}, 'msmgan') == {'kd.beta': 0.5,
+                                                                 'msmgan.beta': 0.5}
+  assert registry.current_fields({'kd.beta': 0.5}, 'kd') == {'kd.beta': 0.5}
+  shares = (0.2, 0.2, 0.2, 0.4)
+  assert registry.current_fields({'stages.phase_shares': shares}, 'skd') == {
+      'stages.phase_shares': shares, 'skd.phase_shares': shares}
+  assert registry.current_fields({'stages.phase_shares': shares}, 'msmgan') == {
+      'stages.phase_shares': shares}
+  assert registry.moved_to('stages.block_lr') == 'student.block_lr'
+  assert registry.moved_to('kd.beta') is None and registry.moved_to('stages.greedy') is None
+  cfg = config.defaults()
+  cfg.stages.num = 2  # a config file written before the move.
+  with pytest.raises(config.ConfigError, match='unknown config field stages.num; it is '
+                                               'anchors.num now'):
+    config.validate(cfg)

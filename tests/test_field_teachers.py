@@ -57,7 +57,7 @@ def loaded(repo_root, tfds_data_dir):
 
 def cfg_for(repo_root, data_dir, method='kd', **teacher):
   cfg = shrink(load_config(repo_root, 'default'), data_dir)
-  cfg.method, cfg.stages.num = method, 1
+  cfg.method, cfg.anchors.num = method, 1
   cfg.student.model = 'cnn'  # 3 blocks downsampled by (1, 2, 4), as resnet8's.
   cfg.student.epochs, cfg.student.eval_every_phase = 1, False
   for k, v in teacher.items():
@@ -351,7 +351,7 @@ def write_config(tmp_path, repo_root, data_dir) -> str:
 
       def get_config(arg=None):
         c = shrink(default.get_config(), {data_dir!r})
-        c.method, c.stages.num, c.student.epochs = 'kd', 1, 1
+        c.method, c.anchors.num, c.student.epochs = 'kd', 1, 1
         c.student.model = 'cnn'
         c.student.eval_every_phase = False
         c.teacher.source = arg.split(',')[0]

@@ -5,6 +5,7 @@ Every `import` of every module counts, function-level ones included (they hide n
 import ast
 import os
 import pathlib
+import re
 
 import pytest
 
@@ -151,3 +152,21 @@ def test_the_checks_catch_what_they_look_for(tmp_path, monkeypatch, bad_source, 
 
 PACKAGE_REAL = PACKAGE
 assert os.path.isdir(PACKAGE)
+
+
+# A config field of MS-MGANs' own groups, by its dotted name or read off a config (cfg.gan,
+# config['disc']); a list named stages (stages.append()), summary.json's 'stages' and the
+# gan.png plot are other things.
+MSMGAN_FIELD = re.compile(r"\b(?:gan|disc|stages)\.(?!png\b)[a-z_]+\b(?!\()"
+                          r"|\b(?:cfg|config|c)\.(?:gan|disc|stages)\b"
+                          r"|\[['\"](?:gan|disc)['\"]\]")
+
+
+def test_only_msmgans_package_names_its_config_fields():
+  """gan, disc and stages are MS-MGANs' groups, defined in methods/msmgan and merged into the
+  schema through the registry: no other module of the package names one of their fields."""
+  own = PACKAGE / 'methods' / 'msmgan'
+  bad = [f'{p.relative_to(PACKAGE)}:{n}: {line.strip()}'
+         for p in sorted(PACKAGE.rglob('*.py')) if own not in p.parents
+         for n, line in enumerate(p.read_text().splitlines(), 1) if MSMGAN_FIELD.search(line)]
+  assert not bad, '\n'.join(bad)

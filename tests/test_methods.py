@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from msmgan_jax.core import losses
+from msmgan_jax.core.phase import ANCHOR, Phase, whole_student
 from msmgan_jax.methods import registry as phases
 from msmgan_jax.core import sharding
 from test_student import (changed, host, make_distiller, make_teacher, run_phase_steps,
@@ -45,7 +46,7 @@ def test_skd_blocks_have_no_discriminator_and_its_head_trains_alone(tmp_path):
   before, after, _ = run_phase_steps(d, d.phases[0][-1])
   trained = changed(before['g'].params, after['g'].params)
   assert all(v == p.startswith('student/head/') for p, v in trained.items()), trained
-  assert after['d'] is None and after['t'] is None
+  assert set(after) == {'g', 'rng'}  # no hook, no other state.
 
 
 def test_attention_transfer_term_enters_the_loss_with_its_weight(tmp_path):
@@ -100,3 +101,64 @@ def test_head_feature_terms_train_the_connectors_with_the_head(tmp_path):
     before, after, _ = run_phase_steps(d, head, n=2)
     trained = changed(before['g'].params['connectors'], after['g'].params['connectors'])
     assert all(v == (weight > 0) for v in trained.values()), (weight, trained)
+
+
+def _triple_mse(projected, teacher_map):
+  """A feature phase's own loss: 3 x the default feature MSE."""
+  return 3.0 * losses.feature_mse(projected, teacher_map)
+
+
+def test_a_feature_phase_minimises_its_own_loss_with_its_weight(tmp_path):
+  """A feature phase's `loss` and `weight` are what the step minimises (no config field in
+  between): on the same first batch and states, the loss is logged as feat_loss_b<k> at 3x
+  the default MSE, the student's loss is weight x that, and the update differs."""
+  d = make_distiller(tiny_cfg(method='skd'), tmp_path)
+  plain = d.phases[0][0]
+  own = Phase('block_1', plain.share, (0,), loss=_triple_mse, weight=2.0)
+  _, _, m_plain = run_phase_steps(d, plain, n=1)
+  assert set(m_plain) == {'feat_mse_b1', 'g_loss'}
+  assert float(m_plain['g_loss']) == pytest.approx(float(m_plain['feat_mse_b1']))
+  _, after_plain, _ = run_phase_steps(d, plain, n=3)
+  d.phases = [[own] + d.phases[0][1:]]
+  _, _, m_own = run_phase_steps(d, own, n=1)
+  assert set(m_own) == {'feat_loss_b1', 'g_loss'}
+  assert float(m_own['feat_loss_b1']) == pytest.approx(3 * float(m_plain['feat_mse_b1']), rel=1e-5)
+  assert float(m_own['g_loss']) == pytest.approx(2 * float(m_own['feat_loss_b1']), rel=1e-5)
+  _, after_own, _ = run_phase_steps(d, own, n=3)
+  differ = changed(after_plain['g'].params['student'], after_own['g'].params['student'])
+  assert any(v for p, v in differ.items() if p.startswith('block1/')), differ
+
+
+@pytest.mark.parametrize('fields,message', [
+    (dict(name='head', share=1.0, loss=losses.cross_entropy, hint=True), 'hint cannot be set on a logit'),
+    (dict(name='head', share=1.0, loss=losses.cross_entropy, weight=2.0),
+     'weight cannot be set on a logit'),
+    (dict(name='head', share=1.0, loss=losses.cross_entropy, critic=object()),
+     'critic cannot be set on a logit'),
+    (dict(name='head', share=1.0), 'a logit phase needs a loss'),
+    (dict(name='block_1', share=0.1, feature_blocks=(0,), partner=ANCHOR),
+     'partner cannot be set on a feature'),
+    (dict(name='block_1', share=0.1, feature_blocks=(0,), finetune_all=True, standalone=True),
+     'finetune_all, standalone cannot be set on a feature'),
+    (dict(name='block_1', share=0.1, feature_blocks=(0,), weight=-1.0), 'weight must be'),
+    (dict(name='block_1', share=0.1, feature_blocks=(1, 0)), 'increasing block indices'),
+    (dict(name='block_1', share=0.1, feature_blocks=[0]), 'must be a tuple'),
+    (dict(name='block_1', share=1.5, feature_blocks=(0,)), r'share must be a number in \[0, 1\]'),
+    (dict(name='', share=0.5, loss=losses.cross_entropy), 'a phase needs a name'),
+    (dict(name='block_1', share=0.1, feature_blocks=(0,), loss='mse'), 'loss must be a function'),
+])
+def test_a_phase_refuses_fields_of_the_other_kind_and_bad_values(fields, message):
+  with pytest.raises(ValueError, match=message):
+    Phase(**fields)
+
+
+def test_the_one_phase_methods_share_one_pattern():
+  """ce, kd, rco, dkd, at, dml, srrl: one phase training the whole student after the warmup."""
+  for name in ('ce', 'kd', 'rco', 'dkd', 'at', 'dml', 'srrl'):
+    cfg = tiny_cfg(method=name)
+    (phase,) = phases.stage_phases(cfg, 3)
+    assert phase.finetune_all and phase.standalone and phase.share == 1.0 and not phase.is_feature
+    assert phases.stage_phases(cfg, 3)[0] is phase  # one value: compiled steps are shared.
+  assert whole_student('x', losses.cross_entropy, ANCHOR, 0.5, True) == Phase(
+      'x', 0.5, loss=losses.cross_entropy, partner=ANCHOR, finetune_all=True, standalone=True,
+      trains_connectors=True)

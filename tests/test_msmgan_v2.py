@@ -9,6 +9,8 @@ import pytest
 
 from msmgan_jax.core import losses, models, optim, sharding
 from msmgan_jax.methods import msmgan, registry
+from msmgan_jax.methods.msmgan import discriminators
+from msmgan_jax.methods.msmgan import losses as gan_losses
 from test_student import (changed, host, make_distiller, run_phase_steps, synthetic_batches,
                           tiny_cfg)
 
@@ -51,7 +53,7 @@ def test_the_task_term_is_the_kl_of_the_anchors_upper_network_on_both_maps(tmp_p
                                f_s, 0, train=True, mutable=['batch_stats'])
   _, t_feats = d.t_model.apply(anchor, x, train=False)
   up = lambda f: d.t_model.apply(anchor, f, train=False, start=1)[0]
-  expected = losses.kd(up(proj), up(t_feats[0]), cfg.kd.tau)
+  expected = losses.kd(up(proj), up(t_feats[0]), cfg.msmgan.tau)
   _, metrics = d.step_fn(phase, d.anchors[0])(states, sharding.shard_batch(batch, d.mesh))
   np.testing.assert_allclose(metrics['task_kl_b1'], expected, rtol=2e-4)
   np.testing.assert_allclose(metrics['g_loss'], expected, rtol=2e-4)
@@ -59,11 +61,11 @@ def test_the_task_term_is_the_kl_of_the_anchors_upper_network_on_both_maps(tmp_p
 
 def test_realness_is_the_logsumexp_of_the_class_logits():
   logits = jnp.array([[0.0, 0.0], [3.0, -1.0]])
-  np.testing.assert_allclose(models.task_realness(logits), [np.log(2), np.log(np.exp(3) + np.exp(-1))],
+  np.testing.assert_allclose(discriminators.task_realness(logits), [np.log(2), np.log(np.exp(3) + np.exp(-1))],
                              rtol=1e-6)
   # D(x) = Z / (Z + 1) with Z = sum exp(l): sigmoid of the realness.
   z = np.exp(logits).sum(-1)
-  np.testing.assert_allclose(jax.nn.sigmoid(models.task_realness(logits)), z / (z + 1), rtol=1e-6)
+  np.testing.assert_allclose(jax.nn.sigmoid(discriminators.task_realness(logits)), z / (z + 1), rtol=1e-6)
 
 
 def test_the_head_task_term_trains_the_last_connector_with_the_head(tmp_path):
@@ -84,7 +86,7 @@ def test_the_head_task_term_trains_the_last_connector_with_the_head(tmp_path):
 
 
 def test_own_block_schedule_takes_block_phases_out_of_the_global_warmup(tmp_path):
-  d = make_distiller(tiny_cfg(**{'stages.block_schedule': 'own', 'student.epochs': 40}), tmp_path)
+  d = make_distiller(tiny_cfg(**{'student.block_schedule': 'own', 'student.epochs': 40}), tmp_path)
   blocks = [p for p in d.phases[0] if p.is_feature]
   heads = sum(d.num_steps(p, m) for m in range(2) for p in d.phases[m] if not p.is_feature)
   assert len(blocks) == 3 and d.global_steps(0, 3) == (heads, 0)
@@ -93,8 +95,8 @@ def test_own_block_schedule_takes_block_phases_out_of_the_global_warmup(tmp_path
   counts = optax.tree_utils.tree_get_all_with_path(block.opt_state, 'count')
   assert {int(c) for _, c in counts} == {0}  # its own cosine, from block_lr at step 0.
   n = d.num_steps(d.phases[0][1], 0)
-  sched = optim.lr_schedule(d.cfg.stages.block_lr, n, 0)
-  assert float(sched(0)) == pytest.approx(d.cfg.stages.block_lr)
+  sched = optim.lr_schedule(d.cfg.student.block_lr, n, 0)
+  assert float(sched(0)) == pytest.approx(d.cfg.student.block_lr)
   head = d.build_states(1, 0, carry)['g']
   first_head = d.num_steps(d.phases[0][-1], 0)
   counts = optax.tree_utils.tree_get_all_with_path(head.opt_state, 'count')
@@ -102,12 +104,12 @@ def test_own_block_schedule_takes_block_phases_out_of_the_global_warmup(tmp_path
 
 
 def test_single_stage_keeps_the_block_and_head_budgets(tmp_path):
-  cfg = tiny_cfg(**{'stages.stage_shares': (0.25, 0.75), 'stages.block_stages': 1,
+  cfg = tiny_cfg(**{'student.stage_shares': (0.25, 0.75), 'stages.block_stages': 1,
                     'student.epochs': 40})
   over = registry.ablation_overrides('msmgan', 'single_stage', cfg)
   assert over['stages.phase_shares'] == pytest.approx((0.025, 0.025, 0.025, 0.925))
   full = make_distiller(cfg, tmp_path / 'full')
-  one_cfg = tiny_cfg(**{'stages.stage_shares': (0.25, 0.75), 'stages.block_stages': 1,
+  one_cfg = tiny_cfg(**{'student.stage_shares': (0.25, 0.75), 'stages.block_stages': 1,
                         'student.epochs': 40, **over})
   one = make_distiller(one_cfg, tmp_path / 'one', num_anchors=1)
   steps = lambda d: {p.name: sum(d.num_steps(q, m) for m in range(len(d.phases))
@@ -118,7 +120,7 @@ def test_single_stage_keeps_the_block_and_head_budgets(tmp_path):
   assert registry.variant(one_cfg) == ['single_stage']
   # Without block phases there is no block budget to keep.
   assert registry.ablation_overrides('msmgan', 'single_stage', tiny_cfg(**{
-      'stages.block_stages': 0})) == {'stages.num': 1, 'stages.stage_shares': ()}
+      'stages.block_stages': 0})) == {'anchors.num': 1, 'student.stage_shares': ()}
 
 
 def test_weight_selection_takes_the_anchors_arrays_by_name_and_leading_slices():
@@ -232,14 +234,14 @@ def test_student_init_checkpoint_starts_the_student_from_that_anchor(tmp_path):
 
 def test_relativistic_realness_and_its_losses_by_hand():
   real, fake = jnp.array([5.0, 7.0]), jnp.array([6.0, 4.0])
-  r, f = losses.relativistic(real, fake)
+  r, f = gan_losses.relativistic(real, fake)
   np.testing.assert_allclose(r, [0.0, 2.0])
   np.testing.assert_allclose(f, [0.0, -2.0])
   sp = lambda x: np.log1p(np.exp(x))
   # RaSGAN: D minimises softplus(-r) + softplus(f); G the same with the roles swapped.
-  np.testing.assert_allclose(losses.gan_d('bce', r, f), np.mean(sp(-np.array([0.0, 2.0])))
+  np.testing.assert_allclose(gan_losses.gan_d('bce', r, f), np.mean(sp(-np.array([0.0, 2.0])))
                              + np.mean(sp(np.array([0.0, -2.0]))), rtol=1e-6)
-  np.testing.assert_allclose(losses.gan_d('bce', f, r), np.mean(sp(-np.array([0.0, -2.0])))
+  np.testing.assert_allclose(gan_losses.gan_d('bce', f, r), np.mean(sp(-np.array([0.0, -2.0])))
                              + np.mean(sp(np.array([0.0, 2.0]))), rtol=1e-6)
 
 

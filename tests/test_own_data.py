@@ -70,7 +70,7 @@ def test_image_folder_trains_end_to_end(folder, tmp_path):
   assert student['model'] == 'cnn' and 0 <= student['test_accuracy'] <= 1
   assert student['compression'] == pytest.approx(summary['teacher']['params'] / student['params'],
                                                 abs=1e-3)
-  assert len(student['stages']) == cfg.stages.num == 2
+  assert len(student['stages']) == cfg.anchors.num == 2
   assert [len(s['phases']) for s in student['stages']] == [4, 1]  # block phases in stage 1.
   with open(tmp_path / 'run' / 'metrics.jsonl') as f:
     tests = [e for e in map(json.loads, f) if e['split'] == 'test']

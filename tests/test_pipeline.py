@@ -51,9 +51,9 @@ def test_method_and_ablations_run_in_smoke_mode(name, variant, repo_root, teache
   cfg = shrink(load_config(repo_root, name), t_cfg.dataset.data_dir)
   anchors = [a['path'] for a in t_summary['teacher']['anchors']]
   cfg.teacher.epochs = t_cfg.teacher.epochs
-  cfg.teacher.checkpoints = tuple(anchors[-cfg.stages.num:])
-  cfg.stages.teacher_epochs = tuple(a['epoch'] for a in
-                                    t_summary['teacher']['anchors'][-cfg.stages.num:])
+  cfg.teacher.checkpoints = tuple(anchors[-cfg.anchors.num:])
+  cfg.anchors.epochs = tuple(a['epoch'] for a in
+                                    t_summary['teacher']['anchors'][-cfg.anchors.num:])
   summary = train.train_and_evaluate(cfg, str(tmp_path))
   assert summary['method'] == 'msmgan' and summary['variant'] == variant
   s = summary['student']
@@ -85,7 +85,7 @@ def test_method_and_ablations_run_in_smoke_mode(name, variant, repo_root, teache
 def _student_cfg(repo_root, teacher_run, **teacher_fields):
   t_cfg, _, t_summary = teacher_run
   cfg = shrink(load_config(repo_root, 'default'), t_cfg.dataset.data_dir)
-  cfg.teacher.epochs, cfg.stages.num = 2, 2
+  cfg.teacher.epochs, cfg.anchors.num = 2, 2
   cfg.teacher.checkpoints = tuple(a['path'] for a in t_summary['teacher']['anchors'])
   for k, v in teacher_fields.items():
     cfg.teacher[k] = v
@@ -171,7 +171,7 @@ def test_kd_from_the_final_anchor_with_two_seeds_in_one_program(repo_root, teach
   cfg = shrink(load_config(repo_root, 'kd_fmnist_full'), t_cfg.dataset.data_dir)
   cfg.student.epochs, cfg.seeds = 1, 2
   cfg.teacher.model, cfg.teacher.epochs = t_cfg.teacher.model, t_cfg.teacher.epochs
-  cfg.stages.num = 2
+  cfg.anchors.num = 2
   cfg.teacher.checkpoints = tuple(a['path'] for a in t_summary['teacher']['anchors'])
   s = train.train_and_evaluate(cfg, str(tmp_path))['student']
   assert [st['anchor']['path'] for st in s['stages']] == [cfg.teacher.checkpoints[-1]]

@@ -133,8 +133,8 @@ CASES = [
     ('unknown gan loss', ['--config.gan.loss=wgan'], None, 2, "'wgan' is not one of"),
     ('shares do not sum to 1', ['--config.stages.phase_shares=(0.5,0.5,0.5,0.5)'], None, 2,
      r'phase_shares: .* must sum to 1'),
-    ('anchor past teacher', ['--config.stages.teacher_epochs=(1,5)'], None, 2,
-     r'teacher_epochs: \(1, 5\) must increase strictly within 1\.\.teacher\.epochs \(2\)'),
+    ('anchor past teacher', ['--config.anchors.epochs=(1,5)'], None, 2,
+     r'anchors\.epochs: \(1, 5\) must increase strictly within 1\.\.teacher\.epochs \(2\)'),
     ('no D updates', ['--config.disc.steps_per_g=0'], None, 2, r'steps_per_g: must be'),
     ('malformed split', ['--config.dataset.train_split=train[:10%'], None, 2,
      'is not a TFDS split'),
@@ -146,21 +146,21 @@ CASES = [
     ('corrupt IDX files', ['--config.dataset.data_dir={fresh}', '--config.dataset.source=local',
                            '--config.dataset.manual_dir={root}/idx'], None, 2,
      'is not a readable gzip file'),
-    ('missing anchor', ['{given_missing}', '--config.stages.num=2'], None, 2,
+    ('missing anchor', ['{given_missing}', '--config.anchors.num=2'], None, 2,
      'nope not found .*fix teacher.checkpoints'),
-    ('anchor of another architecture', ['{given}', '--config.stages.num=2',
+    ('anchor of another architecture', ['{given}', '--config.anchors.num=2',
                                         '--config.teacher.model=resnet20'], None, 2,
      "holds a 'resnet8' but teacher.model is 'resnet20'"),
-    ('truncated anchor', ['{given_trunc}', '--config.stages.num=2'], None, 2,
+    ('truncated anchor', ['{given_trunc}', '--config.anchors.num=2'], None, 2,
      'trunc/2 could not be restored.*move it away'),
-    ('anchors and stages disagree', ['{given}', '--config.stages.num=3'], None, 2,
-     r'teacher\.checkpoints: gives 2 paths but stages\.num is 3'),
+    ('anchors and stages disagree', ['{given}', '--config.anchors.num=3'], None, 2,
+     r'teacher\.checkpoints: gives 2 paths but anchors\.num is 3'),
     ('image folder with one class', ['--config.dataset.name={root}/one_class'], None, 2,
      r'one_class/train holds 1 class folder\(s\) \[.a.\]; a classifier needs at least 2'),
     ('unreadable image', ['--config.dataset.name={root}/bad_image'], None, 2,
      'cannot be decoded: .*bad_image/train/b/1.png; replace or remove them'),
     ('a teacher of other data', ['--config.dataset.name={root}/rgb3', '{given}',
-                                 '--config.stages.num=2', '--config.batch_size=2',
+                                 '--config.anchors.num=2', '--config.batch_size=2',
                                  '--config.disc.batch_size=0', '--config.mutual.batch_size=0',
                                  '--config.dataset.train_split=train',
                                  '--config.dataset.test_split=test'], None, 2,
@@ -199,8 +199,8 @@ CASES = [
      r"dataset\.pipeline: 'grain' is not one of"),
     ('D sub-batch does not divide the batch', ['--config.disc.batch_size=7'], None, 2,
      r'disc\.batch_size: must be 0 \(the whole batch\) or an integer that divides batch_size'),
-    ('unknown schedule', ['--config.stages.schedule=step'], None, 2,
-     r"stages\.schedule: 'step' is not global or phase"),
+    ('unknown schedule', ['--config.student.schedule=step'], None, 2,
+     r"student\.schedule: 'step' is not global or phase"),
     ('no KD after the hint', ['--config.method=fitnets', '--config.fitnets.hint_share=1.0'],
      None, 2, r'fitnets\.hint_share: must be in \(0, 1\)'),
     ('corrupt arrays file', ['--config.dataset.name={root}/bad.npz'], None, 2,
@@ -210,8 +210,8 @@ CASES = [
     ('arrays file through tf.data', ['--config.dataset.name={root}/other.npz',
                                      '--config.dataset.pipeline=tfdata'], None, 2,
      'read only by the device pipeline; set dataset.pipeline to auto or device'),
-    ('stage shares do not match the stages', ['--config.stages.stage_shares=(0.2,0.3,0.5)'],
-     None, 2, r'stages\.stage_shares: \(0\.2, 0\.3, 0\.5\) must be empty .* or 2 positive'),
+    ('stage shares do not match the stages', ['--config.student.stage_shares=(0.2,0.3,0.5)'],
+     None, 2, r'student\.stage_shares: \(0\.2, 0\.3, 0\.5\) must be empty .* or 2 positive'),
     ('dml.tau=0', ['--config.method=dml', '--config.dml.tau=0'], None, 2,
      r'config field dml\.tau: must be > 0'),
     ('missing config file', ['--config', 'configs/nope.py'], None, 2,
@@ -389,28 +389,6 @@ def test_a_state_that_diverges_before_its_loss_does_is_named_by_phase_and_step(t
                      match=rf'training diverged in stage 1 phase block_2 by its last training '
                            rf'step \({n}\): non-finite values in \d+ arrays .*Lower the learning'):
     d.run()
-
-
-def test_stuck_discriminator_warns_once_after_the_limit(capsys):
-  watch = student.DiscWatch(3, 'stage 2 phase block_3', 50)
-  for fake in (0.0, 0.01, 0.5, 0.0, 0.0):  # the 0.5 resets the count.
-    watch.update({'d_acc_fake_b3': fake, 'd_acc_real_b3': 0.7, 'g_loss': 1.0})
-  assert watch.warnings == []
-  watch.update({'d_acc_fake_b3': 0.0, 'd_acc_real_b3': 1.0})
-  assert len(watch.warnings) == 1 and 'd_acc_fake_b3 has been 0 for 3 logs (150 steps)' in (
-      watch.warnings[0])
-  for _ in range(3):
-    watch.update({'d_acc_fake_b3': 0.0, 'd_acc_real_b3': 1.0})
-  assert [w.split(': ')[1].split()[0] for w in watch.warnings] == ['d_acc_fake_b3',
-                                                                   'd_acc_real_b3']
-  assert 'warning: stage 2 phase block_3: d_acc_fake_b3' in capsys.readouterr().err
-  resumed = student.DiscWatch(3, 'stage 2 phase block_3', 50, watch.state())
-  resumed.update({'d_acc_fake_b3': 0.0, 'd_acc_real_b3': 1.0})
-  assert resumed.warnings == watch.warnings  # a resumed phase does not warn twice.
-  off = student.DiscWatch(0, 'x', 50)
-  for _ in range(10):
-    off.update({'d_acc_fake_b1': 0.0})
-  assert off.warnings == []
 
 
 def test_validate_checks_numbers_for_every_method():

@@ -29,7 +29,7 @@ def tiny_cfg(**fields):
   cfg = config.defaults()
   cfg.teacher.model, cfg.student.model = 'resnet8', 'cnn'
   cfg.batch_size, cfg.eval_batch_size = 16, 16
-  cfg.stages.num, cfg.teacher.epochs, cfg.student.epochs = 2, 2, 2
+  cfg.anchors.num, cfg.teacher.epochs, cfg.student.epochs = 2, 2, 2
   cfg.log_every_steps, cfg.checkpoint_every_steps = 2, 1000
   for path, value in fields.items():
     group, _, name = path.rpartition('.')
@@ -137,7 +137,7 @@ def test_head_only_phase_keeps_blocks_and_statistics(tmp_path):
   g_params = changed(before['g'].params, after['g'].params)
   assert all(v == p.startswith('student/head/') for p, v in g_params.items()), g_params
   assert not any(changed(before['g'].batch_stats, after['g'].batch_stats).values())
-  assert after['t'] is None and after['d'] is None
+  assert set(after) == {'g', 'rng'}  # the anchor's logits: nothing else trains.
 
 
 def test_masks_cover_every_parameter_exactly_once():
@@ -240,6 +240,69 @@ def test_interrupted_run_resumes_mid_phase_to_the_same_student(tmp_path, monkeyp
   assert events(tmp_path / 'run') == events(tmp_path / 'ref')
 
 
+def _as_before_the_move(cfg) -> dict:
+  """`cfg`'s config.json as the code before methods declared their fields wrote it
+  (8db3b4d): one `stages` group holding the anchors' and the trainer's fields too, no
+  `anchors`, `msmgan` or `skd` group."""
+  new = json.loads(cfg.to_json())
+  st, an = new['student'], new.pop('anchors')
+  s = new['stages']
+  new['stages'] = {'num': an['num'], 'teacher_epochs': an['epochs'], 'greedy': s['greedy'],
+                   'phase_shares': s['phase_shares'], 'stage_shares': st.pop('stage_shares'),
+                   'block_stages': s['block_stages'], 'schedule': st.pop('schedule'),
+                   'block_schedule': st.pop('block_schedule'), 'block_lr': st.pop('block_lr'),
+                   'finetune_all': s['finetune_all'],
+                   'finetune_lr_mult': st.pop('finetune_lr_mult'), 'head_feat': s['head_feat']}
+  del new['msmgan'], new['skd']
+  return new
+
+
+def test_a_workdir_written_before_the_move_is_recognised_and_resumes(tmp_path, monkeypatch):
+  """A run interrupted under the layout of 8db3b4d (config.json with stages.num and the
+  trainer's rates under `stages`; checkpoints with 'd' and 't' slots in every phase, None
+  where the phase had no such state, and no list of their names) is the same run today:
+  the workdir is claimed without "fields differ", and it resumes bit for bit."""
+  cfg = tiny_cfg(**{'checkpoint_every_steps': 1, 'stages.block_stages': -1})
+  reference = make_distiller(cfg, tmp_path / 'ref').run()
+  ref_params = host(checkpoints.Checkpoints(str(tmp_path / 'ref' / 'checkpoints' / 'student_final'))
+                    .restore(0, reference_target(cfg))[0])
+  real_step_fn, calls = student.Distiller.step_fn, {'n': 0}
+
+  def crashing_step_fn(self, phase, anchor):
+    step = real_step_fn(self, phase, anchor)
+
+    def wrapped(states, batch):
+      calls['n'] += 1
+      if calls['n'] == 11:  # stage 2's head, after its first checkpoint.
+        raise KeyboardInterrupt
+      return step(states, batch)
+    return wrapped
+  monkeypatch.setattr(student.Distiller, 'step_fn', crashing_step_fn)
+  with pytest.raises(KeyboardInterrupt):
+    make_distiller(cfg, tmp_path / 'run').run()
+  monkeypatch.setattr(student.Distiller, 'step_fn', real_step_fn)
+  # Rewrite what the run left as the code before the move wrote it.
+  (tmp_path / 'run' / 'config.json').write_text(json.dumps(_as_before_the_move(cfg)))
+  d = make_distiller(cfg, tmp_path / 'run')
+  step = d.ckpt.latest_step()
+  meta = d.ckpt.meta(step)
+  m, i, _ = meta['position']
+  states = d._restore(step, meta, d.build_states(m, i, d.init_carry()))  # pylint: disable=protected-access
+  assert set(states) == {'g', 'rng', 't'}  # mid-head: the mutual copy's state.
+  old_meta = {k: v for k, v in meta.items() if k not in ('states', 'disc_watch')}
+  d.ckpt.save(step, {'g': states['g'], 'd': None, 't': states['t'], 'rng': states['rng']},
+              {**old_meta, 'disc_watch': meta.get('disc_watch')})
+  wd = workdir_lib.Workdir(str(tmp_path / 'run'))
+  wd.claim(cfg)  # recognised: no "fields differ".
+  wd.release()
+  resumed = make_distiller(cfg, tmp_path / 'run').run()
+  got = host(checkpoints.Checkpoints(str(tmp_path / 'run' / 'checkpoints' / 'student_final'))
+             .restore(0, reference_target(cfg))[0])
+  np.testing.assert_equal(got, ref_params)
+  assert resumed['test_accuracy'] == reference['test_accuracy']
+  assert json.loads((tmp_path / 'run' / 'config.json').read_text()) == _as_before_the_move(cfg)
+
+
 def test_conv_discriminator_hinge_and_two_d_steps_per_g(tmp_path):
   d = make_distiller(tiny_cfg(**{'disc.kind': 'conv', 'gan.loss': 'hinge',
                                  'disc.steps_per_g': 2}), tmp_path)
@@ -282,7 +345,7 @@ def test_several_seeds_in_one_program_match_their_separate_runs(tmp_path):
   """seeds=2 trains, in one jitted program per step (unrolled, the CPU default), the
   students that seed=0 and seed=1 runs train one at a time: same data orders, same
   initialisations, same numbers (to float tolerance: the program adds in another order)."""
-  fields = {'stages.num': 1, 'seed_batching': 'unroll', 'method': 'skd', 'student.epochs': 1}
+  fields = {'anchors.num': 1, 'seed_batching': 'unroll', 'method': 'skd', 'student.epochs': 1}
   cfgs = [tiny_cfg(**fields, seed=s) for s in (0, 1)]
   runs = [make_distiller(c, tmp_path / f'seed{c.seed}', num_anchors=1).run() for c in cfgs]
   both_cfg = tiny_cfg(**fields, seeds=2)
@@ -325,12 +388,12 @@ def test_vmapped_seeds_step_like_their_single_seed_steps(tmp_path):
 
 
 def test_global_schedule_continues_across_phases_and_stages(tmp_path):
-  """stages.schedule=global: each phase's optimizer starts its schedule where the phases
+  """student.schedule=global: each phase's optimizer starts its schedule where the phases
   before it stopped; per phase (the old way) each starts at 0."""
-  d = make_distiller(tiny_cfg(**{'stages.stage_shares': (0.25, 0.75), 'student.epochs': 40,
+  d = make_distiller(tiny_cfg(**{'student.stage_shares': (0.25, 0.75), 'student.epochs': 40,
                                  'stages.block_stages': -1}), tmp_path / 'g')
   steps = [d.num_steps(p, m) for m in range(2) for p in d.phases[0]]
-  # stages.stage_shares splits the budget over the stages: 3x the steps in the second.
+  # student.stage_shares splits the budget over the stages: 3x the steps in the second.
   assert sum(steps[len(d.phases[0]):]) == pytest.approx(3 * sum(steps[:len(d.phases[0])]), rel=0.1)
   assert d.global_steps(0, 0)[0] == sum(steps)  # pylint: disable=protected-access
   carry = d.init_carry()
@@ -338,7 +401,7 @@ def test_global_schedule_continues_across_phases_and_stages(tmp_path):
     counts = optax.tree_utils.tree_get_all_with_path(
         d.build_states(m, i, carry)['g'].opt_state, 'count')
     assert {int(c) for _, c in counts} == {sum(steps[:m * len(d.phases[0]) + i])}
-  p = make_distiller(tiny_cfg(**{'stages.schedule': 'phase', 'stages.block_stages': -1}),
+  p = make_distiller(tiny_cfg(**{'student.schedule': 'phase', 'stages.block_stages': -1}),
                      tmp_path / 'p')
   counts = optax.tree_utils.tree_get_all_with_path(
       p.build_states(1, 2, p.init_carry())['g'].opt_state, 'count')

@@ -49,7 +49,7 @@ def native(teacher_run):
 
 def run_cfg(repo_root, data_dir, method='kd', **teacher):
   cfg = shrink(load_config(repo_root, 'default'), data_dir)
-  cfg.method, cfg.stages.num = method, 1
+  cfg.method, cfg.anchors.num = method, 1
   cfg.student.model = 'cnn'  # 3 blocks downsampled as resnet8's; compiles fastest.
   cfg.student.epochs, cfg.student.eval_every_phase = 1, False
   for k, v in teacher.items():
@@ -64,7 +64,7 @@ def final_accuracy(summary) -> float:
 def test_a_flax_classifier_from_python_trains_msmgan_with_its_anchors(
     repo_root, tfds_data_dir, native, tmp_path):
   cfg = run_cfg(repo_root, tfds_data_dir, 'msmgan')
-  cfg.stages.num = len(native)
+  cfg.anchors.num = len(native)
   given = teachers.flax_teacher(models.create_model('resnet8', 10),
                                 [a.variables for a in native])
   summary = train.train_and_evaluate(cfg, str(tmp_path / 'run'), teacher=given)
@@ -148,7 +148,7 @@ def test_a_keras_file_and_a_saved_model_teach_kd_through_main(
 
       def get_config(arg=None):
         c = shrink(default.get_config(), {tfds_data_dir!r})
-        c.method, c.stages.num, c.student.epochs = 'kd', 1, 1
+        c.method, c.anchors.num, c.student.epochs = 'kd', 1, 1
         c.student.model = 'cnn'
         c.student.eval_every_phase = False
         c.teacher.source = arg.split(',')[0]
@@ -198,7 +198,7 @@ def test_student_init_is_judged_on_the_teacher_given_from_python(repo_root, tfds
   wrn = models.create_model('wrn_16_1', 10)
   v = wrn.init(jax.random.key(0), np.zeros((1, 28, 28, 1), np.float32))
   cfg = run_cfg(repo_root, tfds_data_dir, 'kd')
-  cfg.stages.num, cfg.student.init = len(native), 'first_anchor'
+  cfg.anchors.num, cfg.student.init = len(native), 'first_anchor'
   cfg.student.model, cfg.teacher.model = 'resnet8', 'resnet20'
   cfg.teacher.allow_weak = True  # the untrained wrn is at chance: its load check would stop first.
   with pytest.raises(errors.ConfigError, match=r"only \d\.\d\d% of the student resnet8's "

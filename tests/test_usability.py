@@ -69,7 +69,7 @@ def extended_run(teacher_run, tmp_path_factory):
   t_cfg, _, t_summary = teacher_run
   cfg = shrink(load_config(REPO_ROOT, 'default'), t_cfg.dataset.data_dir)
   cfg.method, cfg.student.model = 'half_kd', 'separable_net'
-  cfg.teacher.epochs, cfg.stages.num = 2, 2
+  cfg.teacher.epochs, cfg.anchors.num = 2, 2
   cfg.teacher.checkpoints = tuple(a['path'] for a in t_summary['teacher']['anchors'])
   cfg.log_every_steps = 5
   workdir = tmp_path_factory.mktemp('extended')
@@ -228,8 +228,8 @@ def test_the_readmes_stages_and_phases_are_the_default_configs(repo_root):
   for arg in (None, 'smoke'):
     cfg = load_config(REPO_ROOT, 'default', arg)
     k = models.create_model(cfg.student.model, 10).num_blocks
-    stages = [[p.name for p in phases.stage_phases(cfg, k, m)] for m in range(cfg.stages.num)]
-    claim = (f'through {cfg.stages.num} stages ('
+    stages = [[p.name for p in phases.stage_phases(cfg, k, m)] for m in range(cfg.anchors.num)]
+    claim = (f'through {cfg.anchors.num} stages ('
              + '; '.join(', '.join(names) for names in stages) + ')')
     assert claim in ' '.join(readme.split()), (arg, claim)
 

@@ -7,7 +7,8 @@ only blocks `start..stop-1` (0-based) on an input that is the image when
 `start == 0` and the output of block `start` otherwise; the head runs only when
 `stop == K`. Greedy block training and the teacher-as-discriminator both rely on
 this: the block structure is data (`block_names`, `block_channels`,
-`block_strides`), not special cases.
+`block_strides`), not special cases. (A method's own networks, say MS-MGANs'
+discriminators, live with the method.)
 """
 import functools
 import math
@@ -18,8 +19,9 @@ import jax
 import jax.numpy as jnp
 
 ModuleDef = Callable[..., nn.Module]
-_conv = functools.partial(nn.Conv, use_bias=False,
-                          kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'))
+# The convolution every network here uses: no bias (BatchNorm follows), He-normal (fan out).
+conv = functools.partial(nn.Conv, use_bias=False,
+                         kernel_init=nn.initializers.variance_scaling(2.0, 'fan_out', 'normal'))
 
 
 class BasicBlock(nn.Module):
@@ -30,10 +32,10 @@ class BasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    y = nn.relu(self.norm()(_conv(self.filters, (3, 3), self.strides, padding=1)(x)))
-    y = self.norm()(_conv(self.filters, (3, 3), padding=1)(y))
+    y = nn.relu(self.norm()(conv(self.filters, (3, 3), self.strides, padding=1)(x)))
+    y = self.norm()(conv(self.filters, (3, 3), padding=1)(y))
     if x.shape != y.shape:
-      x = self.norm()(_conv(self.filters, (1, 1), self.strides)(x))
+      x = self.norm()(conv(self.filters, (1, 1), self.strides)(x))
     return nn.relu(x + y)
 
 
@@ -48,9 +50,9 @@ class WideBlock(nn.Module):
     o = nn.relu(self.norm()(x))
     shortcut = x
     if x.shape[-1] != self.filters or self.strides != 1:
-      shortcut = _conv(self.filters, (1, 1), self.strides)(o)
-    y = _conv(self.filters, (3, 3), self.strides, padding=1)(o)
-    y = _conv(self.filters, (3, 3), padding=1)(nn.relu(self.norm()(y)))
+      shortcut = conv(self.filters, (1, 1), self.strides)(o)
+    y = conv(self.filters, (3, 3), self.strides, padding=1)(o)
+    y = conv(self.filters, (3, 3), padding=1)(nn.relu(self.norm()(y)))
     return shortcut + y
 
 
@@ -67,7 +69,7 @@ class Stage(nn.Module):
   @nn.compact
   def __call__(self, x):
     if self.stem is not None:
-      x = _conv(self.stem, (3, 3), padding=1)(x)
+      x = conv(self.stem, (3, 3), padding=1)(x)
       if self.unit is BasicBlock:
         x = nn.relu(self.norm()(x))
     for i in range(self.depth):
@@ -85,7 +87,7 @@ class ConvBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    return nn.relu(self.norm()(_conv(self.filters, (3, 3), self.strides, padding=1)(x)))
+    return nn.relu(self.norm()(conv(self.filters, (3, 3), self.strides, padding=1)(x)))
 
 
 class Classifier(nn.Module):
@@ -211,7 +213,7 @@ class Connector(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = _conv(self.features, (1, 1))(x)
+    x = conv(self.features, (1, 1))(x)
     return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
 
 
@@ -228,61 +230,6 @@ class Connectors(nn.Module):
     def all_(mdl, xs):
       return [mdl(x, k) for k, x in enumerate(xs)]
     return self.init(rng, student_feats, method=all_)
-
-
-class TeacherDisc(nn.Module):
-  """D_k with the teacher as discriminator: the teacher's blocks after k, pooling, real/fake unit.
-
-  `depth` limits the trunk to the teacher's blocks k+1..k+depth (0: all blocks up to K).
-  """
-  trunk: Classifier
-  k: int
-  trunk_learns: bool = True  # False: the trunk is frozen, BatchNorm statistics included.
-  depth: int = 0
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    stop = self.trunk.num_blocks if self.depth <= 0 else min(self.trunk.num_blocks,
-                                                              self.k + 1 + self.depth)
-    _, feats = self.trunk(x, train and self.trunk_learns, start=self.k + 1, stop=stop,
-                          with_head=False)
-    h = feats[-1] if feats else x
-    return nn.Dense(1, name='real_fake')(jnp.mean(h, axis=(1, 2)))[:, 0]
-
-
-class TaskDisc(nn.Module):
-  """D_k as a task critic: the teacher's blocks k+1..K and its head on a block-k map, (B, C)
-  logits. Its BatchNorm layers keep the teacher's running statistics (inference mode), so
-  real and fake maps are judged by the same statistics; its weights may learn.
-  Realness is read from the logits (`task_realness`)."""
-  trunk: Classifier
-  k: int
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    logits, _ = self.trunk(x, False, start=self.k + 1)
-    return logits
-
-
-def task_realness(logits):
-  """The K+1-class discriminator's real-vs-fake logit from its C class logits (Salimans et
-  al., "Improved Techniques for Training GANs", 2016, section 5): with the fake class's
-  logit fixed at 0, D(x) = Z / (Z + 1) where Z = sum_c exp(l_c), so logit D = logsumexp(l).
-  (B, C) -> (B,)."""
-  return jax.nn.logsumexp(logits.astype(jnp.float32), axis=-1)
-
-
-class ConvDisc(nn.Module):
-  """D_k as a small conv net: two 3x3 conv-BN-LeakyReLU layers, pooling, real/fake unit."""
-  width: int = 64
-
-  @nn.compact
-  def __call__(self, x, train: bool = False):
-    for _ in range(2):
-      x = _conv(self.width, (3, 3), padding=1)(x)
-      x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5)(x)
-      x = nn.leaky_relu(x, 0.2)
-    return nn.Dense(1, name='real_fake')(jnp.mean(x, axis=(1, 2)))[:, 0]
 
 
 def select_weights(student: dict, teacher: dict) -> tuple:

@@ -1,21 +1,28 @@
 """What a method hands the one student trainer: `Phase` values, and the hooks they carry.
 
 A stage is a list of `Phase`s. A phase says which student parameters train (its kind and
-`trains`), which loss the student minimises (`loss`, a function of a `StepView`), whose
-logits that loss sees (`partner`: nothing, the anchor, or a network the method trains
-beside the student), and, for feature phases, an optional `critic` (MS-MGANs' per-block
-GAN). The hooks are objects of the method's own module (`msmgan_jax.methods.*`); this
-module only defines their shape, so the trainer (`core.steps`, `training.student`) never
-names a method.
+`trains`), which loss the student minimises (`loss`, with `weight` on a feature phase),
+whose logits a logit phase's loss sees (`partner`: nothing, the anchor, or a network the
+method trains beside the student), and, for feature phases, an optional `critic` (say,
+MS-MGANs' per-block GAN). A hook that trains has a train state of its own, named by its
+`state` (the phase's state set is {'g': the student, 'rng', that name}). A method may also
+hand the trainer a `Monitor` of its logged metrics (through the registry). The hooks are
+objects of the method's own module (`msmgan_jax.methods.*`); this module only defines their
+shape, so the trainer (`core.steps`, `training.*`) never names a method.
 
 Equal phases share compiled steps: `Phase.signature` is every field but `name` and `share`,
 so a field added here is part of the key without anyone listing it. Hooks are compared by
 identity: give a phase module-level functions and objects, never a fresh lambda per call.
 """
 import dataclasses
+import math
 from typing import Any, Callable, Optional, Tuple
 
 import jax
+
+# Fields that mean something on one kind of phase only; set on the other, `Phase` refuses.
+FEATURE_ONLY = ('hint', 'critic', 'weight')
+LOGIT_ONLY = ('partner', 'finetune_all', 'standalone', 'trains_connectors')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,19 +30,53 @@ class Phase:
   """One phase of a stage.
 
   Feature phases (`feature_blocks` non-empty) regress student blocks onto the teacher's
-  through connectors (`core.models.Connectors`), optionally against a `critic`. Logit
-  phases train the head (and, with `finetune_all`, every block) on `loss(view)`.
+  through connectors (`core.models.Connectors`): the student minimises `weight` x the sum
+  over the phase's blocks of `loss(projected, teacher_map)` (two (B, H, W, C_T) maps, the
+  spatially larger average-pooled by the loss; None: `core.losses.feature_mse`), plus what
+  its optional `critic` adds. Logit phases train the head (and, with `finetune_all`, every
+  block) on `loss(view)`, a scalar of a `StepView`.
+
+  Raises ValueError for a field of the wrong kind (see `FEATURE_ONLY`, `LOGIT_ONLY`), a
+  logit phase without a loss, a loss that is not a function, a share outside [0, 1], a
+  weight that is not a finite number >= 0, or blocks that are not increasing indices >= 0.
   """
   name: str
   share: float                          # fraction of the stage's image budget.
   feature_blocks: Tuple[int, ...] = ()  # 0-based student blocks trained on features.
   hint: bool = False                    # feature phases: the blocks before them train too.
   critic: Any = None                    # feature phases: a `Critic` (one GAN per block).
-  loss: Optional[Callable] = None       # logit phases: loss(StepView) -> scalar.
+  weight: float = 1.0                   # feature phases: the weight of `loss` per block.
+  loss: Optional[Callable] = None       # logit: loss(view); feature: loss(projected, t_map).
   partner: Any = None                   # logit phases: a `Partner` (None: no teacher logits).
   finetune_all: bool = False            # logit phases: blocks train too (lr * mult).
   standalone: bool = False              # logit phases: warmup, blocks at the full rate.
   trains_connectors: bool = False       # logit phases: the connectors train with the head.
+
+  def __post_init__(self):
+    if not (isinstance(self.name, str) and self.name):
+      raise ValueError(f'a phase needs a name, got {self.name!r}')
+    where = f'phase {self.name!r}'
+    if not (isinstance(self.share, (int, float)) and 0 <= self.share <= 1):
+      raise ValueError(f'{where}: share must be a number in [0, 1], got {self.share!r}')
+    blocks = self.feature_blocks
+    if not (isinstance(blocks, tuple) and all(
+        isinstance(k, int) and k >= 0 for k in blocks) and list(blocks) == sorted(set(blocks))):
+      raise ValueError(f'{where}: feature_blocks must be a tuple of increasing block indices '
+                       f'>= 0, got {blocks!r}')
+    other = LOGIT_ONLY if blocks else FEATURE_ONLY
+    defaults = {f.name: f.default for f in dataclasses.fields(self)}
+    wrong = [f for f in other if getattr(self, f) != defaults[f]]
+    if wrong:
+      kind = 'a feature' if blocks else 'a logit'
+      raise ValueError(f'{where}: {", ".join(wrong)} cannot be set on {kind} phase (they '
+                       f'belong to {"logit" if blocks else "feature"} phases)')
+    if self.loss is not None and not callable(self.loss):
+      raise ValueError(f'{where}: loss must be a function, got {self.loss!r}')
+    if not blocks and self.loss is None:
+      raise ValueError(f'{where}: a logit phase needs a loss(view)')
+    if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight)
+            and self.weight >= 0):
+      raise ValueError(f'{where}: weight must be a finite number >= 0, got {self.weight!r}')
 
   @property
   def is_feature(self) -> bool:
@@ -44,6 +85,16 @@ class Phase:
   @property
   def adversarial(self) -> bool:
     return self.critic is not None
+
+  @property
+  def hook(self):
+    """The phase's hook that may own a train state: its critic or its partner (or None)."""
+    return self.critic if self.is_feature else self.partner
+
+  @property
+  def state_name(self) -> Optional[str]:
+    """The name of the train state its hook owns beside the student's (None: none)."""
+    return getattr(self.hook, 'state', None)
 
   @property
   def signature(self) -> tuple:
@@ -56,6 +107,15 @@ class Phase:
   def first_trained(self) -> int:
     """The first student block a feature phase trains (earlier ones run frozen)."""
     return 0 if self.hint else min(self.feature_blocks)
+
+
+def whole_student(name: str, loss: Callable, partner=None, share: float = 1.0,
+                  trains_connectors: bool = False) -> Phase:
+  """The one-phase pattern of most methods (ce, kd, dkd, at, dml, srrl, ...): the whole
+  student, every block at the head's rate after the student's warmup, minimising
+  `loss(view)` with `partner`'s logits (None: none) over `share` of the stage."""
+  return Phase(name, share, loss=loss, partner=partner, finetune_all=True, standalone=True,
+               trains_connectors=trains_connectors)
 
 
 @dataclasses.dataclass
@@ -97,12 +157,17 @@ class Partner:
 
   `forward(steps, t_state, anchor, x)` -> (t_logits, t_feats, ctx) runs before the
   student's loss; `update(steps, t_state, ctx, x, y, s_logits)` -> (t_state, metrics)
-  runs after the student's update (`s_logits` without gradient); `init_state(ctx)` builds
-  the `t` train state (None: the partner does not train). `steps` is the phase's
-  `core.steps.PhaseSteps` (its `cfg`, `teacher` model, `connectors`).
+  runs after the student's update (`s_logits` without gradient). A partner that trains
+  names its train state (`state`, 't' by convention) and builds it in `init_state(ctx)`;
+  its parameter count goes to the phase's record under `record_key`. `steps` is the
+  phase's `core.steps.PhaseSteps` (its `cfg`, `teacher` model, `connectors`).
   """
-  trains = False
+  state = None                   # the name of its train state (None: it does not train).
   record_key = 'partner_params'  # the summary's key for its parameter count.
+
+  @property
+  def trains(self) -> bool:
+    return self.state is not None
 
   def init_state(self, ctx: 'StateContext'):
     return None
@@ -130,13 +195,17 @@ ANCHOR = AnchorPartner()
 class Critic:
   """The adversarial part of a feature phase (one discriminator per phase block).
 
-  `init_state(ctx)` builds the `d` train state (None: the critic has none to train);
+  `init_state(ctx)` builds its train state, named `state` ('d' by convention; the state
+  may be None: nothing of the critic's trains in this phase);
   `step(steps, d_state, reals, proj, cotangent, metrics, anchor, labels)` ->
   (d_state, cotangent, metrics, g_loss term) updates the discriminators and adds its
   gradient to the student's cotangent on its projected features `proj` (one (B, H, W, C_T)
   map per phase block, like the teacher's block maps `reals`); `anchor` is the stage's
-  anchor variables (frozen), `labels` the batch's (B,) int32 labels.
+  anchor variables (frozen), `labels` the batch's (B,) int32 labels. Its parameter count
+  goes to the phase's record under `record_key`.
   """
+  state = 'd'
+  record_key = 'critic_params'
 
   def init_state(self, ctx: 'StateContext'):
     raise NotImplementedError
@@ -145,10 +214,30 @@ class Critic:
     raise NotImplementedError
 
 
+class Monitor:
+  """Watches one phase's logged training metrics (a method's, given to the registry as
+  `monitor`): built as `Monitor(cfg, where, state)` for the phase named by `where` (e.g.
+  'stage 1 phase block_2'), `state` what `state()` returned at the checkpoint a resumed
+  phase starts from (None: a fresh phase). `update(metrics)` sees every logged step's
+  metrics ({name: value, or one per seed}); what it finds wrong goes to `warnings` (strings,
+  recorded with the phase). `state()` is JSON, kept in a checkpoint's metadata under `key`.
+  """
+  key = 'monitor'
+
+  def __init__(self, cfg, where: str, state: Optional[dict] = None):
+    self.cfg, self.where, self.warnings = cfg, where, []
+
+  def update(self, metrics: dict) -> None:
+    raise NotImplementedError
+
+  def state(self) -> dict:
+    raise NotImplementedError
+
+
 @dataclasses.dataclass
 class StateContext:
-  """What a method's `Partner.init_state` / `Critic.init_state` may use to build its train
-  state for phase `phase` of one seed.
+  """What a hook's `init_state` (`Partner`, `Critic`) may use to build its train state for
+  phase `phase` of one seed.
 
   `tx(key, make)` returns one optimizer object per key (a train state's optimizer is static
   in the compiled step, so equal keys must give the same object); `schedule` is the

@@ -3,11 +3,12 @@
 Each phase has one jitted step, the same code for every method: what differs is in the
 phase's hooks (`core.phase`). Feature phases (`feature_step`): the frozen student prefix
 and the teacher's features (no gradients), the projected student features C_k(f^S_k)
-once, the feature MSE, then the phase's critic (discriminators) and the student block(s)
-updated from that one forward. Logit phases (`logit_step`): the partner's forward, the
-student head (or all of it) on the phase's `loss(view)`, then the partner's own update.
-Blocks after the phase's last are not computed, on either network, except the teacher's
-upper blocks inside a teacher discriminator.
+once, the phase's weighted feature loss, then the phase's critic (if any) and the student
+block(s) updated from that one forward. Logit phases (`logit_step`): the partner's
+forward, the student head (or all of it) on the phase's `loss(view)`, then the partner's
+own update.
+Blocks after the phase's last are not computed, on either network, except where a
+critic runs the teacher's upper blocks.
 
 `TRACES` counts how often each step function is traced (tests use it to show that a
 step compiles once per block index and is reused by every stage).
@@ -78,17 +79,18 @@ class PhaseSteps:
     return proj, stats
 
   def _feature_step(self, g_state, d_state, anchor, batch):
-    """One student update of a feature phase, with its discriminator update(s).
+    """One student update of a feature phase, with its critic's update.
 
-    The student's projected features are computed once (`jax.vjp`); the discriminators
-    see `disc.batch_size` real and as many fake examples (a strided sub-batch) in one
-    training-mode forward, which gives both the discriminator's gradient (the fakes are
-    constants to it) and the adversarial gradient on the student's features: the two
-    players update simultaneously. `disc.steps_per_g` - 1 extra discriminator updates
-    on the same features come first.
+    The student's projected features are computed once (`jax.vjp`); the student's loss is
+    `phase.weight` x the sum over the phase's blocks of `phase.loss(projected, teacher map)`
+    (`losses.feature_mse` by default; logged per block as feat_mse_b<k>, or feat_loss_b<k>
+    for a phase's own loss), plus the term the phase's critic adds to it and to its
+    cotangent (`core.phase.Critic.step`, which also updates `d_state`, the critic's state).
     """
-    cfg, blocks = self.cfg, self.phase.feature_blocks
-    k0, k1 = self.phase.first_trained, max(blocks)
+    phase, blocks = self.phase, self.phase.feature_blocks
+    k0, k1 = phase.first_trained, max(blocks)
+    loss, metric = ((losses.feature_mse, 'feat_mse') if phase.loss is None
+                    else (phase.loss, 'feat_loss'))
     x = batch['image']
     _, prefix = self.student.apply({'params': g_state.params['student'],
                                     'batch_stats': g_state.batch_stats['student']},
@@ -98,13 +100,12 @@ class PhaseSteps:
     reals = [t_feats[k] for k in blocks]
     proj, pull, stats = jax.vjp(lambda p: self._project(p, g_state.batch_stats, h),
                                 g_state.params, has_aux=True)
-    mses, mse_pull = jax.vjp(lambda ps: [losses.feature_mse(p, r) for p, r in zip(ps, reals)],
-                             proj)
-    cotangent = mse_pull([jnp.asarray(cfg.gan.alpha_feat, m.dtype) for m in mses])[0]
-    metrics = {f'feat_mse_b{k + 1}': m for k, m in zip(blocks, mses)}
-    g_loss = cfg.gan.alpha_feat * sum(mses)
-    if self.phase.critic is not None:
-      d_state, cotangent, metrics, adv = self.phase.critic.step(
+    terms, term_pull = jax.vjp(lambda ps: [loss(p, r) for p, r in zip(ps, reals)], proj)
+    cotangent = term_pull([jnp.asarray(phase.weight, t.dtype) for t in terms])[0]
+    metrics = {f'{metric}_b{k + 1}': t for k, t in zip(blocks, terms)}
+    g_loss = phase.weight * sum(terms)
+    if phase.critic is not None:
+      d_state, cotangent, metrics, adv = phase.critic.step(
           self, d_state, reals, proj, cotangent, metrics, anchor, batch['label'])
       g_loss = g_loss + adv
     metrics['g_loss'] = g_loss

@@ -89,9 +89,10 @@ class Workdir:
             and not re.fullmatch(r'.+\.tmp\d+', n)]
 
   def read_config(self):
-    """The config of the run here, fields added to the schema since it started filled in
-    (so older runs still resume): with the value that reproduces the run when
-    `config.BEFORE_ADDED` names one, else with their defaults; None when there is none.
+    """The config of the run here as the schema has it now, so older runs still resume:
+    fields that moved since it started read where they went, fields added since filled in
+    with the value that reproduces the run where one was recorded, else with their defaults
+    (`methods.registry.migrate`); None when there is none.
 
     A config.json that is not one of ours (not a mapping of our fields, without method,
     dataset, teacher and student) is refused: the folder is not a run to resume or delete.
@@ -101,16 +102,12 @@ class Workdir:
     if old is None:
       return None
     schema = json.loads(config_lib.defaults().to_json())
-    if not (isinstance(old, dict) and {'method', 'dataset', 'teacher', 'student'} <= set(old)
-            <= set(schema)):
+    if not (isinstance(old, dict) and {'method', 'dataset', 'teacher', 'student'}
+            <= set(registry.migrate(old)) <= set(schema)):
       raise ConfigError(
           f'{self.file("config.json")} is not the config of a msmgan_jax run: {self.path} is '
           'not a run of ours (and --overwrite will not delete it). Pick another --workdir.')
-    for path, value in config_lib.BEFORE_ADDED.items():  # the way runs before it went.
-      group, _, name = path.rpartition('.')
-      if isinstance(old.get(group), dict) and name not in old[group]:
-        old[group][name] = value
-    return _with_defaults(old, schema)
+    return as_schema_now(old)
 
   def _acquire(self) -> None:
     """Takes the workdir lock without waiting; WorkdirBusy if another process holds it."""
@@ -136,6 +133,14 @@ class Workdir:
       self._lock = None
 
 
+def as_schema_now(recorded: dict) -> dict:
+  """A config dict recorded by an earlier version (a config.json, or a comparison's base),
+  as `Workdir.read_config` reads it: fields moved and added since filled in as those runs
+  trained, the rest with today's defaults."""
+  return _with_defaults(registry.migrate(recorded),
+                        json.loads(config_lib.defaults().to_json()))
+
+
 def not_the_teachers() -> tuple:
   """The groups a teacher-only run (method 'teacher') does not read: a change to them (say, a
   new student default) leaves the teacher run the same run, resumable and reusable. The
@@ -145,13 +150,10 @@ def not_the_teachers() -> tuple:
 
 def _what_trains(cfg: dict) -> dict:
   """The part of a config.json that decides what its run trains (all of it but, for a
-  teacher-only run, the student's fields)."""
+  teacher-only run, the student's and every method's groups)."""
   if cfg.get('method') != 'teacher':
     return cfg
-  out = {k: v for k, v in cfg.items() if k not in not_the_teachers()}
-  out['stages'] = {k: v for k, v in cfg.get('stages', {}).items()
-                   if k in ('num', 'teacher_epochs')}
-  return out
+  return {k: v for k, v in cfg.items() if k not in not_the_teachers()}
 
 
 def differing_fields(old: dict, mine: dict) -> list:

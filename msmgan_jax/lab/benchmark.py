@@ -67,7 +67,7 @@ SEEDS = 3  # seeds in one program for the seed rows.
 def _cfg(student_model='resnet8', teacher_model='resnet20'):
   cfg = config_lib.defaults()
   cfg.teacher.model, cfg.student.model = teacher_model, student_model
-  cfg.batch_size, cfg.stages.num, cfg.student.epochs = BATCH, 1, 1
+  cfg.batch_size, cfg.anchors.num, cfg.student.epochs = BATCH, 1, 1
   return cfg
 
 
@@ -167,11 +167,10 @@ class JaxCase:
     lowers (before the backend's passes; the compiled GPU program hides its convolutions
     in cuDNN calls that XLA counts as 0), or None where the backend gives no such count
     (JAX 0.11's GPU backend)."""
-    fns = self.d.steps_for(self.phase)
+    fns, p = self.d.steps_for(self.phase), self.phase
     s, b = self.states, self.batches[0]
-    if self.phase.is_feature:
-      return _cost(fns.feature_step, s['g'], s['d'], self.anchor.variables, b)
-    return _cost(fns.logit_step, s['g'], s['t'], self.anchor.variables, b)
+    fn = fns.feature_step if p.is_feature else fns.logit_step
+    return _cost(fn, s['g'], s.get(p.state_name), self.anchor.variables, b)
 
 
 def _cost(fn, *args):

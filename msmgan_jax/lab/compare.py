@@ -77,14 +77,16 @@ def parse_setting(text: str) -> dict:
     try:
       out[field.strip()] = ast.literal_eval(value.strip())
     except (ValueError, SyntaxError):
-      out[field.strip()] = value.strip()  # a bare string, e.g. gan.loss=hinge.
+      out[field.strip()] = value.strip()  # a bare string, e.g. student.init=first_anchor.
   return out
 
 
 def apply(cfg, overrides: dict):
-  """`cfg` with `overrides` ({'group.field': value}) set; unknown fields are ConfigErrors."""
+  """`cfg` with `overrides` ({'group.field': value}) set, a field that has moved since a
+  setting was written set where it is now (`registry.current_fields`, for `cfg.method`);
+  unknown fields are ConfigErrors."""
   from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  for path, value in overrides.items():
+  for path, value in registry.current_fields(overrides, cfg.get('method')).items():
     group, _, name = path.rpartition('.')
     node = cfg
     for part in filter(None, group.split('.')):
@@ -239,9 +241,9 @@ def student_config(cc, run: Run, anchors: list, chosen: dict):
     apply(cfg, ablation_overrides(cc, run, cfg))
   if run.budget:
     apply(cfg, parse_setting(cc.budgets[run.budget].setting))
-  cfg.teacher.checkpoints = tuple(anchors[-cfg.stages.num:])
-  cfg.stages.teacher_epochs = ()
-  if cfg.student.init == 'first_anchor' and cfg.stages.num < len(anchors):
+  cfg.teacher.checkpoints = tuple(anchors[-cfg.anchors.num:])
+  cfg.anchors.epochs = ()
+  if cfg.student.init == 'first_anchor' and cfg.anchors.num < len(anchors):
     # Like with like: a run with fewer stages (the single_stage ablation) still starts from
     # the shared teacher's first anchor, as every other run of the comparison does, not
     # from the first of its own anchors (the last): its only change stays the stages.
@@ -257,11 +259,17 @@ def ablation_overrides(cc, run: Run, cfg) -> dict:
   """The overrides of `run`'s ablation: the method's (`registry.ablation_overrides`), or
   the comparison's own `ablation_definitions[name]` (a setting, `field=value; ...`) where
   it pins an earlier definition (so that a finished comparison stays reproducible when a
-  method's ablation changes)."""
+  method's ablation changes); fields as the schema names them now."""
   pinned = (cc.get('ablation_definitions') or {}).get(run.ablation) if run.ablation else None
   if pinned is not None:
-    return parse_setting(pinned)
+    return setting_fields(pinned, run.method)
   return registry.ablation_overrides(run.method, run.ablation, cfg)
+
+
+def setting_fields(text: str, method: str) -> dict:
+  """A setting's overrides for a run of `method`, fields as the schema names them now
+  (`parse_setting`, `registry.current_fields`)."""
+  return registry.current_fields(parse_setting(text), method)
 
 
 def copy_config(cfg):
@@ -444,7 +452,7 @@ def result(cc, run: Run, root: str) -> Optional[dict]:
   import ml_collections  # pylint: disable=g-import-not-at-top
   fixed = ablation_overrides(cc, run, ml_collections.ConfigDict(cfg))
   if run.budget:
-    fixed.update(parse_setting(cc.budgets[run.budget].setting))
+    fixed.update(setting_fields(cc.budgets[run.budget].setting, run.method))
   return {'name': run.name, 'kind': run.kind, 'method': run.method, 'ablation': run.ablation,
           'budget': run.budget, 'candidate': run.candidate, 'variant': s.get('variant', []),
           'setting': (cc.tuning[run.method][run.candidate] if run.kind == 'tune'
@@ -461,7 +469,7 @@ def _setting_of(cc, cfg: dict, ablated: dict) -> str:
   ('' matches any config)."""
   matches = [t for t in cc.tuning[cfg['method']] if all(
       _get(cfg, k) == (list(v) if isinstance(v, tuple) else v)
-      for k, v in parse_setting(t).items() if k not in ablated)]
+      for k, v in setting_fields(t, cfg['method']).items() if k not in ablated)]
   return max(matches, key=lambda t: len(parse_setting(t))) if matches else '?'
 
 
@@ -804,8 +812,9 @@ def plots(out: str, rows: list, split: str = 'test') -> list:
   return written
 
 
-def write(cc, root: str, machine: str) -> dict:
-  """Rewrites compare.json, compare.md and the plots in `cc.out` from the finished runs."""
+def write(cc, root: str, machine: str, recorded: Optional[dict] = None) -> dict:
+  """Rewrites compare.json, compare.md and the plots in `cc.out` from the finished runs;
+  `recorded` is the comparison config compare.json holds (see `config_record`)."""
   from msmgan_jax import errors  # pylint: disable=g-import-not-at-top
   runs = plan(cc, root)
   done = {r.name: result(cc, r, root) for r in runs}
@@ -827,7 +836,7 @@ def write(cc, root: str, machine: str) -> dict:
       for f in report.FILES:
         shutil.copyfile(os.path.join(done[r.name]['workdir'], f), os.path.join(dest, f))
   teacher = (_summary(cc.teacher_workdir) or {}).get('teacher')
-  doc = {'title': cc.title, 'machine': machine, 'config': json.loads(cc.to_json()),
+  doc = {'title': cc.title, 'machine': machine, 'config': config_record(cc, recorded),
          'teacher': teacher, 'chosen': chosen, 'tuning': tuning, 'runs': rows}
   io.write_json(os.path.join(cc.out, 'compare.json'), doc)
   io.write_text(os.path.join(cc.out, 'compare.md'),
@@ -839,6 +848,21 @@ def write(cc, root: str, machine: str) -> dict:
   if curves:
     plots(cc.out, curves, split)
   return doc
+
+
+def config_record(cc, recorded: Optional[dict]) -> dict:
+  """What compare.json records of the comparison config: `cc` as JSON, or `recorded` (the
+  record there, written by an earlier version) where it is this very comparison read
+  through today's schema (its base and teacher configs as `workdir.as_schema_now` reads a
+  recorded config), so that --report keeps the record the runs were made under, as it
+  keeps their machine line."""
+  from msmgan_jax.files import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  mine = json.loads(cc.to_json())
+  if not isinstance(recorded, dict) or not all(
+      isinstance(recorded.get(k), dict) for k in ('base', 'teacher')):
+    return mine
+  now = {**recorded, **{k: workdir_lib.as_schema_now(recorded[k]) for k in ('base', 'teacher')}}
+  return recorded if now == mine else mine
 
 
 def machine() -> str:
@@ -857,6 +881,7 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
     doc = io.read_json_or_refuse(os.path.join(cc.out, 'compare.json'),
                                  'move it away and rerun --report to write it anew')
     where = (doc or {}).get('machine') or where
+    recorded = (doc or {}).get('config')
   note = _restore_teacher(cc)
   t_sum = _summary(cc.teacher_workdir)
   if cc.get('settings_from') and os.path.exists(cc.settings_from):  # missing: named later.
@@ -880,7 +905,7 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
       names = [r.name for r in runs]
       _tabulated_runs_are_planned(cc, runs, root, anchors)
       runs = plan(cc, root)
-    return write(cc, root, where)
+    return write(cc, root, where, recorded)
   t0 = time.time()
   n, seen = 0, set()
   while True:  # planned anew after each run: a budget's best_other appears once tuned.
@@ -983,7 +1008,7 @@ def preflight(cc) -> None:
   and, where the comparison tunes, `check_validation_split`. A comparison that takes its
   settings from another (`settings_from`) has no validation split of its own to check.
   Raises ConfigError naming the run or the field."""
-  stand_ins = [f'/anchor_{i}' for i in range(cc.teacher.stages.num)]  # the teacher's later.
+  stand_ins = [f'/anchor_{i}' for i in range(cc.teacher.anchors.num)]  # the teacher's later.
   budgeted = [Run('final', f'{m}@{b}', m, budget=b) for b in cc.get('budgets', {}) or {}
               for m in cc.methods]  # best_other may become any of them.
   runs = plan(cc)

@@ -7,7 +7,7 @@ with p = 2, `core.losses.attention_transfer`).
 import ml_collections
 
 from msmgan_jax.core import losses
-from msmgan_jax.core.phase import ANCHOR, Phase
+from msmgan_jax.core.phase import ANCHOR, whole_student
 from msmgan_jax.methods.registry import check_finite, register_group, register_method
 
 
@@ -28,9 +28,6 @@ def at_loss(view):
   return s_loss
 
 
-def _phases(cfg, num_blocks: int) -> list:
-  return [Phase('at', 1.0, loss=at_loss, partner=ANCHOR, finetune_all=True, standalone=True)]
-
-
+PHASE = whole_student('at', at_loss, ANCHOR)
 register_group('at', defaults, check)
-register_method('at', _phases, all_anchors=False, needs_features=True)
+register_method('at', lambda cfg, k: [PHASE], all_anchors=False, needs_features=True)

@@ -1,6 +1,6 @@
 """`ce`: the student alone, cross-entropy on the labels (the reference every method must beat)."""
 from msmgan_jax.core import losses
-from msmgan_jax.core.phase import Phase
+from msmgan_jax.core.phase import whole_student
 from msmgan_jax.methods.registry import register_method
 
 
@@ -9,8 +9,5 @@ def ce_loss(view):
   return losses.cross_entropy(view.s_logits, view.labels)
 
 
-def _phases(cfg, num_blocks):
-  return [Phase('ce', 1.0, loss=ce_loss, finetune_all=True, standalone=True)]
-
-
-register_method('ce', _phases, uses_teacher=False)
+PHASE = whole_student('ce', ce_loss)
+register_method('ce', lambda cfg, k: [PHASE], uses_teacher=False)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from msmgan_jax.core import losses
-from msmgan_jax.core.phase import ANCHOR, Phase
+from msmgan_jax.core.phase import ANCHOR, whole_student
 from msmgan_jax.methods.registry import check_finite, register_group, register_method
 
 
@@ -61,9 +61,6 @@ def dkd_loss(view):
   return losses.cross_entropy(view.s_logits, view.labels) + warm * dkd
 
 
-def _phases(cfg, num_blocks: int) -> list:
-  return [Phase('dkd', 1.0, loss=dkd_loss, partner=ANCHOR, finetune_all=True, standalone=True)]
-
-
+PHASE = whole_student('dkd', dkd_loss, ANCHOR)
 register_group('dkd', defaults, check)
-register_method('dkd', _phases, all_anchors=False)
+register_method('dkd', lambda cfg, k: [PHASE], all_anchors=False)

@@ -9,7 +9,7 @@ import jax
 import ml_collections
 
 from msmgan_jax.core import losses, optim
-from msmgan_jax.core.phase import Partner, Phase
+from msmgan_jax.core.phase import Partner, whole_student
 from msmgan_jax.methods.registry import check_finite, register_group, register_method
 
 
@@ -31,7 +31,7 @@ def dml_loss(view):
 
 class Peer(Partner):
   """A fresh network of `teacher.model` trained beside the student (the `t` state)."""
-  trains = True
+  state = 't'
   record_key = 'peer_params'
 
   def init_state(self, ctx):
@@ -75,11 +75,6 @@ def _peer_forward(steps, t_state, params, x):
 
 
 PEER = Peer()
-
-
-def _phases(cfg, num_blocks: int) -> list:
-  return [Phase('dml', 1.0, loss=dml_loss, partner=PEER, finetune_all=True, standalone=True)]
-
-
+PHASE = whole_student('dml', dml_loss, PEER)
 register_group('dml', defaults, check)
-register_method('dml', _phases, uses_teacher=False)
+register_method('dml', lambda cfg, k: [PHASE], uses_teacher=False)

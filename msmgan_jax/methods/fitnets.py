@@ -2,7 +2,7 @@
 
 Hint phase (`fitnets.hint_share` of the budget): the student's blocks up to the middle one
 train to regress the teacher's middle block through a 1x1 connector (the regressor),
-gan.alpha_feat x mean squared error; then `kd`'s loss on the whole student.
+mean squared error; then `kd`'s loss on the whole student.
 """
 import ml_collections
 

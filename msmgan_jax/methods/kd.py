@@ -7,7 +7,7 @@ factor). `rco`: the same loss from each anchor in turn, weakest first, one stage
 import ml_collections
 
 from msmgan_jax.core import losses
-from msmgan_jax.core.phase import ANCHOR, Phase
+from msmgan_jax.core.phase import ANCHOR, whole_student
 from msmgan_jax.methods.registry import check_finite, register_group, register_method, require
 
 
@@ -29,12 +29,15 @@ def kd_loss(view):
                     1 - cfg.kd.beta)
 
 
-def kd_phase(share: float = 1.0) -> Phase:
+def kd_phase(share: float = 1.0):
   """Hinton KD on the whole student from the stage's anchor, `share` of the stage."""
-  return Phase('kd', share, loss=kd_loss, partner=ANCHOR, finetune_all=True, standalone=True)
+  return whole_student('kd', kd_loss, ANCHOR, share)
+
+
+PHASE = kd_phase()
 
 
 register_group('kd', defaults, check)
-register_method('kd', lambda cfg, k: [kd_phase()], all_anchors=False)
+register_method('kd', lambda cfg, k: [PHASE], all_anchors=False)
 # RCO: KD from every anchor in turn, weakest first (the route-constrained curriculum).
-register_method('rco', lambda cfg, k: [kd_phase()])
+register_method('rco', lambda cfg, k: [PHASE])

@@ -8,7 +8,11 @@ its own settings, `register_group`). It gives:
 - its config group(s): defaults with one comment per field (the README's config
   reference is read from them) and a `check(cfg)` of their ranges;
 - a `check(cfg)` run only when it is the chosen method;
-- its ablations: name -> config overrides, and `variant(cfg)`, the ablations a config is.
+- its ablations: name -> config overrides, and `variant(cfg)`, the ablations a config is;
+- optionally a `core.phase.Monitor` of its logged metrics;
+- where fields of its groups went (`Moved`) and when fields were added (`register_history`):
+  configs recorded before (`migrate`) and settings written before (`current_fields`) keep
+  their meaning.
 The trainer, the config schema, the workdir rule (a teacher-only run ignores method
 groups) and the comparison runner read everything from here; none of them names a method.
 """
@@ -38,6 +42,7 @@ class Method:
   # (cfg) -> why this config runs the teacher's upper blocks on student maps or trains a
   # copy of the teacher ('' when it does neither): only a Flax `Classifier` teacher can.
   needs_network: Optional[Callable] = None
+  monitor: Optional[type] = None         # a `core.phase.Monitor` subclass, built per phase.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,20 +55,35 @@ class Group:
   check: Optional[Callable] = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Moved:
+  """Field `old` (dotted) is now `new`. With `copy`, `old` is still a field and `new` took
+  its value only in runs of `method` (a method that read another's field before it had its
+  own); else `old` is gone, for runs of every method (or of `method` alone)."""
+  old: str
+  new: str
+  method: Optional[str] = None
+  copy: bool = False
+
+
 METHODS = {}  # name -> Method; `config.method` must name one (or 'teacher').
 GROUPS = {}   # name -> Group, in registration order.
+MOVED = []    # `Moved` entries, in registration order.
+ADDED = {}    # dotted field -> the value under which runs recorded before it existed trained.
 
 
 def register_method(name: str, stage_phases: Callable, uses_teacher: bool = True,
                     all_anchors: bool = True, per_stage: bool = False,
                     check: Optional[Callable] = None, ablations: Optional[dict] = None,
                     variant: Optional[Callable] = None, needs_features: bool = False,
-                    needs_network: Optional[Callable] = None) -> Method:
+                    needs_network: Optional[Callable] = None,
+                    monitor: Optional[type] = None) -> Method:
   """Adds a method. `stage_phases(cfg, num_blocks)` returns the phases of one stage (with
   `per_stage`, `stage_phases(cfg, num_blocks, stage)`: stages may differ); with
   `all_anchors` False the final teacher alone guides a single stage; `needs_features`:
   its phases read the teacher's block maps; `needs_network(cfg)`: why the config runs the
-  teacher's upper blocks or trains a copy of it ('' if not). Raises ValueError for
+  teacher's upper blocks or trains a copy of it ('' if not); `monitor`: a
+  `core.phase.Monitor` subclass the trainer builds for each phase. Raises ValueError for
   a name that is not an identifier, is 'teacher', or is taken."""
   if not name.isidentifier() or name == 'teacher':
     raise ValueError(f'method name {name!r} must be an identifier other than teacher')
@@ -72,7 +92,7 @@ def register_method(name: str, stage_phases: Callable, uses_teacher: bool = True
   phases = stage_phases if per_stage else (lambda cfg, k, stage: stage_phases(cfg, k))
   METHODS[name] = Method(name, phases, uses_teacher, all_anchors, check,
                          tuple((ablations or {}).items()), variant, needs_features,
-                         needs_network)
+                         needs_network, monitor)
   return METHODS[name]
 
 
@@ -82,6 +102,70 @@ def register_group(name: str, defaults: Callable, check: Optional[Callable] = No
     raise ValueError(f'config group {name!r} is already registered')
   GROUPS[name] = Group(name, defaults, check)
   return GROUPS[name]
+
+
+def register_history(moved=(), added=None) -> None:
+  """Records where fields went (`Moved` entries) and fields added since runs were recorded
+  ({dotted field: the value those runs trained with}); see `migrate`, `current_fields`.
+  Raises ValueError for a field given twice."""
+  for entry in moved:
+    if any((m.old, m.method) == (entry.old, entry.method) and m.new == entry.new
+           for m in MOVED):
+      raise ValueError(f'{entry.old} -> {entry.new} is already recorded')
+    MOVED.append(entry)
+  for field, value in (added or {}).items():
+    if field in ADDED:
+      raise ValueError(f'field {field} is already recorded as added')
+    ADDED[field] = value
+
+
+def _entries(field: str, method: Optional[str]) -> list:
+  return [m for m in MOVED if m.old == field and m.method in (None, method)]
+
+
+def current_fields(overrides: dict, method: Optional[str]) -> dict:
+  """Overrides ({dotted field: value}) written for a run of `method`, with their fields as
+  the schema names them now: a field that moved is set where it went (a copied one in
+  both places). Fields that never moved are as given; the order is kept."""
+  out = {}
+  for field, value in overrides.items():
+    moved = _entries(field, method)
+    if not moved or any(m.copy for m in moved):
+      out[field] = value
+    out.update({m.new: value for m in moved})
+  return out
+
+
+def moved_to(field: str) -> Optional[str]:
+  """Where the field `field` (dotted) that is no longer in the schema went (None: it did
+  not move)."""
+  return next((m.new for m in MOVED if m.old == field and not m.copy), None)
+
+
+def migrate(recorded: dict) -> dict:
+  """A config.json recorded before fields moved or were added, as the schema has it now:
+  each moved field where it went (when the recorded config lacks the new one; a copied
+  field for its method's runs only), and an added field, where its group was recorded
+  without it, with the value those runs trained with (`register_history`). Fields the
+  recorded config lacks otherwise stay missing (the caller fills in defaults). A copy."""
+  out = {k: dict(v) if isinstance(v, dict) else v for k, v in recorded.items()}
+  for m in MOVED:
+    (g_old, name_old), (g_new, name_new) = m.old.split('.'), m.new.split('.')
+    old_group = out.get(g_old)
+    if not isinstance(old_group, dict) or name_old not in old_group:
+      continue
+    if m.method not in (None, out.get('method')):
+      continue
+    new_group = out.setdefault(g_new, {})
+    if isinstance(new_group, dict) and name_new not in new_group:
+      new_group[name_new] = old_group[name_old]
+    if not m.copy:
+      del old_group[name_old]
+  for field, value in ADDED.items():
+    group, _, name = field.rpartition('.')
+    if isinstance(out.get(group), dict) and name not in out[group]:
+      out[group][name] = value
+  return out
 
 
 def get(name: str) -> Method:
@@ -105,11 +189,11 @@ def uses_teacher(cfg) -> bool:
 
 
 def stage_share(cfg, stage: int, num_stages: int) -> float:
-  """Stage `stage`'s (0-based) part of the student's image budget: `stages.stage_shares`,
+  """Stage `stage`'s (0-based) part of the student's image budget: `student.stage_shares`,
   or equal parts when it is empty (and the whole budget for a single stage)."""
-  if num_stages == 1 or not cfg.stages.stage_shares:
+  if num_stages == 1 or not cfg.student.stage_shares:
     return 1 / num_stages
-  return cfg.stages.stage_shares[stage]
+  return cfg.student.stage_shares[stage]
 
 
 def student_epochs(cfg, num_train: int) -> int:

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from msmgan_jax.core import losses
-from msmgan_jax.core.phase import ANCHOR, Phase
+from msmgan_jax.core.phase import ANCHOR, whole_student
 from msmgan_jax.methods.registry import check_finite, register_group, register_method
 
 
@@ -37,11 +37,7 @@ def srrl_loss(view):
   return losses.cross_entropy(view.s_logits, view.labels) + cfg.srrl.alpha * fm + cfg.srrl.beta * sr
 
 
-def _phases(cfg, num_blocks: int) -> list:
-  return [Phase('srrl', 1.0, loss=srrl_loss, partner=ANCHOR, finetune_all=True, standalone=True,
-                trains_connectors=True)]
-
-
+PHASE = whole_student('srrl', srrl_loss, ANCHOR, trains_connectors=True)
 register_group('srrl', defaults, check)
-register_method('srrl', _phases, all_anchors=False, needs_features=True,
+register_method('srrl', lambda cfg, k: [PHASE], all_anchors=False, needs_features=True,
                 needs_network=lambda cfg: "it runs the teacher's head on the student's map")

@@ -287,7 +287,7 @@ def student_budget(cfg, num_train: int, num_classes: int = 10) -> dict:
   (the sum of every phase's steps, what trains) and `block` (the steps of each feature
   phase, e.g. msmgan's block_k, in order)."""
   method = registry.METHODS[cfg.method]
-  stages = cfg.stages.num if method.uses_teacher and method.all_anchors else 1
+  stages = cfg.anchors.num if method.uses_teacher and method.all_anchors else 1
   k = models.create_model(cfg.student.model, num_classes).num_blocks
   steps = [(p, registry.phase_steps(cfg, p, num_train, stages, m))
            for m in range(stages) for p in registry.stage_phases(cfg, k, m)]

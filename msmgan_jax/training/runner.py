@@ -1,13 +1,13 @@
 """Runs one phase of the student: its steps through the training loop, its logs, mid-phase
-checkpoints, evaluations and the phase's record for the summary."""
-import re
-import sys
+checkpoints, evaluations, the method's monitor of its metrics (`core.phase.Monitor`, from
+the registry) and the phase's record for the summary."""
 import time
 
 import jax
 import numpy as np
 
 from msmgan_jax.core import optim
+from msmgan_jax.methods import registry
 from msmgan_jax.training import loop
 from msmgan_jax.training import summary as summary_lib
 from msmgan_jax.training.states import rules, student_groups
@@ -23,15 +23,18 @@ class PhaseRunner:
     self.states, self.seeds, self.step_fn = states, seeds, step_fn
     self.evaluate, self.batches = evaluate, batches
 
-  def meta(self, position, records, t_start, phase_wall, log_window=(), watch=None,
+  def meta(self, position, records, t_start, phase_wall, states, log_window=(), watch=None,
             phase_done=False) -> dict:
-    """A checkpoint's metadata. `phase_done`: the phase was evaluated and recorded; a
-    checkpoint after its last step without it (a stop request there) resumes with zero
-    steps left, then evaluates and records the phase."""
-    return {'position': list(position), 'records': records, 'wall_s': time.time() - t_start,
-            'phase_wall_s': phase_wall, 'metrics_offset': self.wd.metrics.offset(),
-            'log_window': list(log_window), 'disc_watch': watch.state() if watch else None,
-            'phase_done': phase_done}
+    """A checkpoint's metadata: where it is, the records so far, the names of its `states`,
+    and the phase's monitor state under the monitor's key. `phase_done`: the phase was
+    evaluated and recorded; a checkpoint after its last step without it (a stop request
+    there) resumes with zero steps left, then evaluates and records the phase."""
+    out = {'position': list(position), 'records': records, 'wall_s': time.time() - t_start,
+           'phase_wall_s': phase_wall, 'metrics_offset': self.wd.metrics.offset(),
+           'log_window': list(log_window), 'phase_done': phase_done, 'states': sorted(states)}
+    if watch is not None:
+      out[watch.key] = watch.state()
+    return out
 
   def run_phase(self, m, i, states, start, resume, records, t_start):
     """Runs steps start..n-1 of phase i of stage m, then evaluates the student.
@@ -66,16 +69,18 @@ class PhaseRunner:
 
     def save(step, states, log_window):
       self.ckpt.save((self.ckpt.latest_step() or 0) + 1, states, self.meta(
-          (m, i, step), records, t_start, wall_before + time.time() - t0, log_window, watch),
-          where=f'in {where} by training step {step}')
+          (m, i, step), records, t_start, wall_before + time.time() - t0, states, log_window,
+          watch), where=f'in {where} by training step {step}')
 
     where = f'stage {m + 1} phase {phase.name}'
-    watch = DiscWatch(cfg.disc.stuck_logs, where, cfg.log_every_steps,
-                      resume.get('disc_watch') if resume else None)
+    monitor = registry.METHODS[cfg.method].monitor
+    watch = None if monitor is None else monitor(
+        cfg, where, resume.get(monitor.key) if resume else None)
 
     def log_train(step, metrics):
       log('train', step, metrics)
-      watch.update(metrics)
+      if watch is not None:
+        watch.update(metrics)
 
     per = cfg.student.eval_every_epochs * self.info.num_train  # images between evaluations.
 
@@ -114,12 +119,9 @@ class PhaseRunner:
               'stage': m + 1}
     if result is not None:
       record['test_accuracy'] = result['accuracy']
-    if one['d'] is not None:
-      record['disc_trainable_params'] = optim.count_params(one['d'].params)
-    if one['t'] is not None:
-      record[phase.partner.record_key] = optim.count_params(
-          one['t'].params)
-    if watch.warnings:
+    if one.get(phase.state_name) is not None:
+      record[phase.hook.record_key] = optim.count_params(one[phase.state_name].params)
+    if watch is not None and watch.warnings:
       record['warnings'] = watch.warnings
     return states, record
 
@@ -135,36 +137,3 @@ def _fmt(accuracy) -> str:
   if isinstance(accuracy, list):
     return f'{np.mean(accuracy):.4f} +- {np.std(accuracy):.4f} over {len(accuracy)} seeds'
   return f'{accuracy:.4f}'
-
-
-class DiscWatch:
-  """Warns when a discriminator's accuracy on real or on fake sits at 0 or 1 for `limit`
-  logged intervals in a row (it has won or lost outright and no longer teaches the
-  student). Each block and side warns once per phase; `limit` 0 turns it off."""
-  LOW, HIGH = 0.02, 0.98
-
-  def __init__(self, limit: int, where: str, log_every: int, state=None):
-    self.limit, self.where, self.log_every = limit, where, log_every
-    state = state or {'runs': {}, 'warnings': [], 'warned': []}
-    self.runs, self.warnings = dict(state['runs']), list(state['warnings'])
-    self.warned = set(state['warned'])
-
-  def state(self) -> dict:
-    """What a checkpoint keeps, so a resumed phase warns as an uninterrupted one would."""
-    return {'runs': dict(self.runs), 'warnings': list(self.warnings),
-            'warned': sorted(self.warned)}
-
-  def update(self, metrics: dict) -> None:
-    for key, v in sorted(metrics.items()):
-      if not re.fullmatch(r'd_acc_(real|fake)_b\d+', key) or self.limit <= 0:
-        continue
-      v = np.asarray(v)  # one value, or one per seed: stuck when every seed is.
-      stuck = bool(np.all((v <= self.LOW) | (v >= self.HIGH)))
-      self.runs[key] = self.runs.get(key, 0) + 1 if stuck else 0
-      if self.runs[key] >= self.limit and key not in self.warned:
-        self.warned.add(key)
-        msg = (f'{self.where}: {key} has been {np.round(v).astype(int).tolist()} for {self.limit} logs '
-               f'({self.limit * self.log_every} steps): discriminator {key.rsplit("_b", 1)[1]} '
-               'has stopped learning; see disc.lr, disc.steps_per_g and gan.loss')
-        self.warnings.append(msg)
-        sys.stderr.write(f'warning: {msg}\n')

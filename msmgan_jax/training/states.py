@@ -2,10 +2,10 @@
 
 For phase i of stage m a fresh functional state set is built from the student carried
 over: `g` (student + connectors under an optax masked optimizer: only the phase's
-parameter groups train, the rest go through `optax.set_to_zero`), and the method's extra
-states through its hooks: `d` (a feature phase's critic) and `t` (a logit phase's
-trained partner). With several seeds each seed's states are built as its own run would
-build them, then stacked (`training.seeds`).
+parameter groups train, the rest go through `optax.set_to_zero`), `rng` (the phase's key),
+and the state the phase's hook declares under its own name (`core.phase.Phase.state_name`:
+say a critic's `d`, a trained partner's `t`). With several seeds each seed's states are
+built as its own run would build them, then stacked (`training.seeds`).
 """
 import jax
 import jax.numpy as jnp
@@ -78,11 +78,11 @@ class StateBuilder:
     return registry.phase_steps(self.cfg, phase, self.num_train, len(self.anchors), m)
 
   def on_global(self, phase) -> bool:
-    """Whether `phase` follows the student's global schedule (`stages.schedule` global;
-    feature phases only with `stages.block_schedule` global: with own, each feature phase
+    """Whether `phase` follows the student's global schedule (`student.schedule` global;
+    feature phases only with `student.block_schedule` global: with own, each feature phase
     has its own cosine from block_lr, no warmup, and is not counted in the global one)."""
-    return self.cfg.stages.schedule == 'global' and not (
-        phase.is_feature and self.cfg.stages.block_schedule == 'own')
+    return self.cfg.student.schedule == 'global' and not (
+        phase.is_feature and self.cfg.student.block_schedule == 'own')
 
   def global_steps(self, m, i) -> tuple:
     """(the student's steps over all stages and phases on the global schedule, those of
@@ -92,8 +92,9 @@ class StateBuilder:
     return sum(map(sum, steps)), sum(map(sum, steps[:m])) + sum(steps[m][:i])
 
   def build(self, m, i, carry, seed) -> dict:
-    """The states of phase i of stage m for one seed, starting from `carry`: {'g', 'd', 't',
-    'rng'} (None where the phase has no such state)."""
+    """The states of phase i of stage m for one seed, starting from `carry`: {'g', 'rng'}
+    and, where the phase's hook declares one, its state under its name (the state may be
+    None: nothing of the hook's trains in this phase)."""
     cfg, phase, anchor = self.cfg, self.phases[m][i], self.anchors[m]
     n_steps = self.num_steps(phase, m)
     params, batch_stats = carry
@@ -105,21 +106,21 @@ class StateBuilder:
       # where the phases before it left off (`optim.start_at` below), rates scaled per group.
       total, offset = self.global_steps(m, i)
       sched = optim.lr_schedule(1.0, total, int(cfg.student.warmup_epochs * self.spe))
-      peaks = ({'train': cfg.stages.block_lr} if phase.is_feature else
+      peaks = ({'train': cfg.student.block_lr} if phase.is_feature else
                {'head': lr, 'blocks': lr * (1.0 if phase.standalone else
-                                            cfg.stages.finetune_lr_mult)})
+                                            cfg.student.finetune_lr_mult)})
       transforms = {g: optim.sgd(lambda c, p=p: p * sched(c), cfg.student.momentum,
                                  cfg.student.weight_decay) for g, p in peaks.items()}
       key = ('g', phase.signature, 'global', total)
     elif phase.is_feature:
       offset = 0
-      sched_f = optim.lr_schedule(cfg.stages.block_lr, n_steps, 0)
+      sched_f = optim.lr_schedule(cfg.student.block_lr, n_steps, 0)
       transforms = {'train': optim.sgd(sched_f, cfg.student.momentum, cfg.student.weight_decay)}
       key = ('g', phase.signature, n_steps)
     else:
       offset = 0
       warm = int(cfg.student.warmup_epochs * self.spe) if phase.standalone else 0
-      mult = 1.0 if phase.standalone else cfg.stages.finetune_lr_mult
+      mult = 1.0 if phase.standalone else cfg.student.finetune_lr_mult
       transforms = {
           'head': optim.sgd(optim.lr_schedule(lr, n_steps, warm), cfg.student.momentum,
                             cfg.student.weight_decay),
@@ -130,17 +131,15 @@ class StateBuilder:
     tx = self.tx(key, lambda: optim.masked(params, rules(groups), transforms))
     g = optim.TrainState.create(apply_fn=None, params=params, batch_stats=batch_stats, tx=tx)
     states = {'g': g.replace(opt_state=optim.start_at(g.opt_state, offset)) if offset else g,
-              'd': None, 't': None, 'rng': jax.random.key_data(self.phase_key(m, i, seed))}
+              'rng': jax.random.key_data(self.phase_key(m, i, seed))}
     ctx = StateContext(
         cfg=cfg, phase=phase, anchor=anchor, seed=seed, t_model=self.t_model,
         image_shape=self.image_shape, n_steps=n_steps, offset=offset, schedule=sched,
         student_lr=lr, warmup_steps=int(cfg.student.warmup_epochs * self.spe), tx=self.tx,
         cache=self.cache, start_at=optim.start_at, g_key=key,
         num_blocks=self.student.num_blocks)
-    if phase.critic is not None:
-      states['d'] = phase.critic.init_state(ctx)
-    if phase.partner is not None and phase.partner.trains:
-      states['t'] = phase.partner.init_state(ctx)
+    if phase.state_name is not None:
+      states[phase.state_name] = phase.hook.init_state(ctx)
     return states
 
   def tx(self, key, make):

@@ -18,7 +18,7 @@ from msmgan_jax.methods import registry
 from msmgan_jax.training import loop
 from msmgan_jax.training import teacher as teacher_lib
 from msmgan_jax.training import summary as summary_lib
-from msmgan_jax.training.runner import DiscWatch, PhaseRunner  # noqa: F401 (student.DiscWatch)
+from msmgan_jax.training.runner import PhaseRunner
 from msmgan_jax.training.seeds import Seeds
 from msmgan_jax.training.states import StateBuilder
 
@@ -118,22 +118,30 @@ class Distiller:
     return lambda states, batch: multi(states, batch, anchor_vars)
 
   def _seed_step(self, phase):
-    """One seed's update: (states, batch, anchor variables) -> (states, metrics)."""
-    fns = self.steps_for(phase)
-    if phase.is_feature:
-      def step(states, batch, anchor_vars):
-        g, d, metrics = fns.feature_step(states['g'], states['d'], anchor_vars, batch)
-        return {**states, 'g': g, 'd': d}, metrics
-    else:
-      def step(states, batch, anchor_vars):
-        g, t, metrics = fns.logit_step(states['g'], states['t'], anchor_vars, batch)
-        return {**states, 'g': g, 't': t}, metrics
+    """One seed's update: (states, batch, anchor variables) -> (states, metrics). The
+    phase's compiled step takes the student's state and its hook's (None without one)."""
+    fns, name = self.steps_for(phase), phase.state_name
+    fn = fns.feature_step if phase.is_feature else fns.logit_step
+
+    def step(states, batch, anchor_vars):
+      g, other, metrics = fn(states['g'], states.get(name), anchor_vars, batch)
+      return {**states, 'g': g, **({name: other} if name else {})}, metrics
     return step
 
   def evaluate(self, g_state) -> dict:
     """Test accuracy and loss of the student (lists of one value per seed with several)."""
     variables = {'params': g_state.params['student'], 'batch_stats': g_state.batch_stats['student']}
     return loop.evaluate(self.eval_step, variables, self.eval_batches, self.mesh)
+
+  def _restore(self, step, meta, states) -> dict:
+    """The states of checkpoint `step` (`meta` its metadata), `states` giving their
+    structure. A checkpoint names its states (`meta['states']`); one written before it did
+    holds 'd' and 't' in every phase, None where the phase had no such state: those
+    slots are restored as the None they are and dropped."""
+    slots = meta.get('states', ['d', 'g', 'rng', 't'])
+    empty = {name: None for name in slots if name not in states}
+    restored, _ = self.ckpt.restore(step, {**states, **empty})
+    return {name: v for name, v in restored.items() if name not in empty}
 
   def run(self) -> dict:
     """Trains every stage and phase (resuming where a checkpoint says); returns the summary."""
@@ -147,7 +155,7 @@ class Distiller:
       meta = self.ckpt.meta(resume)
       pos, records, wall = tuple(meta['position']), meta['records'], meta['wall_s']
       m, i, s = pos
-      restored, _ = self.ckpt.restore(resume, self.build_states(m, i, carry))
+      restored = self._restore(resume, meta, self.build_states(m, i, carry))
       # Only a checkpoint that restored cuts the log back (a refused resume changes nothing).
       self.wd.metrics.truncate(meta['metrics_offset'])
       carry = (restored['g'].params, restored['g'].batch_stats)
@@ -173,8 +181,8 @@ class Distiller:
         carry = (states['g'].params, states['g'].batch_stats)
         records.append(record)
         self.ckpt.save((self.ckpt.latest_step() or 0) + 1, states,
-                       self.runner.meta((m, i, record['steps']), records, t_start, record['wall_s'],
-                                  phase_done=True),
+                       self.runner.meta((m, i, record['steps']), records, t_start,
+                                        record['wall_s'], states, phase_done=True),
                        where=f'in stage {m + 1} phase {self.phases[m][i].name} by its last '
                              f'training step ({record["steps"]})')
         faults.point('phase')

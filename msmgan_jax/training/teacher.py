@@ -225,10 +225,10 @@ def load_given(cfg, info, mesh, eval_batches=None, given=None) -> Teacher:
     source, paths = cfg.teacher.source, [os.path.abspath(os.path.expanduser(p))
                                          for p in cfg.teacher.checkpoints]
   check_serves(cfg, model, info, name)
-  if registry.METHODS[cfg.method].all_anchors and len(variables) != cfg.stages.num:
+  if registry.METHODS[cfg.method].all_anchors and len(variables) != cfg.anchors.num:
     raise errors.ConfigError(
-        f'config field stages.num: {cfg.method} trains one stage per anchor and the teacher '
-        f'gives {len(variables)}; set stages.num={len(variables)}')
+        f'config field anchors.num: {cfg.method} trains one stage per anchor and the teacher '
+        f'gives {len(variables)}; set anchors.num={len(variables)}')
   variables = [sharding.replicate(v, mesh) for v in variables]
   scores, checks = [None] * len(variables), None
   if eval_batches is not None:

@@ -109,7 +109,7 @@ def load(t, info):
   signature taking uint8 (0..255) images."""
   if len(t.checkpoints) != 1:
     raise ConfigError(f'config field teacher.checkpoints: gives {len(t.checkpoints)} '
-                      'SavedModels; a SavedModel teacher is one anchor (stages.num=1)')
+                      'SavedModels; a SavedModel teacher is one anchor (anchors.num=1)')
   name = f'SavedModel {os.path.basename(os.path.normpath(t.checkpoints[0]))}'
   forward = saved_model_forward(t.checkpoints[0], t.output)
   inputs = t.inputs

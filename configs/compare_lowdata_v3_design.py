@@ -1,0 +1,54 @@
+"""MS-MGANs v3 design study: the paper's three ideas in the forms that have worked elsewhere,
+screened one change at a time on the design slice (issue 36).
+
+Run:  python -m msmgan_jax.compare --config configs/compare_lowdata_v3_design.py
+      (resumable; --report rewrites the tables from the finished runs)
+Every candidate trains the resnet8 student on `train[:10%]` exactly as
+configs/compare_lowdata_v2.py does (the same full-data resnet20 teacher and its anchors at
+epochs 5/10/15, budget and base config) with 2 seeds, scored on `train[20%:60%]` (24,000
+images): disjoint from the students' slice and from the comparison's tuning slice
+`train[60%:]`; never the test split. (The teacher trained on all of the training split, so
+it has seen these images; every candidate and baseline shares that teacher.)
+Candidate 0 is v2's MS-MGANs (the v2 design study's choice, `method_defaults` of
+configs/compare_lowdata_v2.py); every later candidate changes one thing of candidate 0:
+1. starts: the student's weights selected from the final anchor (`student.init=last_anchor`,
+   the teacher at test accuracy 0.943) instead of the first (epoch 5, 0.897);
+2. stages: a progressive schedule with most of the budget on the final anchor
+   (`stages.stage_shares=(0.1, 0.1, 0.8)` against (0.2, 0.2, 0.6)).
+Candidates of the other ideas (the anchors as a snapshot-ensemble target, teacher-forced
+blocks, a persistent discriminator on the last map, the head's logit loss) are appended as
+they are built; a finished candidate keeps its number.
+Results: results/lowdata_v3_design/compare.{json,md}.
+"""
+from configs import compare_lowdata_v2
+from msmgan_jax import config as config_lib
+
+V2 = compare_lowdata_v2.design_choice()  # v2's MS-MGANs: its design study's choice.
+
+
+def get_config(arg=None):
+  c = compare_lowdata_v2.get_config()
+  c.title = 'lowdata v3 design study: MS-MGANs v3 candidates on the design slice'
+  c.config_path = 'configs/compare_lowdata_v3_design.py'
+  c.description = (
+      "lowdata's setting: the full-data resnet20 teacher (anchors at epochs 5/10/15) guides a "
+      'resnet8 student that trains on `train[:10%]` for 15 epochs of that slice; every '
+      'candidate trains 2 seeds and is scored on `train[20%:60%]`, a hold-out no student '
+      'trains on and the comparison does not tune on.')
+  c.workdir, c.out = 'runs/design_lowdata_v3', 'results/lowdata_v3_design'
+  c.validation_split = 'train[20%:60%]'
+  c.methods, c.ablations, c.tune_only = ('msmgan',), (), True
+  c.budgets = {}
+  c.method_defaults = {'msmgan': V2}  # candidate 0: v2's MS-MGANs.
+  c.design_note = ('Candidates of MS-MGANs only, 2 seeds each, scored on this study\'s own '
+                   'validation slice (the design slice); candidate 0 is v2\'s MS-MGANs, each '
+                   'later one changes one thing of it (see configs/compare_lowdata_v3_design.py). '
+                   '"chosen": the best mean validation accuracy (ties: the earlier).')
+  c.tuning.msmgan = (
+      '',
+      'student.init=last_anchor',
+      'stages.stage_shares=(0.1, 0.1, 0.8)',
+  )
+  if arg not in (None, ''):
+    raise config_lib.ConfigError(f'unknown config argument {arg!r}: use nothing')
+  return c

@@ -1,0 +1,174 @@
+"""MS-MGANs' config groups, their checks, its ablations, and where its old fields went.
+
+Groups: `stages` (the stage fields only msmgan reads: greedy blocks, phase shares, block
+stages, the head phase's fine-tuning), `msmgan` (its head loss: temperature and weight),
+`gan`, `disc` and `mutual`. Fields shared with other methods or the trainer left `stages`
+(`MOVED`); configs recorded and settings written before that still mean what they meant
+(`methods.registry.migrate`, `registry.current_fields`).
+"""
+import ml_collections
+
+from msmgan_jax.core import models
+from msmgan_jax.methods.msmgan.losses import GAN_LOSSES
+from msmgan_jax.methods.registry import Moved, check_finite, check_sub_batch, require
+
+DISC_KINDS = ('teacher', 'conv', 'task')
+
+
+def defaults_stages(c: ml_collections.ConfigDict) -> None:
+  c.stages = s = ml_collections.ConfigDict()
+  s.greedy = True                 # layer-wise greedy block phases (False = ablation end to end).
+  s.phase_shares = (0.1, 0.1, 0.1, 0.7)  # stage budget split: block_1..block_K, head.
+  s.block_stages = 1              # leading stages with block phases (-1 = all; later: head only).
+  s.finetune_all = True           # head phase also trains every block (at student.finetune_lr_mult).
+  s.head_feat = 0.0               # head phase (finetune_all): + this x feature MSE of every block.
+
+
+def defaults_msmgan(c: ml_collections.ConfigDict) -> None:
+  c.msmgan = ms = ml_collections.ConfigDict()
+  ms.tau = 4.0                    # temperature of msmgan's KL terms (head, mutual copy, task critic).
+  ms.beta = 0.9                   # head phase: weight of tau^2 KL(T' || S) beside CE (weight 1).
+
+
+def defaults_gan(c: ml_collections.ConfigDict) -> None:
+  c.gan = g = ml_collections.ConfigDict()
+  g.loss = 'bce'                  # bce (non-saturating) | hinge | lsgan.
+  g.alpha_feat = 1.0              # weight of the feature MSE through the connector.
+  g.alpha_adv = 0.1               # weight of the adversarial term (0 = ablation no GAN).
+  g.alpha_task = 0.0              # disc.kind task: weight of the task KL (teacher's upper net).
+  g.head_task = 0.0               # head phase: + this x the last block's task KL (its head).
+  g.relativistic = False          # disc.kind task: relativistic average realness (RaGAN).
+
+
+def defaults_disc(c: ml_collections.ConfigDict) -> None:
+  c.disc = ds = ml_collections.ConfigDict()
+  ds.kind = 'teacher'             # teacher (anchor's upper blocks + unit) | conv | task.
+  ds.lr = 1e-3                    # Adam learning rate of the real/fake unit (and conv net).
+  ds.b1 = 0.5                     # Adam beta1.
+  ds.trunk_lr_mult = 0.1          # the teacher trunk learns at this multiple of disc.lr.
+  ds.steps_per_g = 1              # discriminator updates per student update.
+  ds.batch_size = 16              # real and as many fake examples D_k sees per step (0 = batch).
+  ds.trunk_blocks = 1             # teacher blocks after k in D_k (0 = all of them, k+1..K).
+  ds.conv_width = 64              # channels of the conv discriminator.
+  ds.stuck_logs = 5               # warn when a D accuracy sits at 0 or 1 this many logs (0 = off).
+
+
+def defaults_mutual(c: ml_collections.ConfigDict) -> None:
+  c.mutual = mu = ml_collections.ConfigDict()
+  mu.enabled = True               # DML head phase + learning D trunks (False = ablation no mutual).
+  mu.beta_t = 0.1                 # weight of KL(S || T') for the teacher copy.
+  mu.lr = 0.001                   # peak SGD learning rate of the teacher copy.
+  mu.batch_size = 16              # examples of each batch the teacher copy trains on (0 = all).
+  mu.frozen_bn = False            # the copy's BatchNorm keeps the anchor's statistics (inference mode).
+
+
+def check_stages(cfg) -> None:
+  check_finite(cfg, ('stages.head_feat',))
+
+
+def check_msmgan(cfg) -> None:
+  check_finite(cfg, ('msmgan.tau', 'msmgan.beta'), positive=('msmgan.tau',))
+  require(cfg.msmgan.beta <= 1, 'msmgan.beta', f'must be in [0, 1], got {cfg.msmgan.beta}')
+
+
+def check_gan(cfg) -> None:
+  check_finite(cfg, ('gan.alpha_feat', 'gan.alpha_adv', 'gan.alpha_task', 'gan.head_task'))
+
+
+def check_disc(cfg) -> None:
+  check_finite(cfg, ('disc.lr', 'disc.b1', 'disc.trunk_lr_mult'))
+  require(isinstance(cfg.disc.stuck_logs, int) and cfg.disc.stuck_logs >= 0, 'disc.stuck_logs',
+          f'must be an integer >= 0, got {cfg.disc.stuck_logs!r}')
+  check_sub_batch(cfg, 'disc.batch_size')
+
+
+def check_mutual(cfg) -> None:
+  check_finite(cfg, ('mutual.beta_t', 'mutual.lr'))
+  check_sub_batch(cfg, 'mutual.batch_size')
+
+
+def check(cfg) -> None:
+  """The fields only msmgan reads that depend on the rest of the config (run when it is the
+  chosen method)."""
+  k = models.create_model(cfg.student.model, 10).num_blocks
+  shares = tuple(cfg.stages.phase_shares)
+  require(len(shares) == k + 1 and all(x > 0 for x in shares), 'stages.phase_shares',
+          f'needs {k + 1} positive shares (block_1..block_{k}, head) for {cfg.student.model}, '
+          f'got {shares}')
+  require(abs(sum(shares) - 1) < 1e-6, 'stages.phase_shares', f'{shares} must sum to 1')
+  b = cfg.stages.block_stages
+  require(isinstance(b, int) and not isinstance(b, bool) and b >= -1, 'stages.block_stages',
+          f'must be -1 (every stage) or an integer >= 0 (that many leading stages; '
+          f'anchors.num or more: every stage), got {b!r}')
+  require(cfg.gan.loss in GAN_LOSSES, 'gan.loss', f'{cfg.gan.loss!r} is not one of {GAN_LOSSES}')
+  require(cfg.disc.kind in DISC_KINDS, 'disc.kind',
+          f'{cfg.disc.kind!r} is not one of {DISC_KINDS}')
+  require(isinstance(cfg.disc.steps_per_g, int) and cfg.disc.steps_per_g >= 1,
+          'disc.steps_per_g', 'must be an integer >= 1')
+  require(0 <= cfg.disc.b1 < 1, 'disc.b1', f'must be in [0, 1), got {cfg.disc.b1}')
+  require(isinstance(cfg.disc.trunk_blocks, int) and cfg.disc.trunk_blocks >= 0,
+          'disc.trunk_blocks', f'must be an integer >= 0, got {cfg.disc.trunk_blocks!r}')
+
+
+# The fields that left msmgan's `stages` group (the trainer's and the anchors' now), and the
+# fields whose values other methods' runs took from there or msmgan's from kd's, before
+# each had its own: recorded configs and written settings are read through this table.
+MOVED = (
+    Moved('stages.num', 'anchors.num'),
+    Moved('stages.teacher_epochs', 'anchors.epochs'),
+    Moved('stages.stage_shares', 'student.stage_shares'),
+    Moved('stages.schedule', 'student.schedule'),
+    Moved('stages.block_schedule', 'student.block_schedule'),
+    Moved('stages.block_lr', 'student.block_lr'),
+    Moved('stages.finetune_lr_mult', 'student.finetune_lr_mult'),
+    Moved('stages.phase_shares', 'skd.phase_shares', method='skd', copy=True),
+    Moved('kd.tau', 'msmgan.tau', method='msmgan', copy=True),
+    Moved('kd.beta', 'msmgan.beta', method='msmgan', copy=True),
+)
+# Fields added after runs were recorded, with the value under which those runs trained (a
+# recorded config without the field ran that way); the default may differ.
+ADDED = {'stages.block_stages': -1, 'mutual.frozen_bn': False}
+
+
+def single_stage(cfg) -> dict:
+  """One stage (the final anchor) that keeps the full method's block and head budgets:
+  each block phase gets the steps it had over all of the full method's stages with block
+  phases (stage share x phase share, summed), the head the rest; only the stages (the
+  anchors' curriculum) change."""
+  num, shares = cfg.anchors.num, tuple(cfg.stages.phase_shares)
+  stage = tuple(cfg.student.stage_shares) or (1.0 / num,) * num
+  b = cfg.stages.block_stages
+  if b == 0:  # no block phases to keep.
+    return {'anchors.num': 1, 'student.stage_shares': ()}
+  with_blocks = sum(stage[:num if b < 0 else min(b, num)])
+  blocks = tuple(round(x * with_blocks, 6) for x in shares[:-1])
+  return {'anchors.num': 1, 'student.stage_shares': (), 'stages.block_stages': -1,
+          'stages.phase_shares': blocks + (round(1.0 - sum(blocks), 6),)}
+
+
+# The ablations of MS-MGANs (the README's "What the method does"): the overrides that make
+# each one (a function of the full method's config where a budget must stay the same).
+ABLATIONS = {
+    'single_stage': single_stage,
+    'end_to_end': {'stages.greedy': False},
+    'no_gan': {'gan.alpha_adv': 0.0},
+    'no_mutual': {'mutual.enabled': False},
+    'no_blocks': {'stages.block_stages': 0},  # no greedy block phase (nor GAN) in any stage.
+}
+
+
+def variant(cfg) -> list:
+  """Which of `ABLATIONS` `cfg` is (empty for the full method)."""
+  out = []
+  blocks = cfg.stages.block_stages != 0  # without block phases greedy and GAN do nothing.
+  if cfg.anchors.num == 1:
+    out.append('single_stage')
+  if not cfg.stages.greedy and blocks:
+    out.append('end_to_end')
+  if cfg.gan.alpha_adv == 0 and blocks:
+    out.append('no_gan')
+  if not cfg.mutual.enabled:
+    out.append('no_mutual')
+  if cfg.stages.block_stages == 0:
+    out.append('no_blocks')
+  return out

@@ -1,0 +1,93 @@
+"""MS-MGANs' head phase: its losses and the mutual copy of the anchor (mutual learning, the
+README's "What the method does").
+
+The student learns CE + msmgan.beta tau^2 KL(T' || S) (tau = msmgan.tau) from the logits of a
+trainable copy T' of the stage's anchor (`MutualCopy`, with `mutual.enabled`) or of the
+anchor itself; the copy learns CE + mutual.beta_t tau^2 KL(S || T') (deep mutual learning,
+Zhang et al. CVPR 2018). Optionally the block phases' terms stay on while the head trains
+(`head_loss_with_features`).
+"""
+import jax
+import jax.numpy as jnp
+
+from msmgan_jax.core import losses, optim
+from msmgan_jax.core.phase import Partner
+from msmgan_jax.core.steps import sub_batch
+
+
+def head_loss(view):
+  """CE (weight 1, with or without the mutual copy: the no_mutual ablation changes mutual
+  learning only) + msmgan.beta tau^2 KL(T' || S) from the copy's (or the anchor's) logits
+  (B, C); a batch mean."""
+  cfg = view.cfg
+  return losses.dml(view.s_logits, view.t_logits, view.labels, cfg.msmgan.beta, cfg.msmgan.tau,
+                    1.0)
+
+
+def head_loss_with_features(view):
+  """`head_loss` + stages.head_feat x the feature MSE of every block through its connector
+  (the block phases' feature terms, kept while the head trains) + gan.head_task x the last
+  block's task term: tau^2 KL(T || T_head(C_K(f_S^K))), the anchor's (frozen) head on the
+  student's connected last map against the partner's logits (SRRL's idea, Yang et al.
+  ICLR 2021, as a KL; the last block's critic term kept while the head trains)."""
+  cfg = view.cfg
+  s_loss = head_loss(view)
+  last = len(view.s_feats) - 1
+  for i, f in enumerate(view.s_feats):
+    if cfg.stages.head_feat <= 0 and i != last:
+      continue
+    out = view.connect(i, f)
+    if cfg.stages.head_feat > 0:
+      s_loss += cfg.stages.head_feat * losses.feature_mse(out, view.t_feats[view.first + i])
+    if i == last and cfg.gan.head_task > 0:
+      s_loss += cfg.gan.head_task * losses.kd(view.t_head(out),
+                                              jax.lax.stop_gradient(view.t_logits),
+                                              cfg.msmgan.tau)
+  return s_loss
+
+
+class MutualCopy(Partner):
+  """A trainable copy of the stage's anchor (the `t` state): the student's KD target are its
+  inference-mode logits on the whole batch; it learns CE + mutual.beta_t tau^2 KL(S || T')
+  on `mutual.batch_size` examples of the batch (a strided sub-batch)."""
+  state = 't'
+  record_key = 'teacher_copy_params'
+
+  def init_state(self, ctx):
+    cfg = ctx.cfg
+    t_tx = ctx.tx(('t', ctx.phase.signature, ctx.n_steps), lambda: optim.sgd(
+        optim.lr_schedule(cfg.mutual.lr, ctx.n_steps, 0), cfg.teacher.momentum,
+        cfg.teacher.weight_decay))
+    copy = jax.tree.map(jnp.copy, ctx.anchor.variables)  # steps donate states; anchors stay.
+    return optim.TrainState.create(apply_fn=None, params=copy['params'],
+                                   batch_stats=copy['batch_stats'], tx=t_tx)
+
+  def forward(self, steps, t_state, anchor, x):
+    t_logits, t_feats = steps.teacher.apply({'params': t_state.params,
+                                             'batch_stats': t_state.batch_stats}, x, train=False)
+    return t_logits, t_feats, None
+
+  def update(self, steps, t_state, ctx, x, y, s_logits):
+    """With `mutual.frozen_bn`, the copy's BatchNorm layers normalise with the anchor's
+    running statistics and leave them as they are, as when fine-tuning a pretrained net on
+    small batches."""
+    cfg, n = steps.cfg, steps.cfg.mutual.batch_size
+    xs, ys, ss = sub_batch(x, n), sub_batch(y, n), sub_batch(s_logits, n)
+
+    def loss_fn(params):
+      variables = {'params': params, 'batch_stats': t_state.batch_stats}
+      if cfg.mutual.frozen_bn:  # BatchNorm keeps the anchor's statistics (inference mode).
+        logits, _ = steps.teacher.apply(variables, xs, train=False)
+        new = {'batch_stats': t_state.batch_stats}
+      else:
+        (logits, _), new = steps.teacher.apply(variables, xs, train=True,
+                                               mutable=['batch_stats'])
+      return losses.dml(logits, ss, ys, cfg.mutual.beta_t, cfg.msmgan.tau), (logits, new)
+
+    (loss, (logits, new)), grads = jax.value_and_grad(loss_fn, has_aux=True)(t_state.params)
+    t_state = t_state.apply_gradients(grads=grads, batch_stats=new['batch_stats'])
+    return t_state, {'teacher_copy_loss': loss,
+                     'teacher_copy_accuracy': jnp.mean(jnp.argmax(logits, -1) == ys)}
+
+
+COPY = MutualCopy()
