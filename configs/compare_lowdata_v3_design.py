@@ -14,31 +14,27 @@ configs/compare_lowdata_v2.py); every later candidate changes one thing of candi
 1. starts: the student's weights selected from the final anchor (`student.init=last_anchor`,
    the teacher at test accuracy 0.943) instead of the first (epoch 5, 0.897);
 2. stages: a progressive schedule with most of the budget on the final anchor
-   (`stages.stage_shares=(0.1, 0.1, 0.8)` against (0.2, 0.2, 0.6)).
+   (`stages.stage_shares=(0.1, 0.1, 0.8)` against (0.2, 0.2, 0.6); the field is
+   `student.stage_shares` now, its old name kept as the runs recorded it).
 Candidates of the other ideas (the anchors as a snapshot-ensemble target, teacher-forced
 blocks, a persistent discriminator on the last map, the head's logit loss) are appended as
 they are built; a finished candidate keeps its number.
 Results: results/lowdata_v3_design/compare.{json,md}.
 """
-from configs import compare_lowdata_v2
+from configs import compare_lowdata_v2, compare_lowdata_v2_design
 from msmgan_jax import config as config_lib
 
 V2 = compare_lowdata_v2.design_choice()  # v2's MS-MGANs: its design study's choice.
 
 
 def get_config(arg=None):
-  c = compare_lowdata_v2.get_config()
+  """v2's design study (same slices, seeds and budget) with v3's candidates."""
+  if arg not in (None, ''):
+    raise config_lib.ConfigError(f'unknown config argument {arg!r}: use nothing')
+  c = compare_lowdata_v2_design.get_config()
   c.title = 'lowdata v3 design study: MS-MGANs v3 candidates on the design slice'
   c.config_path = 'configs/compare_lowdata_v3_design.py'
-  c.description = (
-      "lowdata's setting: the full-data resnet20 teacher (anchors at epochs 5/10/15) guides a "
-      'resnet8 student that trains on `train[:10%]` for 15 epochs of that slice; every '
-      'candidate trains 2 seeds and is scored on `train[20%:60%]`, a hold-out no student '
-      'trains on and the comparison does not tune on.')
   c.workdir, c.out = 'runs/design_lowdata_v3', 'results/lowdata_v3_design'
-  c.validation_split = 'train[20%:60%]'
-  c.methods, c.ablations, c.tune_only = ('msmgan',), (), True
-  c.budgets = {}
   c.method_defaults = {'msmgan': V2}  # candidate 0: v2's MS-MGANs.
   c.design_note = ('Candidates of MS-MGANs only, 2 seeds each, scored on this study\'s own '
                    'validation slice (the design slice); candidate 0 is v2\'s MS-MGANs, each '
@@ -49,6 +45,4 @@ def get_config(arg=None):
       'student.init=last_anchor',
       'stages.stage_shares=(0.1, 0.1, 0.8)',
   )
-  if arg not in (None, ''):
-    raise config_lib.ConfigError(f'unknown config argument {arg!r}: use nothing')
   return c

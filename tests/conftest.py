@@ -120,3 +120,27 @@ def teacher_run(repo_root, tfds_data_dir, tmp_path_factory):
   cfg = shrink(load_config(repo_root, 'teacher_fmnist'), tfds_data_dir)
   workdir = str(tmp_path_factory.mktemp('teacher'))
   return cfg, workdir, train.train_and_evaluate(cfg, workdir)
+
+
+def teacher_config_file(tmp_path, data_dir) -> str:
+  """A config file taking 'SOURCE,PATH' as its argument: kd from the teacher.source SOURCE
+  at teacher.checkpoints (PATH,) to a cnn student, 1 epoch on the small real slices."""
+  import textwrap  # pylint: disable=g-import-not-at-top
+  config = tmp_path / 'teach.py'
+  config.write_text(textwrap.dedent(f'''
+      import sys
+      sys.path.insert(0, {str(REPO_ROOT / 'tests')!r})
+      from conftest import shrink
+      from configs import default
+
+
+      def get_config(arg=None):
+        c = shrink(default.get_config(), {data_dir!r})
+        c.method, c.anchors.num, c.student.epochs = 'kd', 1, 1
+        c.student.model = 'cnn'
+        c.student.eval_every_phase = False
+        c.teacher.source = arg.split(',')[0]
+        c.teacher.checkpoints = (arg.split(',')[1],)
+        return c
+      '''))
+  return str(config)

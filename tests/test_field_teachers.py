@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import load_config, shrink
+from conftest import load_config, shrink, teacher_config_file
 from msmgan_jax import main, teachers
 from msmgan_jax.core import models, sharding
 from msmgan_jax.core.teachers import diagnosis
@@ -118,14 +118,14 @@ def test_a_teacher_scaling_pixels_inside_is_refused_at_the_wrong_scale_and_told_
 
 
 def test_a_teacher_at_chance_stops_the_run_or_goes_on_recorded_with_allow_weak(
-    repo_root, tfds_data_dir, tmp_path, capsys):
+    tfds_data_dir, tmp_path, capsys):
   """Through `main`: an untrained Keras CNN (a new user's first try) exits 2 with nothing
   written; with teacher.allow_weak=True it trains, warns and records the warning."""
   import keras
   net = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Conv2D(4, 3),
                           keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
   path = keras_file(net, tmp_path / 'untrained.keras')
-  config = write_config(tmp_path, repo_root, tfds_data_dir)
+  config = teacher_config_file(tmp_path, tfds_data_dir)
   wd = tmp_path / 'run'
   args = ['main', '--config', f'{config}:keras,{path}', '--workdir', str(wd)]
   assert main.run(args) == 2
@@ -260,7 +260,7 @@ def test_saved_model_signatures_with_several_outputs(loaded, native, tmp_path):
 
 
 def test_keras_export_and_a_uint8_signature_teach_through_main(
-    repo_root, tfds_data_dir, twin, native, tmp_path, capsys):
+    tfds_data_dir, twin, native, tmp_path, capsys):
   """Keras 3's own `model.export()` (its function reads variables: call_tf cannot lower it
   under jit, so it runs on the host) and the library's own export format (uint8 images in,
   {'logits', 'probabilities'} out) each teach kd through `main` at the native accuracy."""
@@ -271,7 +271,7 @@ def test_keras_export_and_a_uint8_signature_teach_through_main(
   model = models.create_model('resnet8', 10)
   export.save_model(str(ours), export.serving_fn(model, ((FMNIST_MEAN,), (FMNIST_STD,))),
                     native[0], (28, 28, 1))
-  config = write_config(tmp_path, repo_root, tfds_data_dir)
+  config = teacher_config_file(tmp_path, tfds_data_dir)
   for path, words in ((exported, 'runs on the host'), (ours, 'takes uint8 images')):
     wd = tmp_path / f'run_{path.name}'
     code = main.run(['main', '--config', f'{config}:saved_model,{path}', '--workdir', str(wd)])
@@ -328,61 +328,12 @@ def test_a_flax_train_switch_under_any_name(loaded, native, tmp_path, monkeypatc
 
 
 def test_the_teachers_command_lists_layers_and_the_ones_that_fit(
-    repo_root, tfds_data_dir, twin, tmp_path, capsys):
+    tfds_data_dir, twin, tmp_path, capsys):
   from msmgan_jax import teachers as command
   path = keras_file(twin, tmp_path / 'twin.keras')
-  config = write_config(tmp_path, repo_root, tfds_data_dir)
+  config = teacher_config_file(tmp_path, tfds_data_dir)
   assert command.main(['teachers', '--config', f'{config}:keras,{path}']) == 0
   out = capsys.readouterr().out
   assert 'block1  (1, 28, 28, 16)  /1' in out and 'block3  (1, 7, 7, 64)  /4' in out
   assert "teacher.feature_layers=('block1', 'block2', 'block3')" in out
   assert command.main(['teachers', '--config', f'{config}:keras,{tmp_path / "none.keras"}']) == 2
-
-
-def write_config(tmp_path, repo_root, data_dir) -> str:
-  """A config file taking 'SOURCE,PATH' as its argument: kd from that teacher, 1 epoch."""
-  config = tmp_path / 'teach.py'
-  config.write_text(textwrap.dedent(f'''
-      import sys
-      sys.path.insert(0, {str(repo_root / 'tests')!r})
-      from conftest import shrink
-      from configs import default
-
-
-      def get_config(arg=None):
-        c = shrink(default.get_config(), {data_dir!r})
-        c.method, c.anchors.num, c.student.epochs = 'kd', 1, 1
-        c.student.model = 'cnn'
-        c.student.eval_every_phase = False
-        c.teacher.source = arg.split(',')[0]
-        c.teacher.checkpoints = (arg.split(',')[1],)
-        return c
-      '''))
-  return str(config)
-
-
-# Field cases that passed before and must keep passing ------------------------------------
-def test_a_mixed_precision_keras_teacher_with_batchnorm_and_dropout_gives_its_inference_logits():
-  """float16 compute, BatchNorm and Dropout: the logits are `model(x, training=False)`'s
-  exactly (no dropout, running statistics), as float32."""
-  import keras
-  x = inputs = keras.Input((28, 28, 1))
-  x = keras.layers.Conv2D(8, 3, padding='same', dtype='mixed_float16', name='conv')(x)
-  x = keras.layers.BatchNormalization(dtype='mixed_float16')(x)
-  x = keras.layers.Dropout(0.5)(keras.layers.ReLU(dtype='mixed_float16')(x))
-  x = keras.layers.GlobalAveragePooling2D(dtype='mixed_float16')(x)
-  net = keras.Model(inputs, keras.layers.Dense(10, dtype='float32')(x))
-  net.layers[2].moving_mean.assign(np.full(8, 0.3, np.float32))  # not the initial statistics.
-  given = teachers.keras_teacher(net, ('conv',))
-  info = data.DatasetInfo('x', 10, (28, 28, 1), 1, 1, mean=(0.0,), std=(1.0,))
-  ext = given.build(info)
-  images = np.random.RandomState(0).randn(4, 28, 28, 1).astype(np.float32)
-  logits, feats = jax.jit(ext.apply)(given.variables[0], images)
-  assert logits.dtype == np.float32 and feats[0].shape == (4, 28, 28, 8)
-  np.testing.assert_array_equal(logits, np.asarray(net(images, training=False), np.float32))
-
-
-def test_a_grayscale_teacher_on_rgb_data_exits_2_naming_the_shape(twin):
-  info = data.DatasetInfo('rgb', 10, (28, 28, 3), 1, 1, mean=(0.5,) * 3, std=(0.25,) * 3)
-  with pytest.raises(CheckpointError, match=r"does not run on this data's images \(28, 28, 3\)"):
-    teachers.keras_teacher(twin).build(info)

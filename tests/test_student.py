@@ -194,6 +194,26 @@ def test_each_step_traces_once_per_block_index_across_stages(tmp_path):
   assert block_params == sorted(block_params) and result['params'] > block_params[-1]
 
 
+def interrupt_at(cfg, workdir, n: int, monkeypatch) -> None:
+  """Runs `cfg`'s student in `workdir` until its `n`-th update raises KeyboardInterrupt
+  (a Ctrl-C in the middle of a phase), then puts the real step back."""
+  calls, real_step_fn = {'n': 0}, student.Distiller.step_fn
+
+  def crashing_step_fn(self, phase, anchor):
+    step = real_step_fn(self, phase, anchor)
+
+    def wrapped(states, batch):
+      calls['n'] += 1
+      if calls['n'] == n:
+        raise KeyboardInterrupt
+      return step(states, batch)
+    return wrapped
+  monkeypatch.setattr(student.Distiller, 'step_fn', crashing_step_fn)
+  with pytest.raises(KeyboardInterrupt):
+    make_distiller(cfg, workdir).run()
+  monkeypatch.setattr(student.Distiller, 'step_fn', real_step_fn)
+
+
 @pytest.mark.parametrize('block_stages, crash_at, position', [
     (-1, 11, [1, 3, 1]),  # stage 2 = 4 phases: its head, after its first checkpoint.
     (1, 8, [1, 0, 1]),  # stage 2 = the head alone (4 steps): after its first checkpoint.
@@ -207,22 +227,7 @@ def test_interrupted_run_resumes_mid_phase_to_the_same_student(tmp_path, monkeyp
   # Per stage: block_1, block_2, block_3 (1 step each), head (3 steps, checkpointed after
   # steps 1 and 2). Crash at the 11th update: stage 2's head, after its first checkpoint.
   assert [reference['stages'][0]['phases'][i]['steps'] for i in range(4)] == [1, 1, 1, 3]
-  calls = {'n': 0}
-  real_step_fn = student.Distiller.step_fn
-
-  def crashing_step_fn(self, phase, anchor):
-    step = real_step_fn(self, phase, anchor)
-
-    def wrapped(states, batch):
-      calls['n'] += 1
-      if calls['n'] == crash_at:
-        raise KeyboardInterrupt
-      return step(states, batch)
-    return wrapped
-  monkeypatch.setattr(student.Distiller, 'step_fn', crashing_step_fn)
-  with pytest.raises(KeyboardInterrupt):
-    make_distiller(cfg, tmp_path / 'run').run()
-  monkeypatch.setattr(student.Distiller, 'step_fn', real_step_fn)
+  interrupt_at(cfg, tmp_path / 'run', crash_at, monkeypatch)
   ckpt = checkpoints.Checkpoints(str(tmp_path / 'run' / 'checkpoints' / 'student'))
   assert ckpt.meta(ckpt.latest_step())['position'] == position
   resumed = make_distiller(cfg, tmp_path / 'run').run()
@@ -266,21 +271,7 @@ def test_a_workdir_written_before_the_move_is_recognised_and_resumes(tmp_path, m
   reference = make_distiller(cfg, tmp_path / 'ref').run()
   ref_params = host(checkpoints.Checkpoints(str(tmp_path / 'ref' / 'checkpoints' / 'student_final'))
                     .restore(0, reference_target(cfg))[0])
-  real_step_fn, calls = student.Distiller.step_fn, {'n': 0}
-
-  def crashing_step_fn(self, phase, anchor):
-    step = real_step_fn(self, phase, anchor)
-
-    def wrapped(states, batch):
-      calls['n'] += 1
-      if calls['n'] == 11:  # stage 2's head, after its first checkpoint.
-        raise KeyboardInterrupt
-      return step(states, batch)
-    return wrapped
-  monkeypatch.setattr(student.Distiller, 'step_fn', crashing_step_fn)
-  with pytest.raises(KeyboardInterrupt):
-    make_distiller(cfg, tmp_path / 'run').run()
-  monkeypatch.setattr(student.Distiller, 'step_fn', real_step_fn)
+  interrupt_at(cfg, tmp_path / 'run', 11, monkeypatch)  # stage 2's head, after its first checkpoint.
   # Rewrite what the run left as the code before the move wrote it.
   (tmp_path / 'run' / 'config.json').write_text(json.dumps(_as_before_the_move(cfg)))
   d = make_distiller(cfg, tmp_path / 'run')

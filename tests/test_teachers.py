@@ -14,7 +14,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import shrink, load_config
+from conftest import load_config, shrink, teacher_config_file
 from msmgan_jax import main, teachers
 from msmgan_jax.core import models, sharding
 from msmgan_jax.training import teacher as teacher_lib
@@ -121,7 +121,7 @@ def test_the_keras_twin_gives_the_native_logits_and_features(native, tfds_data_d
 
 
 def test_a_keras_file_and_a_saved_model_teach_kd_through_main(
-    repo_root, tfds_data_dir, native, tmp_path, capsys):
+    tfds_data_dir, native, tmp_path, capsys):
   """`python -m msmgan_jax.main` with teacher.source keras / saved_model; methods the
   teacher cannot serve and a teacher of other classes exit 2 with the reason."""
   import tensorflow as tf
@@ -138,23 +138,7 @@ def test_a_keras_file_and_a_saved_model_teach_kd_through_main(
                          autograph=False)
   saved = tmp_path / 'saved'
   tf.saved_model.save(module, str(saved), signatures=module.f)
-  config = tmp_path / 'teach.py'
-  config.write_text(textwrap.dedent(f'''
-      import sys
-      sys.path.insert(0, {str(repo_root / 'tests')!r})
-      from conftest import shrink
-      from configs import default
-
-
-      def get_config(arg=None):
-        c = shrink(default.get_config(), {tfds_data_dir!r})
-        c.method, c.anchors.num, c.student.epochs = 'kd', 1, 1
-        c.student.model = 'cnn'
-        c.student.eval_every_phase = False
-        c.teacher.source = arg.split(',')[0]
-        c.teacher.checkpoints = (arg.split(',')[1],)
-        return c
-      '''))
+  config = teacher_config_file(tmp_path, tfds_data_dir)
   for source, path in (('keras', keras_path), ('saved_model', saved)):
     wd = tmp_path / source
     assert main.run(['main', '--config', f'{config}:{source},{path}', '--workdir', str(wd)]) == 0

@@ -260,7 +260,7 @@ def _score_step(model):
   def step(variables, batch):
     if isinstance(model, teachers.External):
       raw, _ = model.raw(variables, batch['image'])
-      logits = model.apply(variables, batch['image'])[0]
+      logits = model.to_logits(raw)
     else:
       raw = logits = model.apply(variables, batch['image'], train=False)[0]
     m, classes = batch['mask'], raw.shape[-1]

@@ -206,11 +206,16 @@ class External:
     logits, feats = self._forward(variables, x)
     return jnp.asarray(logits, jnp.float32), [jnp.asarray(f, jnp.float32) for f in feats]
 
+  def to_logits(self, raw):
+    """The logits (B, C) the trainer uses of outputs `raw` as `raw` gives them: their log
+    under `outputs=probabilities` (the same softmax as the teacher's logits), else `raw`."""
+    if self.outputs == 'probabilities':
+      return jnp.log(jnp.clip(raw, 1e-12, None))
+    return raw
+
   def _call(self, variables, x):
     logits, feats = self.raw(variables, x)
-    if self.outputs == 'probabilities':  # log p: the same softmax as the teacher's logits.
-      logits = jnp.log(jnp.clip(logits, 1e-12, None))
-    return logits, feats
+    return self.to_logits(logits), feats
 
   def apply(self, variables, x, train: bool = False, start: int = 0,
             stop: Optional[int] = None, with_head: bool = True, **kwargs):
