@@ -337,3 +337,30 @@ def test_the_teachers_command_lists_layers_and_the_ones_that_fit(
   assert 'block1  (1, 28, 28, 16)  /1' in out and 'block3  (1, 7, 7, 64)  /4' in out
   assert "teacher.feature_layers=('block1', 'block2', 'block3')" in out
   assert command.main(['teachers', '--config', f'{config}:keras,{tmp_path / "none.keras"}']) == 2
+
+
+# Field cases that passed before and must keep passing ------------------------------------
+def test_a_mixed_precision_keras_teacher_with_batchnorm_and_dropout_gives_its_inference_logits():
+  """float16 compute, BatchNorm and Dropout: the logits are `model(x, training=False)`'s
+  exactly (no dropout, running statistics), as float32."""
+  import keras
+  x = inputs = keras.Input((28, 28, 1))
+  x = keras.layers.Conv2D(8, 3, padding='same', dtype='mixed_float16', name='conv')(x)
+  x = keras.layers.BatchNormalization(dtype='mixed_float16')(x)
+  x = keras.layers.Dropout(0.5)(keras.layers.ReLU(dtype='mixed_float16')(x))
+  x = keras.layers.GlobalAveragePooling2D(dtype='mixed_float16')(x)
+  net = keras.Model(inputs, keras.layers.Dense(10, dtype='float32')(x))
+  net.layers[2].moving_mean.assign(np.full(8, 0.3, np.float32))  # not the initial statistics.
+  given = teachers.keras_teacher(net, ('conv',))
+  info = data.DatasetInfo('x', 10, (28, 28, 1), 1, 1, mean=(0.0,), std=(1.0,))
+  ext = given.build(info)
+  images = np.random.RandomState(0).randn(4, 28, 28, 1).astype(np.float32)
+  logits, feats = jax.jit(ext.apply)(given.variables[0], images)
+  assert logits.dtype == np.float32 and feats[0].shape == (4, 28, 28, 8)
+  np.testing.assert_array_equal(logits, np.asarray(net(images, training=False), np.float32))
+
+
+def test_a_grayscale_teacher_on_rgb_data_exits_2_naming_the_shape(twin):
+  info = data.DatasetInfo('rgb', 10, (28, 28, 3), 1, 1, mean=(0.5,) * 3, std=(0.25,) * 3)
+  with pytest.raises(CheckpointError, match=r"does not run on this data's images \(28, 28, 3\)"):
+    teachers.keras_teacher(twin).build(info)
