@@ -1,5 +1,5 @@
-"""`python -m msmgan_jax.arrays NAME OUT.npz`: a dataset's splits saved for runs without
-TensorFlow (see `msmgan_jax.data.arrays`)."""
+"""`python -m msmgan_jax.arrays NAME OUT.npz` (installed, also `msmgan-arrays`): a dataset's
+splits saved for runs without TensorFlow (see `msmgan_jax.data.arrays`)."""
 import argparse
 import os
 import sys

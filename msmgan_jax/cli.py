@@ -1,6 +1,12 @@
 """What every command shares: the `--config` flag parser, the quiet start-up, and
 `run_command`, which turns the exceptions of `msmgan_jax.errors` into a message and the
 exit code of its one table.
+
+The lowest layer above `errors` (the commands, `msmgan_jax/X.py`, build on it; no library
+package imports it), and light: importing it loads neither JAX nor TensorFlow, so a
+command answers `--help` and refuses a bad argument at once. `parse` loads JAX only when
+it reads a config file (the schema is built from the method registry); TensorFlow and the
+JAX backend load in `quiet`, which each command calls once its arguments are good.
 """
 import os
 import sys
@@ -15,11 +21,18 @@ USAGE = ('usage: python -m msmgan_jax.main --config configs/X.py[:smoke] [--work
          '[--overwrite] [--distributed] [--config.FIELD=VALUE ...]')
 
 
-def _flags(argv):
-  """A fresh flag set for `argv` (so `run` works more than once in a process, as tests do)."""
+def _flags(argv, load_config: bool = True):
+  """A fresh flag set for `argv` (so `run` works more than once in a process, as tests do).
+
+  With `load_config` False, `--config` is a plain string flag: parsing `argv` without its
+  `--config.a.b=v` overrides then checks the flag names without loading the config file.
+  """
   fv = flags.FlagValues()
-  config_flags.DEFINE_config_file('config', None, 'config file, e.g. configs/default.py',
-                                  flag_values=fv, lock_config=True, sys_argv=list(argv))
+  if load_config:
+    config_flags.DEFINE_config_file('config', None, 'config file, e.g. configs/default.py',
+                                    flag_values=fv, lock_config=True, sys_argv=list(argv))
+  else:
+    flags.DEFINE_string('config', None, 'config file, e.g. configs/default.py', flag_values=fv)
   flags.DEFINE_string('workdir', None, 'run directory (default: runs/<config>[_<arg>])',
                       flag_values=fv)
   flags.DEFINE_boolean('overwrite', False, 'delete a run (finished or not, any config) in '
@@ -34,7 +47,11 @@ def parse(argv, usage: str = USAGE):
   """(config, workdir, overwrite, distributed) from `argv`; `BadInput` otherwise (its
   message ends with `usage`, the calling command's). `~` in --config and --workdir is
   the user's home; a config file inside a package (configs/, with its __init__.py)
-  imports its sibling configs from any working directory."""
+  imports its sibling configs from any working directory.
+
+  A missing --config, a config file not found and an unknown flag are refused before the
+  config file is read (no JAX, no TensorFlow loaded); an unknown `--config.a.b=v` field
+  after it is read, with the field's nearest name."""
   argv = [_expand(a) for a in argv]
   path = next((a.split('=', 1)[1] for a in argv if a.startswith('--config=')), None) or next(
       (argv[i + 1] for i, a in enumerate(argv[:-1]) if a == '--config'), None)
@@ -44,6 +61,7 @@ def parse(argv, usage: str = USAGE):
     raise BadInput(f'config file {path.partition(":")[0]} not found; pass e.g. '
                     '--config configs/default.py')
   _importable(path.partition(':')[0])
+  _check_flag_names(argv, usage)
   fv = _flags(argv)
   try:
     fv(argv)
@@ -58,6 +76,17 @@ def parse(argv, usage: str = USAGE):
   except (ValueError, TypeError) as e:
     raise BadInput(f'bad config override: {e}') from e
   return cfg, fv.workdir or default_workdir(path), fv.overwrite, fv.distributed
+
+
+def _check_flag_names(argv, usage: str) -> None:
+  """`BadInput` (absl's message, then `usage`) for a flag of `argv` that no command defines,
+  e.g. `--workdri`; the config file is not read. `--config.a.b=v` overrides are left to
+  `parse`, which reads the file to know its fields."""
+  names = [a for a in argv if not a.startswith('--config.')]
+  try:
+    _flags(names, load_config=False)(names)
+  except flags.Error as e:
+    raise BadInput(f'{_last_line(str(e))}\n{usage}') from e
 
 
 def _expand(arg: str) -> str:
@@ -142,7 +171,7 @@ def quiet(init_backend: bool = True) -> None:
       import tensorflow as tf  # pylint: disable=g-import-not-at-top
       tf.get_logger().setLevel('ERROR')
       tf.config.set_visible_devices([], 'GPU')  # TF only feeds data: keep it off accelerators.
-    except ImportError:  # no TensorFlow: arrays files still work (see data.py).
+    except ImportError:  # no TensorFlow: arrays files still work (msmgan_jax.data.arrays).
       pass
     if init_backend:  # not before jax.distributed.initialize(), which must come first.
       jax.devices()  # initialises the backend, which logs too.

@@ -1,4 +1,8 @@
-"""`python -m msmgan_jax.compare`: the command of `msmgan_jax.lab.compare` (see there)."""
+"""`python -m msmgan_jax.compare`, installed also `msmgan-compare`:
+the command of `msmgan_jax.lab.compare` (see there).
+
+Importing it loads neither JAX nor TensorFlow: `--help` and bad arguments answer at once.
+"""
 import sys
 
 from msmgan_jax.lab.compare import main

@@ -13,6 +13,7 @@ from typing import Optional
 import ml_collections
 
 from msmgan_jax.data import datasets as data
+from msmgan_jax.data import sources as data_sources
 from msmgan_jax.core import models
 from msmgan_jax.core.phase import ANCHOR
 from msmgan_jax import methods  # noqa: F401 (registers the built-in methods)
@@ -259,31 +260,18 @@ def _check_source(cfg):
   _require(bool(t.checkpoints), 'teacher.checkpoints',
            f'teacher.source {t.source} reads the teacher from teacher.checkpoints: give its '
            'path(s), one per anchor, weakest first')
-  _require(t.source != 'flax' or bool(t.module), 'teacher.module',
-           "teacher.source flax needs the module, say 'mynets:Teacher'")
   _require(isinstance(t.output, str) and isinstance(t.train_kwarg, str), 'teacher.output',
            'teacher.output and teacher.train_kwarg are strings (a name, or an index as text)')
-  _require(t.source == 'flax' or not t.train_kwarg, 'teacher.train_kwarg',
-           f'{t.train_kwarg!r}: only a flax teacher takes it (Keras runs with training=False)')
-  _require(t.source != 'saved_model' or not t.feature_layers, 'teacher.feature_layers',
-           'a SavedModel teacher gives logits only; leave teacher.feature_layers empty')
+  teachers.check(t)  # the fields this source reads (core.teachers.CHECKS).
   _require(cfg.student.init == 'random', 'student.init',
            f'{cfg.student.init} copies weights from an anchor of this library\'s models; a '
            f'{t.source} teacher has none to give (set student.init=random)')
 
 
 def _check_split(dataset):
-  """dataset.split_fractions and split_seed: how an unsplit image folder is split."""
-  f = dataset.split_fractions
-  numbers = isinstance(f, (tuple, list)) and len(f) == 3 and all(
-      isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and 0 <= x <= 1
-      for x in f)
-  _require(numbers and f[0] > 0 and abs(sum(f) - 1) < 1e-6, 'dataset.split_fractions',
-           f'{f!r} must be 3 numbers in [0, 1] summing to 1, the shares of train (above 0), '
-           'validation and test (0 leaves a part out), e.g. (0.8, 0.1, 0.1)')
-  seed = dataset.split_seed
-  _require(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0,
-           'dataset.split_seed', f'must be an integer >= 0, got {seed!r}')
+  """The dataset fields the data sources read (dataset.split_fractions and split_seed: how
+  an unsplit image folder is split): each registered source checks its own."""
+  data_sources.check(dataset)
 
 
 def _check_anchor_epochs(cfg):
@@ -328,6 +316,7 @@ def _check_pair(cfg):
 
 
 REFERENCE_START, REFERENCE_END = '<!-- config reference: start -->', '<!-- config reference: end -->'
+REFERENCE_PAGE = os.path.join('docs', 'configuration.md')  # relative to the checkout's root.
 
 
 def reference_markdown() -> str:
@@ -335,7 +324,7 @@ def reference_markdown() -> str:
   each registered method group's defaults function.
 
   The comments are the ones in those functions' source, so the reference cannot drift from
-  them; `python -m msmgan_jax.config README.md` writes it into the README between the markers.
+  them; `python -m msmgan_jax.config` writes it into docs/configuration.md between the markers.
   """
   cfg = defaults()
   rows = registry.reference_rows(defaults, cfg)
@@ -347,32 +336,42 @@ def reference_markdown() -> str:
   return '\n'.join(['| field | default | what |', '|---|---|---|'] + lines) + '\n'
 
 
-def write_reference(readme: str) -> bool:
-  """Rewrites the reference between the markers of `readme`; True if it changed."""
-  with open(readme) as f:
+def write_reference(page: str = REFERENCE_PAGE) -> bool:
+  """Rewrites the config reference between the markers of the Markdown file `page`
+  (default docs/configuration.md, relative to the working directory).
+
+  Returns:
+    True if the file changed, False if it already held `reference_markdown()`.
+  Raises:
+    OSError: `page` cannot be read or written.
+    ConfigError: `page` has no REFERENCE_START ... REFERENCE_END section.
+  """
+  with open(page) as f:
     text = f.read()
   head, _, rest = text.partition(REFERENCE_START)
   _, _, tail = rest.partition(REFERENCE_END)
   if not rest:
-    raise ConfigError(f'{readme} has no {REFERENCE_START} ... {REFERENCE_END} section')
+    raise ConfigError(f'{page} has no {REFERENCE_START} ... {REFERENCE_END} section')
   new = f'{head}{REFERENCE_START}\n{reference_markdown()}{REFERENCE_END}{tail}'
   if new != text:
-    with open(readme, 'w') as f:
+    with open(page, 'w') as f:
       f.write(new)
   return new != text
 
 
 def main(argv=None) -> int:
-  """`python -m msmgan_jax.config [README.md]`: regenerates the README's config reference
-  (between its markers) from `defaults()`; exit 2 when the file is missing or has none."""
+  """`python -m msmgan_jax.config [PAGE]`: regenerates the config reference of PAGE (default
+  docs/configuration.md, run from the checkout's root) between its markers from `defaults()`;
+  exit 2 when the file is missing or has no markers."""
   import argparse  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(prog='python -m msmgan_jax.config', description=main.__doc__)
-  parser.add_argument('readme', nargs='?', default='README.md',
-                      help='the README whose config reference to rewrite')
+  parser.add_argument('page', nargs='?', default=REFERENCE_PAGE,
+                      help=f'the Markdown file whose config reference to rewrite (default '
+                           f'{REFERENCE_PAGE})')
   args = parser.parse_args(argv)
   try:
-    print('updated' if write_reference(args.readme) else 'up to date')
+    print('updated' if write_reference(args.page) else 'up to date')
   except (OSError, ConfigError) as e:
     sys.stderr.write(f'error: {e}\n')
     return 2

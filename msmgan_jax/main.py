@@ -5,6 +5,10 @@ run is left as it is unless `--overwrite`. Exit codes (`msmgan_jax.errors`): 0 d
 failure during the run (non-finite loss, unwritable disk; the last good checkpoint is
 kept), 2 bad input (config, data, checkpoints, workdir; nothing written), 128 + signal
 number when stopped by SIGTERM / SIGINT after saving a checkpoint.
+
+Installed, the same command is `msmgan-train --config ...`. `--help` and bad arguments
+(a config file not found, an unknown flag or config field) are answered before TensorFlow
+loads; a config file's fields are known once it is read, which loads JAX.
 """
 import os
 import sys
@@ -16,7 +20,6 @@ from msmgan_jax.errors import BadInput, WriteError
 
 def run(argv) -> int:
   """The command line `argv` (argv[0] is the program); returns the exit code."""
-  cli.quiet(init_backend='--distributed' not in argv)
   if any(a in ('-h', '--help', '--helpfull') for a in argv[1:]):
     print(f'{__doc__}\n{USAGE}')
     return 0
@@ -28,13 +31,14 @@ def run(argv) -> int:
                      'such as configs/default.py')
   except BadInput as e:
     return cli.error(str(e), EXIT_BAD_INPUT)
+  cli.quiet(init_backend=not distributed)  # TensorFlow and the JAX backend, quietly.
   if distributed:
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize()  # coordinator, process count and id from the environment.
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     tfds.disable_progress_bar()
-  except ImportError:  # no TFDS here: only arrays files can be read (see data.py).
+  except ImportError:  # no TFDS here: only arrays files can be read (msmgan_jax.data.arrays).
     pass
   from msmgan_jax.training import train  # pylint: disable=g-import-not-at-top
   code = cli.run_command(lambda: train.train_and_evaluate(cfg, workdir, overwrite=overwrite),
@@ -68,5 +72,10 @@ def _interrupted(_) -> str:
           'start; a half-prepared dataset is prepared again.')
 
 
+def main() -> int:
+  """The `msmgan-train` console script: `run(sys.argv)`."""
+  return run(sys.argv)
+
+
 if __name__ == '__main__':
-  sys.exit(run(sys.argv))
+  sys.exit(main())

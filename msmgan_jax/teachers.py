@@ -12,12 +12,30 @@ and the `teacher.feature_layers` that line up with the student's blocks:
 
     python -m msmgan_jax.teachers --config configs/X.py [--config.teacher.checkpoints=...]
 
-Exit 0, or 2 when the teacher cannot be read (the message says why).
+Exit 0, or 2 when the teacher cannot be read (the message says why). Installed, the command
+is also `msmgan-teachers --config ...`.
+
+The API names (`External`, `Given`, `flax_teacher`, `keras_teacher`, from `core.teachers`)
+load on first use, so that the command answers `--help` and a bad argument without loading
+JAX or TensorFlow.
 """
+import importlib
 import sys
 
 from msmgan_jax import cli
-from msmgan_jax.core.teachers import External, Given, flax_teacher, keras_teacher  # noqa: F401
+
+_API = ('External', 'Given', 'flax_teacher', 'keras_teacher')  # from msmgan_jax.core.teachers.
+
+
+def __getattr__(name: str):
+  """`teachers.flax_teacher` and the other `_API` names: `core.teachers`' (PEP 562)."""
+  if name in _API:
+    return getattr(importlib.import_module('msmgan_jax.core.teachers'), name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+
+def __dir__():
+  return sorted(list(globals()) + list(_API))
 
 USAGE = 'usage: python -m msmgan_jax.teachers --config configs/X.py [--config.FIELD=VALUE ...]'
 
@@ -28,13 +46,18 @@ def main(argv=None) -> int:
   if any(a in ('-h', '--help') for a in argv[1:]):
     print(f'{__doc__}\n{USAGE}')
     return 0
-  cli.quiet()
-  return cli.run_command(lambda: print(describe(cli.parse(argv, USAGE)[0])))
+  parsed = []
+  code = cli.run_command(lambda: parsed.append(cli.parse(argv, USAGE)[0]))
+  if code:
+    return code
+  cli.quiet()  # TensorFlow and the JAX backend, once the arguments are good.
+  return cli.run_command(lambda: print(describe(parsed[0])))
 
 
 def describe(cfg) -> str:
   """The text `main` prints for config `cfg`: the teacher's layers and the student's fit."""
   from msmgan_jax.core import models, sharding  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.core.teachers import External  # pylint: disable=g-import-not-at-top
   from msmgan_jax.data import datasets as data  # pylint: disable=g-import-not-at-top
   from msmgan_jax.training import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   info, _, _ = data.load(cfg.dataset, batch_size=cfg.batch_size,

@@ -1,4 +1,8 @@
-"""`python -m msmgan_jax.torch_check`: the command of `msmgan_jax.lab.torch_check` (see there)."""
+"""`python -m msmgan_jax.torch_check`, installed also `msmgan-torch-check`:
+the command of `msmgan_jax.lab.torch_check` (see there).
+
+Importing it loads neither JAX nor TensorFlow: `--help` and bad arguments answer at once.
+"""
 import sys
 
 from msmgan_jax.lab.torch_check import main

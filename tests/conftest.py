@@ -1,4 +1,5 @@
-"""Shared test setup: quiet TensorFlow, CPU-only JAX, the real TFDS data dir, config helpers."""
+"""Shared test setup: quiet TensorFlow, CPU-only JAX, a session XLA cache, and the fixtures
+(the real TFDS data dir, a trained teacher). Helpers the test modules share: `tests/support`."""
 import os
 
 # Before TensorFlow / JAX are imported anywhere in the test session.
@@ -26,19 +27,18 @@ if _XLA_CACHE_OWNER:
   # two workers compiling one program at once must not read each other's half-written entry.
   os.environ['JAX_COMPILATION_CACHE_MAX_SIZE'] = str(1 << 40)
 
-import importlib.util  # noqa: E402
-import pathlib  # noqa: E402
+import os.path  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 
 import pytest  # noqa: E402
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 # The configs package (`from configs import compare_lowdata_v2` in the comparison configs),
 # as `python -m pytest` from the root gives it and `msmgan_jax.cli` does for the commands:
 # a bare `pytest`, or one run from another directory, finds it too.
-if str(REPO_ROOT) not in sys.path:
-  sys.path.insert(0, str(REPO_ROOT))
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _ROOT not in sys.path:
+  sys.path.insert(0, _ROOT)
 
 
 def _quiet_tf():
@@ -53,6 +53,9 @@ def _quiet_tf():
 
 _quiet_tf()
 
+# After the environment above and TensorFlow's settings: support imports JAX and the package.
+from support import REPO_ROOT, dataset_cfg, load_config, shrink  # noqa: E402
+
 
 def pytest_sessionfinish(session):
   """Removes the XLA cache this process made (xdist's controller: after its workers end)."""
@@ -61,19 +64,9 @@ def pytest_sessionfinish(session):
     shutil.rmtree(os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
 
 
-def dataset_cfg(**overrides):
-  """A copy of `config.defaults().dataset` with `overrides` applied (unknown keys are errors)."""
-  from msmgan_jax import config  # pylint: disable=g-import-not-at-top
-  cfg = config.defaults().dataset
-  for k, v in overrides.items():
-    if k not in cfg:
-      raise KeyError(f'no dataset field {k!r}')
-    cfg[k] = v
-  return cfg
-
-
 @pytest.fixture(scope='session')
-def repo_root() -> pathlib.Path:
+def repo_root():
+  """The repository's root folder (a `pathlib.Path`)."""
   return REPO_ROOT
 
 
@@ -94,25 +87,6 @@ def tfds_data_dir() -> str:
   return data_dir
 
 
-TRAIN, TEST = 'train[:3%]', 'test[:10%]'  # 1800 / 1000 real examples.
-
-
-def load_config(repo_root, name, arg='smoke'):
-  """`get_config(arg)` of configs/<name>.py."""
-  spec = importlib.util.spec_from_file_location(name, repo_root / 'configs' / f'{name}.py')
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(arg)
-
-
-def shrink(cfg, data_dir):
-  """A config on small real slices, with a resnet8 teacher."""
-  cfg.dataset.data_dir, cfg.dataset.train_split, cfg.dataset.test_split = data_dir, TRAIN, TEST
-  cfg.teacher.model = 'resnet8'
-  cfg.batch_size, cfg.eval_batch_size = 64, 500
-  return cfg
-
-
 @pytest.fixture(scope='session')
 def teacher_run(repo_root, tfds_data_dir, tmp_path_factory):
   """A finished 2-epoch resnet8 teacher run: (config, workdir, summary)."""
@@ -120,27 +94,3 @@ def teacher_run(repo_root, tfds_data_dir, tmp_path_factory):
   cfg = shrink(load_config(repo_root, 'teacher_fmnist'), tfds_data_dir)
   workdir = str(tmp_path_factory.mktemp('teacher'))
   return cfg, workdir, train.train_and_evaluate(cfg, workdir)
-
-
-def teacher_config_file(tmp_path, data_dir) -> str:
-  """A config file taking 'SOURCE,PATH' as its argument: kd from the teacher.source SOURCE
-  at teacher.checkpoints (PATH,) to a cnn student, 1 epoch on the small real slices."""
-  import textwrap  # pylint: disable=g-import-not-at-top
-  config = tmp_path / 'teach.py'
-  config.write_text(textwrap.dedent(f'''
-      import sys
-      sys.path.insert(0, {str(REPO_ROOT / 'tests')!r})
-      from conftest import shrink
-      from configs import default
-
-
-      def get_config(arg=None):
-        c = shrink(default.get_config(), {data_dir!r})
-        c.method, c.anchors.num, c.student.epochs = 'kd', 1, 1
-        c.student.model = 'cnn'
-        c.student.eval_every_phase = False
-        c.teacher.source = arg.split(',')[0]
-        c.teacher.checkpoints = (arg.split(',')[1],)
-        return c
-      '''))
-  return str(config)

@@ -4,12 +4,11 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from conftest import dataset_cfg
+from support import dataset_cfg
 from msmgan_jax.data import arrays
 from msmgan_jax.data import datasets as data
 from msmgan_jax.core import sharding
@@ -132,6 +131,7 @@ def test_device_and_tfdata_pipelines_normalise_alike(tfds_data_dir):
   np.testing.assert_array_equal(np.asarray(b['label']), a['label'])
 
 
+@pytest.mark.slow
 def test_a_run_from_an_arrays_file_needs_no_tensorflow(tfds_data_dir, tmp_path):
   """What a machine without TensorFlow (the lent GPU box) does: train from a saved .npz."""
   cfg = dataset_cfg(data_dir=tfds_data_dir, train_split='train[:256]', test_split='test[:100]')

@@ -6,6 +6,7 @@ import pytest
 
 from msmgan_jax.core import models
 from msmgan_jax.core import optim
+from msmgan_jax import benchmark as benchmark_command
 from msmgan_jax.lab import benchmark
 
 
@@ -118,9 +119,9 @@ def test_bad_recount_or_dataset_input_is_refused_before_measuring(tmp_path, caps
   bad.write_text('[1]')
   out = tmp_path / 'out.json'
   for path in (str(tmp_path / 'missing.json'), str(bad)):
-    assert benchmark.main(['--recount', path, '--json', str(out)]) == 2
+    assert benchmark_command.main(['--recount', path, '--json', str(out)]) == 2
   assert 'no such file' in capsys.readouterr().err
   assert not out.exists()
-  assert benchmark.main(['--dataset', str(tmp_path / 'missing.npz'), '--json', str(out)]) == 2
+  assert benchmark_command.main(['--dataset', str(tmp_path / 'missing.npz'), '--json', str(out)]) == 2
   assert 'is not one of the registered TFDS datasets' in capsys.readouterr().err
   assert not out.exists()

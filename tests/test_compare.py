@@ -9,7 +9,7 @@ import shutil
 import ml_collections
 import pytest
 
-from conftest import load_config, shrink
+from support import load_config, shrink
 from msmgan_jax.lab import compare
 
 
@@ -45,6 +45,7 @@ def expected_phases(cc, method, num_anchors) -> dict:
   return {method: [[p.name for p in registry.stage_phases(cfg, k, i)] for i in range(stages)]}
 
 
+@pytest.mark.slow
 def test_one_method_of_each_kind_runs_through_the_comparison_and_a_rerun_skips_them(
     repo_root, teacher_run, tmp_path, capsys):
   """The final runs of one method of each kind the comparison plans differently, two seeds
@@ -131,6 +132,7 @@ def _fake_tuning(cc, method, accs, anchors=('a',)):
         'seeds': list(range(len(accs_))), 'wall_s': 1.0, 'stages': []}})
 
 
+@pytest.mark.slow
 def test_each_method_takes_its_best_validation_candidate(repo_root, teacher_run, tmp_path):
   tuning = {'kd': ('', 'kd.tau=2.0', 'kd.beta=0.5'), 'msmgan': ('', 'gan.alpha_adv=0.2',
                                                                  'stages.head_feat=1.0')}
@@ -156,6 +158,7 @@ def test_each_method_takes_its_best_validation_candidate(repo_root, teacher_run,
   assert runner.eval_label(final) == 'test accuracy'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('change, message', [
     (lambda cc: cc.tuning.update({'kd': ('', 'kd.tau=2.0')}), 'same number'),
     (lambda cc: cc.tuning.update({'kd': ('kd.tau=2.0',)}), r'tuning.kd\[0\] must be ""'),
@@ -465,6 +468,7 @@ def test_v2_gives_kd_and_dkd_msmgans_start_right_after_msmgan(monkeypatch):
   assert not compare_full_v2.get_config().budgets
 
 
+@pytest.mark.slow
 def test_the_choice_is_mechanical_and_reads_validation_numbers_only(repo_root, teacher_run,
                                                                     tmp_path):
   """The best mean over the tuning seeds wins (ties: the earlier); reordering the candidates
@@ -534,6 +538,7 @@ def test_the_v2_protocol_gives_every_method_the_same_powered_tuning(repo_root):
   assert design.base.to_json() == cc.base.to_json()
 
 
+@pytest.mark.slow
 def test_best_other_is_the_best_validation_score_and_a_budget_run_trains(
     repo_root, teacher_run, tmp_path, capsys):
   cc = small(repo_root, teacher_run, tmp_path, ('ce', 'kd', 'at', 'fitnets'))
@@ -560,6 +565,7 @@ def test_best_other_is_the_best_validation_score_and_a_budget_run_trains(
   assert '| ce@twice | ce |' in md and md.index('| ce |') < md.index('## twice')
 
 
+@pytest.mark.slow
 def test_the_validation_slice_must_be_large_enough_and_disjoint(repo_root, teacher_run,
                                                                 tmp_path):
   cc = small(repo_root, teacher_run, tmp_path, ('kd',))
@@ -603,6 +609,7 @@ def test_the_single_stage_ablation_keeps_msmgans_start(repo_root):
   config.validate(single)
 
 
+@pytest.mark.slow
 def test_a_design_study_runs_tuning_only_and_tabulates_no_test_numbers(
     repo_root, teacher_run, tmp_path):
   """configs/compare_lowdata_design.py: msmgan candidates on the validation split, no final run,
@@ -629,6 +636,7 @@ def test_a_design_study_runs_tuning_only_and_tabulates_no_test_numbers(
     compare.check(cc)
 
 
+@pytest.mark.slow
 def test_a_finished_run_of_another_setting_is_refused_not_reused(repo_root, teacher_run,
                                                                  tmp_path):
   """An edited candidate list (or base) must not count an old run as this one's result."""
@@ -656,6 +664,7 @@ def test_a_finished_run_of_another_setting_is_refused_not_reused(repo_root, teac
     compare.run_all(cc, cc.workdir, report_only=True)
 
 
+@pytest.mark.slow
 def test_a_fresh_checkout_restores_the_shared_teacher_from_its_committed_record(
     repo_root, teacher_run, tmp_path, monkeypatch, capsys):
   """Without the teacher's workdir, a comparison copies back the committed record
@@ -709,9 +718,9 @@ def test_report_rebuilds_the_committed_tables_from_the_committed_runs(repo_root,
                                                                       monkeypatch, name):
   """What a fresh clone's `--report` does, on a copy of each committed comparison: the
   teacher restored from its record, every run adopted from results/<name>/runs/, and
-  compare.json and compare.md rebuilt byte for byte (the README's tables and claims are
-  tested against those files), on another host too: the machine line stays the one of the
-  host that ran the comparison. A comparison not committed yet is skipped."""
+  compare.json and compare.md rebuilt byte for byte (the README's and docs/results.md's
+  tables and claims are tested against those files), on another host too: the machine line
+  stays the one of the host that ran the comparison. A comparison not committed yet is skipped."""
   cc = load_config(repo_root, name, None)
   out = repo_root / cc.out
   if not (out / 'compare.json').exists():

@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from support import REPO_ROOT, snapshot
 from msmgan_jax import config
-from msmgan_jax.files import workdir as workdir_lib
+from msmgan_jax.training import workdir as workdir_lib
 
 
 def load_config_file(name, arg=None):
@@ -214,21 +214,6 @@ def test_anchor_epochs_of_default_config():
 # ------------------------------------------------------------------------- command line
 
 
-def snapshot(root):
-  """{relative path: (bytes, mtime_ns)} of every file under `root`."""
-  out = {}
-  for dirpath, dirnames, filenames in os.walk(root):
-    for name in dirnames + filenames:
-      path = os.path.join(dirpath, name)
-      rel = os.path.relpath(path, root)
-      if os.path.isdir(path):
-        out[rel + '/'] = None
-      else:
-        with open(path, 'rb') as f:
-          out[rel] = (f.read(), os.stat(path).st_mtime_ns)
-  return out
-
-
 @pytest.fixture(scope='module')
 def cli(tmp_path_factory):
   """Runs the four bad-input command lines at once (each pays ~6 s of imports)."""
@@ -278,6 +263,7 @@ def cli(tmp_path_factory):
   return results
 
 
+@pytest.mark.slow
 def test_cli_unknown_model_exits_2_and_creates_nothing(cli):
   r = cli['bad_model']
   assert r['rc'] == 2, r['stderr'][-2000:]
@@ -286,18 +272,21 @@ def test_cli_unknown_model_exits_2_and_creates_nothing(cli):
   assert os.listdir(r['dir']) == [] and r['after'] == r['before'] == {}
 
 
+@pytest.mark.slow
 def test_cli_unknown_override_exits_2(cli):
   r = cli['unknown_override']
   assert 'nope' in r['stderr']
   assert r['rc'] == 2, r['stderr'][-2000:]
 
 
+@pytest.mark.slow
 def test_cli_unknown_override_creates_nothing(cli):
   r = cli['unknown_override']
   assert r['rc'] != 0
   assert os.listdir(r['dir']) == []
 
 
+@pytest.mark.slow
 def test_cli_workdir_of_another_config_is_refused(cli):
   r = cli['other_run']
   assert r['rc'] == 2, r['stderr'][-2000:]
@@ -308,6 +297,7 @@ def test_cli_workdir_of_another_config_is_refused(cli):
   assert set(r['after']) == {'config.json', 'metrics.jsonl', 'checkpoints/'}
 
 
+@pytest.mark.slow
 def test_cli_foreign_nonempty_workdir_is_refused(cli):
   r = cli['foreign']
   assert r['rc'] == 2, r['stderr'][-2000:]
@@ -320,7 +310,6 @@ def test_a_run_recorded_before_a_field_existed_reads_back_as_it_ran(tmp_path, mo
   ran with block phases in every stage and a BatchNorm-updating copy, whatever the defaults
   say."""
   import json  # pylint: disable=g-import-not-at-top
-  from msmgan_jax.training import loop  # pylint: disable=g-import-not-at-top
   old = json.loads(config.defaults().to_json())
   del old['stages']['block_stages'], old['mutual']['frozen_bn']
   (tmp_path / 'config.json').write_text(json.dumps(old))
@@ -339,7 +328,6 @@ def test_a_run_recorded_before_a_field_existed_reads_back_as_it_ran(tmp_path, mo
 def test_a_teacher_only_run_is_the_same_run_whatever_the_student_fields_say(tmp_path):
   """Student-side defaults may move (the comparisons' shared teacher must still resume
   and be reused); a teacher field still makes another run."""
-  from msmgan_jax.training import loop  # pylint: disable=g-import-not-at-top
   cfg = config.defaults()
   cfg.method = 'teacher'
   wd = workdir_lib.Workdir(str(tmp_path / 'teacher'))
@@ -393,7 +381,11 @@ def test_a_config_recorded_before_fields_moved_reads_them_where_they_are_now(tmp
   assert skd['skd']['phase_shares'] == old['stages']['phase_shares']
   assert set(skd['stages']) == set(config.defaults().stages)  # what is left is msmgan's.
   _, msmgan = _recorded(tmp_path, 'results/lowdata_v2/runs/tune/msmgan/3/config.json')
-  assert msmgan['msmgan'] == {'tau': 4.0, 'beta': 0.5} and msmgan['kd']['beta'] == 0.5
+  assert (msmgan['msmgan']['tau'], msmgan['msmgan']['beta'], msmgan['kd']['beta']) == (4.0, 0.5, 0.5)
+  # fields added since: the values those runs trained with (today's kd head, no adversary).
+  assert (msmgan['msmgan']['loss'], msmgan['msmgan']['logit_std'], msmgan['msmgan']['ctkd'],
+          msmgan['msmgan']['head_disc'], msmgan['kd']['logit_std']) == ('kd', False, False, 0.0,
+                                                                        False)
   assert msmgan['student']['block_schedule'] == 'own'
   assert msmgan['student']['stage_shares'] == [0.2, 0.2, 0.6]
   _, kd = _recorded(tmp_path, 'results/lowdata_v2/runs/tune/kd/2/config.json')

@@ -6,22 +6,15 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from conftest import dataset_cfg
+from support import dataset_cfg, write_idx
 from msmgan_jax.data import datasets as data
+from msmgan_jax.data.sources import fashion_mnist_local, tfds_source
 
 MOCK_TRAIN, MOCK_TEST = 40, 13  # 13 test examples: not a multiple of the eval batch (5).
 MOCK_BATCH, MOCK_EVAL_BATCH = 4, 5
 NUM_CLASSES = {'fashion_mnist': 10, 'mnist': 10, 'cifar10': 10, 'cifar100': 100}
 IMAGE_SHAPE = {'fashion_mnist': (28, 28, 1), 'mnist': (28, 28, 1),
                'cifar10': (32, 32, 3), 'cifar100': (32, 32, 3)}
-
-
-def write_idx(path, array):
-  """Writes `array` (uint8) as a gzipped IDX file."""
-  array = np.asarray(array, np.uint8)
-  header = bytes([0, 0, 0x08, array.ndim]) + b''.join(d.to_bytes(4, 'big') for d in array.shape)
-  with gzip.open(path, 'wb') as f:
-    f.write(header + array.tobytes())
 
 
 def assert_eval_batches(batches, size, shape):
@@ -259,7 +252,7 @@ def test_read_idx_rejects_corrupt_gzip(case, tmp_path):
 def test_find_idx_dir(tmp_path, monkeypatch):
   empty = tmp_path / 'empty'
   empty.mkdir()
-  monkeypatch.setattr(data, 'DEBIAN_FASHION_MNIST', str(empty))
+  monkeypatch.setattr(fashion_mnist_local, 'DEBIAN_FASHION_MNIST', str(empty))
   assert data.find_idx_dir(None) is None
   assert data.find_idx_dir(str(tmp_path / 'missing')) is None
   files = [f for pair in data.IDX_FILES.values() for f in pair]
@@ -272,7 +265,7 @@ def test_find_idx_dir(tmp_path, monkeypatch):
   (manual / files[3]).symlink_to(manual / files[0])
   assert data.find_idx_dir(str(manual)) == str(manual)
   # Falls back to Debian's install path when manual_dir lacks the files.
-  monkeypatch.setattr(data, 'DEBIAN_FASHION_MNIST', str(manual))
+  monkeypatch.setattr(fashion_mnist_local, 'DEBIAN_FASHION_MNIST', str(manual))
   assert data.find_idx_dir(str(empty)) == str(manual)
   assert data.find_idx_dir('') == str(manual)
 
@@ -301,7 +294,7 @@ def _assert_how_to_get(message):
 def test_missing_mnist_says_how_to_get_it(online, tmp_path, no_download, monkeypatch):
   # Offline (no download host resolves) fails at once, without TFDS's minutes of retries;
   # online, a failed download is reported with its cause.
-  monkeypatch.setattr(data, '_download_hosts_resolve', lambda builder: online)
+  monkeypatch.setattr(tfds_source, 'download_hosts_resolve', lambda builder: online)
   with pytest.raises(data.DataError) as e:
     data.builder_for(dataset_cfg(name='mnist', data_dir=str(tmp_path)))
   message = str(e.value)
@@ -317,17 +310,17 @@ def test_missing_mnist_says_how_to_get_it(online, tmp_path, no_download, monkeyp
 def test_download_hosts_resolve_reads_builder_urls(monkeypatch):
   class FakeBuilder:
     url_infos = {'https://unresolvable.invalid/a.gz': None}
-  assert not data._download_hosts_resolve(FakeBuilder())
+  assert not tfds_source.download_hosts_resolve(FakeBuilder())
   FakeBuilder.url_infos = {}
-  assert data._download_hosts_resolve(FakeBuilder())
+  assert tfds_source.download_hosts_resolve(FakeBuilder())
 
 
 @pytest.mark.parametrize('source', ['local', 'auto'])
 def test_missing_fashion_mnist_says_how_to_get_it(source, tmp_path, monkeypatch, no_download):
   empty = tmp_path / 'no_idx'
   empty.mkdir()
-  monkeypatch.setattr(data, 'DEBIAN_FASHION_MNIST', str(empty))
-  monkeypatch.setattr(data, '_download_hosts_resolve', lambda builder: True)
+  monkeypatch.setattr(fashion_mnist_local, 'DEBIAN_FASHION_MNIST', str(empty))
+  monkeypatch.setattr(tfds_source, 'download_hosts_resolve', lambda builder: True)
   cfg = dataset_cfg(source=source, data_dir=str(tmp_path / 'tfds'), manual_dir=str(empty))
   with pytest.raises(data.DataError) as e:
     data.builder_for(cfg)

@@ -18,15 +18,16 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from conftest import load_config, shrink
+from support import load_config, shrink, snapshot
 from msmgan_jax.data import datasets as data
-from msmgan_jax.serving import export
+from msmgan_jax import export as export_command
+from msmgan_jax import predict as predict_command
 from msmgan_jax.core import models
-from msmgan_jax.serving import predict
 from msmgan_jax.training import train
 from msmgan_jax.files import checkpoints
 from msmgan_jax.core import sharding
-from test_config import snapshot
+
+pytestmark = pytest.mark.slow  # every test here reads the `run` fixture's trained student.
 
 PARITY = 1e-4  # max abs difference of logits, float32 on CPU through XLA in both paths.
 
@@ -160,7 +161,7 @@ def test_predict_from_a_fresh_shell_names_the_jax_students_classes(exported, tes
 def test_overwrite_replaces_an_export_whole(run, exported, tmp_path):
   out = tmp_path / 'student'
   shutil.copytree(exported[0], out)
-  assert export.main(['--workdir', run[1], '--out', str(out), '--overwrite']) == 0
+  assert export_command.main(['--workdir', run[1], '--out', str(out), '--overwrite']) == 0
   assert 'model.tflite' not in os.listdir(out)  # replaced, not merged.
   assert json.loads((out / 'model.json').read_text())['tflite'] is None
   assert os.listdir(tmp_path) == ['student']
@@ -206,7 +207,7 @@ def test_bad_export_input_exits_2_and_writes_nothing(run, tmp_path, capsys):
   cases = _bad_export_cases(workdir, tmp_path)
   for case, (argv, pattern) in cases.items():
     before = (snapshot(tmp_path), snapshot(workdir))
-    code = export.main([str(a) for a in argv])
+    code = export_command.main([str(a) for a in argv])
     captured = capsys.readouterr()
     assert code == 2, case
     assert captured.out == '' and len(captured.err.splitlines()) == 1, case
@@ -231,7 +232,7 @@ def test_bad_predict_input_exits_2_and_prints_no_prediction(exported, test_set, 
   }
   before = snapshot(tmp_path), snapshot(out)
   for case, ((model, *images), pattern) in cases.items():
-    code = predict.main(['--model', str(model), *map(str, images)])
+    code = predict_command.main(['--model', str(model), *map(str, images)])
     captured = capsys.readouterr()
     assert code == 2, case
     assert captured.out == '' and len(captured.err.splitlines()) == 1, case
@@ -252,7 +253,7 @@ def test_export_reads_only_what_the_run_recorded(run, exported, tmp_path):
   config['dataset']['name'] = str(tmp_path / 'gone' / 'my_arrays.npz')
   config['dataset']['data_dir'] = str(tmp_path / 'no_tfds_here')
   (moved / 'config.json').write_text(json.dumps(config))
-  assert export.main(['--workdir', str(moved), '--out', str(tmp_path / 'student')]) == 0
+  assert export_command.main(['--workdir', str(moved), '--out', str(tmp_path / 'student')]) == 0
   meta = json.loads((tmp_path / 'student' / 'model.json').read_text())
   original = json.loads(open(os.path.join(exported[0], 'model.json')).read())
   for key in ('labels', 'input_shape', 'preprocessing'):

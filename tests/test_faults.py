@@ -1,22 +1,25 @@
-"""Fault injection: a run killed at many points (SIGKILL inside a step, during evaluation,
-mid-checkpoint, between stages; SIGTERM from outside), or failed by a full disk while it
-writes a checkpoint, and rerun each time with the same command ends exactly where an
-uninterrupted run does."""
+"""Fault injection: a run killed at one point (SIGKILL inside a step, during evaluation,
+mid-checkpoint, between stages; SIGTERM from outside; one case each, in its own workdir), or
+failed by a full disk while it writes a checkpoint, and rerun with the same command ends
+exactly where an uninterrupted run does."""
 import errno
 import json
 import os
 import re
 import signal
 import subprocess
+import shutil
 import sys
 import time
 
+import filelock
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from support import REPO_ROOT
 
-# A whole MS-MGANs run (teacher 2 epochs -> 2 stages x 4 phases) in about 45 s on 2 cores.
+# A whole MS-MGANs run (teacher 2 epochs -> 2 stages: 4 phases, then the head) in about 45 s
+# on 2 cores.
 ARGS = ['--config', 'configs/default.py:smoke', '--config.dataset.train_split=train[:2%]',
         '--config.dataset.test_split=test[:10%]', '--config.teacher.model=resnet8',
         '--config.batch_size=64', '--config.eval_batch_size=500',
@@ -71,20 +74,20 @@ def arrays(path):
           for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
-@pytest.fixture(scope='module')
-def reference(tfds_data_dir, tmp_path_factory):
-  """An uninterrupted run, started in the background while the faulted ones run: a
-  function waiting for it (once) and returning its workdir."""
-  workdir = tmp_path_factory.mktemp('faults') / 'reference'
-  proc, done = start(workdir, tfds_data_dir), []
-
-  def wait():
-    if not done:
-      rc, _, err = finish(proc)
+@pytest.fixture(scope='session')
+def reference(request, tfds_data_dir, tmp_path_factory):
+  """The workdir of an uninterrupted run, made once per session: pytest-xdist's workers
+  share it (the first to ask runs it, under a file lock; the others wait, then reuse it)."""
+  root = tmp_path_factory.getbasetemp()
+  if hasattr(request.config, 'workerinput'):  # an xdist worker: the session's folder.
+    root = root.parent
+  workdir = root / 'faults_reference'
+  with filelock.FileLock(str(root / 'faults_reference.lock')):
+    if not (workdir / 'summary.json').exists():
+      shutil.rmtree(workdir, ignore_errors=True)
+      rc, _, err = finish(start(workdir, tfds_data_dir))
       assert rc == 0, err[-3000:]
-      done.append(workdir)
-    return done[0]
-  return wait
+  return workdir
 
 
 def assert_same_run(workdir, ref_dir):
@@ -101,9 +104,11 @@ def assert_same_run(workdir, ref_dir):
       np.testing.assert_array_equal(a[k], b[k], err_msg=f'{part} {k}')
 
 
-def test_killed_anywhere_resumes_to_the_same_result(reference, tfds_data_dir, tmp_path):
+@pytest.mark.slow
+def test_sigterm_checkpoints_names_the_rerun_and_the_rerun_ends_the_same(reference, tfds_data_dir,
+                                                                        tmp_path):
+  """SIGTERM from outside once training has logged: a checkpoint, a message, exit 143."""
   workdir = tmp_path / 'run'
-  # SIGTERM from outside once training has logged: a checkpoint, a message, exit 143.
   proc = start(workdir, tfds_data_dir)
   deadline = time.time() + 240
   while not (workdir / 'metrics.jsonl').exists() or not (
@@ -116,23 +121,41 @@ def test_killed_anywhere_resumes_to_the_same_result(reference, tfds_data_dir, tm
   assert 'stopped: stopped by SIGTERM in the teacher at step' in err
   assert 'Rerun the same command to resume' in err
   assert (workdir / 'checkpoints' / 'teacher').is_dir()
-
-  # SIGKILL at fault points, each in a fresh process rerunning the same command.
-  kills = [('eval:1', 'during an evaluation'),
-           ('checkpoint:2', 'while a checkpoint is written'),
-           ('phase:4', 'between stage 1 and stage 2'),
-           ('step:9', 'inside a student step, mid-phase')]
-  for fault, where in kills:
-    rc, _, err = finish(start(workdir, tfds_data_dir, fault))
-    assert rc == -signal.SIGKILL, f'{where}: expected a kill, got rc {rc}\n{err[-3000:]}'
-    if fault.startswith('checkpoint'):
-      assert tmp_checkpoints(workdir), 'the kill did not land inside a checkpoint write'
   rc, out, err = finish(start(workdir, tfds_data_dir))
   assert rc == 0, err[-3000:]
-  assert 'student: resuming at stage 2' in out
-  assert not tmp_checkpoints(workdir)  # what the interrupted save left was cleaned up.
+  assert re.search(r'^teacher: resuming at step \d+/36$', out, re.M), out
+  assert_same_run(workdir, reference)
 
-  assert_same_run(workdir, reference())
+
+# SIGKILL at a fault point (`faults.point`: the n-th time the process reaches it), then the
+# same command again. The run's updates: the teacher's 36 steps (2 epochs of 18, checkpoints
+# every 5 steps and at each epoch's end), then the student's stage 1 (blocks 1-3 one step
+# each, the head 7) and stage 2 (the head, 9 steps, checkpointed after its 5th).
+KILLS = [
+    pytest.param('eval:1', 'teacher: resuming at step 15/36', id='during-an-evaluation'),
+    pytest.param('checkpoint:2', 'teacher: resuming at step 5/36',
+                 id='while-a-checkpoint-is-written'),
+    pytest.param('phase:4', 'student: resuming at stage 2, phase 1, step 0',
+                 id='between-stage-1-and-stage-2'),
+    pytest.param('step:53', 'student: resuming at stage 2, phase 1, step 5',
+                 id='inside-a-student-step-mid-phase'),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('fault, resumed', KILLS)
+def test_killed_at_a_fault_point_resumes_to_the_same_result(fault, resumed, reference,
+                                                             tfds_data_dir, tmp_path):
+  workdir = tmp_path / 'run'
+  rc, _, err = finish(start(workdir, tfds_data_dir, fault))
+  assert rc == -signal.SIGKILL, f'{fault}: expected a kill, got rc {rc}\n{err[-3000:]}'
+  if fault.startswith('checkpoint'):
+    assert tmp_checkpoints(workdir), 'the kill did not land inside a checkpoint write'
+  rc, out, err = finish(start(workdir, tfds_data_dir))
+  assert rc == 0, err[-3000:]
+  assert resumed in out, out  # from the last checkpoint committed before the kill.
+  assert not tmp_checkpoints(workdir)  # what the interrupted save left was cleaned up.
+  assert_same_run(workdir, reference)
 
 
 # The disk fills while orbax writes a checkpoint: the DISK_FULL_AT-th checkpoint metadata
@@ -154,6 +177,7 @@ _cls.write_text = write_text
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('at, failed, kept, resumed', [
     # The third checkpoint written (the teacher's at step 5, 10, 15): the teacher keeps 10.
     (3, 'teacher/15', {'teacher': ['10']}, 'teacher: resuming at step 10/36'),
@@ -185,7 +209,7 @@ def test_a_full_disk_mid_checkpoint_is_one_error_line_and_the_rerun_resumes(
   rc, out, err = finish(start(workdir, tfds_data_dir))
   assert rc == 0, err[-3000:]
   assert resumed in out, out
-  assert_same_run(workdir, reference())
+  assert_same_run(workdir, reference)
 
 
 def test_a_disk_that_fills_mid_write_is_one_write_error(tmp_path, capfd, caplog):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import dataset_cfg
+from support import dataset_cfg
 from msmgan_jax.data import datasets as data
 from msmgan_jax.errors import DataError
 
@@ -70,6 +70,7 @@ def test_exif_orientation_is_decoded_alike_by_training_and_predict(tmp_path):
                                                                         (8, 12, 3)))
 
 
+@pytest.mark.slow
 def test_the_smoke_variant_on_a_240_image_folder_names_the_fix_and_then_runs(tmp_path, capsys):
   """`configs/default.py:smoke` on a small unsplit folder (issue 34): its 20% slice is 38
   images, under one batch: exit 2 naming the flag that gives the whole split; with it, the

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import dataset_cfg
+from support import dataset_cfg
 from msmgan_jax import config
 from msmgan_jax import main
 from msmgan_jax.data import datasets as data
+from msmgan_jax.data.sources import image_folder
 from msmgan_jax.training import loop
-from test_own_data import CLASSES, make_unsplit, own_cfg
+from support import CLASSES, make_unsplit, own_cfg
 
 
 def image(path, seed, size=(12, 12)):
@@ -43,7 +44,7 @@ def make_named(root, names: dict, form: str):
 
 def parts(cfg):
   """{part: sorted 'class/file' names in NFC} of the split `_split_folder` makes of cfg.name."""
-  files, _ = data._split_folder(cfg, cfg.name)  # pylint: disable=protected-access
+  files, _ = image_folder._split_folder(cfg, cfg.name)  # pylint: disable=protected-access
   return {p: sorted(unicodedata.normalize('NFC', f'{c}/{os.path.basename(x)}')
                     for c, xs in classes.items() for x in xs) for p, classes in files.items()}
 
@@ -116,7 +117,7 @@ def with_copies(root, copies: dict, per_class=10):
 
 
 def assert_copies_together(cfg, want_grouped):
-  files, record = data._split_folder(cfg, cfg.name)  # pylint: disable=protected-access
+  files, record = image_folder._split_folder(cfg, cfg.name)  # pylint: disable=protected-access
   where = {}  # content digest -> {(class, part)}.
   for part, classes in files.items():
     for c, paths in classes.items():
@@ -164,10 +165,10 @@ def test_copies_are_noted_and_recorded_end_to_end(tmp_path, capsys):
 def test_without_copies_the_cut_is_the_part_sizes():
   """`_group_parts` of single images is the cut of `_part_sizes`; with groups, every
   non-zero part gets a group, and the parts are filled in order."""
-  group_parts = data._group_parts  # pylint: disable=protected-access
+  group_parts = image_folder._group_parts  # pylint: disable=protected-access
   for n in range(3, 40):
     for fractions in ((0.8, 0.1, 0.1), (0.5, 0.25, 0.25), (0.9, 0, 0.1), (0.98, 0.01, 0.01)):
-      sizes = data._part_sizes(n, fractions)  # pylint: disable=protected-access
+      sizes = image_folder._part_sizes(n, fractions)  # pylint: disable=protected-access
       assert group_parts([1] * n, fractions) == sum(([i] * s for i, s in enumerate(sizes)), [])
   rng = np.random.default_rng(0)
   for _ in range(300):
@@ -232,7 +233,7 @@ def assert_across_classes_together(files, fractions):
   assert not split, [(sorted(classes_of[k]), sorted(ps)) for k, ps in split.items()]
   parts = [p for p, f in zip(data.SPLIT_PARTS, fractions) if f > 0]
   for c, got in counts.items():
-    want = data._part_sizes(sum(got.values()), fractions)  # pylint: disable=protected-access
+    want = image_folder._part_sizes(sum(got.values()), fractions)  # pylint: disable=protected-access
     assert all(abs(got[p] - want[data.SPLIT_PARTS.index(p)]) <= 1 for p in parts), (c, got, want)
   return sum(len(cs) - cs.count(min(cs)) for cs in classes_of.values())
 
@@ -256,7 +257,7 @@ def test_copies_across_classes_land_in_one_part(case, fractions, tmp_path):
   grouped = sum(n for items in within.values() for _, n in items)
   for seed in range(4):
     cfg = own_cfg(root, tmp_path / 'tfds', split_seed=seed, split_fractions=fractions)
-    files, record = data._split_folder(cfg, cfg.name)  # pylint: disable=protected-access
+    files, record = image_folder._split_folder(cfg, cfg.name)  # pylint: disable=protected-access
     pinned = assert_across_classes_together(files, fractions)
     assert record['pinned'] == pinned > 0 and record['grouped'] == grouped, (seed, record)
     assert record['copies'] == 'together, across classes'
@@ -284,7 +285,7 @@ def test_nfc_and_nfd_copies_across_classes_split_identically(tmp_path):
       a, b = (own_cfg(r, tmp_path / 'tfds', split_seed=seed, split_fractions=fractions)
               for r in roots)
       assert parts(a) == parts(b), (seed, fractions)
-      files, _ = data._split_folder(a, a.name)  # pylint: disable=protected-access
+      files, _ = image_folder._split_folder(a, a.name)  # pylint: disable=protected-access
       assert assert_across_classes_together(files, fractions) == 2
   records = [data.split_record(data.builder_for(own_cfg(r, tmp_path / 'tfds'))) for r in roots]
   assert records[0] == records[1] and records[0]['pinned'] == 2  # the digest too.
@@ -295,7 +296,7 @@ def test_copies_across_classes_name_their_part_in_the_note(tmp_path, capsys):
                                                           ('cat', 4): ['bee']})
   cfg = own_cfg(root, tmp_path / 'tfds')
   builder = data.builder_for(cfg)
-  files, _ = data._split_folder(cfg, str(root))  # pylint: disable=protected-access
+  files, _ = image_folder._split_folder(cfg, str(root))  # pylint: disable=protected-access
   part_of = {f'{c}/{os.path.basename(p)}': part for part, classes in files.items()
              for c, ps in classes.items() for p in ps}
   assert {part_of[n] for n in ('ant/0.png', 'bee/ant_0.png', 'cat/ant_0.png')} == {
@@ -314,13 +315,13 @@ def test_pinned_groups_keep_their_part_and_the_rest_fill_around_them():
   """`_group_parts` with pinned groups: they keep their part and count towards it; with no
   part pinned over its share, single images fill every part to `_part_sizes` exactly;
   every non-zero part gets a group wherever the free groups suffice."""
-  group_parts = data._group_parts  # pylint: disable=protected-access
+  group_parts = image_folder._group_parts  # pylint: disable=protected-access
   rng = np.random.default_rng(0)
   for _ in range(500):
     fractions = ((0.8, 0.1, 0.1), (0.5, 0.25, 0.25), (0.7, 0, 0.3))[rng.integers(3)]
     n = int(rng.integers(3, 30))
     nonzero = [i for i, f in enumerate(fractions) if f > 0]
-    targets = data._part_sizes(n, fractions)  # pylint: disable=protected-access
+    targets = image_folder._part_sizes(n, fractions)  # pylint: disable=protected-access
     pinned = [int(rng.choice(nonzero)) if rng.random() < 0.3 else None for _ in range(n)]
     got = group_parts([1] * n, fractions, pinned)
     assert all(p is None or g == p for g, p in zip(got, pinned)), (pinned, got)
@@ -341,7 +342,7 @@ def test_a_class_left_without_a_test_image_by_its_copies_is_noted(tmp_path, caps
   copy_across(root, {('ant', 1): ['zebra'], ('ant', 2): ['zebra']})
   image(root / 'zebra' / 'own.png', [9, 9])
   cfg = own_cfg(root, tmp_path / 'tfds')
-  files, record = data._split_folder(cfg, str(root))  # pylint: disable=protected-access
+  files, record = image_folder._split_folder(cfg, str(root))  # pylint: disable=protected-access
   got = {p: sorted(os.path.basename(x) for x in classes['zebra']) for p, classes in files.items()}
   assert got == {'train': ['ant_1.png', 'ant_2.png'], 'validation': ['own.png'], 'test': []}
   assert record['pinned'] == 2
@@ -370,7 +371,7 @@ def test_a_class_left_without_a_training_image_by_its_copies_is_refused(tmp_path
   assert sorted(os.listdir(tmp_path)) == before  # nothing cached.
   image(root / 'zebra' / 'own.png', [9, 9])  # the fix the message names: zebra's own image.
   cfg = own_cfg(root, tmp_path / 'tfds')
-  files, _ = data._split_folder(cfg, str(root))  # pylint: disable=protected-access
+  files, _ = image_folder._split_folder(cfg, str(root))  # pylint: disable=protected-access
   assert [os.path.basename(p) for p in files['train']['zebra']] == ['own.png']
 
 
@@ -422,7 +423,7 @@ def test_names_longer_than_the_view_can_hold_are_read(make, tmp_path, private_tm
   for _, dirnames, filenames in os.walk(builder.data_dir):
     assert all(len(os.fsencode(n)) <= data.NAME_MAX for n in dirnames + filenames)
   assert not views_made_in(private_tmp)
-  link_name = data._link_name  # pylint: disable=protected-access
+  link_name = image_folder._link_name  # pylint: disable=protected-access
   stand_in = link_name(os.fsdecode(LONG))
   assert len(stand_in.encode()) == data.NAME_MAX
   assert re.fullmatch(r'a+_[0-9a-f]{8}\.png', stand_in)  # the tag kept, the stem shortened ...
@@ -597,7 +598,7 @@ def test_a_resume_hint_only_where_a_checkpoint_exists(committed, hint, tmp_path,
 
 
 @pytest.mark.parametrize('num_train, batch_size, steps, passes', [
-    (192, 128, 16, 11),   # a 240-image folder's train part (0.8) at the README's batch size.
+    (192, 128, 16, 11),   # a 240-image folder's train part (0.8) at the default batch size.
     (24, 8, 18, 6),       # tests/test_own_data.py's folder.
     (1000, 128, 23, 3),   # 7.8 steps a pass: 3 whole passes are 23 steps.
     (2048, 128, 16, 1),   # exactly the floor: one pass.
@@ -617,8 +618,8 @@ def test_a_small_training_sets_teacher_gets_whole_passes_up_to_the_floor(
 
 
 def test_a_240_image_folders_teacher_trains_the_floor_and_is_told(tmp_path, capsys):
-  """The issue's folder under the README's own config (kd, 15 teacher epochs, batch 128):
-  16 steps an epoch (11 passes over its 192 training images), where it was 1."""
+  """The issue's folder under configs/kd_fmnist_full.py's settings (kd, 15 teacher epochs,
+  batch 128): 16 steps an epoch (11 passes over its 192 training images), where it was 1."""
   root = make_unsplit(tmp_path / 'images', per_class=80)
   cfg = config.defaults()
   cfg.method = 'kd'
@@ -638,6 +639,7 @@ def test_a_240_image_folders_teacher_trains_the_floor_and_is_told(tmp_path, caps
       'floor of 16 steps per epoch at batch_size 128 (512 steps in all).')
 
 
+@pytest.mark.slow
 def test_a_small_folders_teacher_trains_the_floor_end_to_end(tmp_path):
   """A teacher-only run on a 21-image folder at batch 8 (15 training images, 1 step a
   pass): 2 epochs of 16 steps (9 passes each), its last checkpoint at step 32."""

@@ -6,14 +6,13 @@ must give the native teacher's test accuracy, and the wrong one must stop the ru
 nothing written) naming the field that fixes it.
 """
 import json
-import os
 import textwrap
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import load_config, shrink, teacher_config_file
+from support import load_config, shrink, teacher_config_file
 from msmgan_jax import main, teachers
 from msmgan_jax.core import models, sharding
 from msmgan_jax.core.teachers import diagnosis
@@ -83,6 +82,7 @@ def wrapped(twin, before=(), after=(), name='wrapped'):
 
 
 # The outputs and the inputs are checked, not taken on trust --------------------------------
+@pytest.mark.slow
 def test_a_softmax_read_as_logits_and_logits_read_as_probabilities_are_refused(
     loaded, twin, native, tmp_path):
   import keras
@@ -99,6 +99,7 @@ def test_a_softmax_read_as_logits_and_logits_read_as_probabilities_are_refused(
     assert t.checks['warnings'] == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('scale,inputs', [(255.0, 'raw'), (1.0, 'unit')])
 def test_a_teacher_scaling_pixels_inside_is_refused_at_the_wrong_scale_and_told_the_right_one(
     loaded, twin, native, tmp_path, scale, inputs):
@@ -117,6 +118,7 @@ def test_a_teacher_scaling_pixels_inside_is_refused_at_the_wrong_scale_and_told_
   assert t.test_accuracy == pytest.approx(native[1], abs=2e-3)  # the stats differ slightly.
 
 
+@pytest.mark.slow
 def test_a_teacher_at_chance_stops_the_run_or_goes_on_recorded_with_allow_weak(
     tfds_data_dir, tmp_path, capsys):
   """Through `main`: an untrained Keras CNN (a new user's first try) exits 2 with nothing
@@ -172,6 +174,7 @@ def test_score_findings(accuracy, predicted, labels, words):
 
 
 # Models as users build them ----------------------------------------------------------------
+@pytest.mark.slow
 def test_keras_sequential_nested_and_subclassed_models_give_block_features(
     loaded, twin, native, tmp_path):
   """Feature layers by path in a Sequential around the twin (nested: 'keras_resnet8/block1'),
@@ -210,6 +213,7 @@ def test_keras_sequential_nested_and_subclassed_models_give_block_features(
     loaded('fitnets', source='keras', checkpoints=(path,), feature_layers=('nope',))
 
 
+@pytest.mark.slow
 def test_a_keras_model_with_two_outputs_takes_teacher_output(loaded, twin, native, tmp_path):
   import keras
   x = inputs = keras.Input((28, 28, 1))
@@ -235,6 +239,7 @@ def _saved(tmp_path, name, fn, dtype='float32'):
   return str(path)
 
 
+@pytest.mark.slow
 def test_saved_model_signatures_with_several_outputs(loaded, native, tmp_path):
   import tensorflow as tf
   from jax.experimental import jax2tf
@@ -259,6 +264,7 @@ def test_saved_model_signatures_with_several_outputs(loaded, native, tmp_path):
     loaded(source='saved_model', checkpoints=(estimator,), output='all_class_ids')
 
 
+@pytest.mark.slow
 def test_keras_export_and_a_uint8_signature_teach_through_main(
     tfds_data_dir, twin, native, tmp_path, capsys):
   """Keras 3's own `model.export()` (its function reads variables: call_tf cannot lower it
@@ -307,6 +313,7 @@ SWITCHED = textwrap.dedent('''
     ''')
 
 
+@pytest.mark.slow
 def test_a_flax_train_switch_under_any_name(loaded, native, tmp_path, monkeypatch):
   from flax import serialization
   (tmp_path / 'switched.py').write_text(SWITCHED)
@@ -327,6 +334,7 @@ def test_a_flax_train_switch_under_any_name(loaded, native, tmp_path, monkeypatc
            train_kwarg='is_training')
 
 
+@pytest.mark.slow
 def test_the_teachers_command_lists_layers_and_the_ones_that_fit(
     tfds_data_dir, twin, tmp_path, capsys):
   from msmgan_jax import teachers as command
@@ -360,6 +368,7 @@ def test_a_mixed_precision_keras_teacher_with_batchnorm_and_dropout_gives_its_in
   np.testing.assert_array_equal(logits, np.asarray(net(images, training=False), np.float32))
 
 
+@pytest.mark.slow
 def test_a_grayscale_teacher_on_rgb_data_exits_2_naming_the_shape(twin):
   info = data.DatasetInfo('rgb', 10, (28, 28, 3), 1, 1, mean=(0.5,) * 3, std=(0.25,) * 3)
   with pytest.raises(CheckpointError, match=r"does not run on this data's images \(28, 28, 3\)"):

@@ -1,6 +1,9 @@
-"""The package's import graph: layers point one way, no cycle, no private helper borrowed.
+"""The package's import graph: packages are the layers, they point one way, no cycle (of
+modules or of packages), no private helper borrowed.
 
 Every `import` of every module counts, function-level ones included (they hide nothing).
+A layer is a top-level subpackage or a top-level module of `msmgan_jax`, whole: a module's
+layer is its package's, never a finer one.
 """
 import ast
 import os
@@ -14,18 +17,17 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'msmgan_jax'
 # Lowest first: a module may import its own layer and those before it, never a later one.
 LAYERS = (
     ('errors',),                      # the exceptions and the exit-code table.
-    ('cli',),                         # what every command shares (flag parsing, quiet start).
-    ('files.io', 'files.faults'),     # atomic writes, fault points: below everything that writes.
+    ('cli',),                         # what the commands share (flag parsing, quiet start).
+    ('files',),                       # a run's files: atomic io, fault points, metrics, checkpoints.
     ('core',),                        # pure JAX: models, losses, optim, sharding, phases, steps.
     ('methods',),                     # one module per method, and the registry.
-    ('data',),                        # datasets, arrays files, the input recipe.
+    ('data',),                        # datasets and their sources, arrays files, the input recipe.
     ('config',),                      # the schema: core groups + every method's groups.
-    ('files',),                       # a run's files: faults, io, metrics, checkpoints, workdir.
-    ('training',),                    # loop, teacher, student (states, seeds, runner, summary).
-    ('serving',),                     # export, predict.
+    ('training',),                    # the workdir, loop, teacher, student, states, runner.
+    ('serving',),                     # export, predict (libraries; the commands parse).
     ('lab',),                         # compare, report, benchmark, torch check.
     ('__init__', 'main', 'compare', 'report', 'benchmark', 'export', 'predict', 'arrays',
-     'torch_check', 'teachers'),      # the thin `python -m msmgan_jax.X` commands and APIs.
+     'torch_check', 'teachers'),      # the `python -m msmgan_jax.X` commands and APIs.
 )
 
 
@@ -41,15 +43,19 @@ def _modules() -> dict:
   return {_module_name(p): p for p in sorted(PACKAGE.rglob('*.py'))}
 
 
+def _package(module: str) -> str:
+  """The top-level subpackage or module `module` belongs to: 'files' for msmgan_jax.files.io,
+  '__init__' for the package root."""
+  return (module.split('.')[1:] or ['__init__'])[0]
+
+
 def _layer(module: str) -> int:
-  """The layer of `module`: its most specific entry in LAYERS ('files.io' before 'files')."""
-  parts = module.split('.')[1:] or ['__init__']
-  for depth in (2, 1):
-    head = '.'.join(parts[:depth])
-    for i, names in enumerate(LAYERS):
-      if head in names:
-        return i
-  raise AssertionError(f'{module} is in no layer of tests/test_layers.py: add it to LAYERS')
+  """The layer of `module`: its package's entry in LAYERS."""
+  for i, names in enumerate(LAYERS):
+    if _package(module) in names:
+      return i
+  raise AssertionError(f'{module} is in no layer of tests/test_layers.py: add its package to '
+                       'LAYERS')
 
 
 def _imports(path: pathlib.Path, modules: dict) -> list:
@@ -105,6 +111,30 @@ def test_no_import_cycle():
   assert not cycles, '\n'.join(' -> '.join(c) for c in cycles)
 
 
+def test_no_package_level_import_loop():
+  """Top-level packages import each other one way: no loop such as data -> files -> config
+  -> data, which module-level acyclicity alone would allow."""
+  graph = {}
+  for module, imports in _graph().items():
+    graph.setdefault(_package(module), set()).update(
+        _package(t) for t, _ in imports if t != 'msmgan_jax' and _package(t) != _package(module))
+  state, loops = {}, []
+
+  def visit(p, path):
+    state[p] = 'open'
+    for t in sorted(graph.get(p, ())):
+      if state.get(t) == 'open':
+        loops.append(path[path.index(t):] + [t])
+      elif t not in state:
+        visit(t, path + [t])
+    state[p] = 'done'
+
+  for p in sorted(graph):
+    if p not in state:
+      visit(p, [p])
+  assert not loops, '\n'.join(' -> '.join(l) for l in loops)
+
+
 def test_no_private_name_is_used_outside_its_module():
   modules, bad = _modules(), []
   for module, path in modules.items():
@@ -129,9 +159,11 @@ def test_no_private_name_is_used_outside_its_module():
 @pytest.mark.parametrize('bad_source,kind', [
     ('from msmgan_jax.training import loop\n', 'later layer'),
     ('from msmgan_jax.files import io\nio._private()\n', 'private'),
+    ('from msmgan_jax.training import loop\n', 'package loop'),
 ])
 def test_the_checks_catch_what_they_look_for(tmp_path, monkeypatch, bad_source, kind):
-  """A core module that imports the trainer, or borrows a private helper, is caught."""
+  """A core module that imports the trainer (a later layer, and a core -> training -> core
+  loop), or borrows a private helper, is caught."""
   fake = tmp_path / 'msmgan_jax'
   for p in PACKAGE.rglob('*.py'):
     target = fake / p.relative_to(PACKAGE)
@@ -142,9 +174,12 @@ def test_the_checks_catch_what_they_look_for(tmp_path, monkeypatch, bad_source, 
   monkeypatch.setattr(__import__(__name__), 'PACKAGE', fake, raising=False)
   globals()['PACKAGE'] = fake
   try:
-    check = (test_every_module_is_in_a_layer_and_imports_point_down if kind == 'later layer'
-             else test_no_private_name_is_used_outside_its_module)
-    with pytest.raises(AssertionError, match='core.losses'):
+    check, where = {
+        'later layer': (test_every_module_is_in_a_layer_and_imports_point_down, 'core.losses'),
+        'private': (test_no_private_name_is_used_outside_its_module, 'core.losses'),
+        'package loop': (test_no_package_level_import_loop, 'core -> training'),
+    }[kind]
+    with pytest.raises(AssertionError, match=where):
       check()
   finally:
     globals()['PACKAGE'] = PACKAGE_REAL

@@ -7,14 +7,15 @@ from msmgan_jax.core import losses
 from msmgan_jax.core.phase import ANCHOR, Phase, whole_student
 from msmgan_jax.methods import registry as phases
 from msmgan_jax.core import sharding
-from test_student import (changed, host, make_distiller, make_teacher, run_phase_steps,
-                          synthetic_batches, tiny_cfg)
+from support import (changed, host, make_distiller, make_teacher, run_phase_steps,
+                     synthetic_batches, tiny_cfg)
 
 
 def _names(result):
   return [[p['name'] for p in st['phases']] for st in result['stages']]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method,stages,names', [
     ('rco', ['anchor0', 'anchor1'], [['kd'], ['kd']]),
 ])

@@ -12,7 +12,7 @@ from msmgan_jax import config
 from msmgan_jax.core.phase import ANCHOR, Monitor, whole_student
 from msmgan_jax.methods import ce, msmgan, registry
 from msmgan_jax.methods.msmgan import losses
-from test_student import make_distiller, run_phase_steps, tiny_cfg
+from support import make_distiller, run_phase_steps, tiny_cfg
 
 
 @pytest.mark.parametrize('kind,d_loss,g_loss', [
@@ -98,6 +98,7 @@ class _CountLogs(Monitor):
     return {'seen': self.seen}
 
 
+@pytest.mark.slow
 def test_a_methods_monitor_sees_its_logs_and_its_warnings_reach_the_summary(tmp_path,
                                                                              monkeypatch):
   """The trainer builds the monitor a method registers for each phase; a method without

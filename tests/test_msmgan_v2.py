@@ -11,8 +11,8 @@ from msmgan_jax.core import losses, models, optim, sharding
 from msmgan_jax.methods import msmgan, registry
 from msmgan_jax.methods.msmgan import discriminators
 from msmgan_jax.methods.msmgan import losses as gan_losses
-from test_student import (changed, host, make_distiller, run_phase_steps, synthetic_batches,
-                          tiny_cfg)
+from support import (changed, host, make_distiller, run_phase_steps, synthetic_batches,
+                     tiny_cfg)
 
 TASK = {'disc.kind': 'task', 'gan.alpha_task': 1.0}
 
@@ -149,6 +149,7 @@ def test_weight_selection_takes_the_anchors_arrays_by_name_and_leading_slices():
   assert 0.0 < models.selectable_share(shapes('cnn'), v20) < 0.01  # the head's bias only.
 
 
+@pytest.mark.slow
 def test_student_init_starts_the_student_from_the_first_anchor(tmp_path, capsys):
   cfg = tiny_cfg(**{'student.model': 'resnet8', 'student.init': 'first_anchor',
                     'method': 'kd', 'student.epochs': 1})
@@ -169,6 +170,7 @@ def test_student_init_starts_the_student_from_the_first_anchor(tmp_path, capsys)
                             anchor['params']['block1']['Conv_0']['kernel'])
 
 
+@pytest.mark.slow
 def test_a_student_started_from_an_anchor_trains_without_sharing_its_buffers(tmp_path):
   """Weight selection hands the student copies, not the anchor's own arrays: every update
   step donates the student's state while the anchor is an argument too, and one seed (no
@@ -202,7 +204,7 @@ def test_student_init_checkpoint_starts_the_student_from_that_anchor(tmp_path):
   from msmgan_jax import errors  # pylint: disable=g-import-not-at-top
   from msmgan_jax.files import checkpoints  # pylint: disable=g-import-not-at-top
   from msmgan_jax.training import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
-  from test_student import INFO, make_teacher  # pylint: disable=g-import-not-at-top
+  from support import INFO, make_teacher  # pylint: disable=g-import-not-at-top
   cfg = tiny_cfg(**{'student.model': 'resnet8', 'student.init': 'first_anchor',
                     'method': 'kd', 'student.epochs': 1})
   saved = host(make_teacher(cfg, 3).anchors[2].variables)  # unlike the run's anchors 1, 2.

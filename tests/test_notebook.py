@@ -4,10 +4,12 @@ import os
 
 import nbclient
 import nbformat
+import pytest
 
-from conftest import REPO_ROOT
+from support import REPO_ROOT
 
 
+@pytest.mark.slow
 def test_notebook_runs_top_to_bottom(tfds_data_dir, tmp_path):
   del tfds_data_dir  # prepared Fashion-MNIST in the default TFDS data dir, read by the notebook.
   nb = nbformat.read(REPO_ROOT / 'notebooks' / 'msmgan_colab_tpu.ipynb', as_version=4)

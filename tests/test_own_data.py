@@ -9,15 +9,13 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from conftest import dataset_cfg
 from msmgan_jax import config
 from msmgan_jax.data import datasets as data
+from msmgan_jax.data.sources import image_folder
 from msmgan_jax import main
 from msmgan_jax.training import train
-from test_config import snapshot
-from test_data import write_idx
+from support import CLASSES, dataset_cfg, make_unsplit, own_cfg, snapshot, write_idx
 
-CLASSES = ('ant', 'bee', 'cat')
 PER_CLASS = {'train': 8, 'test': 3}
 
 
@@ -48,13 +46,10 @@ def folder(tmp_path_factory):
   return make_folder(tmp_path_factory.mktemp('own') / 'images')
 
 
-def own_cfg(folder, data_dir, **fields):
-  return dataset_cfg(name=str(folder), data_dir=str(data_dir), shuffle_buffer=64, **fields)
-
-
 # --------------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_image_folder_trains_end_to_end(folder, tmp_path):
   cfg = config.finalize(config.defaults(), 'smoke')
   cfg.teacher.model, cfg.student.model = 'resnet8', 'cnn'
@@ -348,20 +343,9 @@ def test_a_test_class_without_images_is_said_and_a_training_one_refused(tmp_path
 # --------------------------------------------------------------------------- unsplit folders
 
 
-def make_unsplit(root, per_class=10, size=(12, 12), classes=CLASSES, reverse=False):
-  """root/<class>/<i>.png (no train/ or test/), made in reverse order when `reverse`; an
-  image's pixels depend only on its class and name, so two such folders hold the same files."""
-  made = [(label, name, i) for label, name in enumerate(classes) for i in range(per_class)]
-  for label, name, i in (reversed(made) if reverse else made):
-    (root / name).mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng([label, i]).integers(0, 128, size + (3,)) + 60 * label
-    Image.fromarray(pixels.astype(np.uint8), 'RGB').save(root / name / f'{i}.png')
-  return root
-
-
 def parts_of(cfg):
   """{part: sorted 'class/file' names} of the split `_split_folder` makes of cfg.name."""
-  files, _ = data._split_folder(cfg, cfg.name)  # pylint: disable=protected-access
+  files, _ = image_folder._split_folder(cfg, cfg.name)  # pylint: disable=protected-access
   return {p: sorted(f'{c}/{os.path.basename(x)}' for c, xs in classes.items() for x in xs)
           for p, classes in files.items()}
 
@@ -390,10 +374,10 @@ def test_unsplit_folder_split_is_pinned_stratified_and_seeded(tmp_path):
   for n, fractions, sizes in ((10, (0.5, 0.25, 0.25), [5, 3, 2]), (20, (0.8, 0.1, 0.1), [16, 2, 2]),
                               (7, (0.7, 0.2, 0.1), [5, 1, 1]), (3, (0.8, 0.1, 0.1), [1, 1, 1]),
                               (9, (0.9, 0, 0.1), [8, 0, 1]), (4, (0.98, 0.01, 0.01), [2, 1, 1])):
-    got = data._part_sizes(n, fractions)  # pylint: disable=protected-access
+    got = image_folder._part_sizes(n, fractions)  # pylint: disable=protected-access
     assert got == sizes and sum(got) == n, (n, fractions, got)
   for n in range(3, 60):
-    got = data._part_sizes(n, (0.7, 0.15, 0.15))  # pylint: disable=protected-access
+    got = image_folder._part_sizes(n, (0.7, 0.15, 0.15))  # pylint: disable=protected-access
     assert sum(got) == n and min(got) >= 1 and all(abs(g - n * f) < 1.5 for g, f in zip(
         got, (0.7, 0.15, 0.15))), (n, got)
   # The parts are TFDS splits of the folder: sliced, read, checked as a validation split.
@@ -424,6 +408,7 @@ def test_unsplit_folder_split_is_pinned_stratified_and_seeded(tmp_path):
     data.builder_for(cfg)
 
 
+@pytest.mark.slow
 def test_unsplit_folder_trains_evaluates_exports_and_records_its_split(tmp_path):
   from msmgan_jax.serving import export  # pylint: disable=g-import-not-at-top
   folder = make_unsplit(tmp_path / 'images')

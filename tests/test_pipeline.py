@@ -5,8 +5,10 @@ import os
 
 import pytest
 
-from conftest import load_config, shrink
+from support import load_config, shrink
 from msmgan_jax.training import train
+
+pytestmark = pytest.mark.slow  # every test here trains, or reads the trained `teacher_run`.
 
 
 def test_teacher_workdir_contract(teacher_run):

@@ -13,7 +13,7 @@ from msmgan_jax.data import arrays, recipe
 from msmgan_jax.lab import torch_check
 from msmgan_jax.serving import export
 
-from test_arrays import dataset_cfg  # pylint: disable=wrong-import-order
+from support import dataset_cfg
 
 N, H, C, P = 8, 6, 2, 2
 RNG = np.random.default_rng(0)

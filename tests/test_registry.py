@@ -9,9 +9,10 @@ from msmgan_jax import config
 from msmgan_jax.core import steps
 from msmgan_jax.methods import registry
 
-from test_student import make_distiller, tiny_cfg  # pylint: disable=wrong-import-order
+from support import make_distiller, tiny_cfg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('method', sorted(registry.METHODS))
 def test_every_registered_method_trains_and_compiles_each_step_once(method, tmp_path):
   fields = {'method': method, 'student.epochs': 1}

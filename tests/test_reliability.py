@@ -16,19 +16,18 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from conftest import REPO_ROOT
+from support import REPO_ROOT
 from msmgan_jax import config
-from msmgan_jax.files import workdir as workdir_lib
+from msmgan_jax.training import workdir as workdir_lib
 from msmgan_jax.files import faults
 from msmgan_jax import cli, main
 from msmgan_jax.core import models
 from msmgan_jax.training import student
-from msmgan_jax.training import loop
 from msmgan_jax.files import checkpoints
 from msmgan_jax.files import io
-from test_config import snapshot
-from test_data import write_idx
-from test_student import make_distiller, tiny_cfg
+from support import snapshot
+from support import write_idx
+from support import make_distiller, tiny_cfg
 
 SMALL = ['--config.dataset.train_split=train[:3%]', '--config.dataset.test_split=test[:10%]',
          '--config.teacher.model=resnet8', '--config.batch_size=64',
@@ -111,7 +110,7 @@ class FlatCNN(models.PlainCNN):
 # (id, extra argv, workdir name under the world root or None, exit code, stderr regex)
 CASES = [
     ('mistyped field', ['--config.studnet.epochs=1'], None, 2, "did you mean 'student'"),
-    ('mistyped group field', ['--config.kd.temp=2'], None, 2, r"field kd\.temp .*kd has \['beta', 'tau'\]"),
+    ('mistyped group field', ['--config.kd.temp=2'], None, 2, r"field kd\.temp .*kd has \['beta', 'logit_std', 'tau'\]"),
     ('wrong type', ['--config.batch_size=abc'], None, 2, "invalid literal for int.*'abc'"),
     ('wrong float', ['--config.kd.tau=warm'], None, 2, "could not convert string to float: 'warm'"),
     ('zero batch', ['--config.batch_size=0'], None, 2, 'config field batch_size: must be a pos'),
@@ -221,6 +220,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('extra, workdir, code, message',
                          [pytest.param(*c[1:], id=c[0]) for c in CASES])
 def test_bad_input_exits_with_a_message_and_changes_nothing(world, extra, workdir, code,
@@ -248,6 +248,7 @@ def test_bad_input_exits_with_a_message_and_changes_nothing(world, extra, workdi
   assert len(CASES) >= 20
 
 
+@pytest.mark.slow
 def test_busy_workdir_is_refused_and_a_killed_holder_leaves_no_stale_lock(world, capsys):
   argv = base(world, world['root'] / 'busy')
   cfg, workdir, _, _ = cli.parse(argv)
@@ -276,6 +277,7 @@ def test_busy_workdir_is_refused_and_a_killed_holder_leaves_no_stale_lock(world,
   wd.release()
 
 
+@pytest.mark.slow
 def test_finished_run_is_kept_and_only_overwrite_redoes_it(world, tmp_path, capsys):
   argv = base(world, world['teacher'], 'configs/teacher_fmnist.py:smoke')
   before = snapshot(world['teacher'])
@@ -295,6 +297,7 @@ def test_finished_run_is_kept_and_only_overwrite_redoes_it(world, tmp_path, caps
   assert new['teacher']['test_accuracy'] == old['teacher']['test_accuracy']  # deterministic.
 
 
+@pytest.mark.slow
 def test_concurrent_preparation_prepares_once(tmp_path):
   """Several processes meeting an unprepared dataset: one prepares, the others wait."""
   idx = tmp_path / 'idx'
@@ -337,6 +340,7 @@ def patch_steps(monkeypatch, around):
   return real
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_naming_where_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
   cfg = tiny_cfg(**{'checkpoint_every_steps': 1})
 
@@ -368,6 +372,7 @@ def test_checkpoints_refuse_non_finite_states(tmp_path):
   assert ckpt.steps() == [1]
 
 
+@pytest.mark.slow
 def test_a_state_that_diverges_before_its_loss_does_is_named_by_phase_and_step(tmp_path,
                                                                                monkeypatch):
   """BatchNorm statistics gone NaN at a phase's last step (1 step here), while its logged
@@ -398,6 +403,7 @@ def test_validate_checks_numbers_for_every_method():
     config.validate(cfg)
 
 
+@pytest.mark.slow
 def test_stop_at_the_last_step_of_a_phase_resumes_to_the_same_student(tmp_path, monkeypatch):
   """A stop request during a phase's last step: the rerun evaluates and records that phase."""
   cfg = tiny_cfg(**{'stages.block_stages': -1})  # block phases in both stages.
@@ -519,6 +525,7 @@ def test_tilde_in_workdir_and_config_is_the_home_folder(tmp_path, monkeypatch, r
   assert cfg.method == 'msmgan'
 
 
+@pytest.mark.slow
 def test_a_refused_resume_changes_no_file_tensorboard_included(tmp_path, monkeypatch):
   """A student interrupted mid-run whose latest checkpoint is damaged: the resume is
   refused (CheckpointError) and every file, the TensorBoard events included, is as it was."""
@@ -547,6 +554,7 @@ def test_a_refused_resume_changes_no_file_tensorboard_included(tmp_path, monkeyp
   assert {str(p): p.read_bytes() for p in tmp_path.rglob('*') if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_ctrl_c_before_training_says_nothing_was_trained(world, monkeypatch, capsys):
   """One Ctrl-C while the data is prepared (before the stop handler is in place) is not
   "interrupted twice": it says nothing was trained, exits 130, and leaves no workdir."""

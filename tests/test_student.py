@@ -1,105 +1,21 @@
 """The student trainer: frozen leaves stay frozen, greedy steps are cheaper, steps compile once
 per block index across stages, and an interrupted run resumes to the same result."""
 import json
-import os
 
 import jax
 import numpy as np
 import optax
 import pytest
 
-from msmgan_jax import config
-from msmgan_jax.files import workdir as workdir_lib
-from msmgan_jax.data import datasets as data
-from msmgan_jax.core import models
+from msmgan_jax.training import workdir as workdir_lib
 from msmgan_jax.core import optim
 from msmgan_jax.core import steps
-from msmgan_jax.training import student
 from msmgan_jax.training import states as states_lib
 from msmgan_jax.methods import msmgan
-from msmgan_jax.training import teacher
-from msmgan_jax.training import loop
 from msmgan_jax.files import checkpoints
 from msmgan_jax.core import sharding
-
-INFO = data.DatasetInfo('fashion_mnist', 10, (28, 28, 1), 64, 40)
-
-
-def tiny_cfg(**fields):
-  cfg = config.defaults()
-  cfg.teacher.model, cfg.student.model = 'resnet8', 'cnn'
-  cfg.batch_size, cfg.eval_batch_size = 16, 16
-  cfg.anchors.num, cfg.teacher.epochs, cfg.student.epochs = 2, 2, 2
-  cfg.log_every_steps, cfg.checkpoint_every_steps = 2, 1000
-  for path, value in fields.items():
-    group, _, name = path.rpartition('.')
-    (cfg[group] if group else cfg)[name] = value
-  config.validate(cfg)
-  return cfg
-
-
-def synthetic_batches(seed, skip=0):
-  """Deterministic random batches for `seed`, the first `skip` of them skipped."""
-  rng = np.random.default_rng(seed)
-  i = 0
-  while True:
-    batch = {'image': rng.normal(size=(16, 28, 28, 1)).astype(np.float32),
-             'label': rng.integers(0, 10, 16).astype(np.int32)}
-    if i >= skip:
-      yield batch
-    i += 1
-
-
-def synthetic_eval():
-  rng = np.random.default_rng(123)
-  for n in (16, 16, 8):
-    yield data.pad_batch({'image': rng.normal(size=(n, 28, 28, 1)).astype(np.float32),
-                          'label': rng.integers(0, 10, n).astype(np.int32)}, 16)
-
-
-def make_teacher(cfg, num_anchors):
-  model = models.create_model(cfg.teacher.model, 10)
-  anchors = []
-  for m in range(num_anchors):
-    v = optim.init_variables(model, jax.random.key(100 + m), INFO.image_shape)
-    # Non-trivial BatchNorm statistics, so "unchanged" is not "still at init".
-    v = {'params': v['params'], 'batch_stats': jax.tree.map(
-        lambda x: x + 0.1 * (m + 1), v['batch_stats'])}
-    anchors.append(teacher.Anchor(m + 1, 0.5, f'anchor{m}', v))
-  return teacher.Teacher(model, cfg.teacher.model, anchors, 0.5,
-                         optim.count_params(anchors[0].variables['params']), 0.0, 0)
-
-
-def make_distiller(cfg, tmp_path, num_anchors=2):
-  wd = workdir_lib.Workdir(str(tmp_path))
-  os.makedirs(wd.path, exist_ok=True)
-  return student.Distiller(cfg, wd, INFO, synthetic_batches, synthetic_eval, sharding.mesh(),
-                           make_teacher(cfg, num_anchors))
-
-
-def host(tree):
-  return jax.tree.map(np.asarray, jax.device_get(tree))
-
-
-def changed(before, after):
-  """{path: whether any element differs} over the leaves of two trees."""
-  assert jax.tree.structure(before) == jax.tree.structure(after)
-  flat_b = jax.tree_util.tree_flatten_with_path(before)[0]
-  flat_a = jax.tree.leaves(after)
-  return {optim.path_str(p): not np.array_equal(b, a) for (p, b), a in zip(flat_b, flat_a)}
-
-
-def run_phase_steps(d, phase, n=3):
-  anchor = d.anchors[0]
-  states = d.build_states(0, d.phases[0].index(phase), d.init_carry())
-  before = host(states)
-  anchor_before = host(anchor.variables)
-  step = d.step_fn(phase, anchor)
-  batches = synthetic_batches(0)
-  for _ in range(n):
-    states, metrics = step(states, sharding.shard_batch(next(batches), d.mesh))
-  np.testing.assert_equal(host(anchor.variables), anchor_before)  # anchors are never trained.
-  return before, host(states), metrics
+from support import (changed, host, interrupt_at, make_distiller, reference_target,
+                     run_phase_steps, synthetic_batches, tiny_cfg)
 
 
 def test_block_phase_changes_only_block_k_its_connector_and_discriminator(tmp_path):
@@ -176,6 +92,7 @@ def test_greedy_block_1_step_costs_fewer_flops_than_end_to_end(tmp_path):
   assert 0 < f_block1 < 0.8 * f_e2e, (f_block1, f_e2e)
 
 
+@pytest.mark.slow
 def test_each_step_traces_once_per_block_index_across_stages(tmp_path):
   steps.TRACES.clear()
   d = make_distiller(tiny_cfg(**{'stages.block_stages': -1}), tmp_path)  # blocks every stage.
@@ -194,26 +111,7 @@ def test_each_step_traces_once_per_block_index_across_stages(tmp_path):
   assert block_params == sorted(block_params) and result['params'] > block_params[-1]
 
 
-def interrupt_at(cfg, workdir, n: int, monkeypatch) -> None:
-  """Runs `cfg`'s student in `workdir` until its `n`-th update raises KeyboardInterrupt
-  (a Ctrl-C in the middle of a phase), then puts the real step back."""
-  calls, real_step_fn = {'n': 0}, student.Distiller.step_fn
-
-  def crashing_step_fn(self, phase, anchor):
-    step = real_step_fn(self, phase, anchor)
-
-    def wrapped(states, batch):
-      calls['n'] += 1
-      if calls['n'] == n:
-        raise KeyboardInterrupt
-      return step(states, batch)
-    return wrapped
-  monkeypatch.setattr(student.Distiller, 'step_fn', crashing_step_fn)
-  with pytest.raises(KeyboardInterrupt):
-    make_distiller(cfg, workdir).run()
-  monkeypatch.setattr(student.Distiller, 'step_fn', real_step_fn)
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize('block_stages, crash_at, position', [
     (-1, 11, [1, 3, 1]),  # stage 2 = 4 phases: its head, after its first checkpoint.
     (1, 8, [1, 0, 1]),  # stage 2 = the head alone (4 steps): after its first checkpoint.
@@ -262,6 +160,7 @@ def _as_before_the_move(cfg) -> dict:
   return new
 
 
+@pytest.mark.slow
 def test_a_workdir_written_before_the_move_is_recognised_and_resumes(tmp_path, monkeypatch):
   """A run interrupted under the layout of 8db3b4d (config.json with stages.num and the
   trainer's rates under `stages`; checkpoints with 'd' and 't' slots in every phase, None
@@ -326,12 +225,7 @@ def test_mutual_head_phase_trains_the_anchor_copy_not_the_anchor(tmp_path):
   assert not any(changed(before['t'].batch_stats, after['t'].batch_stats).values())
 
 
-def reference_target(cfg):
-  v = optim.init_variables(models.create_model(cfg.student.model, 10), jax.random.key(0),
-                           INFO.image_shape)
-  return {'params': v['params'], 'batch_stats': v['batch_stats']}
-
-
+@pytest.mark.slow
 def test_several_seeds_in_one_program_match_their_separate_runs(tmp_path):
   """seeds=2 trains, in one jitted program per step (unrolled, the CPU default), the
   students that seed=0 and seed=1 runs train one at a time: same data orders, same

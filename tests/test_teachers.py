@@ -7,18 +7,19 @@ block features, same anchor test accuracy, and a student that trains through it 
 Fashion-MNIST.
 """
 import json
-import os
 import textwrap
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import load_config, shrink, teacher_config_file
+from support import load_config, shrink, teacher_config_file
 from msmgan_jax import main, teachers
 from msmgan_jax.core import models, sharding
 from msmgan_jax.training import teacher as teacher_lib
 from msmgan_jax.training import train
+
+pytestmark = pytest.mark.slow  # every test here reads the trained `teacher_run`.
 
 WRAPPED = textwrap.dedent('''
     """A Flax teacher that is not a msmgan_jax Classifier: it returns logits only."""

@@ -1,6 +1,8 @@
-"""Using it like the tools people know: the README's extension examples train a student,
-TensorBoard's own reader loads the event files, `report` plots a run, the config reference
-in the README is the one `config.defaults()` gives, progress bars stay off non-terminals."""
+"""Using it like the tools people know: the documented extension examples
+(docs/architecture.md) train a student, TensorBoard's own reader loads the event files,
+`report` plots a run, the config reference in docs/configuration.md is the one
+`config.defaults()` gives, progress bars stay off non-terminals; the README's and
+docs/results.md's tables and claims are the committed results'."""
 import io
 import json
 import os
@@ -10,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, load_config, shrink
+from support import REPO_ROOT, load_config, shrink
 from msmgan_jax import config
 
 
@@ -29,18 +31,23 @@ from msmgan_jax.training import loop
 from msmgan_jax.training import train
 
 
-def readme_blocks(section: str) -> list:
-  """The ```python blocks of one `## ` section of the README."""
-  text = (REPO_ROOT / 'README.md').read_text()
+RESULTS_PAGE, CONFIG_PAGE = 'docs/results.md', 'docs/configuration.md'
+EXTENDING_PAGE = 'docs/architecture.md'  # its model and method examples.
+
+
+def readme_blocks(section: str, page: str = 'README.md') -> list:
+  """The ```python blocks of one `## ` section of `page` (a Markdown file of the checkout)."""
+  text = (REPO_ROOT / page).read_text()
   body = text.split(f'## {section}\n', 1)[1].split('\n## ', 1)[0]
   return re.findall(r'```python\n(.*?)```', body, re.S)
 
 
-def readme_table(start: str, header: str, end: str = None, marks: str = '*`') -> list:
-  """The body rows of the README's Markdown table that begins with `header`, in the part
+def readme_table(start: str, header: str, end: str = None, marks: str = '*`',
+                 page: str = RESULTS_PAGE) -> list:
+  """The body rows of `page`'s Markdown table that begins with `header`, in the part
   from the first `start` (up to `end`, if given): one list of cells per row, each cell
   stripped of blanks and of the `marks` characters (bold, code) at its ends."""
-  readme = (REPO_ROOT / 'README.md').read_text()
+  readme = (REPO_ROOT / page).read_text()
   part = readme[readme.index(start):readme.index(end) if end else None]
   table = part[part.index(header):].split('\n\n')[0]
   return [[c.strip().strip(marks) for c in line.strip('|').split('|')]
@@ -57,15 +64,15 @@ def recorded_start(comparison: str, run: str) -> str:
 
 @pytest.fixture(scope='module')
 def extended_run(teacher_run, tmp_path_factory):
-  """The README's model and method, registered and trained from the teacher's anchors."""
+  """The documented model and method, registered and trained from the teacher's anchors."""
   mp = pytest.MonkeyPatch()
   mp.setattr(models, 'MODELS', dict(models.MODELS))
   mp.setattr(phases, 'METHODS', dict(phases.METHODS))
   mp.setattr(phases, 'GROUPS', dict(phases.GROUPS))
-  blocks = readme_blocks('Extending it')
+  blocks = readme_blocks('Adding a model or a method', EXTENDING_PAGE)
   assert len(blocks) == 3 and 'register_model' in blocks[0] and 'register_method' in blocks[1]
   for code in blocks[:2]:
-    exec(compile(code, 'README.md', 'exec'), {})  # pylint: disable=exec-used
+    exec(compile(code, EXTENDING_PAGE, 'exec'), {})  # pylint: disable=exec-used
   t_cfg, _, t_summary = teacher_run
   cfg = shrink(load_config(REPO_ROOT, 'default'), t_cfg.dataset.data_dir)
   cfg.method, cfg.student.model = 'half_kd', 'separable_net'
@@ -76,10 +83,11 @@ def extended_run(teacher_run, tmp_path_factory):
   try:
     summary = train.train_and_evaluate(cfg, str(workdir))
   finally:
-    mp.undo()  # The README's method must not leak into later tests (config reference).
+    mp.undo()  # The documented method must not leak into later tests (config reference).
   return cfg, workdir, summary
 
 
+@pytest.mark.slow
 def test_readme_model_and_method_train_a_student(extended_run):
   cfg, workdir, summary = extended_run
   s = summary['student']
@@ -98,6 +106,7 @@ def test_readme_model_and_method_train_a_student(extended_run):
   assert len(train_losses) >= 2 and train_losses[-1] < train_losses[0]
 
 
+@pytest.mark.slow
 def test_tensorboard_reads_the_event_files(teacher_run, extended_run):
   from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
   for workdir in (teacher_run[1], extended_run[1]):
@@ -131,6 +140,7 @@ def test_tensorboard_events_are_rebuilt_from_metrics_on_resume(tmp_path):
       (10, 1.0), (20, 2.0), (30, 3.0)]
 
 
+@pytest.mark.slow
 def test_report_plots_a_run(extended_run, tmp_path):
   _, workdir, summary = extended_run
   out = tmp_path / 'results'
@@ -155,10 +165,11 @@ def test_report_plots_gan_and_features_of_msmgan(repo_root, tmp_path):
 
 
 def test_readme_config_reference_is_generated_from_defaults(tmp_path):
-  readme = (REPO_ROOT / 'README.md').read_text()
+  assert config.REFERENCE_PAGE == CONFIG_PAGE  # what `python -m msmgan_jax.config` rewrites.
+  readme = (REPO_ROOT / CONFIG_PAGE).read_text()
   section = readme.split(config.REFERENCE_START, 1)[1].split(config.REFERENCE_END, 1)[0]
   assert section.strip() == config.reference_markdown().strip(), (
-      'README config reference is stale: run python -m msmgan_jax.config README.md')
+      f'{CONFIG_PAGE} config reference is stale: run python -m msmgan_jax.config')
   fields = set(re.findall(r'^\| `([\w.]+)` \|', section, re.M))
   flat = set()
   for group, value in config.defaults().items():
@@ -171,8 +182,9 @@ class FakeTerminal(io.StringIO):
     return True
 
 
+@pytest.mark.slow
 def test_a_run_on_a_terminal_shows_progress_per_phase(tmp_path, monkeypatch):
-  from test_student import make_distiller, tiny_cfg  # pylint: disable=g-import-not-at-top
+  from support import make_distiller, tiny_cfg  # pylint: disable=g-import-not-at-top
   term = FakeTerminal()
   monkeypatch.setattr(sys, 'stderr', term)
   make_distiller(tiny_cfg(), tmp_path).run()
@@ -209,10 +221,11 @@ def test_off_a_terminal_progress_is_a_plain_line_every_heartbeat(capfd, monkeypa
   assert capfd.readouterr().err.count('evaluating: ') == 3  # at the start, then per item.
 
 
+@pytest.mark.slow
 def test_a_run_off_a_terminal_logs_a_line_at_least_every_heartbeat(tmp_path, monkeypatch, capfd):
   """A whole student run with its output in a file: with a 0 s heartbeat, every step and
   evaluation batch gives a line; the phases' names are in them."""
-  from test_student import make_distiller, tiny_cfg  # pylint: disable=g-import-not-at-top
+  from support import make_distiller, tiny_cfg  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(loop, 'HEARTBEAT_S', 0.0)
   make_distiller(tiny_cfg(), tmp_path).run()
   err = capfd.readouterr().err
@@ -222,9 +235,9 @@ def test_a_run_off_a_terminal_logs_a_line_at_least_every_heartbeat(tmp_path, mon
 
 
 def test_the_readmes_stages_and_phases_are_the_default_configs(repo_root):
-  """The README's "through N stages (phases of stage 1; of stage 2; ...)" for the main job
-  and its smoke run is what configs/default.py plans now."""
-  readme = (REPO_ROOT / 'README.md').read_text()
+  """docs/configuration.md's "through N stages (phases of stage 1; of stage 2; ...)" for the
+  main job and its smoke run is what configs/default.py plans now."""
+  readme = (REPO_ROOT / CONFIG_PAGE).read_text()
   for arg in (None, 'smoke'):
     cfg = load_config(REPO_ROOT, 'default', arg)
     k = models.create_model(cfg.student.model, 10).num_blocks
@@ -235,15 +248,16 @@ def test_the_readmes_stages_and_phases_are_the_default_configs(repo_root):
 
 
 def test_the_readmes_verdict_table_is_the_committed_comparisons():
-  """The first screen's table ("Which method to pick") holds the committed comparisons'
+  """docs/results.md's "Which method to pick" table holds the committed comparisons'
   numbers: every main-budget run (and run given msmgan's start) of lowdata v2 and of full
   v2, and every run of lowdata v2's 30-epoch budget; each with its mean +- std, seed count, start (the run's recorded
   `student.init`) and msmgan's seed-paired interval against it (msmgan's run at the same
   budget), recomputed from results/<name>/; the bold row of each group is its best mean,
-  and the pick sentence names the best of lowdata v2 at 15 epochs and its start."""
+  and the pick sentence there and in the README's verdict names the best of lowdata v2 at
+  15 epochs and its start."""
   from msmgan_jax.lab import compare
-  readme = (REPO_ROOT / 'README.md').read_text()
-  section = readme[readme.index('## Which method to pick'):readme.index('## About the method')]
+  readme = (REPO_ROOT / RESULTS_PAGE).read_text()
+  section = readme[readme.index('## Which method to pick'):readme.index('## What the teacher saw')]
   lines = [line for line in section.splitlines() if line.startswith('| ')][1:]  # no header
   pm = lambda r: f'{r["mean"]:.4f} +- {r["std"]:.4f}'
   groups, labels, name = {}, {}, None
@@ -284,6 +298,11 @@ def test_the_readmes_verdict_table_is_the_committed_comparisons():
     assert bold == [best[name]], (name, bold)
   assert f'Pick **{best["lowdata_v2"].split("@")[0]}**' in section
   pick = section[section.index('Pick **'):]
+  assert ('student.init=first_anchor' in pick) == best['lowdata_v2'].endswith('@init')
+  front = (REPO_ROOT / 'README.md').read_text()
+  verdict = front[front.index('## Verdict'):].split('\n## ', 1)[0]
+  assert f'**Pick {best["lowdata_v2"].split("@")[0]}.**' in verdict
+  pick = verdict[verdict.index('**Pick '):].split('\n- ', 1)[0]
   assert ('student.init=first_anchor' in pick) == best['lowdata_v2'].endswith('@init')
 
 

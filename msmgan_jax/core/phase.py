@@ -4,9 +4,12 @@ A stage is a list of `Phase`s. A phase says which student parameters train (its 
 `trains`), which loss the student minimises (`loss`, with `weight` on a feature phase),
 whose logits a logit phase's loss sees (`partner`: nothing, the anchor, or a network the
 method trains beside the student), and, for feature phases, an optional `critic` (say,
-MS-MGANs' per-block GAN). A hook that trains has a train state of its own, named by its
-`state` (the phase's state set is {'g': the student, 'rng', that name}). A method may also
-hand the trainer a `Monitor` of its logged metrics (through the registry). The hooks are
+MS-MGANs' per-block GAN). A logit phase may also carry a `MethodState`: state the method
+keeps beside the student (trainable parameters that receive the gradient of the phase's
+loss, and buffers the loss may replace each step, say memory banks). Every hook that
+has a train state names it by its `state` (`Phase.states`); the phase's state set is
+{'g': the student, 'rng', and those names}. A method may also hand the trainer a `Monitor`
+of its logged metrics (through the registry). The hooks are
 objects of the method's own module (`msmgan_jax.methods.*`); this module only defines their
 shape, so the trainer (`core.steps`, `training.*`) never names a method.
 
@@ -20,9 +23,13 @@ from typing import Any, Callable, Optional, Tuple
 
 import jax
 
+from msmgan_jax.core import optim
+
 # Fields that mean something on one kind of phase only; set on the other, `Phase` refuses.
 FEATURE_ONLY = ('hint', 'critic', 'weight')
-LOGIT_ONLY = ('partner', 'finetune_all', 'standalone', 'trains_connectors')
+LOGIT_ONLY = ('partner', 'finetune_all', 'standalone', 'trains_connectors', 'method_state')
+# State names the trainer keeps for itself: the student's state and the phase's key.
+RESERVED = ('g', 'rng')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,11 +41,14 @@ class Phase:
   over the phase's blocks of `loss(projected, teacher_map)` (two (B, H, W, C_T) maps, the
   spatially larger average-pooled by the loss; None: `core.losses.feature_mse`), plus what
   its optional `critic` adds. Logit phases train the head (and, with `finetune_all`, every
-  block) on `loss(view)`, a scalar of a `StepView`.
+  block) on `loss(view)`, a scalar of a `StepView`; with a `method_state` the loss also
+  sees (and trains) that state's parameters and may replace its buffers.
 
   Raises ValueError for a field of the wrong kind (see `FEATURE_ONLY`, `LOGIT_ONLY`), a
   logit phase without a loss, a loss that is not a function, a share outside [0, 1], a
-  weight that is not a finite number >= 0, or blocks that are not increasing indices >= 0.
+  weight that is not a finite number >= 0, blocks that are not increasing indices >= 0,
+  a method state that is not a `MethodState`, or hooks whose state names are not
+  identifiers, are taken by the trainer (`RESERVED`) or clash.
   """
   name: str
   share: float                          # fraction of the stage's image budget.
@@ -51,6 +61,7 @@ class Phase:
   finetune_all: bool = False            # logit phases: blocks train too (lr * mult).
   standalone: bool = False              # logit phases: warmup, blocks at the full rate.
   trains_connectors: bool = False       # logit phases: the connectors train with the head.
+  method_state: Any = None              # logit phases: a `MethodState` (its loss's own state).
 
   def __post_init__(self):
     if not (isinstance(self.name, str) and self.name):
@@ -77,6 +88,13 @@ class Phase:
     if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight)
             and self.weight >= 0):
       raise ValueError(f'{where}: weight must be a finite number >= 0, got {self.weight!r}')
+    if self.method_state is not None and not isinstance(self.method_state, MethodState):
+      raise ValueError(f'{where}: method_state must be a MethodState, got {self.method_state!r}')
+    names = [h.state for h in self._hooks() if getattr(h, 'state', None) is not None]
+    bad = [n for n in names if not (isinstance(n, str) and n.isidentifier()) or n in RESERVED]
+    if bad or len(set(names)) < len(names):
+      raise ValueError(f'{where}: its hooks name their states {names}: each must be a distinct '
+                       f'identifier other than {RESERVED}')
 
   @property
   def is_feature(self) -> bool:
@@ -91,10 +109,20 @@ class Phase:
     """The phase's hook that may own a train state: its critic or its partner (or None)."""
     return self.critic if self.is_feature else self.partner
 
+  def _hooks(self) -> list:
+    """The phase's hooks that may own a train state: critic or partner, method state."""
+    return [h for h in (self.hook, self.method_state) if h is not None]
+
   @property
   def state_name(self) -> Optional[str]:
-    """The name of the train state its hook owns beside the student's (None: none)."""
+    """The name of the train state its critic or partner owns (None: none)."""
     return getattr(self.hook, 'state', None)
+
+  @property
+  def states(self) -> dict:
+    """{name: hook} of the train states the phase's hooks own beside the student's ('d' of
+    a critic, 't' of a trained partner, a method state's own name); empty for none."""
+    return {h.state: h for h in self._hooks() if getattr(h, 'state', None) is not None}
 
   @property
   def signature(self) -> tuple:
@@ -110,12 +138,13 @@ class Phase:
 
 
 def whole_student(name: str, loss: Callable, partner=None, share: float = 1.0,
-                  trains_connectors: bool = False) -> Phase:
+                  trains_connectors: bool = False, method_state=None) -> Phase:
   """The one-phase pattern of most methods (ce, kd, dkd, at, dml, srrl, ...): the whole
   student, every block at the head's rate after the student's warmup, minimising
-  `loss(view)` with `partner`'s logits (None: none) over `share` of the stage."""
+  `loss(view)` with `partner`'s logits (None: none) over `share` of the stage (with the
+  `MethodState` `method_state`, if given)."""
   return Phase(name, share, loss=loss, partner=partner, finetune_all=True, standalone=True,
-               trains_connectors=trains_connectors)
+               trains_connectors=trains_connectors, method_state=method_state)
 
 
 @dataclasses.dataclass
@@ -133,7 +162,11 @@ class StepView:
   `t_head(f)` runs the stage's anchor's classifier head (frozen, inference mode) on a map
   with its last block's channels: (B, C) logits. `step` is the student's step within the
   phase (a traced int32) and `epoch` the epochs of images the phase has trained on before
-  this step. Nothing is computed unless a loss uses it.
+  this step. `index` (B,) int32 is each example's position in the training split (None
+  unless the method is registered with `needs_index`). With a `MethodState`, `params` are
+  its trainable parameters (the loss's gradient trains them) and `buffers` its buffers as
+  the step found them; `set_buffers(new)` replaces them after this step (without gradient;
+  same structure, shapes and dtypes). Nothing is computed unless a loss uses it.
   """
   s_logits: jax.Array
   s_feats: list
@@ -146,6 +179,10 @@ class StepView:
   t_head: Optional[Callable] = None
   step: Any = None
   images_per_step_epoch: float = 0.0  # batch size / training examples.
+  index: Optional[jax.Array] = None
+  params: Any = None
+  buffers: Any = None
+  set_buffers: Optional[Callable] = None
 
   @property
   def epoch(self):
@@ -214,6 +251,31 @@ class Critic:
     raise NotImplementedError
 
 
+class OwnedState(optim.TrainState):
+  """A `MethodState`'s train state: `params` under `tx` (stepped by the gradient of the
+  phase's loss), `buffers` (a pytree of arrays the loss may replace, never differentiated),
+  `batch_stats` unused."""
+  buffers: Any = None
+
+
+class MethodState:
+  """State a method keeps beside the student through a logit phase, read by its loss.
+
+  `init_state(ctx)` builds it, an `OwnedState`, named `state` in the phase's state set (so
+  checkpointed and restored with the phase). In each step the loss sees its parameters as
+  `StepView.params` (the step differentiates the loss with respect to them too and applies
+  their gradient with the state's `tx`, in the student's step) and its buffers as
+  `StepView.buffers`, which `StepView.set_buffers` replaces (say, memory banks updated
+  with this batch's embeddings). Its parameter count goes to the phase's record under
+  `record_key`.
+  """
+  state = None                  # its name in the phase's state set (required).
+  record_key = 'method_params'  # the summary's key for its parameter count.
+
+  def init_state(self, ctx: 'StateContext') -> OwnedState:
+    raise NotImplementedError
+
+
 class Monitor:
   """Watches one phase's logged training metrics (a method's, given to the registry as
   `monitor`): built as `Monitor(cfg, where, state)` for the phase named by `where` (e.g.
@@ -244,7 +306,8 @@ class StateContext:
   student's global warmup + cosine (peak 1, counted over the whole budget) or None with
   per-phase schedules; `offset` the student steps before this phase; `student_lr` the
   student's peak rate (scaled by batch size); `n_steps` this phase's steps; `start_at`
-  sets an optimizer state's step count.
+  sets an optimizer state's step count; `student` is the student's model (a
+  `core.models.Classifier`) and `num_train` the examples of the training split.
   """
   cfg: Any
   phase: Phase
@@ -262,3 +325,5 @@ class StateContext:
   start_at: Callable
   g_key: tuple            # the student optimizer's `tx` key (a partner may share its schedule).
   num_blocks: int
+  student: Any = None
+  num_train: int = 0

@@ -6,7 +6,9 @@ and the teacher's features (no gradients), the projected student features C_k(f^
 once, the phase's weighted feature loss, then the phase's critic (if any) and the student
 block(s) updated from that one forward. Logit phases (`logit_step`): the partner's
 forward, the student head (or all of it) on the phase's `loss(view)`, then the partner's
-own update.
+own update. Both take (g_state, the state of the phase's critic or partner, the anchor's
+variables, the batch, the phase's method state) and return (g_state, the critic's or
+partner's state, metrics, the method state); a state a phase does not have is None.
 Blocks after the phase's last are not computed, on either network, except where a
 critic runs the teacher's upper blocks.
 
@@ -49,10 +51,10 @@ class PhaseSteps:
     tag = f'{phase.name}{phase.signature}'
     if phase.is_feature:
       self.feature_step = jax.jit(self._counted(self._feature_step, 'feature_step ' + tag),
-                                  donate_argnums=(0, 1))
+                                  donate_argnums=(0, 1, 4))
     else:
       self.logit_step = jax.jit(self._counted(self._logit_step, 'logit_step ' + tag),
-                                donate_argnums=(0, 1))
+                                donate_argnums=(0, 1, 4))
 
   @staticmethod
   def _counted(fn, name):
@@ -78,8 +80,9 @@ class PhaseSteps:
              'connectors': c_stats}
     return proj, stats
 
-  def _feature_step(self, g_state, d_state, anchor, batch):
-    """One student update of a feature phase, with its critic's update.
+  def _feature_step(self, g_state, d_state, anchor, batch, owned=None):
+    """One student update of a feature phase, with its critic's update (`d_state` its
+    critic's state; a feature phase has no method state: `owned` is passed through).
 
     The student's projected features are computed once (`jax.vjp`); the student's loss is
     `phase.weight` x the sum over the phase's blocks of `phase.loss(projected, teacher map)`
@@ -110,15 +113,19 @@ class PhaseSteps:
       g_loss = g_loss + adv
     metrics['g_loss'] = g_loss
     grads = pull(cotangent)[0]
-    return g_state.apply_gradients(grads=grads, batch_stats=stats), d_state, metrics
+    return g_state.apply_gradients(grads=grads, batch_stats=stats), d_state, metrics, owned
 
   # Logit phases --------------------------------------------------------------------
-  def _logit_step(self, g_state, t_state, anchor, batch):
+  def _logit_step(self, g_state, t_state, anchor, batch, m_state=None):
     """One update of the student's head (or all of it) on the phase's loss, then its partner's.
 
     The partner (`phase.partner`) runs first (the anchor in inference mode, or a network the
     method trains); the student minimises `phase.loss(view)` (a `core.phase.StepView` of
-    this step); then the partner updates itself from the student's logits, held constant.
+    this step, with the batch's `index` where it has one); the phase's method state (if
+    any) takes the loss's gradient on its parameters and the buffers the loss set; then the
+    partner updates itself from the student's logits, held constant. `t_state` is the
+    partner's state, `m_state` the method state's (`core.phase.OwnedState`; None without);
+    returns (g_state, t_state, metrics, m_state).
     """
     p, cfg = self.phase, self.cfg
     first = 0 if p.finetune_all else self.num_blocks
@@ -131,7 +138,7 @@ class PhaseSteps:
     if p.partner is not None:
       t_logits, t_feats, ctx = p.partner.forward(self, t_state, anchor, x)
 
-    def loss_fn(params):
+    def loss_fn(params, m_params=None):
       (s_logits, s_feats), s_new = self.student.apply(
           {'params': params['student'], 'batch_stats': s_stats}, h, train=True, start=first,
           mutable=['batch_stats'])
@@ -144,16 +151,31 @@ class PhaseSteps:
         c_stats[0] = _merge(c_stats[0], new_c['batch_stats'])
         return out
 
+      buffers = [None if m_state is None else m_state.buffers]
+
+      def set_buffers(new):
+        if jax.tree.structure(new) != jax.tree.structure(buffers[0]):
+          raise ValueError(f'phase {p.name!r}: set_buffers got {jax.tree.structure(new)}, '
+                           f'its buffers are {jax.tree.structure(buffers[0])}')
+        buffers[0] = jax.lax.stop_gradient(new)
+
       view = StepView(s_logits=s_logits, s_feats=s_feats, t_logits=t_logits, t_feats=t_feats,
                       labels=y, cfg=cfg, first=first, connect=connect,
                       t_head=(None if anchor is None else lambda f: self.teacher.apply(
                           anchor, f, train=False, start=self.num_blocks)[0]),
-                      step=g_state.step, images_per_step_epoch=self.epoch_per_step)
+                      step=g_state.step, images_per_step_epoch=self.epoch_per_step,
+                      index=batch.get('index'), params=m_params, buffers=buffers[0],
+                      set_buffers=None if m_state is None else set_buffers)
       s_loss = p.loss(view)
-      return s_loss, (s_logits, s_new, c_stats[0])
+      return s_loss, (s_logits, s_new, c_stats[0], buffers[0])
 
-    (s_loss, (s_logits, s_new, c_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        g_state.params)
+    if m_state is None:
+      (s_loss, (s_logits, s_new, c_stats, _)), grads = jax.value_and_grad(
+          loss_fn, has_aux=True)(g_state.params)
+    else:
+      (s_loss, (s_logits, s_new, c_stats, new_buffers)), (grads, m_grads) = jax.value_and_grad(
+          loss_fn, argnums=(0, 1), has_aux=True)(g_state.params, m_state.params)
+      m_state = m_state.apply_gradients(grads=m_grads, buffers=new_buffers)
     stats = {**g_state.batch_stats, 'student': _merge(s_stats, s_new['batch_stats']),
              'connectors': c_stats}
     g_state = g_state.apply_gradients(grads=grads, batch_stats=stats)
@@ -162,4 +184,4 @@ class PhaseSteps:
       t_state, t_metrics = p.partner.update(self, t_state, ctx, x, y,
                                             jax.lax.stop_gradient(s_logits))
       metrics.update(t_metrics)
-    return g_state, t_state, metrics
+    return g_state, t_state, metrics, m_state

@@ -12,11 +12,9 @@ Splits can be saved to an `.npz` file (`python -m msmgan_jax.arrays NAME OUT.npz
 needs TFDS) and a run given that file as `dataset.name` reads it with NumPy alone: this is
 how a machine without TensorFlow (a lent GPU box) trains.
 """
-import argparse
 import json
 import os
 import re
-import sys
 from typing import Iterator, Optional
 
 import jax
@@ -111,8 +109,11 @@ class DevicePipeline:
   """Training and eval batches of in-memory splits, made on the device by jitted code."""
 
   def __init__(self, arrays: dict, dataset_cfg, *, batch_size: int, eval_batch_size: int, mesh,
-               train_split: str = 'train', test_split: str = 'test'):
-    self.cfg, self.mesh = dataset_cfg, mesh
+               train_split: str = 'train', test_split: str = 'test', with_index: bool = False):
+    """Puts the training split `train_split` of `arrays` (sliced like 'train[:10%]') on the
+    devices of `mesh`; with `with_index`, training batches also carry 'index' (B,) int32,
+    each example's position in that split. ArrayError when it holds fewer than one batch."""
+    self.cfg, self.mesh, self.with_index = dataset_cfg, mesh, with_index
     self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
     train = slice_split(len(arrays['train_labels']), train_split)
     test = slice_split(len(arrays['test_labels']), test_split)
@@ -154,11 +155,16 @@ class DevicePipeline:
       x = recipe.pad_crop(x, corners, p)
     if self.cfg.flip:
       x = recipe.flip(x, jax.random.bernoulli(flip_key, 0.5, (x.shape[0],)))
-    return {'image': recipe.normalise(x, self.mean, self.std), 'label': labels[idx]}
+    batch = {'image': recipe.normalise(x, self.mean, self.std), 'label': labels[idx]}
+    if self.with_index:  # a Python switch: without it the program is the same as ever.
+      batch['index'] = idx.astype(jnp.int32)
+    return batch
 
   # Iterators -------------------------------------------------------------------------
   def train_batches(self, seed: int, skip: int = 0) -> Iterator[dict]:
-    """Batches skip, skip+1, ... of the epoch-exact stream for `seed` (see the module doc)."""
+    """Batches skip, skip+1, ... of the epoch-exact stream for `seed` (see the module doc):
+    'image' (B, H, W, C) float32 and 'label' (B,) int32 (and 'index' (B,) int32, the
+    positions in the training split they come from, with `with_index`)."""
     base = jax.random.key(seed)
     perm_key, aug_key = jax.random.fold_in(base, 0), jax.random.fold_in(base, 1)
     perms = {}

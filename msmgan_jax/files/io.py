@@ -1,9 +1,11 @@
-"""Atomic writes of a run's files, and JSON reads that refuse damaged files plainly."""
+"""Atomic writes of a run's files, and JSON reads that refuse damaged files plainly.
+
+Light to import (no JAX until a write asks which process this is), so that the commands
+that read and tabulate results (`report`, `compare --help`) answer at once.
+"""
 import json
 import os
 from typing import Any, Optional
-
-import jax
 
 from msmgan_jax.errors import ConfigError, WriteError
 
@@ -11,6 +13,7 @@ from msmgan_jax.errors import ConfigError, WriteError
 def write_text(path: str, text: str) -> None:
   """Writes `text` atomically: a reader sees the old file or the whole new one, never a part
   (temp file, fsync, rename, fsync of the directory). On process 0 only."""
+  import jax  # pylint: disable=g-import-not-at-top (JAX loads only when a file is written)
   if jax.process_index() != 0:
     return
   tmp = f'{path}.tmp{os.getpid()}'

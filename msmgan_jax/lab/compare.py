@@ -47,9 +47,7 @@ from typing import Optional
 
 import numpy as np
 
-from msmgan_jax import methods  # noqa: F401 (registers the built-in methods)
 from msmgan_jax.files import io
-from msmgan_jax.methods import registry
 
 @dataclasses.dataclass
 class Run:
@@ -86,6 +84,7 @@ def apply(cfg, overrides: dict):
   setting was written set where it is now (`registry.current_fields`, for `cfg.method`);
   unknown fields are ConfigErrors."""
   from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.methods import registry  # pylint: disable=g-import-not-at-top
   for path, value in registry.current_fields(overrides, cfg.get('method')).items():
     group, _, name = path.rpartition('.')
     node = cfg
@@ -118,6 +117,7 @@ def plan(cc, root: Optional[str] = None) -> list:
   (another comparison's compare.json) the settings chosen there are used: no tuning runs;
   with `tune_only` (a design study on the validation split) no final runs. A budget's
   `best_other` is planned once the tuning in `root` names it."""
+  from msmgan_jax.methods import registry  # pylint: disable=g-import-not-at-top
   runs, later = [], []
   for method in cc.methods:
     if not cc.get('settings_from'):
@@ -173,6 +173,7 @@ def budget_methods(cc, budget: str, root: Optional[str] = None,
 def check(cc) -> None:
   """Raises ConfigError for a comparison config that cannot run, before any work."""
   from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.methods import registry  # pylint: disable=g-import-not-at-top
   def req(ok, msg):
     if not ok:
       raise config_lib.ConfigError(msg)
@@ -263,12 +264,14 @@ def ablation_overrides(cc, run: Run, cfg) -> dict:
   pinned = (cc.get('ablation_definitions') or {}).get(run.ablation) if run.ablation else None
   if pinned is not None:
     return setting_fields(pinned, run.method)
+  from msmgan_jax.methods import registry  # pylint: disable=g-import-not-at-top
   return registry.ablation_overrides(run.method, run.ablation, cfg)
 
 
 def setting_fields(text: str, method: str) -> dict:
   """A setting's overrides for a run of `method`, fields as the schema names them now
   (`parse_setting`, `registry.current_fields`)."""
+  from msmgan_jax.methods import registry  # pylint: disable=g-import-not-at-top
   return registry.current_fields(parse_setting(text), method)
 
 
@@ -290,7 +293,7 @@ def _restore_teacher(cc) -> Optional[str]:
   that could differ from the one the recorded runs had. Returns None when there is nothing
   to restore or it was restored, else why the record was not used (for the error raised
   where a teacher is then missing: --report)."""
-  from msmgan_jax.files import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   wd = cc.teacher_workdir
   record = os.path.join(TEACHER_RECORDS, os.path.basename(os.path.normpath(wd)))
   if (os.path.exists(wd) and os.listdir(wd)) or not os.path.isdir(record):
@@ -444,7 +447,7 @@ def result(cc, run: Run, root: str) -> Optional[dict]:
     return None
   st = s['student']
   phases = [p for stage in st['stages'] for p in stage['phases']]
-  from msmgan_jax.files import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   cfg = workdir_lib.Workdir(wd).read_config()  # fields added since the run filled in as it ran.
   accs = st.get('test_accuracies', [st['test_accuracy']])
   train_s = sum(p['wall_s'] for p in phases)
@@ -815,7 +818,6 @@ def plots(out: str, rows: list, split: str = 'test') -> list:
 def write(cc, root: str, machine: str, recorded: Optional[dict] = None) -> dict:
   """Rewrites compare.json, compare.md and the plots in `cc.out` from the finished runs;
   `recorded` is the comparison config compare.json holds (see `config_record`)."""
-  from msmgan_jax import errors  # pylint: disable=g-import-not-at-top
   runs = plan(cc, root)
   done = {r.name: result(cc, r, root) for r in runs}
   tuning = [done[r.name] or {'method': r.method, 'candidate': r.candidate,
@@ -856,7 +858,7 @@ def config_record(cc, recorded: Optional[dict]) -> dict:
   through today's schema (its base and teacher configs as `workdir.as_schema_now` reads a
   recorded config), so that --report keeps the record the runs were made under, as it
   keeps their machine line."""
-  from msmgan_jax.files import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   mine = json.loads(cc.to_json())
   if not isinstance(recorded, dict) or not all(
       isinstance(recorded.get(k), dict) for k in ('base', 'teacher')):
@@ -933,7 +935,6 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
 def _adopt(cc, run: Run, wd: str, cfg) -> None:
   """A run missing from `wd` (a fresh checkout) but recorded in the results folder with
   this very config is finished: its record is copied back instead of training it again."""
-  from msmgan_jax.files import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   from msmgan_jax.lab import report  # pylint: disable=g-import-not-at-top
   record = os.path.join(cc.out, 'runs', run.name)
   if _summary(wd) is not None or _summary(record) is None or (
@@ -950,7 +951,7 @@ def _adopt(cc, run: Run, wd: str, cfg) -> None:
 def _config_diff(wd: str, cfg) -> list:
   """The fields in which the run recorded in `wd` differs from `cfg`; anchors compare by
   their place in the teacher run (anchors/<epoch>), not by the checkout's absolute path."""
-  from msmgan_jax.files import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   there, planned = workdir_lib.Workdir(wd).read_config(), json.loads(cfg.to_json())
   place = lambda p: os.path.join(*os.path.normpath(p).split(os.sep)[-2:]) if p else p
   for c in (there, planned):
@@ -1075,7 +1076,6 @@ def main(argv=None) -> int:
     return 0
   report_only = '--report' in argv
   argv = [a for a in argv if a != '--report']
-  cli.quiet()
   try:
     cc, root, _, _ = cli.parse(argv, USAGE)
     missing = [f for f in COMPARISON_FIELDS if f not in cc]
@@ -1086,6 +1086,7 @@ def main(argv=None) -> int:
           f'--config ...\n{USAGE}')
   except cli.BadInput as e:
     return cli.error(str(e), cli.EXIT_BAD_INPUT)
+  cli.quiet()  # TensorFlow and JAX load once the arguments are known to be good.
   if not any(a == '--workdir' or a.startswith('--workdir=') for a in argv):
     root = cc.workdir
   doc = {}

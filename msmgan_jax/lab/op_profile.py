@@ -104,7 +104,7 @@ def _no_grad(fn):
 def measure(threads: int, repeats: int = 5, n: int = 10) -> list:
   """One row per (op, shape): milliseconds in JAX and PyTorch, the ratio, the step share."""
   try:
-    import torch  # pylint: disable=g-import-not-at-top,unused-import
+    import torch  # pylint: disable=g-import-not-at-top,unused-import  # noqa: F401 (is it there?)
     have_torch = True
   except ImportError:
     have_torch = False

@@ -193,13 +193,17 @@ def main(argv=None) -> int:
   parser.add_argument('--methods', default='ce,kd')
   parser.add_argument('--threads', type=int, default=os.cpu_count())
   args = parser.parse_args(argv)
+  from msmgan_jax import cli  # pylint: disable=g-import-not-at-top
+  try:  # the comparison config, read as the command line reads every config.
+    cc = cli.parse(['torch_check', '--config', args.config])[0]
+  except cli.BadInput as e:
+    return cli.error(str(e), cli.EXIT_BAD_INPUT)
   try:
     import torch  # pylint: disable=g-import-not-at-top
     from msmgan_jax.lab import torch_reference as ref  # pylint: disable=g-import-not-at-top
   except ImportError:
     sys.stderr.write("error: PyTorch is missing; pip install -e '.[bench]'\n")
     return 2
-  from msmgan_jax import cli  # pylint: disable=g-import-not-at-top
   cli.quiet()
   import jax  # pylint: disable=g-import-not-at-top
   from msmgan_jax.lab import compare  # pylint: disable=g-import-not-at-top
@@ -208,10 +212,6 @@ def main(argv=None) -> int:
   from msmgan_jax.training import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
   from msmgan_jax.files import io  # pylint: disable=g-import-not-at-top
   from msmgan_jax.core import sharding  # pylint: disable=g-import-not-at-top
-  try:  # the comparison config, read as the command line reads every config.
-    cc = cli.parse(['torch_check', '--config', args.config])[0]
-  except cli.BadInput as e:
-    return cli.error(str(e), cli.EXIT_BAD_INPUT)
   chosen_file = os.path.join(cc.out, 'compare.json')
   chosen = json.load(open(chosen_file))['chosen'] if os.path.exists(chosen_file) else {}
   unchosen = [m for m in args.methods.split(',') if chosen.get(m) is None]

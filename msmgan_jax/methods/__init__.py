@@ -9,7 +9,6 @@ config.
 import importlib
 import pkgutil
 
-from msmgan_jax.methods import registry
 from msmgan_jax.methods.registry import METHODS, register_group, register_method  # noqa: F401
 
 # The built-in methods first, in the order their config groups have always had (a config

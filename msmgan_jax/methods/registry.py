@@ -10,6 +10,8 @@ its own settings, `register_group`). It gives:
 - a `check(cfg)` run only when it is the chosen method;
 - its ablations: name -> config overrides, and `variant(cfg)`, the ablations a config is;
 - optionally a `core.phase.Monitor` of its logged metrics;
+- whether its losses read each example's index in the training split (`needs_index`: the
+  trainer then asks the data pipeline for batches that carry it);
 - where fields of its groups went (`Moved`) and when fields were added (`register_history`):
   configs recorded before (`migrate`) and settings written before (`current_fields`) keep
   their meaning.
@@ -43,6 +45,7 @@ class Method:
   # copy of the teacher ('' when it does neither): only a Flax `Classifier` teacher can.
   needs_network: Optional[Callable] = None
   monitor: Optional[type] = None         # a `core.phase.Monitor` subclass, built per phase.
+  needs_index: bool = False              # its training batches carry 'index' (StepView.index).
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,14 +80,16 @@ def register_method(name: str, stage_phases: Callable, uses_teacher: bool = True
                     check: Optional[Callable] = None, ablations: Optional[dict] = None,
                     variant: Optional[Callable] = None, needs_features: bool = False,
                     needs_network: Optional[Callable] = None,
-                    monitor: Optional[type] = None) -> Method:
+                    monitor: Optional[type] = None, needs_index: bool = False) -> Method:
   """Adds a method. `stage_phases(cfg, num_blocks)` returns the phases of one stage (with
   `per_stage`, `stage_phases(cfg, num_blocks, stage)`: stages may differ); with
   `all_anchors` False the final teacher alone guides a single stage; `needs_features`:
   its phases read the teacher's block maps; `needs_network(cfg)`: why the config runs the
   teacher's upper blocks or trains a copy of it ('' if not); `monitor`: a
-  `core.phase.Monitor` subclass the trainer builds for each phase. Raises ValueError for
-  a name that is not an identifier, is 'teacher', or is taken."""
+  `core.phase.Monitor` subclass the trainer builds for each phase; `needs_index`: its
+  training batches carry each example's index in the training split ('index', int32 (B,);
+  `core.phase.StepView.index`). Raises ValueError for a name that is not an identifier,
+  is 'teacher', or is taken."""
   if not name.isidentifier() or name == 'teacher':
     raise ValueError(f'method name {name!r} must be an identifier other than teacher')
   if name in METHODS:
@@ -92,7 +97,7 @@ def register_method(name: str, stage_phases: Callable, uses_teacher: bool = True
   phases = stage_phases if per_stage else (lambda cfg, k, stage: stage_phases(cfg, k))
   METHODS[name] = Method(name, phases, uses_teacher, all_anchors, check,
                          tuple((ablations or {}).items()), variant, needs_features,
-                         needs_network, monitor)
+                         needs_network, monitor, needs_index)
   return METHODS[name]
 
 
@@ -186,6 +191,12 @@ def stage_phases(cfg, num_blocks: int, stage: int = 0) -> list:
 def uses_teacher(cfg) -> bool:
   """Whether `cfg.method` needs the teacher's anchors."""
   return cfg.method == 'teacher' or METHODS[cfg.method].uses_teacher
+
+
+def needs_index(cfg) -> bool:
+  """Whether `cfg.method`'s training batches must carry each example's index (False for
+  'teacher')."""
+  return cfg.method in METHODS and METHODS[cfg.method].needs_index
 
 
 def stage_share(cfg, stage: int, num_stages: int) -> float:

@@ -1,17 +1,15 @@
-"""Ship the distilled student: `python -m msmgan_jax.export --workdir W --out DIR [--tflite]`.
+"""Export a run's student as a TensorFlow SavedModel (and TFLite) with its preprocessing.
 
-DIR becomes a TensorFlow SavedModel of the student of run W with its preprocessing built
-in: the `serving_default` signature takes `images`, uint8 [batch, H, W, C] in the training
-image shape (after `dataset.image_size`, which predict resizes to), scales and normalises
-them as training's evaluation does, and returns float32 `logits` and `probabilities`
-[batch, classes]. Beside it,
-`DIR/model.json` holds the class names, the input shape and where the model came from (for
-an image folder the run split itself, `source.split`: that split's record), so
-`python -m msmgan_jax.predict --model DIR IMAGE...` needs nothing else (and no JAX).
-`--tflite` adds `DIR/model.tflite` with the same signature. The class names, input shape
-and normalisation come from what the run recorded when it trained (summary.json's `data`),
-never from the dataset as it is at export time, so a run trained from an arrays file or a
-folder since moved exports the same (runs older than that record read the dataset).
+The library behind `python -m msmgan_jax.export` (`msmgan_jax/export.py`: the command line,
+what the export folder holds). `export(workdir, out, tflite, overwrite)` writes DIR = `out`:
+the SavedModel of the student of run `workdir`, whose `serving_default` signature takes
+`images`, uint8 [batch, H, W, C] in the training image shape, scales and normalises them as
+training's evaluation does, and returns float32 `logits` and `probabilities` [batch,
+classes]; `DIR/model.json` (class names, input shape, where the model came from) beside it,
+and with `tflite` `DIR/model.tflite`. The class names, input shape and normalisation come
+from what the run recorded when it trained (summary.json's `data`), never from the dataset
+as it is at export time, so a run trained from an arrays file or a folder since moved
+exports the same (runs older than that record read the dataset).
 
 The conversion uses `jax.experimental.jax2tf`: it ships with jax, so it always matches the
 installed version, and its native serialization embeds the student's StableHLO (for CPU and
@@ -21,30 +19,25 @@ adds dependencies and its last release (0.0.8, 2025-09) predates the installed j
 
 DIR is built in a temporary folder beside it, synced, then renamed into place: DIR never
 holds a partial export (a kill between moving the old export aside and renaming the new one
-in leaves the old one at `.DIR.tmp<pid>.old`). Exit codes: 0 done, 1 the export could not be
-written, 2 bad input (no workdir, no finished student, DIR not empty without --overwrite,
-a checkpoint not of the config's model; nothing written).
+in leaves the old one at `.DIR.tmp<pid>.old`). Raises `BadInput` (no workdir, no finished
+student, DIR not empty without `overwrite`, a checkpoint not of the config's model; nothing
+written) and `OSError` when the export cannot be written.
 """
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')  # its start-up notice; XLA runs the model.
 
-import argparse  # noqa: E402
 import importlib.metadata  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
-import sys  # noqa: E402
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from absl import logging  # noqa: E402
 from jax.experimental import jax2tf  # noqa: E402
 
-from msmgan_jax import cli  # noqa: E402
 from msmgan_jax import config as config_lib  # noqa: E402
 from msmgan_jax.data import datasets as data  # noqa: E402
 from msmgan_jax.core import models  # noqa: E402
@@ -245,34 +238,3 @@ def _sync_tree(path: str, recursive: bool = True) -> None:
         os.fsync(fd)
       finally:
         os.close(fd)
-
-
-def main(argv=None) -> int:
-  """The command line (`argv` without the program name); returns the exit code."""
-  parser = argparse.ArgumentParser(
-      prog='python -m msmgan_jax.export', description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--workdir', required=True, help='the run whose student to export')
-  parser.add_argument('--out', required=True, help='the export folder (new or empty)')
-  parser.add_argument('--tflite', action='store_true', help=f'also write {TFLITE}')
-  parser.add_argument('--overwrite', action='store_true',
-                      help='replace an export already in --out')
-  args = parser.parse_args(argv)
-  logging.set_verbosity(logging.ERROR)  # orbax logs each restore, and warns of read-only.
-  tf.config.set_visible_devices([], 'GPU')  # TensorFlow only traces and writes here.
-  done = {}
-  code = cli.run_command(
-      lambda: done.update(export(args.workdir, args.out, args.tflite, args.overwrite)),
-      hints={OSError: lambda e: f'could not write {args.out} ({e}); nothing there was changed'})
-  if code:
-    return code
-  meta = done
-  shape = 'x'.join(map(str, meta['input_shape']))
-  print(f'exported {meta["model"]} ({meta["dataset"]}, uint8 {shape} images, '
-        f'{len(meta["labels"])} classes) to {args.out}; try: python -m msmgan_jax.predict '
-        f'--model {args.out} IMAGE.png')
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())

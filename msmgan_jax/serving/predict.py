@@ -1,30 +1,23 @@
-"""Classify images with an exported student: `python -m msmgan_jax.predict --model DIR IMAGE...`.
+"""Classify images with an exported student: the library behind `python -m msmgan_jax.predict`.
 
-DIR is what `python -m msmgan_jax.export` wrote; this needs TensorFlow only (no JAX, no
-dataset). Each image file (PNG or JPEG; whatever `tf.io.decode_image` reads) is decoded to
-the model's channels (RGB to grayscale or back, alpha dropped), resized (bilinear,
-antialiased) when its height and width differ from the model's, and printed on one line
-with its `--top-k` classes, most likely first:
-
-  shoe.png: Ankle boot 97.1%, Sneaker 2.3%, Sandal 0.6%
-
-Exit codes: 0 done, 2 bad input (no export in DIR, an image missing or unreadable; then
-no prediction is printed).
+DIR is what `msmgan_jax.export` wrote; this needs TensorFlow only (no JAX, no dataset).
+`predict(DIR, paths, k)` decodes each image file (PNG or JPEG; whatever `tf.io.decode_image`
+reads) to the model's channels (RGB to grayscale or back, alpha dropped), resizes it
+(bilinear, antialiased) when its height and width differ from the model's, and returns its
+`k` most likely classes, (name, probability) pairs, most likely first. Raises `BadInput`
+for no export in DIR or an image missing or unreadable.
 """
 import os
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')  # its start-up notice; XLA runs the model.
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
-import sys  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from msmgan_jax import cli  # noqa: E402
 
 FORMAT, META = 'msmgan_jax.export/1', 'model.json'  # what msmgan_jax.export writes.
 
@@ -87,28 +80,3 @@ def predict(model_dir: str, paths, k: int) -> list:
                    f'{str(e)[:200]}); export the student again') from e
   probabilities = serve(**{meta['inputs']: tf.constant(images)})['probabilities'].numpy()
   return [top_k(p, meta['labels'], k) for p in probabilities]
-
-
-def main(argv=None) -> int:
-  """The command line (`argv` without the program name); returns the exit code."""
-  parser = argparse.ArgumentParser(
-      prog='python -m msmgan_jax.predict', description=__doc__,
-      formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--model', required=True, help='a folder written by msmgan_jax.export')
-  parser.add_argument('--top-k', type=int, default=3, help='classes shown per image')
-  parser.add_argument('images', nargs='+', help='PNG or JPEG files')
-  args = parser.parse_args(argv)
-  if args.top_k < 1:
-    parser.error(f'--top-k must be at least 1, got {args.top_k}')
-  tf.get_logger().setLevel('ERROR')
-  results = []
-  code = cli.run_command(lambda: results.extend(predict(args.model, args.images, args.top_k)))
-  if code:
-    return code
-  for path, classes in zip(args.images, results):
-    print(f'{path}: ' + ', '.join(f'{name} {100 * p:.1f}%' for name, p in classes))
-  return 0
-
-
-if __name__ == '__main__':
-  sys.exit(main())

@@ -119,8 +119,9 @@ class PhaseRunner:
               'stage': m + 1}
     if result is not None:
       record['test_accuracy'] = result['accuracy']
-    if one.get(phase.state_name) is not None:
-      record[phase.hook.record_key] = optim.count_params(one[phase.state_name].params)
+    for name, hook in phase.states.items():
+      if one.get(name) is not None:
+        record[hook.record_key] = optim.count_params(one[name].params)
     if watch is not None and watch.warnings:
       record['warnings'] = watch.warnings
     return states, record

@@ -3,8 +3,9 @@
 For phase i of stage m a fresh functional state set is built from the student carried
 over: `g` (student + connectors under an optax masked optimizer: only the phase's
 parameter groups train, the rest go through `optax.set_to_zero`), `rng` (the phase's key),
-and the state the phase's hook declares under its own name (`core.phase.Phase.state_name`:
-say a critic's `d`, a trained partner's `t`). With several seeds each seed's states are
+and the states the phase's hooks declare under their own names (`core.phase.Phase.states`:
+say a critic's `d`, a trained partner's `t`, a method state's own name). With several
+seeds each seed's states are
 built as its own run would build them, then stacked (`training.seeds`).
 """
 import jax
@@ -93,8 +94,8 @@ class StateBuilder:
 
   def build(self, m, i, carry, seed) -> dict:
     """The states of phase i of stage m for one seed, starting from `carry`: {'g', 'rng'}
-    and, where the phase's hook declares one, its state under its name (the state may be
-    None: nothing of the hook's trains in this phase)."""
+    and each state the phase's hooks declare, under its name (a state may be None: nothing
+    of that hook's trains in this phase)."""
     cfg, phase, anchor = self.cfg, self.phases[m][i], self.anchors[m]
     n_steps = self.num_steps(phase, m)
     params, batch_stats = carry
@@ -137,9 +138,9 @@ class StateBuilder:
         image_shape=self.image_shape, n_steps=n_steps, offset=offset, schedule=sched,
         student_lr=lr, warmup_steps=int(cfg.student.warmup_epochs * self.spe), tx=self.tx,
         cache=self.cache, start_at=optim.start_at, g_key=key,
-        num_blocks=self.student.num_blocks)
-    if phase.state_name is not None:
-      states[phase.state_name] = phase.hook.init_state(ctx)
+        num_blocks=self.student.num_blocks, student=self.student, num_train=self.num_train)
+    for name, hook in phase.states.items():
+      states[name] = hook.init_state(ctx)
     return states
 
   def tx(self, key, make):

@@ -119,13 +119,19 @@ class Distiller:
 
   def _seed_step(self, phase):
     """One seed's update: (states, batch, anchor variables) -> (states, metrics). The
-    phase's compiled step takes the student's state and its hook's (None without one)."""
-    fns, name = self.steps_for(phase), phase.state_name
+    phase's compiled step takes the student's state, its critic's or partner's and its
+    method state's (each None where the phase has none)."""
+    fns = self.steps_for(phase)
     fn = fns.feature_step if phase.is_feature else fns.logit_step
+    name = phase.state_name
+    m_name = phase.method_state.state if phase.method_state is not None else None
 
     def step(states, batch, anchor_vars):
-      g, other, metrics = fn(states['g'], states.get(name), anchor_vars, batch)
-      return {**states, 'g': g, **({name: other} if name else {})}, metrics
+      g, other, metrics, owned = fn(states['g'], states.get(name), anchor_vars, batch,
+                                    states.get(m_name))
+      out = {**states, 'g': g}
+      out.update({n: v for n, v in ((name, other), (m_name, owned)) if n is not None})
+      return out, metrics
     return step
 
   def evaluate(self, g_state) -> dict:

@@ -27,7 +27,7 @@ from msmgan_jax.training import student
 from msmgan_jax.training import teacher as teacher_lib
 from msmgan_jax.files import io
 from msmgan_jax.core import sharding
-from msmgan_jax.files.workdir import Workdir, same_run
+from msmgan_jax.training.workdir import Workdir, same_run
 
 
 def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
@@ -54,8 +54,12 @@ def train_and_evaluate(cfg: ml_collections.ConfigDict, workdir: str,
             'Add --overwrite to train it again.')
       return done
   mesh = sharding.mesh()
+  # Batches carry each example's index only for a method that reads it (the others' steps
+  # see the batches they always saw).
+  index = {'with_index': True} if phases.needs_index(cfg) else {}
   info, batches, eval_batches = data.load(cfg.dataset, batch_size=cfg.batch_size,
-                                          eval_batch_size=cfg.eval_batch_size, mesh=mesh)
+                                          eval_batch_size=cfg.eval_batch_size, mesh=mesh,
+                                          **index)
   # Given checkpoints are restored before the workdir is claimed (for `ce`, for reference).
   given = None
   if cfg.teacher.checkpoints or teacher is not None:
@@ -76,7 +80,7 @@ def _keep_tensorflow_off_accelerators() -> None:
   try:
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     tf.config.set_visible_devices([], 'GPU')
-  except ImportError:  # no TensorFlow here: only arrays files can be read (see data.py).
+  except ImportError:  # no TensorFlow here: only arrays files can be read (data/arrays.py).
     pass
   except RuntimeError:  # TF already initialised its devices; nothing to do any more.
     pass

@@ -1,4 +1,4 @@
-"""Two checkouts' step times, side by side: `python -m msmgan_jax.lab.checkout_speed
+"""Two checkouts' step times, side by side: `python tools/checkout_speed.py
 --base DIR [--new DIR] [--rounds R] [--out results/refactor]`.
 
 Two versions of this package cannot share one process, so one run alternates them:
@@ -7,6 +7,9 @@ the new one (each with PYTHONPATH at its checkout), on the same cores, one at a 
 case's images/s is the median over the rounds; the ratio new / base (> 1: the new
 checkout is faster) comes with the range of the per-round ratios, which is the noise a
 reader should hold it against. Writes speed.json and speed.md under --out.
+
+A maintainer tool (tools/, not in the wheel): `python -m tools.checkout_speed` works too;
+results/refactor/README.md names its earlier path, `python -m msmgan_jax.lab.checkout_speed`.
 """
 import argparse
 import json
@@ -75,7 +78,7 @@ def markdown(rows: list, meta: dict) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m msmgan_jax.lab.checkout_speed',
+  parser = argparse.ArgumentParser(prog='python tools/checkout_speed.py',
                                    description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--base', required=True, help='the other checkout (a git work tree)')

@@ -1,6 +1,6 @@
 """Layout-independent "same behaviour" checker for msmgan_jax checkouts (stdlib + numpy).
 
-  capture:  python -m msmgan_jax.lab.equivalence capture --checkout CHECKOUT --out OUT [--force]
+  capture:  python tools/equivalence.py capture --checkout CHECKOUT --out OUT [--force]
       Runs `python -m msmgan_jax.compare --config configs/compare_lowdata.py:smoke` with
       cwd=OUT/work (holding a copy of CHECKOUT/configs), PYTHONPATH=CHECKOUT, JAX_PLATFORMS=cpu,
       and JAX's IR dump on (JAX_DUMP_IR_TO=OUT/ir, JAX_DUMP_IR_MODES=stablehlo: one StableHLO
@@ -8,8 +8,8 @@
       that was imported), OUT/capture.json (command, env, rc, wall time, source files the
       compiled programs came from).
 
-  diff:     python -m msmgan_jax.lab.equivalence diff OUT_A OUT_B [--json REPORT.json] [--md REPORT.md]
-                                                   [--ir-level strict|canonical] [--diffs N]
+  diff:     python tools/equivalence.py diff OUT_A OUT_B [--json REPORT.json] [--md REPORT.md]
+                                            [--ir-level strict|canonical] [--diffs N]
       1. Lowered programs: the multisets of normalised module texts (see normalise_ir) must
          be equal. `strict` (default) drops only location info, the module's own name and
          source paths; `canonical` also renames private functions (@relu_0, @_where ...) in
@@ -23,7 +23,9 @@
          <WORK> / <CHECKOUT> first.
       Exit 0 when everything matches, 1 otherwise.
 
-The script never imports msmgan_jax.
+The script never imports msmgan_jax. A maintainer tool (tools/, not in the wheel): run it
+from a checkout as `python tools/equivalence.py ...` or `python -m tools.equivalence ...`;
+results/refactor/README.md names its earlier path, `python -m msmgan_jax.lab.equivalence`.
 """
 import argparse
 import collections

@@ -1,4 +1,4 @@
-"""Student budgets on a small training set: `python -m msmgan_jax.lab.budget_study
+"""Student budgets on a small training set: `python tools/budget_study.py
 [--floors 0,250,500,1000] [--train-split 'train[:4000]'] [--test-split test] [--seeds N]
 [--workdir runs/budget_study] [--out results/budget] [--teacher-config '--config.X=Y ...']
 [--teacher-epochs N,...] [--dataset FILE.npz] [--note TEXT]`.
@@ -17,6 +17,10 @@ images from an arrays file (`python -m msmgan_jax.arrays`), for a machine withou
 Rerunnable: finished runs are read back (their summary.json), not trained again. Writes
 OUT/budget.json (every number, the commands, the machine's load around each run) and
 OUT/budget.md (the table).
+
+An experiment (tools/, not in the wheel), run from a checkout (it reads configs/default.py):
+`python -m tools.budget_study` works too. The committed tables in results/budget/ name its
+earlier path, `python -m msmgan_jax.lab.budget_study`, with the same arguments.
 """
 import argparse
 import json
@@ -139,7 +143,7 @@ def markdown(doc: dict) -> str:
     for n in r['console_notes']:
       lines.append(f'- min_steps {r["floor"]}: `{n}`')
   lines += ['', 'Commands (each run its own process; the students read the teacher run\'s '
-            'anchors):', '', '```', f'# rerun all: python -m msmgan_jax.lab.budget_study '
+            'anchors):', '', '```', f'# rerun all: python tools/budget_study.py '
             f'{doc["arguments"]}', doc['teacher_command']]
   lines += [r['command'] for r in doc['students']]
   lines += [r['command'] for r in doc.get('teachers', [])]
@@ -148,7 +152,7 @@ def markdown(doc: dict) -> str:
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog='python -m msmgan_jax.lab.budget_study',
+  parser = argparse.ArgumentParser(prog='python tools/budget_study.py',
                                    description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--floors', default='0,250,500,1000',
@@ -197,8 +201,8 @@ def main(argv=None) -> int:
   t_sum = records['teacher']['summary']['teacher']
   anchors = tuple(os.path.join(t_dir, 'checkpoints', 'anchors', str(a['epoch']))
                   for a in t_sum['anchors'])
-  import configs.default  # pylint: disable=g-import-not-at-top
-  cfg = configs.default.get_config()
+  from msmgan_jax import cli  # pylint: disable=g-import-not-at-top
+  cfg = cli.parse(['budget_study', '--config', CONFIG])[0]  # as main reads it.
   num_train = _count(args.train_split, args.dataset)
   doc = {'config': CONFIG, 'train_split': args.train_split, 'test_split': args.test_split,
          'dataset': args.dataset or 'fashion_mnist', 'seeds': args.seeds,
