@@ -15,10 +15,20 @@ configs/compare_lowdata_v2.py); every later candidate changes one thing of candi
    the teacher at test accuracy 0.943) instead of the first (epoch 5, 0.897);
 2. stages: a progressive schedule with most of the budget on the final anchor
    (`stages.stage_shares=(0.1, 0.1, 0.8)` against (0.2, 0.2, 0.6); the field is
-   `student.stage_shares` now, its old name kept as the runs recorded it).
+   `student.stage_shares` now, its old name kept as the runs recorded it);
+3. the head's logit loss: DKD's TCKD + NCKD (`msmgan.loss=dkd`, dkd's own alpha 1, beta 8,
+   warmup 1.25 epochs) in place of the KL;
+4. the head's logit loss standardised (`msmgan.logit_std=True` with logit standardisation's
+   own base temperature, `msmgan.tau=2.0`; Sun et al. CVPR 2024);
+5. CTKD's adversarial temperature on the head's KL (`msmgan.ctkd=True`, CTKD's own settings:
+   tau = 1 + 20 sigmoid(w), w through a gradient reversal on a 0.625-epoch cosine; Li et al.
+   AAAI 2023);
+6. a discriminator on the last feature map for each whole head phase (`msmgan.head_disc=0.1`:
+   least squares, Adam 1e-4, R1 1.0, weight ramped in over an epoch), beside today's
+   per-block discriminators.
 Candidates of the other ideas (the anchors as a snapshot-ensemble target, teacher-forced
-blocks, a persistent discriminator on the last map, the head's logit loss) are appended as
-they are built; a finished candidate keeps its number.
+blocks, a persistent discriminator on the last map) are appended as they are built; a
+finished candidate keeps its number.
 Results: results/lowdata_v3_design/compare.{json,md}.
 """
 from configs import compare_lowdata_v2, compare_lowdata_v2_design
@@ -44,5 +54,9 @@ def get_config(arg=None):
       '',
       'student.init=last_anchor',
       'stages.stage_shares=(0.1, 0.1, 0.8)',
+      'msmgan.loss=dkd',
+      'msmgan.logit_std=True; msmgan.tau=2.0',
+      'msmgan.ctkd=True',
+      'msmgan.head_disc=0.1',
   )
   return c

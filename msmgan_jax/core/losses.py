@@ -20,6 +20,15 @@ def kd(student_logits, teacher_logits, tau: float):
   return tau ** 2 * jnp.mean(jnp.sum(jnp.exp(log_p_t) * (log_p_t - log_p_s), axis=-1))
 
 
+def standardise(logits, eps: float = 1e-7):
+  """Logit standardisation (Sun et al., "Logit Standardization in Knowledge Distillation",
+  CVPR 2024, eq. 8's Z-score without the temperature): (z - mean(z)) / (std(z) + eps) over
+  the classes of each row of `logits` (B, C); a KD loss then divides by its temperature.
+  The output has mean 0 and (population) std 1 per row."""
+  z = logits - jnp.mean(logits, axis=-1, keepdims=True)
+  return z / (jnp.std(logits, axis=-1, keepdims=True) + eps)
+
+
 def align(fs, ft):
   """Average-pools the spatially larger of two NHWC maps down to the other's size."""
   def pool(x, size):

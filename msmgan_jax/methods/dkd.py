@@ -6,7 +6,8 @@ KD's KL splits into a target-class term and a non-target-class term, weighted ap
   DKD  = tau^2 (dkd.alpha TCKD + dkd.beta NCKD)  (their eq. 7, probabilities at temperature tau);
 the student learns CE + w DKD on the whole student from the final teacher's logits, w rising
 linearly from 0 to 1 over the first `dkd.warmup_epochs` (their 20 of 240 epochs; scaled to
-our 15-epoch budgets: 1.25).
+our 15-epoch budgets: 1.25). With `dkd.logit_std` (dkd_ls) both logits are Z-scored per row
+before the temperature (logit standardisation, Sun et al. CVPR 2024).
 """
 import jax
 import jax.numpy as jnp
@@ -14,7 +15,8 @@ import ml_collections
 
 from msmgan_jax.core import losses
 from msmgan_jax.core.phase import ANCHOR, whole_student
-from msmgan_jax.methods.registry import check_finite, register_group, register_method
+from msmgan_jax.methods.registry import (check_finite, register_group, register_history,
+                                         register_method, require)
 
 
 def defaults(c: ml_collections.ConfigDict) -> None:
@@ -23,11 +25,14 @@ def defaults(c: ml_collections.ConfigDict) -> None:
   dk.beta = 8.0                   # dkd: weight of NCKD, the non-target term (their CIFAR 8).
   dk.tau = 4.0                    # dkd: temperature (their 4).
   dk.warmup_epochs = 1.25         # dkd: DKD's weight rises from 0 to 1 over these epochs.
+  dk.logit_std = False            # Z-score both logits per row before tau (dkd_ls, Sun et al. 2024).
 
 
 def check(cfg) -> None:
   check_finite(cfg, ('dkd.alpha', 'dkd.beta', 'dkd.tau', 'dkd.warmup_epochs'),
                positive=('dkd.tau',))
+  require(isinstance(cfg.dkd.logit_std, bool), 'dkd.logit_std',
+          f'must be True or False, got {cfg.dkd.logit_std!r}')
 
 
 def tckd_nckd(student_logits, teacher_logits, labels, tau: float):
@@ -53,8 +58,10 @@ def tckd_nckd(student_logits, teacher_logits, labels, tau: float):
 def dkd_loss(view):
   """CE + min(epoch / dkd.warmup_epochs, 1) tau^2 (alpha TCKD + beta NCKD)."""
   cfg = view.cfg
-  tckd, nckd = tckd_nckd(view.s_logits, jax.lax.stop_gradient(view.t_logits), view.labels,
-                         cfg.dkd.tau)
+  s, t = view.s_logits, jax.lax.stop_gradient(view.t_logits)
+  if cfg.dkd.logit_std:
+    s, t = losses.standardise(s), losses.standardise(t)
+  tckd, nckd = tckd_nckd(s, t, view.labels, cfg.dkd.tau)
   dkd = cfg.dkd.tau ** 2 * (cfg.dkd.alpha * tckd + cfg.dkd.beta * nckd)
   warm = 1.0 if cfg.dkd.warmup_epochs == 0 else jnp.minimum(
       view.epoch / cfg.dkd.warmup_epochs, 1.0)
@@ -63,4 +70,5 @@ def dkd_loss(view):
 
 PHASE = whole_student('dkd', dkd_loss, ANCHOR)
 register_group('dkd', defaults, check)
+register_history(added={'dkd.logit_std': False})
 register_method('dkd', lambda cfg, k: [PHASE], all_anchors=False)

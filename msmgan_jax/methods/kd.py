@@ -3,28 +3,40 @@
 `kd`: the whole student learns (1 - kd.beta) CE + kd.beta tau^2 KL(softmax(t/tau) ||
 softmax(s/tau)) from the final teacher's logits (Hinton et al.'s eq. 2 with the tau^2
 factor). `rco`: the same loss from each anchor in turn, weakest first, one stage each.
+With `kd.logit_std` (kd_ls) both logits are Z-scored per row before the temperature (logit
+standardisation, Sun et al. CVPR 2024; their base temperature 2 with it).
 """
+import jax
 import ml_collections
 
 from msmgan_jax.core import losses
 from msmgan_jax.core.phase import ANCHOR, whole_student
-from msmgan_jax.methods.registry import check_finite, register_group, register_method, require
+from msmgan_jax.methods.registry import (check_finite, register_group, register_history,
+                                         register_method, require)
 
 
 def defaults(c: ml_collections.ConfigDict) -> None:
   c.kd = k = ml_collections.ConfigDict()
   k.tau = 4.0                     # KD temperature.
   k.beta = 0.9                    # weight of the KD term (CE gets 1 - beta).
+  k.logit_std = False             # Z-score both logits per row before tau (kd_ls, Sun et al. 2024).
 
 
 def check(cfg) -> None:
   check_finite(cfg, ('kd.tau', 'kd.beta'), positive=('kd.tau',))
   require(cfg.kd.beta <= 1, 'kd.beta', f'must be in [0, 1], got {cfg.kd.beta}')
+  require(isinstance(cfg.kd.logit_std, bool), 'kd.logit_std',
+          f'must be True or False, got {cfg.kd.logit_std!r}')
 
 
 def kd_loss(view):
-  """(1 - kd.beta) CE + kd.beta tau^2 KL(T || S) on logits (B, C); a batch mean."""
+  """(1 - kd.beta) CE + kd.beta tau^2 KL(T || S) on logits (B, C); a batch mean (with
+  `kd.logit_std`, KL between the standardised logits' softmaxes at tau)."""
   cfg = view.cfg
+  if cfg.kd.logit_std:
+    t = losses.standardise(jax.lax.stop_gradient(view.t_logits))
+    return ((1 - cfg.kd.beta) * losses.cross_entropy(view.s_logits, view.labels)
+            + cfg.kd.beta * losses.kd(losses.standardise(view.s_logits), t, cfg.kd.tau))
   return losses.dml(view.s_logits, view.t_logits, view.labels, cfg.kd.beta, cfg.kd.tau,
                     1 - cfg.kd.beta)
 
@@ -38,6 +50,7 @@ PHASE = kd_phase()
 
 
 register_group('kd', defaults, check)
+register_history(added={'kd.logit_std': False})
 register_method('kd', lambda cfg, k: [PHASE], all_anchors=False)
 # RCO: KD from every anchor in turn, weakest first (the route-constrained curriculum).
 register_method('rco', lambda cfg, k: [PHASE])

@@ -20,7 +20,7 @@ ablations, and where its former fields went), `discriminators`, `losses` (the GA
 """
 from msmgan_jax.core.phase import ANCHOR, Phase
 from msmgan_jax.methods import registry
-from msmgan_jax.methods.msmgan import config
+from msmgan_jax.methods.msmgan import adversarial, config
 from msmgan_jax.methods.msmgan.critics import GAN, TASK
 from msmgan_jax.methods.msmgan.head import COPY, head_loss, head_loss_with_features
 from msmgan_jax.methods.msmgan.monitor import DiscWatch
@@ -45,11 +45,19 @@ def _phases(cfg, num_blocks: int, stage: int) -> list:
     blocks = [Phase('blocks', sum(shares[:num_blocks]), tuple(range(num_blocks)),
                     critic=critic, weight=weight)]
   feature_aux = (cfg.stages.head_feat > 0 or cfg.gan.head_task > 0) and cfg.stages.finetune_all
+  adv = adversarial.uses(cfg)
   head = Phase('head', shares[num_blocks],
                loss=head_loss_with_features if feature_aux else head_loss,
-               partner=COPY if cfg.mutual.enabled else ANCHOR,
-               finetune_all=cfg.stages.finetune_all, trains_connectors=feature_aux)
+               partner=_head_partner(cfg), finetune_all=cfg.stages.finetune_all,
+               trains_connectors=feature_aux or cfg.msmgan.head_disc > 0,
+               method_state=adversarial.HEAD_ADV if adv else None)
   return blocks + [head]
+
+
+def _head_partner(cfg):
+  """Whose logits the head phase's loss sees: the mutual copy (`mutual.enabled`) or the
+  anchor."""
+  return COPY if cfg.mutual.enabled else ANCHOR
 
 
 def needs_network(cfg) -> str:

@@ -27,7 +27,17 @@ def defaults_stages(c: ml_collections.ConfigDict) -> None:
 def defaults_msmgan(c: ml_collections.ConfigDict) -> None:
   c.msmgan = ms = ml_collections.ConfigDict()
   ms.tau = 4.0                    # temperature of msmgan's KL terms (head, mutual copy, task critic).
-  ms.beta = 0.9                   # head phase: weight of tau^2 KL(T' || S) beside CE (weight 1).
+  ms.beta = 0.9                   # head phase: weight of the logit loss (kd: tau^2 KL(T' || S)) beside CE (weight 1).
+  ms.loss = 'kd'                  # head phase's logit loss: kd (Hinton) | dkd (TCKD + NCKD, Zhao et al.).
+  ms.logit_std = False            # head phase: both logits Z-scored per row before tau (Sun et al. 2024).
+  ms.dkd_alpha = 1.0              # loss dkd: weight of TCKD (the target-class term).
+  ms.dkd_beta = 8.0               # loss dkd: weight of NCKD (the non-target term).
+  ms.dkd_warmup_epochs = 1.25     # loss dkd: its weight rises from 0 to 1 over the head phase's first epochs.
+  ms.ctkd = False                 # head phase: CTKD's learned temperature (the ctkd group's defaults).
+  ms.head_disc = 0.0              # head phase: weight of a last-map discriminator's LSGAN term (0 = off).
+  ms.head_disc_lr = 1e-4          # head_disc: Adam learning rate of that discriminator (b1 0.5).
+  ms.head_disc_r1 = 1.0           # head_disc: R1 penalty weight on the teacher's maps.
+  ms.head_disc_ramp = 1.0         # head_disc: epochs over which its weight ramps up from 0.
 
 
 def defaults_gan(c: ml_collections.ConfigDict) -> None:
@@ -66,9 +76,19 @@ def check_stages(cfg) -> None:
   check_finite(cfg, ('stages.head_feat',))
 
 
+HEAD_LOSSES = ('kd', 'dkd')
+
+
 def check_msmgan(cfg) -> None:
-  check_finite(cfg, ('msmgan.tau', 'msmgan.beta'), positive=('msmgan.tau',))
+  check_finite(cfg, ('msmgan.tau', 'msmgan.beta', 'msmgan.dkd_alpha', 'msmgan.dkd_beta',
+                     'msmgan.dkd_warmup_epochs', 'msmgan.head_disc', 'msmgan.head_disc_lr',
+                     'msmgan.head_disc_r1', 'msmgan.head_disc_ramp'),
+               positive=('msmgan.tau',))
   require(cfg.msmgan.beta <= 1, 'msmgan.beta', f'must be in [0, 1], got {cfg.msmgan.beta}')
+  require(cfg.msmgan.loss in HEAD_LOSSES, 'msmgan.loss',
+          f'{cfg.msmgan.loss!r} is not one of {HEAD_LOSSES}')
+  require(isinstance(cfg.msmgan.logit_std, bool), 'msmgan.logit_std',
+          f'must be True or False, got {cfg.msmgan.logit_std!r}')
 
 
 def check_gan(cfg) -> None:
@@ -101,6 +121,9 @@ def check(cfg) -> None:
           f'must be -1 (every stage) or an integer >= 0 (that many leading stages; '
           f'anchors.num or more: every stage), got {b!r}')
   require(cfg.gan.loss in GAN_LOSSES, 'gan.loss', f'{cfg.gan.loss!r} is not one of {GAN_LOSSES}')
+  require(cfg.msmgan.head_disc <= 0 or cfg.stages.finetune_all, 'msmgan.head_disc',
+          'needs stages.finetune_all=True (the discriminator reads the last block\'s map, '
+          'which a head-only phase does not train)')
   require(cfg.disc.kind in DISC_KINDS, 'disc.kind',
           f'{cfg.disc.kind!r} is not one of {DISC_KINDS}')
   require(isinstance(cfg.disc.steps_per_g, int) and cfg.disc.steps_per_g >= 1,
@@ -127,7 +150,11 @@ MOVED = (
 )
 # Fields added after runs were recorded, with the value under which those runs trained (a
 # recorded config without the field ran that way); the default may differ.
-ADDED = {'stages.block_stages': -1, 'mutual.frozen_bn': False}
+ADDED = {'stages.block_stages': -1, 'mutual.frozen_bn': False, 'msmgan.loss': 'kd',
+         'msmgan.logit_std': False, 'msmgan.dkd_alpha': 1.0, 'msmgan.dkd_beta': 8.0,
+         'msmgan.dkd_warmup_epochs': 1.25, 'msmgan.ctkd': False,
+         'msmgan.head_disc': 0.0, 'msmgan.head_disc_lr': 1e-4, 'msmgan.head_disc_r1': 1.0,
+         'msmgan.head_disc_ramp': 1.0}
 
 
 def single_stage(cfg) -> dict:

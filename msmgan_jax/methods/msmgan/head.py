@@ -1,10 +1,11 @@
 """MS-MGANs' head phase: its losses and the mutual copy of the anchor (mutual learning, the
 README's "What the method does").
 
-The student learns CE + msmgan.beta tau^2 KL(T' || S) (tau = msmgan.tau) from the logits of a
-trainable copy T' of the stage's anchor (`MutualCopy`, with `mutual.enabled`) or of the
-anchor itself; the copy learns CE + mutual.beta_t tau^2 KL(S || T') (deep mutual learning,
-Zhang et al. CVPR 2018). Optionally the block phases' terms stay on while the head trains
+The student learns CE + msmgan.beta tau^2 KL(T' || S) (tau = msmgan.tau; `msmgan.loss=dkd`:
+DKD's TCKD/NCKD split instead of the KL; `msmgan.logit_std`: both logits standardised first)
+from the logits of a trainable copy T' of the stage's anchor (`MutualCopy`, with
+`mutual.enabled`) or of the anchor itself; the copy learns
+CE + mutual.beta_t tau^2 KL(S || T') (deep mutual learning, Zhang et al. CVPR 2018). Optionally the block phases' terms stay on while the head trains
 (`head_loss_with_features`).
 """
 import jax
@@ -13,15 +14,37 @@ import jax.numpy as jnp
 from msmgan_jax.core import losses, optim
 from msmgan_jax.core.phase import Partner
 from msmgan_jax.core.steps import sub_batch
+from msmgan_jax.methods.dkd import tckd_nckd
+from msmgan_jax.methods.msmgan import adversarial
 
 
 def head_loss(view):
   """CE (weight 1, with or without the mutual copy: the no_mutual ablation changes mutual
-  learning only) + msmgan.beta tau^2 KL(T' || S) from the copy's (or the anchor's) logits
-  (B, C); a batch mean."""
-  cfg = view.cfg
-  return losses.dml(view.s_logits, view.t_logits, view.labels, cfg.msmgan.beta, cfg.msmgan.tau,
-                    1.0)
+  learning only) + msmgan.beta x the logit loss from the copy's (or the anchor's) logits
+  (B, C); a batch mean. The logit loss (`msmgan.loss`): `kd`, tau^2 KL(T' || S) (Hinton et
+  al. 2015), or `dkd`, w tau^2 (dkd_alpha TCKD + dkd_beta NCKD) (Zhao et al. CVPR 2022, eq. 7;
+  w rises from 0 to 1 over the phase's first `msmgan.dkd_warmup_epochs`). With
+  `msmgan.logit_std` both logits are Z-scored per row before the temperature (Sun et al.
+  CVPR 2024; `core.losses.standardise`); with `msmgan.ctkd` the temperature is CTKD's
+  learned one, and with `msmgan.head_disc` the last-map discriminator's terms are added
+  (`adversarial`)."""
+  cfg = view.cfg.msmgan
+  if cfg.loss == 'kd' and not cfg.logit_std and not adversarial.uses(view.cfg):
+    # today's program, unchanged.
+    return losses.dml(view.s_logits, view.t_logits, view.labels, cfg.beta, cfg.tau, 1.0)
+  tau = adversarial.tau(view)
+  s, t = view.s_logits, jax.lax.stop_gradient(view.t_logits)
+  if cfg.logit_std:
+    s, t = losses.standardise(s), losses.standardise(t)
+  if cfg.loss == 'kd':
+    term = losses.kd(s, t, tau)
+  else:
+    tckd, nckd = tckd_nckd(s, t, view.labels, tau)
+    warm = 1.0 if cfg.dkd_warmup_epochs == 0 else jnp.minimum(
+        view.epoch / cfg.dkd_warmup_epochs, 1.0)
+    term = warm * tau ** 2 * (cfg.dkd_alpha * tckd + cfg.dkd_beta * nckd)
+  return (losses.cross_entropy(view.s_logits, view.labels) + cfg.beta * term
+          + adversarial.disc_terms(view))
 
 
 def head_loss_with_features(view):
@@ -91,3 +114,4 @@ class MutualCopy(Partner):
 
 
 COPY = MutualCopy()
+
