@@ -327,3 +327,12 @@ class StateContext:
   num_blocks: int
   student: Any = None
   num_train: int = 0
+
+  def student_lr_fn(self) -> Callable:
+    """The student's learning rate as a function of the optimizer's step count: the global
+    schedule times the student's peak rate, or (with per-phase schedules) a warmup + cosine
+    over this phase. A partner or method state that trains beside the student uses it."""
+    if self.schedule is not None:
+      sched, lr = self.schedule, self.student_lr
+      return lambda c: lr * sched(c)
+    return optim.lr_schedule(self.student_lr, self.n_steps, self.warmup_steps)

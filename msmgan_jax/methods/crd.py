@@ -178,11 +178,7 @@ class Contrast(MethodState):
     bank = lambda key: jax.random.uniform(key, (n, cfg.crd.feat_dim), jnp.float32, -bound, bound)
     buffers = {'memory_s': bank(k_ms), 'memory_t': bank(k_mt),
                'z': -jnp.ones((2,), jnp.float32), 'key': jax.random.key_data(k_neg)}
-    if ctx.schedule is not None:
-      sched, lr = ctx.schedule, ctx.student_lr
-      lr_fn = lambda c: lr * sched(c)
-    else:
-      lr_fn = optim.lr_schedule(ctx.student_lr, ctx.n_steps, ctx.warmup_steps)
+    lr_fn = ctx.student_lr_fn()
     tx = ctx.tx(('crd',) + ctx.g_key[1:], lambda: optim.sgd(
         lr_fn, cfg.student.momentum, cfg.student.weight_decay))
     state = OwnedState.create(apply_fn=None, params=params, tx=tx, buffers=buffers)

@@ -36,11 +36,7 @@ class Peer(Partner):
 
   def init_state(self, ctx):
     cfg = ctx.cfg
-    if ctx.schedule is not None:
-      sched, lr = ctx.schedule, ctx.student_lr
-      peer_lr = lambda c: lr * sched(c)
-    else:
-      peer_lr = optim.lr_schedule(ctx.student_lr, ctx.n_steps, ctx.warmup_steps)
+    peer_lr = ctx.student_lr_fn()
     t_tx = ctx.tx(('peer',) + ctx.g_key[1:], lambda: optim.sgd(
         peer_lr, cfg.student.momentum, cfg.student.weight_decay))
     v = optim.init_variables(ctx.t_model, jax.random.key(ctx.seed + 4), ctx.image_shape)
