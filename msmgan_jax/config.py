@@ -28,6 +28,7 @@ from msmgan_jax.errors import ConfigError  # noqa: E402,F401 (config_lib.ConfigE
 def defaults() -> ml_collections.ConfigDict:
   """Every config field with its default value."""
   c = ml_collections.ConfigDict()
+  c.imports = ()                  # your modules, imported before the config is checked: they register data sources, teacher sources or methods ('my_pkg.my_source' or 'path/to/file.py', relative to the working directory).
   c.method = 'msmgan'             # a registered method (msmgan_jax.methods): msmgan, ce, kd, ...; 'teacher' = teacher only.
   c.seed = 0                      # PRNG seed for init, data order and augmentation.
   c.seeds = 1                     # students trained at once: seeds seed .. seed+seeds-1, one program.
@@ -151,15 +152,66 @@ def anchor_epochs(cfg) -> tuple:
 STUDENT_INITS = ('random', 'first_anchor', 'last_anchor')
 
 
+def import_modules(names) -> list:
+  """Imports the modules `imports` names, in order, so what they register (data sources,
+  teacher sources, methods) is known; returns the imported modules. A name is a module on
+  `sys.path` or the working directory ('my_pkg.my_source'), or a `.py` file
+  ('path/to/my_source.py', relative to the working directory; imported once per process,
+  as the module named by its file's stem).
+
+  Raises:
+    ConfigError: `names` is not a tuple of strings, a module is not found, or importing it
+      raised (the error names the module and what it raised).
+  """
+  import importlib  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  _require(isinstance(names, (tuple, list)) and all(isinstance(n, str) and n for n in names),
+           'imports', f'must be a tuple of module names or .py paths, got {names!r}')
+  done = []
+  for name in names:
+    is_file = name.endswith('.py') or os.sep in name
+    try:
+      if is_file:
+        path = os.path.abspath(os.path.expanduser(name))
+        _require(os.path.isfile(path), 'imports', f'{name!r}: no such file')
+        key = f'msmgan_jax_imports.{os.path.splitext(os.path.basename(path))[0]}'
+        module = sys.modules.get(key)
+        if module is None or os.path.abspath(getattr(module, '__file__', '')) != path:
+          spec = importlib.util.spec_from_file_location(key, path)
+          module = importlib.util.module_from_spec(spec)
+          sys.modules[key] = module
+          try:
+            spec.loader.exec_module(module)
+          except BaseException:
+            del sys.modules[key]
+            raise
+      else:
+        if os.getcwd() not in sys.path and '' not in sys.path:
+          sys.path.append(os.getcwd())  # console scripts do not put it there.
+        module = importlib.import_module(name)
+    except ConfigError:
+      raise
+    except ModuleNotFoundError as e:
+      raise ConfigError(f'config field imports: cannot import {name!r} ({e}); give a module '
+                        'on sys.path or in the working directory, or a .py file\'s path') from e
+    except Exception as e:  # pylint: disable=broad-except
+      raise ConfigError(f'config field imports: importing {name!r} raised '
+                        f'{type(e).__name__}: {e}') from e
+    done.append(module)
+  return done
+
+
 def validate(cfg: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError on the first wrong field of `cfg`."""
+  """Raises ConfigError on the first wrong field of `cfg`, after importing the modules
+  its `imports` names (`import_modules`), whose sources and methods it may use."""
+  if 'imports' in cfg:
+    import_modules(cfg.imports)
   _check_schema(cfg, defaults())
   methods = ('teacher',) + tuple(registry.METHODS)
   _require(cfg.method in methods, 'method', f'{cfg.method!r} is not one of {methods}')
   problem = data.check_name(cfg.dataset.name)
   _require(problem is None, 'dataset.name', problem)
-  _require(cfg.dataset.source in ('auto', 'tfds', 'local'), 'dataset.source',
-           'use auto, tfds or local')
   _require(isinstance(cfg.seeds, int) and not isinstance(cfg.seeds, bool) and cfg.seeds >= 1,
            'seeds', f'must be an integer >= 1, got {cfg.seeds!r}')
   _require(cfg.student.schedule in ('global', 'phase'), 'student.schedule',
@@ -172,8 +224,6 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
            'several seeds train students; a teacher run trains one teacher (set seeds=1)')
   _require(cfg.dataset.pipeline in data.PIPELINES, 'dataset.pipeline',
            f'{cfg.dataset.pipeline!r} is not one of {data.PIPELINES}')
-  _require(cfg.dataset.source != 'local' or cfg.dataset.name == 'fashion_mnist',
-           'dataset.source', "'local' exists only for fashion_mnist; use auto or tfds")
   for f in ('train_split', 'test_split'):
     _require(bool(_SPLIT.match(str(cfg.dataset[f]))), f'dataset.{f}',
              f'{cfg.dataset[f]!r} is not a TFDS split such as train or train[:10%]')

@@ -60,6 +60,8 @@ def describe(cfg) -> str:
   from msmgan_jax.core.teachers import External  # pylint: disable=g-import-not-at-top
   from msmgan_jax.data import datasets as data  # pylint: disable=g-import-not-at-top
   from msmgan_jax.training import teacher as teacher_lib  # pylint: disable=g-import-not-at-top
+  from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  config_lib.import_modules(cfg.get('imports', ()))  # the sources of yours it may name.
   info, _, _ = data.load(cfg.dataset, batch_size=cfg.batch_size,
                          eval_batch_size=cfg.eval_batch_size, mesh=sharding.mesh())
   student = models.create_model(cfg.student.model, info.num_classes)

@@ -8,9 +8,11 @@
 - docs/extending.md's examples (and README.md's under "## Extending it") run as written.
 """
 import contextlib
+import json
 import os
 import pathlib
 import re
+import subprocess
 import sys
 
 import numpy as np
@@ -360,3 +362,79 @@ def test_the_readme_extending_examples_run(registries, tmp_path):
   for i, block in enumerate(blocks):
     (tmp_path / str(i)).mkdir()
     _run_blocks([block], tmp_path / str(i))
+
+
+# --------------------------------------------------------------- the config field imports
+
+
+_NPY_SOURCE = '''
+import os
+import numpy as np
+from msmgan_jax.data import sources
+
+def read(cfg):
+  x, y = np.load(os.path.join(cfg.name, 'x.npy')), np.load(os.path.join(cfg.name, 'y.npy'))
+  return dict(name='npy', num_classes=4, train_images=x, train_labels=y, test_images=x,
+              test_labels=y, mean=(0.5,), std=(0.25,))
+
+sources.register(sources.DataSource(
+    'imported_npy', lambda name: os.path.isfile(os.path.join(str(name), 'x.npy')), arrays=read))
+'''
+
+
+@pytest.mark.parametrize('how', ['module', 'file'])
+def test_imports_registers_a_source_before_the_config_is_checked(registries, tmp_path,
+                                                                 monkeypatch, how):
+  (tmp_path / 'imported_npy_source.py').write_text(_NPY_SOURCE)
+  (tmp_path / 'mine').mkdir()
+  np.save(tmp_path / 'mine' / 'x.npy', np.zeros((8, 4, 4, 1), np.uint8))
+  np.save(tmp_path / 'mine' / 'y.npy', np.arange(8, dtype=np.int32) % 4)
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.delitem(sys.modules, 'imported_npy_source', raising=False)
+  cfg = config.defaults()
+  cfg.dataset.name = 'mine'
+  assert sources.find('mine').name == 'image_folder'  # which would refuse it when it reads.
+  cfg.imports = ('imported_npy_source',) if how == 'module' else ('./imported_npy_source.py',)
+  config.validate(cfg)
+  assert sources.find('mine').name == 'imported_npy'
+  sys.modules.pop('imported_npy_source', None)
+
+
+@pytest.mark.parametrize('imports, message', [
+    (('no_such_module_here',), "cannot import 'no_such_module_here'"),
+    (('missing_file.py',), "'missing_file.py': no such file"),
+    (('raises.py',), "importing 'raises.py' raised ZeroDivisionError"),
+    (('',), 'must be a tuple of module names'),
+])
+def test_imports_that_fail_name_the_module(tmp_path, monkeypatch, imports, message):
+  (tmp_path / 'raises.py').write_text('1 / 0\n')
+  monkeypatch.chdir(tmp_path)
+  cfg = config.defaults()
+  cfg.imports = imports
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    config.validate(cfg)
+  assert not any(k.endswith('.raises') for k in sys.modules if k.startswith('msmgan_jax_imports'))
+
+
+@pytest.mark.slow  # about a minute: two command-line runs (TensorFlow and JAX start-up).
+def test_the_command_line_example_trains_with_an_imported_source(registries, tmp_path):
+  text = (REPO_ROOT / 'docs' / 'extending.md').read_text()
+  _run_blocks(_python_blocks(_section(text, '## A data source')), tmp_path)  # npy_source.py, mine/
+  command = re.findall(r'^```bash\n(.*?)^```', _section(text, '## From the command line'),
+                       re.M | re.S)
+  assert len(command) == 1 and '--config.imports=' in command[0]
+  env = dict(os.environ, REPO=str(REPO_ROOT), JAX_PLATFORMS='cpu')
+  run = lambda: subprocess.run(['bash', '-c', command[0]], cwd=tmp_path, env=env,
+                               capture_output=True, text=True, timeout=600)
+  first = run()
+  assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+  recorded = json.loads((tmp_path / 'runs' / 'mine' / 'config.json').read_text())
+  assert recorded['imports'] == ['npy_source'] and recorded['dataset']['name'] == 'mine'
+  assert json.loads((tmp_path / 'runs' / 'mine' / 'summary.json').read_text())
+  again = run()  # the rerun imports the module again and finds the run finished.
+  assert again.returncode == 0 and 'already holds this finished run' in again.stdout + again.stderr
+  without = subprocess.run(['bash', '-c', command[0].replace(
+      '--config.imports="(\'npy_source\',)"', '').replace('runs/mine', 'runs/other')],
+      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+  assert without.returncode == 2 and 'mine' in without.stderr
+  assert not (tmp_path / 'runs' / 'other' / 'config.json').exists()

@@ -21,6 +21,13 @@
          except the timing/environment fields listed in IGNORED_KEYS / IGNORED_PATHS below.
          Absolute paths of the scratch folder / checkout inside strings are replaced by
          <WORK> / <CHECKOUT> first.
+      --migrate-with CHECKOUT: recorded configs (every config.json, and compare.json's
+         config.base and config.teacher) are first read as CHECKOUT's resume reads them
+         (`msmgan_jax.training.workdir.as_schema_now`, run in a subprocess with
+         PYTHONPATH=CHECKOUT): fields moved since are moved, fields added since take the
+         values those runs trained with. Two configs equal after that are the same run to
+         CHECKOUT: a workdir recorded with either resumes under the other's config with no
+         "fields differ". Without it, configs are compared as written.
       Exit 0 when everything matches, 1 otherwise.
 
 The script never imports msmgan_jax. A maintainer tool (tools/, not in the wheel): run it
@@ -423,15 +430,53 @@ def _fmt_path(path):
   return ''.join(f'[{p}]' if isinstance(p, int) else f'.{p}' for p in path).lstrip('.')
 
 
-def compare_runs(out_a, out_b, ph_a, ph_b, max_listed=20) -> dict:
+def _config_slots(rel: str, doc):
+  """(container, key) of each recorded config in run file `rel` (see --migrate-with)."""
+  if rel.endswith('config.json') and isinstance(doc, dict):
+    return [(None, None)]
+  if rel.endswith('compare.json') and isinstance(doc, dict):
+    c = doc.get('config') or {}
+    return [(c, k) for k in ('base', 'teacher') if isinstance(c.get(k), dict) and 'method' in c[k]]
+  return []
+
+
+def migrate_configs(docs: dict, checkout: str) -> dict:
+  """`docs` (rel -> loaded run file) with every recorded config replaced by CHECKOUT's
+  `as_schema_now` reading of it (one subprocess for all of them)."""
+  slots = [(rel, c, k) for rel, doc in docs.items() for c, k in _config_slots(rel, doc)]
+  configs = [docs[rel] if c is None else c[k] for rel, c, k in slots]
+  if not configs:
+    return docs
+  code = ('import json, sys; from msmgan_jax.training.workdir import as_schema_now; '
+          'json.dump([as_schema_now(c) for c in json.load(sys.stdin)], sys.stdout)')
+  env = dict(os.environ, PYTHONPATH=os.path.abspath(checkout), JAX_PLATFORMS='cpu')
+  done = subprocess.run([sys.executable, '-c', code], input=json.dumps(configs), text=True,
+                        capture_output=True, env=env, cwd=checkout, check=False)
+  if done.returncode:
+    raise SystemExit(f'--migrate-with {checkout}: as_schema_now failed:\n{done.stderr[-2000:]}')
+  out = dict(docs)
+  for (rel, c, k), new in zip(slots, json.loads(done.stdout)):
+    if c is None:
+      out[rel] = new
+    else:
+      c[k] = new
+  return out
+
+
+def compare_runs(out_a, out_b, ph_a, ph_b, max_listed=20, migrate_with=None) -> dict:
   fa, fb = _run_files(out_a), _run_files(out_b)
+  both = sorted(set(fa) & set(fb))
+  docs_a = {rel: _subst(_load_run_file(fa[rel]), ph_a) for rel in both}
+  docs_b = {rel: _subst(_load_run_file(fb[rel]), ph_b) for rel in both}
+  if migrate_with:
+    docs_a, docs_b = migrate_configs(docs_a, migrate_with), migrate_configs(docs_b, migrate_with)
   rep = {'files_a': len(fa), 'files_b': len(fb),
          'missing_in_a': sorted(set(fb) - set(fa)), 'missing_in_b': sorted(set(fa) - set(fb)),
          'identical_files': 0, 'files': {}}
+  rep['configs_migrated_with'] = os.path.abspath(migrate_with) if migrate_with else None
   n_values = 0
-  for rel in sorted(set(fa) & set(fb)):
-    a = _subst(_load_run_file(fa[rel]), ph_a)
-    b = _subst(_load_run_file(fb[rel]), ph_b)
+  for rel in both:
+    a, b = docs_a[rel], docs_b[rel]
     diffs = []
     _walk(a, b, (), diffs)
     n_values += _count_leaves(a)
@@ -479,10 +524,11 @@ def _placeholders(out: str) -> dict:
   return dict(sorted(ph.items(), key=lambda kv: -len(kv[0])))
 
 
-def diff(out_a, out_b, json_path=None, md_path=None, level='strict', n_diffs=3) -> int:
+def diff(out_a, out_b, json_path=None, md_path=None, level='strict', n_diffs=3,
+         migrate_with=None) -> int:
   ph_a, ph_b = _placeholders(out_a), _placeholders(out_b)
   ir = compare_ir(out_a, out_b, ph_a, ph_b, level, n_diffs)
-  runs = compare_runs(out_a, out_b, ph_a, ph_b)
+  runs = compare_runs(out_a, out_b, ph_a, ph_b, migrate_with=migrate_with)
   metas = {}
   for side, out in (('a', out_a), ('b', out_b)):
     p = os.path.join(out, 'capture.json')
@@ -529,7 +575,9 @@ def _summary_text(rep) -> str:
   lines.append(f'Run files: A {runs["files_a"]}, B {runs["files_b"]}; identical '
                f'{runs["identical_files"]}; differing {len(runs["files"])}; missing in A '
                f'{len(runs["missing_in_a"])}, missing in B {len(runs["missing_in_b"])}; '
-               f'{runs["values_compared_a"]} values compared')
+               f'{runs["values_compared_a"]} values compared'
+               + (f'; recorded configs read as {runs["configs_migrated_with"]} resumes them'
+                  if runs.get('configs_migrated_with') else ''))
   for rel in runs['missing_in_a']:
     lines.append(f'  missing in A: {rel}')
   for rel in runs['missing_in_b']:
@@ -570,10 +618,12 @@ def main(argv=None):
   d.add_argument('--md')
   d.add_argument('--ir-level', choices=('strict', 'canonical'), default='strict')
   d.add_argument('--diffs', type=int, default=3, help='unified diffs shown for unmatched modules')
+  d.add_argument('--migrate-with', metavar='CHECKOUT', help='read recorded configs as this '
+                 "checkout's resume does before comparing them (see above)")
   a = p.parse_args(argv)
   if a.cmd == 'capture':
     return capture(a.checkout, a.out, a.force, a.module, a.config, a.configs_dir)
-  return diff(a.out_a, a.out_b, a.json, a.md, a.ir_level, a.diffs)
+  return diff(a.out_a, a.out_b, a.json, a.md, a.ir_level, a.diffs, a.migrate_with)
 
 
 if __name__ == '__main__':

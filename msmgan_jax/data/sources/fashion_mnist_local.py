@@ -15,7 +15,7 @@ from typing import Optional
 import numpy as np
 
 from msmgan_jax.data.common import canonical_name, prepare_lock, registered, tfds
-from msmgan_jax.data.sources.base import DataSource
+from msmgan_jax.data.sources.base import DataSource, require
 from msmgan_jax.errors import DataError
 
 DEBIAN_FASHION_MNIST = '/usr/share/datasets/fashion-mnist'
@@ -125,4 +125,15 @@ def build(cfg):
   return None
 
 
-SOURCE = DataSource('fashion_mnist_local', claims, build=build)
+SOURCE_VALUES = ('auto', 'tfds', 'local')
+
+
+def check(dataset) -> None:
+  """`dataset.source`: auto, tfds or local, and local only for fashion_mnist (ConfigError)."""
+  require(dataset.source in SOURCE_VALUES, 'dataset.source',
+          f'{dataset.source!r} is not one of {SOURCE_VALUES}: use auto, tfds or local')
+  require(dataset.source != 'local' or claims(dataset.name), 'dataset.source',
+          "'local' exists only for fashion_mnist; use auto or tfds")
+
+
+SOURCE = DataSource('fashion_mnist_local', claims, build=build, check=check)
