@@ -26,9 +26,16 @@ configs/compare_lowdata_v2.py); every later candidate changes one thing of candi
 6. a discriminator on the last feature map for each whole head phase (`msmgan.head_disc=0.1`:
    least squares, Adam 1e-4, R1 1.0, weight ramped in over an epoch), beside today's
    per-block discriminators.
-Candidates of the other ideas (the anchors as a snapshot-ensemble target, teacher-forced
-blocks, a persistent discriminator on the last map) are appended as they are built; a
-finished candidate keeps its number.
+7. the two that paid, together: the progressive schedule of 2 with CTKD's temperature of 5;
+8. stages: the anchors as one snapshot-ensemble target in every head phase (the average of
+   their softened outputs at msmgan.tau; CheckpointKD, Wang et al. NeurIPS 2022), in place of
+   each stage's anchor (`msmgan.target=ensemble`; it replaces the mutual copy, whose target
+   an ensemble has no copy of: `mutual.enabled=False`);
+9. blocks: teacher forcing (`stages.teacher_forced=True`: each greedy block phase feeds its
+   block the anchor's previous block map, LIT's idea, Koratana et al. ICML 2019);
+10. adversarial: the last-map discriminator of 6 in place of the per-block ones (block phases
+   regress features only: `gan.alpha_adv=0`, `gan.alpha_task=0`).
+A later candidate is appended; a finished candidate keeps its number.
 Results: results/lowdata_v3_design/compare.{json,md}.
 """
 from configs import compare_lowdata_v2, compare_lowdata_v2_design
@@ -58,5 +65,9 @@ def get_config(arg=None):
       'msmgan.logit_std=True; msmgan.tau=2.0',
       'msmgan.ctkd=True',
       'msmgan.head_disc=0.1',
+      'stages.stage_shares=(0.1, 0.1, 0.8); msmgan.ctkd=True',
+      'msmgan.target=ensemble; mutual.enabled=False',
+      'stages.teacher_forced=True',
+      'msmgan.head_disc=0.1; gan.alpha_adv=0.0; gan.alpha_task=0.0',
   )
   return c

@@ -26,7 +26,7 @@ import jax
 from msmgan_jax.core import optim
 
 # Fields that mean something on one kind of phase only; set on the other, `Phase` refuses.
-FEATURE_ONLY = ('hint', 'critic', 'weight')
+FEATURE_ONLY = ('hint', 'critic', 'weight', 'teacher_forced')
 LOGIT_ONLY = ('partner', 'finetune_all', 'standalone', 'trains_connectors', 'method_state')
 # State names the trainer keeps for itself: the student's state and the phase's key.
 RESERVED = ('g', 'rng')
@@ -40,7 +40,10 @@ class Phase:
   through connectors (`core.models.Connectors`): the student minimises `weight` x the sum
   over the phase's blocks of `loss(projected, teacher_map)` (two (B, H, W, C_T) maps, the
   spatially larger average-pooled by the loss; None: `core.losses.feature_mse`), plus what
-  its optional `critic` adds. Logit phases train the head (and, with `finetune_all`, every
+  its optional `critic` adds; with `teacher_forced`, the first block it trains takes the
+  anchor's map of the block before it as input instead of the student's own (teacher
+  forcing: LIT, Koratana et al. ICML 2019), so each block learns its teacher block's mapping
+  without the errors of the student's earlier blocks. Logit phases train the head (and, with `finetune_all`, every
   block) on `loss(view)`, a scalar of a `StepView`; with a `method_state` the loss also
   sees (and trains) that state's parameters and may replace its buffers.
 
@@ -62,6 +65,7 @@ class Phase:
   standalone: bool = False              # logit phases: warmup, blocks at the full rate.
   trains_connectors: bool = False       # logit phases: the connectors train with the head.
   method_state: Any = None              # logit phases: a `MethodState` (its loss's own state).
+  teacher_forced: bool = False          # feature phases: the first block trained is fed the partner's (anchor's) previous block map, not the student's.
 
   def __post_init__(self):
     if not (isinstance(self.name, str) and self.name):
@@ -88,6 +92,9 @@ class Phase:
     if not (isinstance(self.weight, (int, float)) and math.isfinite(self.weight)
             and self.weight >= 0):
       raise ValueError(f'{where}: weight must be a finite number >= 0, got {self.weight!r}')
+    if self.teacher_forced and self.hint:
+      raise ValueError(f'{where}: teacher_forced feeds the first block the anchor\'s map, so '
+                       'the blocks before it (hint) receive no gradient: set one of them')
     if self.method_state is not None and not isinstance(self.method_state, MethodState):
       raise ValueError(f'{where}: method_state must be a MethodState, got {self.method_state!r}')
     names = [h.state for h in self._hooks() if getattr(h, 'state', None) is not None]
@@ -307,7 +314,8 @@ class StateContext:
   per-phase schedules; `offset` the student steps before this phase; `student_lr` the
   student's peak rate (scaled by batch size); `n_steps` this phase's steps; `start_at`
   sets an optimizer state's step count; `student` is the student's model (a
-  `core.models.Classifier`) and `num_train` the examples of the training split.
+  `core.models.Classifier`) and `num_train` the examples of the training split; `anchors`
+  every stage's anchor, weakest first (`anchor` is one of them).
   """
   cfg: Any
   phase: Phase
@@ -327,6 +335,7 @@ class StateContext:
   num_blocks: int
   student: Any = None
   num_train: int = 0
+  anchors: tuple = ()
 
   def student_lr_fn(self) -> Callable:
     """The student's learning rate as a function of the optimizer's step count: the global

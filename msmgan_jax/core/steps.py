@@ -95,11 +95,15 @@ class PhaseSteps:
     loss, metric = ((losses.feature_mse, 'feat_mse') if phase.loss is None
                     else (phase.loss, 'feat_loss'))
     x = batch['image']
-    _, prefix = self.student.apply({'params': g_state.params['student'],
-                                    'batch_stats': g_state.batch_stats['student']},
-                                   x, train=False, stop=k0)
-    h = prefix[-1] if prefix else x
-    _, t_feats = self.teacher.apply(anchor, x, train=False, stop=k1 + 1)
+    if phase.teacher_forced and k0 > 0:  # the anchor's map of block k0 - 1 feeds block k0.
+      _, t_feats = self.teacher.apply(anchor, x, train=False, stop=k1 + 1)
+      h = self._forced_input(t_feats[k0 - 1], k0)
+    else:
+      _, prefix = self.student.apply({'params': g_state.params['student'],
+                                      'batch_stats': g_state.batch_stats['student']},
+                                     x, train=False, stop=k0)
+      h = prefix[-1] if prefix else x
+      _, t_feats = self.teacher.apply(anchor, x, train=False, stop=k1 + 1)
     reals = [t_feats[k] for k in blocks]
     proj, pull, stats = jax.vjp(lambda p: self._project(p, g_state.batch_stats, h),
                                 g_state.params, has_aux=True)
@@ -114,6 +118,18 @@ class PhaseSteps:
     metrics['g_loss'] = g_loss
     grads = pull(cotangent)[0]
     return g_state.apply_gradients(grads=grads, batch_stats=stats), d_state, metrics, owned
+
+  def _forced_input(self, t_map, k):
+    """The anchor's map of block k - 1 (B, H, W, C), without gradient, as the input of
+    student block k: it must have the channels the student's block k - 1 gives (else
+    ValueError, at trace time; `methods.msmgan.config.check` refuses such a pair of built-in
+    models before a run starts)."""
+    channels = self.student.block_channels[k - 1]
+    if t_map.shape[-1] != channels:
+      raise ValueError(f'teacher forcing feeds student block {k + 1} the anchor\'s block {k} '
+                       f'map of {t_map.shape[-1]} channels; the student\'s block {k} gives '
+                       f'{channels}')
+    return jax.lax.stop_gradient(t_map)
 
   # Logit phases --------------------------------------------------------------------
   def _logit_step(self, g_state, t_state, anchor, batch, m_state=None):

@@ -138,7 +138,8 @@ class StateBuilder:
         image_shape=self.image_shape, n_steps=n_steps, offset=offset, schedule=sched,
         student_lr=lr, warmup_steps=int(cfg.student.warmup_epochs * self.spe), tx=self.tx,
         cache=self.cache, start_at=optim.start_at, g_key=key,
-        num_blocks=self.student.num_blocks, student=self.student, num_train=self.num_train)
+        num_blocks=self.student.num_blocks, student=self.student, num_train=self.num_train,
+        anchors=tuple(self.anchors))
     for name, hook in phase.states.items():
       states[name] = hook.init_state(ctx)
     return states

@@ -22,7 +22,7 @@ from msmgan_jax.core.phase import ANCHOR, Phase
 from msmgan_jax.methods import registry
 from msmgan_jax.methods.msmgan import adversarial, config
 from msmgan_jax.methods.msmgan.critics import GAN, TASK
-from msmgan_jax.methods.msmgan.head import COPY, head_loss, head_loss_with_features
+from msmgan_jax.methods.msmgan.head import COPY, ENSEMBLE, head_loss, head_loss_with_features
 from msmgan_jax.methods.msmgan.monitor import DiscWatch
 
 
@@ -39,7 +39,8 @@ def _phases(cfg, num_blocks: int, stage: int) -> list:
   if 0 <= cfg.stages.block_stages <= stage:
     blocks, shares = [], (0.0,) * num_blocks + (1.0,)
   elif cfg.stages.greedy:
-    blocks = [Phase(f'block_{k + 1}', shares[k], (k,), critic=critic, weight=weight)
+    forced = {'teacher_forced': True} if cfg.stages.teacher_forced else {}
+    blocks = [Phase(f'block_{k + 1}', shares[k], (k,), critic=critic, weight=weight, **forced)
               for k in range(num_blocks)]
   else:
     blocks = [Phase('blocks', sum(shares[:num_blocks]), tuple(range(num_blocks)),
@@ -55,8 +56,10 @@ def _phases(cfg, num_blocks: int, stage: int) -> list:
 
 
 def _head_partner(cfg):
-  """Whose logits the head phase's loss sees: the mutual copy (`mutual.enabled`) or the
-  anchor."""
+  """Whose logits the head phase's loss sees: the snapshot ensemble of every anchor
+  (`msmgan.target` ensemble), the mutual copy (`mutual.enabled`) or the anchor."""
+  if cfg.msmgan.target == 'ensemble':
+    return ENSEMBLE
   return COPY if cfg.mutual.enabled else ANCHOR
 
 

@@ -18,6 +18,7 @@ DISC_KINDS = ('teacher', 'conv', 'task')
 def defaults_stages(c: ml_collections.ConfigDict) -> None:
   c.stages = s = ml_collections.ConfigDict()
   s.greedy = True                 # layer-wise greedy block phases (False = ablation end to end).
+  s.teacher_forced = False        # greedy block phases: block k is fed the anchor's block k-1 map, not the student's (LIT's teacher forcing).
   s.phase_shares = (0.1, 0.1, 0.1, 0.7)  # stage budget split: block_1..block_K, head.
   s.block_stages = 1              # leading stages with block phases (-1 = all; later: head only).
   s.finetune_all = True           # head phase also trains every block (at student.finetune_lr_mult).
@@ -28,6 +29,7 @@ def defaults_msmgan(c: ml_collections.ConfigDict) -> None:
   c.msmgan = ms = ml_collections.ConfigDict()
   ms.tau = 4.0                    # temperature of msmgan's KL terms (head, mutual copy, task critic).
   ms.beta = 0.9                   # head phase: weight of the logit loss (kd: tau^2 KL(T' || S)) beside CE (weight 1).
+  ms.target = 'anchor'            # head phase's logits to learn from: anchor (the stage's, or its mutual copy) | ensemble (all anchors' softened outputs averaged; needs mutual.enabled=False).
   ms.loss = 'kd'                  # head phase's logit loss: kd (Hinton) | dkd (TCKD + NCKD, Zhao et al.).
   ms.logit_std = False            # head phase: both logits Z-scored per row before tau (Sun et al. 2024).
   ms.dkd_alpha = 1.0              # loss dkd: weight of TCKD (the target-class term).
@@ -77,6 +79,7 @@ def check_stages(cfg) -> None:
 
 
 HEAD_LOSSES = ('kd', 'dkd')
+HEAD_TARGETS = ('anchor', 'ensemble')
 
 
 def check_msmgan(cfg) -> None:
@@ -89,6 +92,8 @@ def check_msmgan(cfg) -> None:
           f'{cfg.msmgan.loss!r} is not one of {HEAD_LOSSES}')
   require(isinstance(cfg.msmgan.logit_std, bool), 'msmgan.logit_std',
           f'must be True or False, got {cfg.msmgan.logit_std!r}')
+  require(cfg.msmgan.target in HEAD_TARGETS, 'msmgan.target',
+          f'{cfg.msmgan.target!r} is not one of {HEAD_TARGETS}')
 
 
 def check_gan(cfg) -> None:
@@ -124,6 +129,14 @@ def check(cfg) -> None:
   require(cfg.msmgan.head_disc <= 0 or cfg.stages.finetune_all, 'msmgan.head_disc',
           'needs stages.finetune_all=True (the discriminator reads the last block\'s map, '
           'which a head-only phase does not train)')
+  require(cfg.msmgan.target != 'ensemble' or not cfg.mutual.enabled, 'msmgan.target',
+          'ensemble replaces the mutual copy as the head\'s target: set mutual.enabled=False '
+          '(a copy of an ensemble is not defined)')
+  require(cfg.msmgan.target != 'ensemble' or not cfg.msmgan.ctkd, 'msmgan.target',
+          'ensemble averages the anchors softened at msmgan.tau; msmgan.ctkd learns another '
+          'temperature: use one of them')
+  if cfg.stages.teacher_forced:
+    _check_teacher_forcing(cfg)
   require(cfg.disc.kind in DISC_KINDS, 'disc.kind',
           f'{cfg.disc.kind!r} is not one of {DISC_KINDS}')
   require(isinstance(cfg.disc.steps_per_g, int) and cfg.disc.steps_per_g >= 1,
@@ -131,6 +144,28 @@ def check(cfg) -> None:
   require(0 <= cfg.disc.b1 < 1, 'disc.b1', f'must be in [0, 1), got {cfg.disc.b1}')
   require(isinstance(cfg.disc.trunk_blocks, int) and cfg.disc.trunk_blocks >= 0,
           'disc.trunk_blocks', f'must be an integer >= 0, got {cfg.disc.trunk_blocks!r}')
+
+
+def _check_teacher_forcing(cfg) -> None:
+  """stages.teacher_forced: greedy block phases, and a teacher whose block maps the
+  student's blocks can take (the same channels and downsampling before the last block)."""
+  require(isinstance(cfg.stages.teacher_forced, bool), 'stages.teacher_forced',
+          f'must be True or False, got {cfg.stages.teacher_forced!r}')
+  require(cfg.stages.greedy, 'stages.teacher_forced',
+          'feeds each block phase\'s block the anchor\'s map before it: it needs '
+          'stages.greedy=True (one block per phase)')
+  if cfg.teacher.source != 'msmgan_jax':
+    return  # an external teacher's maps are checked when its first block phase is traced.
+  s = models.create_model(cfg.student.model, 10)
+  t = models.create_model(cfg.teacher.model, 10)
+  fits = (tuple(s.block_channels[:-1]) == tuple(t.block_channels[:-1])
+          and tuple(s.block_strides[:-1]) == tuple(t.block_strides[:-1]))
+  require(fits, 'stages.teacher_forced',
+          f'feeds student blocks the teacher\'s maps, but {cfg.teacher.model} gives '
+          f'{tuple(t.block_channels[:-1])} channels at downsampling '
+          f'{tuple(t.block_strides[:-1])} where {cfg.student.model} takes '
+          f'{tuple(s.block_channels[:-1])} at {tuple(s.block_strides[:-1])}: pick a pair '
+          'of the same widths (resnet20 -> resnet8) or set it False')
 
 
 # The fields that left msmgan's `stages` group (the trainer's and the anchors' now), and the
@@ -154,7 +189,8 @@ ADDED = {'stages.block_stages': -1, 'mutual.frozen_bn': False, 'msmgan.loss': 'k
          'msmgan.logit_std': False, 'msmgan.dkd_alpha': 1.0, 'msmgan.dkd_beta': 8.0,
          'msmgan.dkd_warmup_epochs': 1.25, 'msmgan.ctkd': False,
          'msmgan.head_disc': 0.0, 'msmgan.head_disc_lr': 1e-4, 'msmgan.head_disc_r1': 1.0,
-         'msmgan.head_disc_ramp': 1.0}
+         'msmgan.head_disc_ramp': 1.0, 'msmgan.target': 'anchor',
+         'stages.teacher_forced': False}
 
 
 def single_stage(cfg) -> dict:

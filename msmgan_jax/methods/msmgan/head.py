@@ -10,6 +10,7 @@ CE + mutual.beta_t tau^2 KL(S || T') (deep mutual learning, Zhang et al. CVPR 20
 """
 import jax
 import jax.numpy as jnp
+import optax
 
 from msmgan_jax.core import losses, optim
 from msmgan_jax.core.phase import Partner
@@ -115,3 +116,39 @@ class MutualCopy(Partner):
 
 COPY = MutualCopy()
 
+
+
+class SnapshotEnsemble(Partner):
+  """Every anchor of the teacher's run at once, frozen, in inference mode (`msmgan.target`
+  ensemble): the head's KD target is the average of the M anchors' softened outputs,
+  p = (1/M) sum_m softmax(z_m / tau) at tau = msmgan.tau, as the snapshot ensemble of one
+  run in CheckpointKD (Wang et al. NeurIPS 2022, "Efficient knowledge distillation from model
+  checkpoints"). It is handed to the loss as logits tau log p (B, C), whose softmax at tau
+  is p exactly, so `head_loss` is unchanged; `t_feats` are the stage's anchor's. Its state
+  ('ens') holds the anchors' variables stacked on a leading axis (M, ...) and never changes
+  (a no-op update), so a checkpoint carries it like any partner's."""
+  state = 'ens'
+  record_key = 'ensemble_params'
+
+  def init_state(self, ctx):
+    anchors = [a.variables for a in ctx.anchors]
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *anchors)  # new arrays: anchors stay.
+    return optim.TrainState.create(apply_fn=None, params=stacked['params'],
+                                   batch_stats=stacked['batch_stats'],
+                                   tx=ctx.tx(('ens',), optax.set_to_zero))  # one per run.
+
+  def forward(self, steps, e_state, anchor, x):
+    tau = steps.cfg.msmgan.tau
+    logits = jax.vmap(lambda p, bs: steps.teacher.apply(
+        {'params': p, 'batch_stats': bs}, x, train=False)[0])(e_state.params,
+                                                              e_state.batch_stats)
+    log_p = jax.nn.logsumexp(jax.nn.log_softmax(logits / tau, -1), axis=0) - jnp.log(
+        logits.shape[0])  # log of the mean of the M softened outputs, (B, C).
+    _, t_feats = steps.teacher.apply(anchor, x, train=False)
+    return tau * log_p, t_feats, None
+
+  def update(self, steps, e_state, ctx, x, y, s_logits):
+    return e_state, {}
+
+
+ENSEMBLE = SnapshotEnsemble()

@@ -1,0 +1,54 @@
+"""MS-MGANs v3's teacher-forced block phases (`stages.teacher_forced`, `Phase.teacher_forced`):
+student block k learns from the anchor's block k-1 map, so the student's own earlier blocks
+play no part in it; the config refuses pairs whose maps do not fit."""
+import jax
+import numpy as np
+import pytest
+
+from msmgan_jax import config as config_lib
+from msmgan_jax.core import phase as phase_lib
+from msmgan_jax.core import sharding
+from support import host, make_distiller, synthetic_batches, tiny_cfg
+
+
+def _block_2_after_one_step(tmp_path, forced: bool, nudge: float):
+  """Student block 2's parameters after one block_2 step, with block 1's parameters moved
+  by `nudge` first."""
+  cfg = tiny_cfg(method='msmgan', **{'teacher.model': 'resnet8', 'student.model': 'resnet8',
+                                     'stages.teacher_forced': forced})
+  d = make_distiller(cfg, tmp_path / f'{forced}_{nudge}')
+  i = [p.name for p in d.phases[0]].index('block_2')
+  phase = d.phases[0][i]
+  assert phase.teacher_forced is forced and phase.feature_blocks == (1,)
+  states = d.build_states(0, i, d.init_carry())
+  student = dict(states['g'].params['student'])
+  b1, b2 = d.student.block_names[0], d.student.block_names[1]
+  student[b1] = jax.tree.map(lambda a: a + nudge, student[b1])
+  states['g'] = states['g'].replace(params={**states['g'].params, 'student': student})
+  step = d.step_fn(phase, d.anchors[0])
+  states, metrics = step(states, sharding.shard_batch(next(synthetic_batches(0)), d.mesh))
+  assert np.isfinite(float(metrics['g_loss']))
+  return host(states['g'].params['student'][b2])
+
+
+def test_a_forced_block_learns_the_same_whatever_the_blocks_before_it(tmp_path):
+  same = [_block_2_after_one_step(tmp_path, True, n) for n in (0.0, 0.05)]
+  jax.tree.map(np.testing.assert_array_equal, *same)
+  free = [_block_2_after_one_step(tmp_path, False, n) for n in (0.0, 0.05)]
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(free[0]),
+                                                      jax.tree.leaves(free[1])))
+
+
+def test_pairs_whose_maps_do_not_fit_are_refused():
+  with pytest.raises(config_lib.ConfigError, match=r'stages\.teacher_forced.*resnet8 gives'):
+    tiny_cfg(method='msmgan', **{'stages.teacher_forced': True})  # a cnn student: 32/64 wide.
+  with pytest.raises(config_lib.ConfigError, match=r'stages\.greedy=True'):
+    tiny_cfg(method='msmgan', **{'student.model': 'resnet8', 'stages.teacher_forced': True,
+                                 'stages.greedy': False})
+
+
+def test_a_forced_phase_cannot_train_the_blocks_before_it():
+  with pytest.raises(ValueError, match='teacher_forced feeds'):
+    phase_lib.Phase('block_2', 0.1, (1,), hint=True, teacher_forced=True)
+  with pytest.raises(ValueError, match='cannot be set on a logit phase'):
+    phase_lib.Phase('head', 0.5, loss=lambda v: 0.0, teacher_forced=True)
