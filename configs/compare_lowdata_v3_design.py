@@ -34,7 +34,10 @@ configs/compare_lowdata_v2.py); every later candidate changes one thing of candi
 9. blocks: teacher forcing (`stages.teacher_forced=True`: each greedy block phase feeds its
    block the anchor's previous block map, LIT's idea, Koratana et al. ICML 2019);
 10. adversarial: the last-map discriminator of 6 in place of the per-block ones (block phases
-   regress features only: `gan.alpha_adv=0`, `gan.alpha_task=0`).
+   regress features only: `gan.alpha_adv=0`, `gan.alpha_task=0`);
+11. the two best so far, together: the progressive schedule of 2 with teacher forcing of 9;
+12. teacher forcing in every stage's block phases (`stages.block_stages=-1`; v2 has them in
+   the first stage only).
 A later candidate is appended; a finished candidate keeps its number.
 Results: results/lowdata_v3_design/compare.{json,md}.
 """
@@ -69,5 +72,7 @@ def get_config(arg=None):
       'msmgan.target=ensemble; mutual.enabled=False',
       'stages.teacher_forced=True',
       'msmgan.head_disc=0.1; gan.alpha_adv=0.0; gan.alpha_task=0.0',
+      'stages.stage_shares=(0.1, 0.1, 0.8); stages.teacher_forced=True',
+      'stages.teacher_forced=True; stages.block_stages=-1',
   )
   return c
