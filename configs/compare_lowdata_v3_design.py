@@ -37,7 +37,9 @@ configs/compare_lowdata_v2.py); every later candidate changes one thing of candi
    regress features only: `gan.alpha_adv=0`, `gan.alpha_task=0`);
 11. the two best so far, together: the progressive schedule of 2 with teacher forcing of 9;
 12. teacher forcing in every stage's block phases (`stages.block_stages=-1`; v2 has them in
-   the first stage only).
+   the first stage only);
+13. teacher forcing without the per-block discriminators (`gan.alpha_adv=0`,
+   `gan.alpha_task=0`: the forced blocks regress the anchor's maps only, as LIT's sections do).
 A later candidate is appended; a finished candidate keeps its number.
 Results: results/lowdata_v3_design/compare.{json,md}.
 """
@@ -74,5 +76,6 @@ def get_config(arg=None):
       'msmgan.head_disc=0.1; gan.alpha_adv=0.0; gan.alpha_task=0.0',
       'stages.stage_shares=(0.1, 0.1, 0.8); stages.teacher_forced=True',
       'stages.teacher_forced=True; stages.block_stages=-1',
+      'stages.teacher_forced=True; gan.alpha_adv=0.0; gan.alpha_task=0.0',
   )
   return c

@@ -14,6 +14,25 @@ from msmgan_jax.methods.msmgan import head
 from support import changed, make_distiller, run_phase_steps, tiny_cfg
 
 
+def _soft(z):
+  e = np.exp(z - z.max(-1, keepdims=True))
+  return e / e.sum(-1, keepdims=True)
+
+
+def test_ensemble_logits_soften_to_the_mean_of_the_members_softened_outputs():
+  logits = np.random.default_rng(0).normal(0, 5, (3, 4, 6))
+  for tau in (1.0, 4.0):
+    got = np.asarray(head.ensemble_logits(jax.numpy.asarray(logits, jax.numpy.float32), tau),
+                     np.float64)
+    want = np.mean([_soft(z / tau) for z in logits], axis=0)
+    np.testing.assert_allclose(_soft(got / tau), want, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(head.ensemble_logits(jax.numpy.asarray(logits[:1]), 2.0)),
+                             logits[0] - 2.0 * np.log(np.exp(logits[0] / 2.0).sum(-1,
+                                                                                keepdims=True)),
+                             atol=1e-4)  # one member: its own logits, shifted per row.
+
+
+@pytest.mark.slow  # seconds: compiles a model.
 def test_the_ensemble_logits_soften_to_the_mean_of_the_anchors_softened_outputs():
   tau, model = 3.0, models.create_model('cnn', 5)
   anchors = [types.SimpleNamespace(variables=optim.init_variables(
@@ -35,6 +54,7 @@ def test_the_ensemble_logits_soften_to_the_mean_of_the_anchors_softened_outputs(
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
+@pytest.mark.slow  # seconds: trains a phase (compiles its steps).
 def test_the_head_phase_learns_from_every_anchor_and_leaves_them_as_they_are(tmp_path):
   cfg = tiny_cfg(method='msmgan', **{'msmgan.target': 'ensemble', 'mutual.enabled': False})
   d = make_distiller(cfg, tmp_path, num_anchors=2)
@@ -50,6 +70,7 @@ def test_the_head_phase_learns_from_every_anchor_and_leaves_them_as_they_are(tmp
   assert math.isfinite(float(metrics['loss']))
 
 
+@pytest.mark.slow  # seconds: trains a phase (compiles its steps).
 def test_several_seeds_hold_one_ensemble_each(tmp_path):
   """Seeds' states are stacked: their ensembles must share one optimizer object."""
   cfg = tiny_cfg(method='msmgan', seeds=2, **{'msmgan.target': 'ensemble',

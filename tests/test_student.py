@@ -82,6 +82,7 @@ def _phase_flops(d, phase):
                 d.anchors[0].variables, batch)
 
 
+@pytest.mark.slow  # about ten seconds: lowers and compiles two phases.
 def test_greedy_block_1_step_costs_fewer_flops_than_end_to_end(tmp_path):
   cfg = tiny_cfg(**{'student.model': 'resnet8', 'teacher.model': 'resnet14'})
   greedy = make_distiller(cfg, tmp_path / 'g')

@@ -31,6 +31,7 @@ def _block_2_after_one_step(tmp_path, forced: bool, nudge: float):
   return host(states['g'].params['student'][b2])
 
 
+@pytest.mark.slow  # seconds: trains a phase (compiles its steps).
 def test_a_forced_block_learns_the_same_whatever_the_blocks_before_it(tmp_path):
   same = [_block_2_after_one_step(tmp_path, True, n) for n in (0.0, 0.05)]
   jax.tree.map(np.testing.assert_array_equal, *same)

@@ -142,13 +142,20 @@ class SnapshotEnsemble(Partner):
     logits = jax.vmap(lambda p, bs: steps.teacher.apply(
         {'params': p, 'batch_stats': bs}, x, train=False)[0])(e_state.params,
                                                               e_state.batch_stats)
-    log_p = jax.nn.logsumexp(jax.nn.log_softmax(logits / tau, -1), axis=0) - jnp.log(
-        logits.shape[0])  # log of the mean of the M softened outputs, (B, C).
     _, t_feats = steps.teacher.apply(anchor, x, train=False)
-    return tau * log_p, t_feats, None
+    return ensemble_logits(logits, tau), t_feats, None
 
   def update(self, steps, e_state, ctx, x, y, s_logits):
     return e_state, {}
 
 
 ENSEMBLE = SnapshotEnsemble()
+
+
+def ensemble_logits(logits, tau):
+  """Logits (B, C) whose softmax at temperature `tau` is the mean of the M members'
+  softened outputs: tau log((1/M) sum_m softmax(logits[m] / tau)), from `logits` (M, B, C)
+  (computed in log space, stable for any logits)."""
+  log_p = jax.nn.logsumexp(jax.nn.log_softmax(logits / tau, -1), axis=0) - jnp.log(
+      logits.shape[0])
+  return tau * log_p
