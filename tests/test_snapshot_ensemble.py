@@ -44,11 +44,9 @@ def test_the_ensemble_logits_soften_to_the_mean_of_the_anchors_softened_outputs(
   x = jax.random.normal(jax.random.key(9), (4, 8, 8, 1))
   t_logits, t_feats, _ = head.ENSEMBLE.forward(steps, state, anchors[1].variables, x)
   each = [np.asarray(model.apply(a.variables, x, train=False)[0], np.float64) for a in anchors]
-  soft = lambda z: np.exp(z - z.max(-1, keepdims=True)) / np.exp(
-      z - z.max(-1, keepdims=True)).sum(-1, keepdims=True)
-  expected = np.mean([soft(z / tau) for z in each], axis=0)
-  np.testing.assert_allclose(soft(np.asarray(t_logits, np.float64) / tau), expected, atol=1e-6)
-  assert not np.allclose(expected, soft(each[2] / tau), atol=1e-3)  # not one anchor's.
+  expected = np.mean([_soft(z / tau) for z in each], axis=0)
+  np.testing.assert_allclose(_soft(np.asarray(t_logits, np.float64) / tau), expected, atol=1e-6)
+  assert not np.allclose(expected, _soft(each[2] / tau), atol=1e-3)  # not one anchor's.
   _, feats_1 = model.apply(anchors[1].variables, x, train=False)
   for a, b in zip(t_feats, feats_1):  # the stage's anchor's features.
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -1,12 +1,16 @@
 """MS-MGANs v3's teacher-forced block phases (`stages.teacher_forced`, `Phase.teacher_forced`):
 student block k learns from the anchor's block k-1 map, so the student's own earlier blocks
 play no part in it; the config refuses pairs whose maps do not fit."""
+import types
+
 import jax
 import numpy as np
 import pytest
 
 from msmgan_jax import config as config_lib
+from msmgan_jax.core import models
 from msmgan_jax.core import phase as phase_lib
+from msmgan_jax.core.steps import PhaseSteps
 from msmgan_jax.core import sharding
 from support import host, make_distiller, synthetic_batches, tiny_cfg
 
@@ -53,3 +57,13 @@ def test_a_forced_phase_cannot_train_the_blocks_before_it():
     phase_lib.Phase('block_2', 0.1, (1,), hint=True, teacher_forced=True)
   with pytest.raises(ValueError, match='cannot be set on a logit phase'):
     phase_lib.Phase('head', 0.5, loss=lambda v: 0.0, teacher_forced=True)
+
+
+def test_a_teacher_map_of_another_shape_is_refused_when_traced():
+  """What the config cannot check (an external teacher's maps): channels and downsampling."""
+  fake = types.SimpleNamespace(student=models.create_model('resnet8', 10))  # 16/32/64, 1/2/4.
+  fits = np.ones((2, 14, 14, 32), np.float32)  # block 2's map of 28x28 images, block 3's input.
+  np.testing.assert_array_equal(PhaseSteps._forced_input(fake, fits, (2, 28, 28, 1), 2), fits)
+  for wrong in ((2, 14, 14, 16), (2, 7, 7, 32), (2, 28, 28, 32)):
+    with pytest.raises(ValueError, match=r'block 2 gives \(14, 14, 32\)'):
+      PhaseSteps._forced_input(fake, np.ones(wrong, np.float32), (2, 28, 28, 1), 2)

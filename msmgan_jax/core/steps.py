@@ -97,7 +97,7 @@ class PhaseSteps:
     x = batch['image']
     if phase.teacher_forced and k0 > 0:  # the anchor's map of block k0 - 1 feeds block k0.
       _, t_feats = self.teacher.apply(anchor, x, train=False, stop=k1 + 1)
-      h = self._forced_input(t_feats[k0 - 1], k0)
+      h = self._forced_input(t_feats[k0 - 1], x.shape, k0)
     else:
       _, prefix = self.student.apply({'params': g_state.params['student'],
                                       'batch_stats': g_state.batch_stats['student']},
@@ -119,16 +119,20 @@ class PhaseSteps:
     grads = pull(cotangent)[0]
     return g_state.apply_gradients(grads=grads, batch_stats=stats), d_state, metrics, owned
 
-  def _forced_input(self, t_map, k):
+  def _forced_input(self, t_map, image_shape, k):
     """The anchor's map of block k - 1 (B, H, W, C), without gradient, as the input of
-    student block k: it must have the channels the student's block k - 1 gives (else
-    ValueError, at trace time; `methods.msmgan.config.check` refuses such a pair of built-in
-    models before a run starts)."""
-    channels = self.student.block_channels[k - 1]
-    if t_map.shape[-1] != channels:
+    student block k: it must have the shape the student's block k - 1 gives for images of
+    `image_shape` (B, H, W, C) (its channels, and H and W divided by its downsampling), else
+    ValueError, at trace time (`methods.msmgan.config.check` refuses such a pair of built-in
+    models before a run starts; an external teacher's maps are known only here)."""
+    stride = self.student.block_strides[k - 1]
+    want = tuple(-(-d // stride) for d in image_shape[1:3]) + (
+        self.student.block_channels[k - 1],)
+    if tuple(t_map.shape[1:]) != want:
       raise ValueError(f'teacher forcing feeds student block {k + 1} the anchor\'s block {k} '
-                       f'map of {t_map.shape[-1]} channels; the student\'s block {k} gives '
-                       f'{channels}')
+                       f'map of shape {tuple(t_map.shape[1:])} (H, W, C); the student\'s '
+                       f'block {k} gives {want}: the teacher\'s blocks must match the '
+                       "student's in channels and downsampling")
     return jax.lax.stop_gradient(t_map)
 
   # Logit phases --------------------------------------------------------------------

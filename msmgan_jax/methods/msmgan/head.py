@@ -117,7 +117,6 @@ class MutualCopy(Partner):
 COPY = MutualCopy()
 
 
-
 class SnapshotEnsemble(Partner):
   """Every anchor of the teacher's run at once, frozen, in inference mode (`msmgan.target`
   ensemble): the head's KD target is the average of the M anchors' softened outputs,
