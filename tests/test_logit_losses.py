@@ -117,3 +117,21 @@ def test_an_unknown_head_loss_is_refused_by_name():
   cfg = _cfg(**{'msmgan.loss': 'ce'})
   with pytest.raises(config_lib.ConfigError, match=r'msmgan\.loss'):
     config_lib.validate(cfg)
+
+
+@pytest.mark.parametrize('std_field', [False, True])
+def test_kd_ls_and_dkd_ls_methods_standardise_whatever_the_flag_says(std_field):
+  """The baselines kd_ls and dkd_ls are kd and dkd with standardisation always on: their
+  losses equal the numpy formulas on Z-scored logits with `*.logit_std` False or True."""
+  cfg = _cfg(**{'kd.logit_std': std_field, 'kd.tau': 2.0, 'kd.beta': 0.9,
+                'dkd.logit_std': std_field, 'dkd.warmup_epochs': 0.0})
+  np.testing.assert_allclose(kd.kd_ls_loss(_view(cfg)),
+                             0.1 * _ce(S, Y) + 0.9 * _kl(_z(T), _z(S), 2.0), rtol=1e-5)
+  np.testing.assert_allclose(dkd.dkd_ls_loss(_view(cfg)),
+                             _ce(S, Y) + _dkd(_z(S), _z(T), Y, 4.0, 1.0, 8.0), rtol=1e-4)
+  from msmgan_jax.methods import registry  # pylint: disable=g-import-not-at-top
+  for name, loss in (('kd_ls', kd.kd_ls_loss), ('dkd_ls', dkd.dkd_ls_loss)):
+    cfg = config_lib.defaults()
+    cfg.method = name
+    (phase,) = registry.stage_phases(cfg, 3)
+    assert phase.loss is loss and phase.name == name

@@ -6,8 +6,9 @@ KD's KL splits into a target-class term and a non-target-class term, weighted ap
   DKD  = tau^2 (dkd.alpha TCKD + dkd.beta NCKD)  (their eq. 7, probabilities at temperature tau);
 the student learns CE + w DKD on the whole student from the final teacher's logits, w rising
 linearly from 0 to 1 over the first `dkd.warmup_epochs` (their 20 of 240 epochs; scaled to
-our 15-epoch budgets: 1.25). With `dkd.logit_std` (dkd_ls) both logits are Z-scored per row
-before the temperature (logit standardisation, Sun et al. CVPR 2024).
+our 15-epoch budgets: 1.25). With `dkd.logit_std` both logits are Z-scored per row
+before the temperature (logit standardisation, Sun et al. CVPR 2024). `dkd_ls`: a method of
+its own, dkd with that standardisation always on (dkd's fields otherwise), tuned apart.
 """
 import jax
 import jax.numpy as jnp
@@ -55,11 +56,13 @@ def tckd_nckd(student_logits, teacher_logits, labels, tau: float):
   return jnp.mean(tckd), jnp.mean(nckd)
 
 
-def dkd_loss(view):
-  """CE + min(epoch / dkd.warmup_epochs, 1) tau^2 (alpha TCKD + beta NCKD)."""
+def decoupled_kd(view, standardise: bool):
+  """CE + min(epoch / dkd.warmup_epochs, 1) tau^2 (alpha TCKD + beta NCKD) (Zhao et al.'s
+  eq. 7), a batch mean from logits (B, C); with `standardise`, TCKD and NCKD read both
+  logits Z-scored per row (logit standardisation, Sun et al. CVPR 2024); the CE never does."""
   cfg = view.cfg
   s, t = view.s_logits, jax.lax.stop_gradient(view.t_logits)
-  if cfg.dkd.logit_std:
+  if standardise:
     s, t = losses.standardise(s), losses.standardise(t)
   tckd, nckd = tckd_nckd(s, t, view.labels, cfg.dkd.tau)
   dkd = cfg.dkd.tau ** 2 * (cfg.dkd.alpha * tckd + cfg.dkd.beta * nckd)
@@ -68,7 +71,21 @@ def dkd_loss(view):
   return losses.cross_entropy(view.s_logits, view.labels) + warm * dkd
 
 
+def dkd_loss(view):
+  """dkd's loss: `decoupled_kd` with `dkd.logit_std`."""
+  return decoupled_kd(view, view.cfg.dkd.logit_std)
+
+
+def dkd_ls_loss(view):
+  """dkd_ls's loss: `decoupled_kd` with both logits standardised whatever `dkd.logit_std`
+  says (dkd with logit standardisation; its tau, alpha, beta and warm-up are dkd's fields)."""
+  return decoupled_kd(view, True)
+
+
 PHASE = whole_student('dkd', dkd_loss, ANCHOR)
 register_group('dkd', defaults, check)
 register_history(added={'dkd.logit_std': False})
 register_method('dkd', lambda cfg, k: [PHASE], all_anchors=False)
+# dkd_ls: dkd with logit standardisation, a baseline of its own (tuned apart from dkd).
+LS_PHASE = whole_student('dkd_ls', dkd_ls_loss, ANCHOR)
+register_method('dkd_ls', lambda cfg, k: [LS_PHASE], all_anchors=False)

@@ -3,8 +3,10 @@
 `kd`: the whole student learns (1 - kd.beta) CE + kd.beta tau^2 KL(softmax(t/tau) ||
 softmax(s/tau)) from the final teacher's logits (Hinton et al.'s eq. 2 with the tau^2
 factor). `rco`: the same loss from each anchor in turn, weakest first, one stage each.
-With `kd.logit_std` (kd_ls) both logits are Z-scored per row before the temperature (logit
-standardisation, Sun et al. CVPR 2024; their base temperature 2 with it).
+With `kd.logit_std` both logits are Z-scored per row before the temperature (logit
+standardisation, Sun et al. CVPR 2024; their base temperature 2 with it). `kd_ls`: a method
+of its own, kd with that standardisation always on (kd's fields otherwise), so a comparison
+tunes it as a baseline apart from kd.
 """
 import jax
 import ml_collections
@@ -29,16 +31,28 @@ def check(cfg) -> None:
           f'must be True or False, got {cfg.kd.logit_std!r}')
 
 
-def kd_loss(view):
-  """(1 - kd.beta) CE + kd.beta tau^2 KL(T || S) on logits (B, C); a batch mean (with
-  `kd.logit_std`, KL between the standardised logits' softmaxes at tau)."""
+def standardised_kd(view, standardise: bool):
+  """(1 - kd.beta) CE + kd.beta tau^2 KL(T || S) on logits (B, C), a batch mean; with
+  `standardise`, the KL is between the softmaxes of both logits Z-scored per row (logit
+  standardisation, Sun et al. CVPR 2024, their eq. 9 inside Hinton et al.'s loss)."""
   cfg = view.cfg
-  if cfg.kd.logit_std:
+  if standardise:
     t = losses.standardise(jax.lax.stop_gradient(view.t_logits))
     return ((1 - cfg.kd.beta) * losses.cross_entropy(view.s_logits, view.labels)
             + cfg.kd.beta * losses.kd(losses.standardise(view.s_logits), t, cfg.kd.tau))
   return losses.dml(view.s_logits, view.t_logits, view.labels, cfg.kd.beta, cfg.kd.tau,
                     1 - cfg.kd.beta)
+
+
+def kd_loss(view):
+  """kd's loss: `standardised_kd` with `kd.logit_std`."""
+  return standardised_kd(view, view.cfg.kd.logit_std)
+
+
+def kd_ls_loss(view):
+  """kd_ls's loss: `standardised_kd` with both logits standardised whatever `kd.logit_std`
+  says (the method is kd with logit standardisation; its tau and beta are kd's fields)."""
+  return standardised_kd(view, True)
 
 
 def kd_phase(share: float = 1.0):
@@ -52,5 +66,8 @@ PHASE = kd_phase()
 register_group('kd', defaults, check)
 register_history(added={'kd.logit_std': False})
 register_method('kd', lambda cfg, k: [PHASE], all_anchors=False)
+# kd_ls: kd with logit standardisation, a baseline of its own (its rows tune apart from kd's).
+LS_PHASE = whole_student('kd_ls', kd_ls_loss, ANCHOR)
+register_method('kd_ls', lambda cfg, k: [LS_PHASE], all_anchors=False)
 # RCO: KD from every anchor in turn, weakest first (the route-constrained curriculum).
 register_method('rco', lambda cfg, k: [PHASE])

@@ -213,7 +213,8 @@ def single_stage(cfg) -> dict:
 # each one (a function of the full method's config where a budget must stay the same).
 ABLATIONS = {
     'single_stage': single_stage,
-    'end_to_end': {'stages.greedy': False},
+    # Teacher forcing feeds one block at a time: blocks trained end to end have no such input.
+    'end_to_end': {'stages.greedy': False, 'stages.teacher_forced': False},
     'no_gan': {'gan.alpha_adv': 0.0},
     'no_mutual': {'mutual.enabled': False},
     'no_blocks': {'stages.block_stages': 0},  # no greedy block phase (nor GAN) in any stage.
