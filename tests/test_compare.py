@@ -218,14 +218,26 @@ def test_the_table_gives_paired_differences_to_kd_and_the_best_baseline(repo_roo
           _row('msmgan', [0.85, 0.86])]
   md = compare.markdown(cc, rows, [], {}, [{'method': 'ce', 'mean': 0.805, 'std': 0.005,
                                             'accuracies': [0.80, 0.81]}], 'here')
-  # Two pairs: differences 2 and 3 points to kd, 1 and 0 to at (t_1 = 12.706).
+  # Two pairs: differences 2 and 3 points to kd, 1 and 0 to at (t_1 = 12.706). Beside each,
+  # Holm over the table's 5 distinct comparisons (ce-kd, ce-at, kd-at, msmgan-kd, msmgan-at):
+  # ce-at (-4, -4: no spread, p = 0) is rejected at 1 - 0.05 / 5; the next is not, so it and
+  # every later one get the interval at 1 - 0.05 / 4 (t_1 = 50.92: msmgan-kd's sd/sqrt(2)
+  # is 0.5, so +-25.46).
+  import scipy.stats  # pylint: disable=g-import-not-at-top
+  assert 0.5 * scipy.stats.t.ppf(1 - 0.05 / 8, 1) == pytest.approx(25.46, abs=0.005)
   assert ('| msmgan | msmgan | defaults | 0.8550 +- 0.0100 | 0.8500, 0.8600 | +4.50 | '
-          '+2.50 [-3.85, +8.85] | +0.50 [-5.85, +6.85] |') in md
-  assert 'vs best baseline (at): paired 95% CI' in md
-  assert '| ce | ce | defaults | 0.8100 +- 0.0100 | 0.8000, 0.8200 | - | -2.00 [-14.71, +10.71] |' in md
-  assert '| at | at | defaults | 0.8500 +- 0.0100 | 0.8400, 0.8600 | +4.00 | +2.00 [-10.71, +14.71] | - |' in md
-  # Ours against PyTorch: unpaired (Welch), below.
-  assert '| ce | 0.8050 +- 0.0050 | 0.8000, 0.8100 | 0.8100 +- 0.0100 | +0.50 [-6.42, +7.42] |' in md
+          '+2.50 [-3.85, +8.85]; Holm [-22.96, +27.96] | +0.50 [-5.85, +6.85]; Holm '
+          '[-24.96, +25.96] |') in md
+  assert 'vs best baseline (at): paired 95% CI; Holm' in md
+  assert ('| ce | ce | defaults | 0.8100 +- 0.0100 | 0.8000, 0.8200 | - | -2.00 [-14.71, +10.71]; '
+          'Holm [-52.92, +48.92] | -4.00 [-4.00, -4.00]; Holm [-4.00, -4.00] |') in md
+  # at - kd is kd - at mirrored: one comparison of the family, shown in two rows.
+  assert ('| at | at | defaults | 0.8500 +- 0.0100 | 0.8400, 0.8600 | +4.00 | +2.00 [-10.71, '
+          '+14.71]; Holm [-48.92, +52.92] | - |') in md
+  assert '| kd | kd | defaults | 0.8300 +- 0.0100 | 0.8300, 0.8300 | +2.00 | - | -2.00 ' in md
+  assert "corrected over this table's 5 distinct seed-paired comparisons" in md
+  # Ours against PyTorch: unpaired (Welch), below; its std the sample std of its seeds.
+  assert '| ce | 0.8050 +- 0.0071 | 0.8000, 0.8100 | 0.8100 +- 0.0100 | +0.50 [-6.42, +7.42] |' in md
   assert 'Not run yet: rco, fitnets, dml, skd, msmgan_single_stage' in md
 
 
@@ -245,11 +257,16 @@ def test_a_budget_table_holds_the_main_runs_that_already_use_its_setting(repo_ro
   table = md[md.index('## init'):]
   assert 'The rows of msmgan are their main runs' in table
   # msmgan - kd@init per seed: 2 and 1 points (t_1 = 12.706); kd@init is the best baseline.
+  # The table's family: msmgan-kd@init (shown twice, counted once) and kd@init-kd (the
+  # column below): 2 comparisons, neither rejected, both at 1 - 0.05 / 2.
   assert '| msmgan | msmgan | defaults | 0.8850 +- 0.0100 | 0.8800, 0.8900 | - | ' \
-         '+1.50 [-4.85, +7.85] | +1.50 [-4.85, +7.85] | - |' in table
+         '+1.50 [-4.85, +7.85]; Holm [-11.23, +14.23] | +1.50 [-4.85, +7.85]; Holm [-11.23, ' \
+         '+14.23] | - |' in table
+  assert "over this table's 2 distinct seed-paired comparisons" in table
   # What the start itself is worth: kd@init against kd's main run, seed by seed (3, 5 points).
-  assert 'vs itself at the main budget: paired 95% CI |' in table
-  assert '| - | +4.00 [-8.71, +16.71] |' in table.split('| kd@init |')[1].split('\n')[0]
+  assert 'vs itself at the main budget: paired 95% CI; Holm |' in table
+  assert '| - | +4.00 [-8.71, +16.71]; Holm [-21.45, +29.45] |' in table.split(
+      '| kd@init |')[1].split('\n')[0]
   assert 'vs itself' not in md[:md.index('## init')]  # the main table keeps its columns.
   # Main rows alone are no comparison; a missing row is named.
   assert 'Not run yet.' in compare.markdown(cc, rows[:2], [], {}, [], 'here').split('## init')[1]
@@ -337,18 +354,37 @@ def test_the_verdict_follows_from_the_paired_intervals(repo_root):
   assert md.count('Every setting of msmgan (its candidates, final, ablation and budget runs) '
                   'applies on top of its method_defaults `student.init=first_anchor`') == 2
   assert 'Target: msmgan above the best baseline by at least 1.00 points, each seed-paired ' \
-         '95% interval above zero; judged on the main budget.' in v
-  assert '- main budget: vs kd (the best of ce, kd) +1.80 [+0.76, +2.84]: **met**.' in v
+         'interval above zero after Holm\'s correction over its table\'s comparisons; judged ' \
+         'on the main budget.' in v
+  # msmgan's comparison has the largest p-value of its table: Holm tests it at 95%.
+  assert '- main budget: vs kd (the best of ce, kd) +1.80 [+0.76, +2.84]; Holm [+0.76, +2.84]: ' \
+         '**met**.' in v
   # Against kd started from the anchor: 1, 1, 1, 0, 1 points: above zero, short of 1 point.
-  assert '- init: vs kd@init +0.80 [+0.24, +1.36] (short): **not met**.' in v
+  assert '- init: vs kd@init +0.80 [+0.24, +1.36]; Holm [+0.10, +1.50] (short): **not met**.' in v
+  # The verdict reads the corrected interval: the same 1, 1, 1, 0, 1 points over kd (t = 4,
+  # p = 0.016) in a table of 5 comparisons, 3 of them noisier, are tested at 1 - 0.05 / 4:
+  # the plain interval is above zero, the corrected one is not, and the target (margin 0) is
+  # not met.
+  cc.target.margin = 0.0
+  close = _row('msmgan', [0.86, 0.86, 0.87, 0.85, 0.87])
+  noisier = [_row(f'msmgan_{a}', acc, method='msmgan', ablation=a) for a, acc in (
+      ('no_gan', [0.90, 0.83, 0.89, 0.84, 0.87]), ('no_mutual', [0.84, 0.87, 0.83, 0.88, 0.85]),
+      ('no_blocks', [0.87, 0.84, 0.88, 0.83, 0.86]))]
+  md = compare.markdown(cc, [ce, kd, close] + noisier, [], {}, [], 'here')
+  assert '- main budget: vs kd (the best of ce, kd) +0.80 [+0.24, +1.36]; Holm [-0.06, +1.66] ' \
+         '(short): **not met**.' in md
+  assert 'corrected over this table\'s 5 distinct seed-paired comparisons' in md
+  assert '**met**' in compare.markdown(cc, [ce, kd, close], [], {}, [], 'here')  # 2 in all.
+  cc.target.margin = 1.0
   # 1.2 points on average, but the seeds disagree (5, -2, 3, -1, 1): not told apart.
   noisy = _row('msmgan', [0.90, 0.83, 0.89, 0.84, 0.87])
-  assert 'vs kd (the best of ce, kd) +1.20 [-2.36, +4.76] (short): **not met**.' in \
+  assert 'vs kd (the best of ce, kd) +1.20 [-2.36, +4.76]; Holm [-2.36, +4.76] (short): ' \
+         '**not met**.' in \
       compare.markdown(cc, [ce, kd, noisy], [], {}, [], 'here')
   # Exactly the margin (per-seed differences summed in floating point) meets it.
   exact = _row('msmgan', [0.8612, 0.8547, 0.8733, 0.8598, 0.8710])
   kd_exact = _row('kd', [0.8512, 0.8447, 0.8633, 0.8498, 0.8610])
-  assert '+1.00 [+1.00, +1.00]: **met**.' in compare.markdown(cc, [ce, kd_exact, exact], [],
+  assert '+1.00 [+1.00, +1.00]; Holm [+1.00, +1.00]: **met**.' in compare.markdown(cc, [ce, kd_exact, exact], [],
                                                               {}, [], 'here')
   # A baseline not run yet leaves 'best' open; msmgan not run: nothing to judge.
   assert '**provisional** (not run yet: ce)' in compare.markdown(cc, [kd, ms], [], {}, [],
@@ -374,7 +410,8 @@ def test_the_verdict_follows_from_the_paired_intervals(repo_root):
   cc.target.margin = 0.0
   assert '(short): **not met** (settled:' in compare.markdown(
       cc, [kd, _row('msmgan', seeds5(0.845, [0, 0, 1, 0, 1]))], [], {}, [], 'here')
-  assert '+0.00 [-1.24, +1.24] (short): **provisional** (not run yet: ce).' in \
+  assert '+0.00 [-1.24, +1.24]; Holm [-1.24, +1.24] (short): **provisional** (not run yet: ' \
+         'ce).' in \
       compare.markdown(cc, [kd, _row('msmgan', seeds5(0.85, [0, 1, 0, 1, 0]))], [], {}, [],
                        'here')
   cc.target.margin = 1.0
@@ -391,21 +428,25 @@ def test_the_verdict_follows_from_the_paired_intervals(repo_root):
   assert '**provisional** (not run yet: best_other).' in compare.markdown(
       cc, [ce, kd, ms, dict(kd_init, accuracies=kd_init['accuracies'][:4], seeds=[0, 1, 2, 3])],
       [], {}, [], 'here').split('- init:')[1].split('\n')[0]
-  assert '- init: vs kd@init (the best of kd@init, ce@init) +0.80 [+0.24, +1.36] (short): ' \
+  assert '- init: vs kd@init (the best of kd@init, ce@init) +0.80 [+0.24, +1.36]; Holm ' \
+         '[+0.01, +1.59] (short): ' \
          '**not met**.' in compare.markdown(cc, [ce, kd, ms, kd_init, ce_init], [], {}, [],
                                             'here')
   cc.budgets.init.methods = ('kd',)
   # Named opponents: one that ran and falls short settles it, whatever else is to run.
   cc.target.against, cc.target.margin = ('kd',), 2.0
-  assert '- main budget: vs kd +1.80 [+0.76, +2.84] (short): **not met**.' in compare.markdown(
+  assert '- main budget: vs kd +1.80 [+0.76, +2.84]; Holm [+0.76, +2.84] (short): **not met**.' \
+      in compare.markdown(
       cc, [kd, ms], [], {}, [], 'here')
   cc.methods, cc.target.against = ('ce', 'kd', 'dkd', 'msmgan'), ('kd', 'dkd')
-  assert '- main budget: vs kd +1.80 [+0.76, +2.84] (short); vs dkd: not run yet: **not met** ' \
+  assert '- main budget: vs kd +1.80 [+0.76, +2.84]; Holm [+0.76, +2.84] (short); vs dkd: not ' \
+         'run yet: **not met** ' \
          '(settled: vs kd is final; not run yet: dkd).' in compare.markdown(
              cc, [kd, ms], [], {}, [], 'here')
   # A named opponent short on its interval only (mean past the margin) is final too.
   cc.target.margin = 1.0
-  assert '+1.20 [-2.36, +4.76] (short); vs dkd: not run yet: **not met** (settled: vs kd is ' \
+  assert '+1.20 [-2.36, +4.76]; Holm [-2.36, +4.76] (short); vs dkd: not run yet: **not met** ' \
+         '(settled: vs kd is ' \
          'final; not run yet: dkd).' in compare.markdown(cc, [kd, noisy], [], {}, [], 'here')
   cc.target.margin = 2.0
   # Settled stays settled when the last opponent cannot be judged (one shared seed).
@@ -415,7 +456,7 @@ def test_the_verdict_follows_from_the_paired_intervals(repo_root):
   assert 'Target: msmgan above kd by at least 2.00 points' in compare.markdown(
       cc, [kd, ms], [], {}, [], 'here')
   cc.target.margin = 0.0
-  assert 'Target: msmgan above kd, each seed-paired 95% interval above zero' in \
+  assert 'Target: msmgan above kd, each seed-paired interval above zero after Holm' in \
       compare.markdown(cc, [kd, ms], [], {}, [], 'here')
   # One shared seed gives no interval: no verdict either way.
   one = compare.markdown(cc, [_row('kd', [0.85]), _row('msmgan', [0.87])], [], {}, [], 'here')

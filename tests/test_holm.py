@@ -50,3 +50,32 @@ def test_a_corrected_interval_excludes_zero_exactly_when_holm_rejects_and_is_nev
   m = len(ps)
   rejected = list(itertools.takewhile(lambda ip: ip[1] <= 0.05 / (m - ip[0]), enumerate(ps)))
   assert sum(r['holm_rejected'] for r in made) == len(rejected)
+
+
+def test_a_tables_family_counts_each_pair_once_and_corrects_them_together():
+  """compare.family: the comparisons a table shows (vs kd, vs the best baseline), a pair
+  shown in two rows (kd vs dkd, dkd vs kd) counted once and mirrored, corrected together by
+  `corrected`; the tables' +- is the sample std (n - 1)."""
+  from msmgan_jax.lab import compare  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  row = lambda name, accs: {'name': name, 'method': name, 'ablation': None, 'budget': None,
+                            'seeds': list(range(len(accs))), 'accuracies': accs,
+                            'mean': float(np.mean(accs))}
+  ce, kd = row('ce', [0.80, 0.82, 0.81]), row('kd', [0.84, 0.85, 0.85])
+  dkd, ms = row('dkd', [0.86, 0.86, 0.88]), row('msmgan', [0.85, 0.87, 0.86])
+  cc = ml_collections.ConfigDict({'ours': 'msmgan'})
+  fam = compare.family(cc, [ce, kd, dkd, ms])
+  pairs = [('ce', 'kd'), ('ce', 'dkd'), ('kd', 'dkd'), ('msmgan', 'kd'), ('msmgan', 'dkd')]
+  want = holm.corrected([compare.paired_differences(a, b) for a, b in
+                    [({'ce': ce, 'kd': kd, 'dkd': dkd, 'msmgan': ms}[x],
+                      {'kd': kd, 'dkd': dkd}[y]) for x, y in pairs]])
+  for (x, y), w in zip(pairs, want):
+    got = fam[(x, y)]
+    assert got['m'] == 5
+    for k in ('mean', 'low', 'high', 'holm_low', 'holm_high'):
+      assert got[k] == pytest.approx(w[k])
+    mirror = fam[(y, x)]
+    assert (mirror['mean'], mirror['holm_low'], mirror['holm_high']) == pytest.approx(
+        (-w['mean'], -w['holm_high'], -w['holm_low']))
+  assert compare.sample_std([0.80, 0.82, 0.81]) == pytest.approx(0.01)
+  assert compare.sample_std([0.8]) == 0.0

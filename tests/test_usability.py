@@ -54,6 +54,16 @@ def readme_table(start: str, header: str, end: str = None, marks: str = '*`',
           for line in table.splitlines()[2:] if line.startswith('| ')]  # no header, rule
 
 
+def holm_cells(pairs: list) -> dict:
+  """{(a name, b name): table cell} for one table's family of seed-paired comparisons
+  `pairs` [(row a, row b)], in points: a minus b with its 95% interval, then its interval
+  Holm-corrected over the family (`compare.family`'s reading, for a docs table whose
+  comparisons are its own)."""
+  from msmgan_jax.lab import compare, holm  # pylint: disable=g-import-not-at-top
+  done = holm.corrected([compare.paired_differences(a, b) for a, b in pairs])
+  return {(a['name'], b['name']): compare._ci_holm(c) for (a, b), c in zip(pairs, done)}
+
+
 def recorded_start(comparison: str, run: str) -> str:
   """A committed run's start as the README names it: its recorded `student.init` with
   blanks for underscores ('first anchor'), or 'random'."""
@@ -255,7 +265,6 @@ def test_the_readmes_verdict_table_is_the_committed_comparisons():
   budget), recomputed from results/<name>/; the bold row of each group is its best mean,
   and the pick sentence there and in the README's verdict names the best of lowdata v2 at
   15 epochs and its start."""
-  from msmgan_jax.lab import compare
   readme = (REPO_ROOT / RESULTS_PAGE).read_text()
   section = readme[readme.index('## Which method to pick'):readme.index('## What the teacher saw')]
   lines = [line for line in section.splitlines() if line.startswith('| ')][1:]  # no header
@@ -278,19 +287,22 @@ def test_the_readmes_verdict_table_is_the_committed_comparisons():
     expected = {n for n, r in runs.items() if not r['ablation'] and (
         r.get('budget') == budget if budget else r.get('budget') in (None, 'init'))}
     ours = 'msmgan' + (f'@{budget}' if budget else '')
-    seen, bold = set(), []
+    keys = []
     for run, start, acc, diff in rows:
       method = run.strip('*').split(' (')[0].split(' v')[0]
       method = 'msmgan' if method == 'MS-MGANs' else method
-      key = (f'{method}@{budget}' if budget else
-             method + ('@init' if start == 'first anchor' and method != 'msmgan' else ''))
+      keys.append(f'{method}@{budget}' if budget else
+                  method + ('@init' if start == 'first anchor' and method != 'msmgan' else ''))
+    # The group's family: MS-MGANs against each other run of it, Holm-corrected together.
+    cells = holm_cells([(runs[ours], runs[k]) for k in keys if k != ours])
+    seen, bold = set(), []
+    for key, (run, start, acc, diff) in zip(keys, rows):
       r = runs[key]
       seen.add(key)
       assert f'{len(r["seeds"])} seeds' in labels[name], (name, key, labels[name])
       assert start == recorded_start(comparison, key), (name, key)
       assert acc.strip('*') == pm(r), (name, run, start)
-      assert diff.strip('*') == ('-' if key == ours else compare._ci(
-          compare.paired_difference(runs[ours], r))), (name, run, start)
+      assert diff.strip('*') == ('-' if key == ours else cells[(ours, key)]), (name, run, start)
       if run.startswith('**'):
         bold.append(key)
     assert seen == expected, (name, seen ^ expected)
@@ -314,7 +326,6 @@ def test_the_readmes_v2_table_is_the_committed_comparison():
   one once, each row's start (its recorded `student.init`), chosen setting, validation score
   (the chosen candidate's mean), test mean +- std, msmgan's seed-paired interval against it
   and its wall minutes, recomputed from results/lowdata_v2/."""
-  from msmgan_jax.lab import compare
   rows = readme_table(LOWDATA_V2[0], '| run | start | chosen setting |', LOWDATA_V2[1])
   data = json.loads((REPO_ROOT / 'results/lowdata_v2/compare.json').read_text())
   runs = {r['name']: r for r in data['runs']}
@@ -322,14 +333,14 @@ def test_the_readmes_v2_table_is_the_committed_comparison():
                   if t.get('accuracies') and data['chosen'].get(t['method']) is not None
                   and t['setting'] == data['chosen'][t['method']]}
   seen = []
+  cells = holm_cells([(runs['msmgan'], runs[row[0]]) for row in rows if row[0] != 'msmgan'])
   for run, start, setting, validation, test, diff, wall in rows:
     r = runs[run]
     seen.append(run)
     assert start == recorded_start('lowdata_v2', run), run
     assert wall == str(round(r['wall_s'] / 60)), (run, r['wall_s'])
     assert test == f'{r["mean"]:.4f} +- {r["std"]:.4f}', run
-    assert diff == ('-' if run == 'msmgan' else compare._ci(
-        compare.paired_difference(runs['msmgan'], r))), run
+    assert diff == ('-' if run == 'msmgan' else cells[('msmgan', run)]), run
     if '@' in run:  # a budget run: the main run's setting, no tuning of its own.
       assert validation == '-' and setting == f"{r['method']}`'s", run
       assert r['setting'] == data['chosen'][r['method']], run
@@ -344,18 +355,18 @@ def test_the_readmes_v2_ablation_table_is_the_committed_comparison():
   """Measured results' ablation table holds every finished ablation of lowdata v2, each row's
   test mean +- std, msmgan's seed-paired interval against it and its wall minutes
   recomputed from results/lowdata_v2/compare.json."""
-  from msmgan_jax.lab import compare
   rows = readme_table(LOWDATA_V2[0], '| ablation (the one change) |', LOWDATA_V2[1], marks='')
   runs = {r['name']: r for r in json.loads(
       (REPO_ROOT / 'results/lowdata_v2/compare.json').read_text())['runs']}
   seen = set()
-  for what, test, diff, wall in rows:
-    name = 'msmgan_' + what.split('`')[1]
+  names = ['msmgan_' + row[0].split('`')[1] for row in rows]
+  cells = holm_cells([(runs['msmgan'], runs[n]) for n in names])
+  for name, (what, test, diff, wall) in zip(names, rows):
     r = runs[name]
     seen.add(name)
     assert wall == str(round(r['wall_s'] / 60)), (name, r['wall_s'])
     assert test == f'{r["mean"]:.4f} +- {r["std"]:.4f}', name
-    assert diff == compare._ci(compare.paired_difference(runs['msmgan'], r)), name
+    assert diff == cells[('msmgan', name)], name
   assert seen == {n for n, r in runs.items() if r['ablation'] and not r.get('budget')}
 
 
@@ -363,11 +374,11 @@ def test_the_readmes_full_v2_table_is_the_committed_comparison():
   """Measured results' full v2 table: every run of results/full_v2 once, its start (the run's
   recorded `student.init`), setting, test mean +- std, msmgan's seed-paired interval against
   it and its wall minutes, recomputed from results/full_v2/."""
-  from msmgan_jax.lab import compare
   rows = readme_table('**full v2 comparison**', '| run | start | setting |')
   data = json.loads((REPO_ROOT / 'results/full_v2/compare.json').read_text())
   runs = {r['name']: r for r in data['runs']}
   seen = []
+  cells = holm_cells([(runs['msmgan'], runs[row[0]]) for row in rows if row[0] != 'msmgan'])
   for run, start, setting, test, diff, wall in rows:
     r = runs[run]
     seen.append(run)
@@ -377,8 +388,7 @@ def test_the_readmes_full_v2_table_is_the_committed_comparison():
     else:
       assert setting == (r['setting'] or 'its lowdata v2 defaults'), run
     assert test == f'{r["mean"]:.4f} +- {r["std"]:.4f}', run
-    assert diff == ('-' if run == 'msmgan' else compare._ci(
-        compare.paired_difference(runs['msmgan'], r))), run
+    assert diff == ('-' if run == 'msmgan' else cells[('msmgan', run)]), run
     assert wall == str(round(r['wall_s'] / 60)), (run, r['wall_s'])
   assert sorted(seen) == sorted(runs), seen
 
@@ -388,19 +398,22 @@ def test_the_readmes_30_epoch_table_is_the_committed_comparison():
   and nothing else: its start (the run's recorded `student.init`), test mean +- std, its
   seed-paired gain over the same method's 15-epoch run, msmgan's (30 epochs) seed-paired
   interval against it and its wall minutes; recomputed from results/lowdata_v2/."""
-  from msmgan_jax.lab import compare
   runs = {r['name']: r for r in json.loads(
       (REPO_ROOT / 'results/lowdata_v2/compare.json').read_text())['runs']}
   budget = {n for n in runs if n.endswith('@epochs30')}
   header = '| run | start | test | it minus itself at 15 epochs |'
   ours = runs['msmgan@epochs30']
   seen = set()
-  for run, start, test, gain, diff, wall in readme_table(LOWDATA_V2[0], header, LOWDATA_V2[1]):
+  rows = readme_table(LOWDATA_V2[0], header, LOWDATA_V2[1])
+  # The table's family: both interval columns, Holm-corrected together.
+  cells = holm_cells([(runs[row[0]], runs[runs[row[0]]['method']]) for row in rows]
+                     + [(ours, runs[row[0]]) for row in rows if runs[row[0]] is not ours])
+  for run, start, test, gain, diff, wall in rows:
     r = runs[run]
     seen.add(run)
     assert wall == str(round(r['wall_s'] / 60)), (run, r['wall_s'])
     assert start == recorded_start('lowdata_v2', run), run
     assert test == f'{r["mean"]:.4f} +- {r["std"]:.4f}', run
-    assert gain == compare._ci(compare.paired_difference(r, runs[r['method']])), run
-    assert diff == ('-' if r is ours else compare._ci(compare.paired_difference(ours, r))), run
+    assert gain == cells[(run, r['method'])], run
+    assert diff == ('-' if r is ours else cells[(ours['name'], run)]), run
   assert seen == budget, seen ^ budget

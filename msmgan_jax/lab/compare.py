@@ -19,8 +19,10 @@ The protocol:
    plays no part in any choice: a tuning run evaluated on another split is refused.
 3. Final runs: every method and ablation with its setting, `seeds` students in one
    program, tested on the test split; the headline is the last-epoch test accuracy,
-   mean +- std over the seeds, and the seed-paired difference to kd and to the best
-   baseline with its 95% Student-t interval (`paired_difference`).
+   mean +- sample std over the seeds, and the seed-paired difference to kd and to the best
+   baseline with its 95% Student-t interval (`paired_difference`) and that interval
+   corrected for the number of comparisons in its table (Holm; `family`), which the
+   verdict reads.
 4. Extra budgets (`budgets`): some methods again with the same settings and, say, twice
    the epochs (`best_other`: the baseline not named whose choice scored best on
    validation), so a margin that is only faster convergence shows. A budget's `with_main`
@@ -406,6 +408,61 @@ def paired_difference(a: dict, b: dict, level: float = 0.95) -> Optional[dict]:
           'n': len(d)}
 
 
+def sample_std(values) -> float:
+  """The sample standard deviation (ddof 1: the n - 1 divisor) of `values`, the spread the
+  tables give after "+-"; 0.0 for a single value (no spread can be estimated from one)."""
+  return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def paired_differences(a: dict, b: dict) -> Optional[list]:
+  """The per-seed differences `a` minus `b` in points over the seeds both ran (rows with
+  'seeds' and 'accuracies'), in `a`'s seed order; None with fewer than 2 shared seeds."""
+  theirs = dict(zip(b['seeds'], b['accuracies']))
+  d = [100 * (acc - theirs[s]) for s, acc in zip(a['seeds'], a['accuracies']) if s in theirs]
+  return d if len(d) >= 2 else None
+
+
+def family(cc, rows: list, main: Optional[list] = None) -> dict:
+  """The Holm-corrected seed-paired comparisons of one table (`_final_table`'s columns for
+  `rows`, with `main` its "vs itself" column): every distinct pair of runs the table
+  compares (a pair shown twice, as vs kd in one row and vs the best baseline in another,
+  counts once), corrected together (`holm.corrected`, family-wise 5%). Returns
+  {(a name, b name): {'mean', 'low', 'high', 'holm_low', 'holm_high', 'holm_level',
+  'holm_rejected', 'n', 'm'}} with both orders of each pair (the mirrored one negated), in
+  points; pairs with fewer than 2 shared seeds are left out and not counted in m."""
+  from msmgan_jax.lab import holm  # pylint: disable=g-import-not-at-top
+  pairs = {}
+  for a, b in _table_pairs(cc, rows, main):
+    if a is not b and (b['name'], a['name']) not in pairs:
+      pairs.setdefault((a['name'], b['name']), paired_differences(a, b))
+  made = {k: d for k, d in pairs.items() if d is not None}
+  out = {}
+  for (a, b), c in zip(made, holm.corrected(list(made.values()))):
+    c = {**c, 'm': len(made)}
+    out[(a, b)] = c
+    out[(b, a)] = {**c, 'mean': -c['mean'], 'low': -c['high'], 'high': -c['low'],
+                   'holm_low': -c['holm_high'], 'holm_high': -c['holm_low']}
+  return out
+
+
+def _table_pairs(cc, rows: list, main: Optional[list] = None) -> list:
+  """(row, opponent) for every comparison cell of `_final_table(cc, rows, main)`."""
+  by_method = {r['method']: r for r in rows if not r['ablation']}
+  best, kd = best_baseline(cc, rows), by_method.get('kd')
+  same = {r['method']: r for r in main or () if not r['ablation'] and not r.get('budget')}
+  out = []
+  for r in rows:
+    out += [(r, o) for o in (kd, best) if o is not None and o is not r]
+    if main is not None and r.get('budget') and same.get(r['method']) is not None:
+      out.append((r, same[r['method']]))
+  # The verdict's named opponents (`target.against`) are judged in this family too.
+  ours = next((r for r in rows if r['method'] == cc.get('ours', 'msmgan')
+               and not r['ablation']), None)
+  named = [a for a in (cc.get('target') or {}).get('against', ()) if a != BEST]
+  out += [(ours, by_method[a]) for a in named if ours is not None and a in by_method]
+  return out
+
+
 def unpaired_difference(a: dict, b: dict, level: float = 0.95) -> Optional[dict]:
   """The difference of two runs' mean accuracies, in points, `a` minus `b`, when their seeds
   share nothing (our run against the PyTorch check: another framework draws other random
@@ -461,7 +518,7 @@ def result(cc, run: Run, root: str) -> Optional[dict]:
           'setting': (cc.tuning[run.method][run.candidate] if run.kind == 'tune'
                       else _setting_of(cc, cfg, fixed)),
           'split': cfg['dataset']['test_split'], 'seeds': st.get('seeds', [cfg['seed']]),
-          'accuracies': accs, 'mean': float(np.mean(accs)), 'std': float(np.std(accs)),
+          'accuracies': accs, 'mean': float(np.mean(accs)), 'std': sample_std(accs),
           'wall_s': st['wall_s'], 'images_per_s': round(images / max(train_s, 1e-9), 1),
           'curve': _curve(wd), 'workdir': wd, 'machine': st.get('machine')}
 
@@ -490,6 +547,14 @@ def _ci(d: Optional[dict]) -> str:
   return '-' if d is None else f'{d["mean"]:+.2f} [{d["low"]:+.2f}, {d["high"]:+.2f}]'
 
 
+def _ci_holm(d: Optional[dict]) -> str:
+  """A cell of the tables: the paired mean with its 95% interval, then its Holm-corrected
+  interval over the table's family (`family`); '-' where no comparison can be made."""
+  if d is None:
+    return '-'
+  return f'{_ci(d)}; Holm [{d["holm_low"]:+.2f}, {d["holm_high"]:+.2f}]'
+
+
 def budget_rows(cc, rows: list, budget: str) -> list:
   """The final rows of `budget`'s table: its own runs, then the main-budget rows of the
   methods in its `with_main` (runs that already use the budget's setting, e.g. a method whose
@@ -510,34 +575,41 @@ def best_baseline(cc, rows: list) -> Optional[dict]:
 
 
 def _final_table(cc, rows: list, main: Optional[list] = None) -> list:
-  """The rows of one budget: mean +- std, per seed, the difference of means to ce, the
-  seed-paired difference (95% interval) to kd and to the best baseline, time, speed. With
-  `main` (the main budget's final rows; for an extra budget's table), a column more: each
-  budget run's seed-paired difference to the same method's main run, what the budget's
-  setting itself is worth (30 epochs against 15, a start against random)."""
+  """The rows of one budget: mean +- sample std, per seed, the difference of means to ce,
+  the seed-paired difference (95% interval, then its Holm-corrected interval over the
+  table's `family`) to kd and to the best baseline, time, speed. With `main` (the main
+  budget's final rows; for an extra budget's table), a column more: each budget run's
+  seed-paired difference to the same method's main run, what the budget's setting itself is
+  worth (30 epochs against 15, a start against random)."""
   by_method = {r['method']: r for r in rows if not r['ablation']}
   best = best_baseline(cc, rows)
   same = {r['method']: r for r in main or () if not r['ablation'] and not r.get('budget')}
+  fam = family(cc, rows, main)
+  cell = lambda r, o: _ci_holm(fam.get((r['name'], o['name'])))
   lines = ['| run | method | setting (chosen on validation) | test accuracy | per seed | '
-           'vs ce | vs kd: paired 95% CI | vs best baseline'
-           + (f' ({best["name"]})' if best else '') + ': paired 95% CI'
-           + (' | vs itself at the main budget: paired 95% CI' if main is not None else '')
+           'vs ce | vs kd: paired 95% CI; Holm | vs best baseline'
+           + (f' ({best["name"]})' if best else '') + ': paired 95% CI; Holm'
+           + (' | vs itself at the main budget: paired 95% CI; Holm' if main is not None else '')
            + ' | wall s | images/s |',
            '|---|---|---|---|---|---|---|---|' + ('---|' if main is not None else '')
            + '---|---|']
   for r in rows:
     ce, kd = by_method.get('ce'), by_method.get('kd')
     vs_ce = '-' if ce is None or ce is r else f'{100 * (r["mean"] - ce["mean"]):+.2f}'
-    vs_kd = '-' if kd is None or kd is r else _ci(paired_difference(r, kd))
-    vs_best = '-' if best is None or best is r else _ci(paired_difference(r, best))
+    vs_kd = '-' if kd is None or kd is r else cell(r, kd)
+    vs_best = '-' if best is None or best is r else cell(r, best)
     vs_self = ''
     if main is not None:
       own = same.get(r['method']) if r.get('budget') else None
-      vs_self = f' {_ci(paired_difference(r, own)) if own else "-"} |'
+      vs_self = f' {cell(r, own) if own else "-"} |'
     lines.append(f'| {r["name"]} | {r["method"]}{" (" + r["ablation"] + ")" if r["ablation"] else ""}'
                  f' | {_fmt_setting(r["setting"])} | {r["mean"]:.4f} +- {r["std"]:.4f} | '
                  f'{", ".join(f"{a:.4f}" for a in r["accuracies"])} | {vs_ce} | {vs_kd} | '
                  f'{vs_best} |{vs_self} {r["wall_s"]:.0f} | {r["images_per_s"]:.0f} |')
+  m = max((c['m'] for c in fam.values()), default=0)
+  if m:
+    lines += ['', f'Holm: each interval corrected over this table\'s {m} distinct seed-paired '
+              'comparisons (family-wise error 5%).']
   return lines
 
 
@@ -559,8 +631,9 @@ def verdict(cc, rows: list) -> list:
   (the target proper) and, the same way, in each budget table that holds ours' main run
   (`with_main`; 'best' there is the best of that table's own runs, a named method its run
   at that budget, where the budget runs it). For each opponent: the seed-paired difference
-  in points with its 95% interval; "met" only where every opponent's mean reaches the
-  margin and its interval's low end is above zero; "provisional" while an opponent that
+  in points with its 95% interval and its Holm-corrected one over the table's `family`;
+  "met" only where every opponent's mean reaches the margin and its corrected interval's
+  low end is above zero; "provisional" while an opponent that
   could still change the answer has not run ('best': any baseline of the table), unless the
   answer is already settled: a named opponent that ran and is short, or ours' mean short of
   the margin against the best baseline so far, both having run all `seeds` (a baseline
@@ -578,7 +651,8 @@ def verdict(cc, rows: list) -> list:
   lines = ['', '## Verdict', '',
            f'Target: {ours} above {names}' + (f' by at least {margin:.2f} points' if margin
                                                else '')
-           + ', each seed-paired 95% interval above zero; judged on the main budget. A budget '
+           + ', each seed-paired interval above zero after Holm\'s correction over its '
+           'table\'s comparisons; judged on the main budget. A budget '
            f'table that holds {ours}\'s main run is judged the same way against its own '
            'runs.', '']
   mine = next((r for r in rows if r['method'] == ours and not r['ablation']
@@ -587,12 +661,15 @@ def verdict(cc, rows: list) -> list:
   for name, b in (cc.get('budgets', {}) or {}).items():
     if ours in b.get('with_main', ()):
       tables.append((b.get('title', name), name, list(b.methods)))
+  main_rows = [r for r in rows if not r.get('budget')]
   for title, budget, expected in tables:
     if budget is None:
       others = [r for r in rows if not r.get('budget') and not r['ablation']
                 and r['method'] != ours]
+      fam = family(cc, main_rows)
     else:
       others = [r for r in budget_rows(cc, rows, budget) if r is not mine and not r['ablation']]
+      fam = family(cc, budget_rows(cc, rows, budget), main_rows)
     ran = {r['method'] for r in others if r.get('budget') == budget}
     opponents = [a for a in against if a == BEST or a in expected or budget is None]
     if mine is None or not others or not opponents:
@@ -610,16 +687,16 @@ def verdict(cc, rows: list) -> list:
         parts.append(f'vs {a}: not run yet')
         met = False
         continue
-      d = paired_difference(mine, opp)
+      d = fam.get((mine['name'], opp['name']))
       which = (f' (the best of {", ".join(r["name"] for r in others)})'
                if a == BEST and len(others) > 1 else '')
       if d is None:
         parts.append(f'vs {opp["name"]}{which}: fewer than 2 shared seeds')
         judged = False
         continue
-      ok = round(d['mean'], 6) >= margin and d['low'] > 0
+      ok = round(d['mean'], 6) >= margin and d['holm_low'] > 0
       met = met and ok
-      parts.append(f'vs {opp["name"]}{which} {_ci(d)}' + ('' if ok else ' (short)'))
+      parts.append(f'vs {opp["name"]}{which} {_ci_holm(d)}' + ('' if ok else ' (short)'))
       if ok:
         continue
       if a != BEST:  # a named opponent's run is final.
@@ -660,11 +737,14 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
                  'test split.')
   else:
     lines += [f'Test accuracy on `{cc.base.dataset.test_split}` after the last step, mean +- '
-              f'std over {cc.seeds} seeds (population std). vs ce: the difference of means, in '
-              'points. vs kd and vs the best baseline (the baseline with the highest test '
-              'mean, the hardest comparison): the mean of the per-seed differences (seed i '
-              'against seed i) with its 95% Student-t interval, in points; an interval above '
-              'zero is a win the seeds can tell apart. Wall time: the student runs of all seeds '
+              f'std over {cc.seeds} seeds (sample std, n - 1 divisor). vs ce: the difference of '
+              'means, in points. vs kd and vs the best baseline (the baseline with the highest '
+              'test mean, the hardest comparison): the mean of the per-seed differences (seed '
+              'i against seed i) with its 95% Student-t interval, in points, then ("Holm") '
+              'that interval corrected for the number of comparisons in the table (Holm\'s '
+              'step-down procedure, family-wise error 5%); a corrected interval above zero '
+              'is a win the seeds can tell apart, the uncorrected one alone is not. Wall '
+              'time: the student runs of all seeds '
               'together (one program); images/s: student images trained per second of '
               'training, all seeds, compilation and evaluations included.', '']
     lines += _final_table(cc, main)
@@ -712,7 +792,7 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
     for t in torch_rows:
       ours = finals.get(t['method'])
       d = unpaired_difference(ours, t) if ours else None
-      lines.append(f'| {t["method"]} | {t["mean"]:.4f} +- {t["std"]:.4f} | '
+      lines.append(f'| {t["method"]} | {t["mean"]:.4f} +- {sample_std(t["accuracies"]):.4f} | '
                    f'{", ".join(f"{a:.4f}" for a in t["accuracies"])} | '
                    + (f'{ours["mean"]:.4f} +- {ours["std"]:.4f} | '
                       + (f'{d["mean"]:+.2f} [{d["low"]:+.2f}, {d["high"]:+.2f}]' if d else

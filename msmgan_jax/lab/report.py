@@ -95,9 +95,9 @@ def _records(path: str) -> list:
 
 
 def _acc(v) -> str:
-  """An accuracy, or the mean +- std of one per seed."""
+  """An accuracy, or the mean +- sample std (n - 1 divisor) of one per seed."""
   if isinstance(v, list):
-    return f'{np.mean(v):.4f} +- {np.std(v):.4f}'
+    return f'{np.mean(v):.4f} +- {np.std(v, ddof=1) if len(v) > 1 else 0.0:.4f}'
   return f'{v:.4f}'
 
 

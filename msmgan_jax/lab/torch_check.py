@@ -269,7 +269,8 @@ def main(argv=None) -> int:
       row['seeds'].append(seed)
       row['accuracies'].append(acc)
       row['wall_s'].append(wall)
-      row.update(mean=float(np.mean(row['accuracies'])), std=float(np.std(row['accuracies'])))
+      row.update(mean=float(np.mean(row['accuracies'])),  # std: sample std, as compare's.
+                 std=compare.sample_std(row['accuracies']))
       io.write_json(out, {  # after every seed: a stopped check keeps what it measured.
           'torch': torch.__version__, 'threads': args.threads, 'teacher_anchor': anchor_path,
           'teacher_conversion_max_abs_logit_diff': conversion,
