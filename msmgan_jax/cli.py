@@ -18,7 +18,8 @@ from msmgan_jax import errors
 from msmgan_jax.errors import BadInput, EXIT_BAD_INPUT, EXIT_FAILED  # noqa: F401
 
 USAGE = ('usage: python -m msmgan_jax.main --config configs/X.py[:smoke] [--workdir DIR] '
-         '[--overwrite] [--distributed] [--config.FIELD=VALUE ...]')
+         '[--overwrite] [--distributed [--coordinator_address HOST:PORT --num_processes N '
+         '--process_id I]] [--config.FIELD=VALUE ...]')
 
 
 def _flags(argv, load_config: bool = True):
@@ -37,15 +38,26 @@ def _flags(argv, load_config: bool = True):
                       flag_values=fv)
   flags.DEFINE_boolean('overwrite', False, 'delete a run (finished or not, any config) in '
                        '--workdir and start this one', flag_values=fv)
-  flags.DEFINE_boolean('distributed', False, 'call jax.distributed.initialize() first: one '
-                       'process per host of a multi-host job (Cloud TPU pods, SLURM)',
+  flags.DEFINE_boolean('distributed', False, 'one process per host of a multi-host job: '
+                       'start JAX\'s multi-controller runtime first (msmgan_jax.hosts)',
                        flag_values=fv)
+  flags.DEFINE_string('coordinator_address', None, 'with --distributed: process 0\'s '
+                      'host:port (or JAX_COORDINATOR_ADDRESS); unset: the cluster is detected',
+                      flag_values=fv)
+  flags.DEFINE_integer('num_processes', None, 'with --distributed: the job\'s process count '
+                       '(or JAX_NUM_PROCESSES)', flag_values=fv)
+  flags.DEFINE_integer('process_id', None, 'with --distributed: this process\'s id, 0-based '
+                       '(or JAX_PROCESS_ID)', flag_values=fv)
+  flags.DEFINE_float('distributed_timeout', 300.0, 'with --distributed: seconds to wait for '
+                     'every process to reach the coordinator before exit 2', flag_values=fv)
   return fv
 
 
 def parse(argv, usage: str = USAGE):
   """(config, workdir, overwrite, distributed) from `argv`; `BadInput` otherwise (its
-  message ends with `usage`, the calling command's). `~` in --config and --workdir is
+  message ends with `usage`, the calling command's). `distributed` is None without
+  --distributed, else (`hosts.Settings`, timeout in seconds); the host flags without
+  --distributed are refused. `~` in --config and --workdir is
   the user's home; a config file inside a package (configs/, with its __init__.py)
   imports its sibling configs from any working directory.
 
@@ -75,7 +87,22 @@ def parse(argv, usage: str = USAGE):
                     'see msmgan_jax/config.py for the fields') from e
   except (ValueError, TypeError) as e:
     raise BadInput(f'bad config override: {e}') from e
-  return cfg, fv.workdir or default_workdir(path), fv.overwrite, fv.distributed
+  return cfg, fv.workdir or default_workdir(path), fv.overwrite, _hosts(fv, usage)
+
+
+def _hosts(fv, usage: str):
+  """None, or (`hosts.Settings`, timeout s) for --distributed (see `parse`)."""
+  from msmgan_jax import hosts  # pylint: disable=g-import-not-at-top
+  named = [n for n in ('coordinator_address', 'num_processes', 'process_id')
+           if fv[n].present]
+  if not fv.distributed:
+    if named:
+      raise BadInput(f'--{named[0]} needs --distributed\n{usage}')
+    return None
+  if not fv.distributed_timeout > 0:
+    raise BadInput(f'--distributed_timeout must be > 0 seconds, got {fv.distributed_timeout}')
+  return (hosts.settings(fv.coordinator_address, fv.num_processes, fv.process_id),
+          fv.distributed_timeout)
 
 
 def _check_flag_names(argv, usage: str) -> None:

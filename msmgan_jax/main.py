@@ -33,8 +33,11 @@ def run(argv) -> int:
     return cli.error(str(e), EXIT_BAD_INPUT)
   cli.quiet(init_backend=not distributed)  # TensorFlow and the JAX backend, quietly.
   if distributed:
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize()  # coordinator, process count and id from the environment.
+    from msmgan_jax import hosts  # pylint: disable=g-import-not-at-top
+    try:
+      hosts.start(*distributed)  # before any JAX computation: it sets up the backend.
+    except BadInput as e:
+      return cli.error(str(e), EXIT_BAD_INPUT)
   try:
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     tfds.disable_progress_bar()

@@ -17,7 +17,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'msmgan_jax'
 # Lowest first: a module may import its own layer and those before it, never a later one.
 LAYERS = (
     ('errors',),                      # the exceptions and the exit-code table.
-    ('cli',),                         # what the commands share (flag parsing, quiet start).
+    ('cli', 'hosts'),                 # what the commands share (flags, quiet start, starting hosts).
     ('files',),                       # a run's files: atomic io, fault points, metrics, checkpoints.
     ('core',),                        # pure JAX: models, losses, optim, sharding, phases, steps.
     ('methods',),                     # one module per method, and the registry.
