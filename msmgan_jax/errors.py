@@ -11,10 +11,11 @@ through `exit_code`, so `main`, `compare`, `export` and the others agree:
 | 2 | bad input; nothing was written | `BadInput` and its kinds: `ConfigError`, `DataError`, `CheckpointError`, `ArrayError` |
 | 128 + N | stopped by signal N after saving a checkpoint | `Interrupted` |
 | 130 | Ctrl-C before training began, or a second one during it: stopped at once | `KeyboardInterrupt` |
+| 3 | several hosts: another process of the job stopped (killed, lost or failed), so this one stopped too; the last checkpoint all of them committed is kept | (`hosts.Watch`, no exception: the process is stuck in a collective) |
 """
 import signal
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_HOST_LOST = 0, 1, 2, 3
 
 
 class BadInput(Exception):

@@ -16,17 +16,32 @@ JAX's own initialize run, which then finds every process present.
 
 CPU hosts need collectives for their cross-process reductions: `start` turns on gloo
 (`jax_cpu_collectives_implementation`), which only the CPU backend reads.
+
+A process that dies mid-run leaves the others blocked in a collective: JAX notices only when
+its heartbeats stop (after `heartbeat_timeout_seconds`) and then aborts every process with a
+C++ fatal log. So the rendezvous connections stay open for the whole run (`Watch`): the
+kernel closes a killed process's socket at once, process 0 sees it, tells the others which
+process stopped, and every surviving process prints that and exits 3
+(`errors.EXIT_HOST_LOST`) within `GRACE_S` seconds. Checkpoints are committed atomically,
+so the last one every process finished is intact and the rerun resumes from it. A process
+that ends normally (or with an error of its own) says so first (`finish`), so its exit
+stops nobody that is finishing too.
 """
 import dataclasses
 import os
 import socket
+import sys
+import threading
 import time
+import traceback
 from typing import Optional
 
-from msmgan_jax.errors import BadInput
+from msmgan_jax.errors import BadInput, EXIT_HOST_LOST
 
 ENV = ('JAX_COORDINATOR_ADDRESS', 'JAX_NUM_PROCESSES', 'JAX_PROCESS_ID')
 RETRY_S = 0.2  # between a process's attempts to reach the coordinator.
+GRACE_S = 5.0  # a process that saw another stop waits this long (it may be ending too).
+_exit = os._exit  # pylint: disable=protected-access  (ends the process from any thread)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,17 +98,18 @@ def _split(address: str):
   return host.strip('[]'), int(port)
 
 
-def rendezvous(s: Settings, timeout: float) -> None:
+def rendezvous(s: Settings, timeout: float) -> dict:
   """Meets every process of the job before JAX does; returns once all `s.num_processes`
-  have come with the same count and distinct ids. Raises BadInput (on every process that
-  can be told) for a coordinator not reachable within `timeout` seconds, a process that
-  does not come, a count that differs or an id given twice."""
+  have come with the same count and distinct ids: the open connections, {process id:
+  socket} (process 0: to every other process; the others: {0: to process 0}; {} for one
+  process), which `Watch` keeps for the run. Raises BadInput (on every process that can be
+  told) for a coordinator not reachable within `timeout` seconds, a process that does not
+  come, a count that differs or an id given twice."""
   if s.num_processes == 1:
-    return
+    return {}
   if s.process_id == 0:
-    _host(s, timeout)
-  else:
-    _join(s, timeout)
+    return _host(s, timeout)
+  return {0: _join(s, timeout)}
 
 
 def _host(s: Settings, timeout: float) -> None:
@@ -120,7 +136,7 @@ def _host(s: Settings, timeout: float) -> None:
         break
       conn.settimeout(max(1.0, left))
       try:
-        pid, count = (int(x) for x in conn.makefile().readline().split())
+        pid, count = (int(x) for x in _readline(conn).split())
       except (OSError, ValueError):
         conn.close()
         continue
@@ -145,13 +161,18 @@ def _host(s: Settings, timeout: float) -> None:
     for conn in peers.values():
       try:
         conn.sendall(reply.encode())
-        conn.settimeout(5.0)
-        conn.recv(1)  # the peer closes first (its side keeps TIME_WAIT, not the coordinator's port).
+        if problems:
+          conn.settimeout(5.0)
+          conn.recv(1)  # the peer closes first (its side keeps TIME_WAIT, not the coordinator's port).
       except OSError:
         pass
-      conn.close()
+      if problems:
+        conn.close()
     if problems:
       raise BadInput(f'--distributed: {problems[0]}')
+    for conn in peers.values():
+      conn.settimeout(None)
+    return peers
   finally:
     server.close()
 
@@ -171,29 +192,184 @@ def _join(s: Settings, timeout: float) -> None:
     except OSError as e:
       last = e
       time.sleep(min(RETRY_S, max(left, 0)))
-  with conn:
-    conn.sendall(f'{s.process_id} {s.num_processes}\n'.encode())
-    conn.settimeout(max(deadline - time.monotonic(), 1.0) + 5.0)
-    try:
-      reply = conn.makefile().readline().strip()
-    except OSError as e:
-      raise BadInput(f'--distributed: no answer from the coordinator {s.coordinator_address} '
-                     f'({e})') from e
+  conn.sendall(f'{s.process_id} {s.num_processes}\n'.encode())
+  conn.settimeout(max(deadline - time.monotonic(), 1.0) + 5.0)
+  try:
+    reply = _readline(conn)
+  except OSError as e:
+    conn.close()
+    raise BadInput(f'--distributed: no answer from the coordinator {s.coordinator_address} '
+                   f'({e})') from e
   if reply != 'ok':
+    conn.close()
     raise BadInput('--distributed: ' + (reply[len('error '):] if reply.startswith('error ')
                                         else f'the coordinator closed the connection ({reply!r})'))
+  conn.settimeout(None)
+  return conn
+
+
+def _readline(conn) -> str:
+  """One line from `conn`, read a byte at a time (no buffer keeps what follows it); '' at
+  the end of the stream."""
+  out = bytearray()
+  while True:
+    b = conn.recv(1)
+    if not b or b == b'\n':
+      return out.decode(errors='replace').strip()
+    out += b
+
+
+class Watch:
+  """Watches the other processes of the job over the rendezvous connections (see the module
+  docstring). Each process sends one line when it ends on its own: 'done' (its connection
+  closing is then no news) or 'failed' (an unexpected error). Process 0 reads every other
+  process; a connection that closes without 'done', or a 'failed', makes that process lost:
+  process 0 tells the others at once ('lost PID WHY'), and every process that has not ended
+  on its own within `GRACE_S` prints which process stopped and exits 3. The exit comes from
+  a watcher thread with `os._exit`, since the main thread may be blocked in a collective."""
+
+  def __init__(self, s: Settings, connections: dict):
+    self.s, self.connections = s, connections
+    self.finished = set()   # processes that said 'done'.
+    self.lost = {}          # {process id: why} of the processes that stopped.
+    self.ending = False     # this process ends on its own.
+    self.lock = threading.Lock()
+    self.news = threading.Condition(self.lock)
+    for pid, conn in connections.items():
+      threading.Thread(target=self._watch, args=(pid, conn), daemon=True,
+                       name=f'msmgan-watch-{pid}').start()
+
+  def _watch(self, pid: int, conn) -> None:
+    while True:
+      try:
+        line = _readline(conn)
+      except OSError:
+        line = ''
+      if line == 'done':
+        with self.lock:
+          self.finished.add(pid)
+        if self.s.process_id != 0:
+          return  # process 0 ends: nothing more to watch.
+      elif line == 'failed':
+        self._lose(pid, 'it stopped with an unexpected error: see its log')
+      elif line.startswith('lost '):  # from process 0: which process stopped.
+        other, _, why = line[len('lost '):].partition(' ')
+        self._lose(int(other), why)
+      elif not line:  # the connection closed.
+        with self.lock:
+          if pid in self.finished:
+            return
+        self._lose(pid, 'its connection closed: killed, lost or crashed')
+        return
+      # anything else: not ours to read; keep watching.
+
+  def _lose(self, pid: int, why: str) -> None:
+    with self.lock:
+      if self.lost:
+        return  # the first loss is the news.
+      self.lost[pid] = why
+      self.news.notify_all()
+    if self.s.process_id == 0:
+      for other, conn in self.connections.items():
+        if other != pid:
+          try:
+            conn.sendall(f'lost {pid} {why}\n'.encode())
+          except OSError:
+            pass
+    if pid != 0:  # process 0 says 'done' before it ends on its own: its loss is news at once
+      # (and JAX's client aborts this process as soon as it too sees the service gone).
+      time.sleep(GRACE_S)  # this process may be ending on its own (the same stop everywhere).
+    with self.lock:
+      if self.ending:
+        return
+      self.ending = True
+    self.stop()
+
+  def report(self) -> str:
+    """What this process prints when it stops for a lost one (naming it), '' before."""
+    if not self.lost:
+      return ''
+    pid, why = next(iter(self.lost.items()))
+    return (f'stopped: process {pid} of the {self.s.num_processes} in this job stopped ({why}), '
+            f'so process {self.s.process_id} stops too. The last checkpoint every process '
+            'committed is intact: restart every process with the same command to resume from '
+            'it.')
+
+  def stop(self) -> None:
+    """Prints which process stopped and exits 3 (`EXIT_HOST_LOST`) at once."""
+    sys.stdout.flush()
+    sys.stderr.write(self.report() + '\n')
+    sys.stderr.flush()
+    _exit(EXIT_HOST_LOST)
+
+  def say(self, line: str) -> None:
+    """Sends `line` to every process this one is connected to, and stops watching for
+    losses: this process ends on its own."""
+    with self.lock:
+      self.ending = True
+    for conn in self.connections.values():
+      try:
+        conn.sendall(f'{line}\n'.encode())
+      except OSError:
+        pass
+
+  def wait_lost(self, seconds: float) -> bool:
+    """Whether another process is known lost, waiting up to `seconds` for the news."""
+    with self.lock:
+      self.news.wait_for(lambda: bool(self.lost), timeout=seconds)
+      return bool(self.lost)
+
+
+_WATCH: Optional[Watch] = None
+
+
+def end(code: int, exc_info=None) -> None:
+  """Ends this process of a job started with explicit settings (nothing otherwise: returns).
+
+  Exit code 0: tells the others it is done and returns (the normal exit follows). Another
+  code, an error already reported: tells them and exits with it at once (`os._exit`: JAX's
+  shutdown barrier at exit would wait for processes that may never come). An unexpected
+  exception (`exc_info`, e.g. a collective failing because a peer died): waits up to
+  `GRACE_S` for the news of a lost process, then exits 3 naming it, or else prints the
+  traceback and exits 1."""
+  w = _WATCH
+  if w is None:
+    if exc_info is not None:
+      raise exc_info[1]
+    return
+  if code == 0 and exc_info is None:
+    w.say('done')
+    return
+  if exc_info is None:
+    w.say('done')  # a reported error or an agreed stop: every process ends its own way.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    _exit(code)
+  w.say('failed')
+  if w.wait_lost(GRACE_S):
+    w.stop()
+  traceback.print_exception(*exc_info)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  _exit(1)
 
 
 def start(s: Settings, timeout: float = 300.0) -> None:
   """Initialises JAX's multi-controller runtime for this process: gloo collectives for CPU
   devices, our `rendezvous` where `s` is explicit (JAX's cluster detection otherwise), then
-  `jax.distributed.initialize`. Raises BadInput (exit 2) as `rendezvous` does."""
+  `jax.distributed.initialize` (its heartbeat timeout `timeout` too: the fallback where a
+  host vanishes without its connections closing), and the `Watch` that stops this process
+  when another stops. Raises BadInput (exit 2) as `rendezvous` does."""
+  global _WATCH
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
   if not s.explicit:
     jax.distributed.initialize()  # coordinator, count and id from the cluster's environment.
     return
-  rendezvous(s, timeout)
+  connections = rendezvous(s, timeout)
+  if connections:
+    _WATCH = Watch(s, connections)
+  seconds = int(max(timeout, 1))
   jax.distributed.initialize(s.coordinator_address, s.num_processes, s.process_id,
-                             initialization_timeout=int(max(timeout, 1)))
-
+                             initialization_timeout=seconds,
+                             heartbeat_timeout_seconds=max(seconds, 10))

@@ -13,7 +13,7 @@ loads; a config file's fields are known once it is read, which loads JAX.
 import os
 import sys
 
-from msmgan_jax import cli
+from msmgan_jax import cli, hosts
 from msmgan_jax.cli import EXIT_BAD_INPUT, EXIT_FAILED, USAGE  # noqa: F401 (the exit codes)
 from msmgan_jax.errors import BadInput, WriteError
 
@@ -33,7 +33,6 @@ def run(argv) -> int:
     return cli.error(str(e), EXIT_BAD_INPUT)
   cli.quiet(init_backend=not distributed)  # TensorFlow and the JAX backend, quietly.
   if distributed:
-    from msmgan_jax import hosts  # pylint: disable=g-import-not-at-top
     try:
       hosts.start(*distributed)  # before any JAX computation: it sets up the backend.
     except BadInput as e:
@@ -44,11 +43,19 @@ def run(argv) -> int:
   except ImportError:  # no TFDS here: only arrays files can be read (msmgan_jax.data.arrays).
     pass
   from msmgan_jax.training import train  # pylint: disable=g-import-not-at-top
-  code = cli.run_command(lambda: train.train_and_evaluate(cfg, workdir, overwrite=overwrite),
-                         hints={
-      KeyboardInterrupt: _interrupted,
-      WriteError: str,
-      OSError: lambda e: _failed(e, workdir)})
+  try:
+    code = cli.run_command(lambda: train.train_and_evaluate(cfg, workdir, overwrite=overwrite),
+                           hints={
+        KeyboardInterrupt: _interrupted,
+        WriteError: str,
+        OSError: lambda e: _failed(e, workdir)})
+  except BaseException:  # pylint: disable=broad-except
+    if not distributed:
+      raise
+    hosts.end(1, sys.exc_info())  # names a lost process, or prints this one's traceback.
+    raise
+  if distributed:  # the other processes must not take this one's exit for a lost one.
+    hosts.end(code)
   if code:
     return code
   print(f'done: {os.path.join(workdir, "summary.json")}')

@@ -33,6 +33,17 @@ def replicate(tree, m):
   return jax.device_put(tree, NamedSharding(m, P()))
 
 
+def put(x, sharding) -> jax.Array:
+  """A global array of the host value `x` (NumPy or scalar, the same on every process)
+  placed with `sharding`: each process fills only the shards its own devices hold, so this
+  works on several hosts, where `jax.device_put` of host data to devices of other processes
+  does not. On one host it is `jax.device_put`."""
+  x = np.asarray(x)
+  if sharding.is_fully_addressable:
+    return jax.device_put(x, sharding)
+  return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
 def shard_batch(batch: dict, m) -> dict:
   """Assembles this host's share of a global batch into arrays sharded on 'data'. Arrays
   already on the device (the device pipeline's batches, several seeds' stacked batches)

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from msmgan_jax.core import sharding
 from msmgan_jax.data import recipe
 
 FORMAT = 'msmgan_jax arrays v1'
@@ -127,7 +128,10 @@ class DevicePipeline:
       raise ArrayError(f'the training split {spec} holds {len(labels)} examples, fewer than '
                        f'one batch of {batch_size}{sliced}; lower batch_size or use more data')
     rep = NamedSharding(mesh, P())
-    self.images, self.labels = jax.device_put((images, labels), rep)
+    # Every host holds the whole split (replicated on its devices) and draws the same
+    # permutation: the global batches, and so the students, do not depend on how many
+    # hosts share the devices.
+    self.images, self.labels = sharding.put(images, rep), sharding.put(labels, rep)
     self.test_images = arrays['test_images'][test]
     self.test_labels = arrays['test_labels'][test]
     self.num_train, self.num_test = len(labels), len(self.test_labels)
@@ -194,6 +198,7 @@ class DevicePipeline:
       labels = np.zeros(size, np.int32)
       labels[:k] = self.test_labels[start:start + k]
       mask = (np.arange(size) < k).astype(np.float32)
-      yield {'image': self._eval_batch(images, mask),
-             'label': jax.device_put(labels, self._batch_sharding),
-             'mask': jax.device_put(mask, self._batch_sharding)}
+      place = lambda x: sharding.put(x, self._batch_sharding)
+      mask = place(mask)
+      yield {'image': self._eval_batch(place(images), mask), 'label': place(labels),
+             'mask': mask}

@@ -21,15 +21,17 @@ otherwise computed once from a sample of the training split. Those stats and the
 check are cached as JSON in the TFDS data dir (`msmgan_cache/`); a folder given by path is
 only read.
 
-Training batches are infinite, shuffled, augmented and sharded per host; eval
-batches cover every example exactly once (the last batch is padded and carries
-a `mask`). `dataset.pipeline` picks who makes them: `device` holds the splits in device
-memory and makes batches with jitted code (`arrays.DevicePipeline`, epoch-exact order),
-`tfdata` streams them through tf.data (large datasets, several hosts); `auto` takes
-`device` on one host when the training images take at most `DEVICE_MAX_BYTES`. Data a
-source reads without TFDS (an `.npz` file) goes to the device pipeline. With
-`load(..., with_index=True)` every training batch also carries `index`, each example's
-position in the training split.
+Training batches are infinite, shuffled and augmented; eval batches cover every example
+exactly once (the last batch is padded and carries a `mask`). Both are global batches: each
+host makes its slice of every one, and the global stream for a seed is the same on any
+number of hosts, so N hosts of D devices train the student one host of N x D devices
+trains. `dataset.pipeline` picks who makes them: `device` holds the splits in device memory
+(every host the whole split) and makes batches with jitted code (`arrays.DevicePipeline`,
+epoch-exact order), `tfdata` streams them through tf.data (large datasets; every host reads
+the stream and augments its own slice); `auto` takes `device` when the training images
+take at most `DEVICE_MAX_BYTES`. Data a source reads without TFDS (an `.npz` file) goes to
+the device pipeline. With `load(..., with_index=True)` every training batch also carries
+`index`, each example's position in the training split.
 
 TensorFlow and TFDS are imported on first use, so the `.npz` path runs where they are not
 installed.
@@ -317,12 +319,8 @@ def load(cfg, *, batch_size: int, eval_batch_size: int, mesh=None, with_index: b
   pipeline = cfg.pipeline
   if pipeline == 'auto':
     pixel_bytes = num_train * int(np.prod(shape)) * (4 if cfg.image_size else 1)
-    pipeline = 'device' if jax.process_count() == 1 and pixel_bytes <= DEVICE_MAX_BYTES \
-        else 'tfdata'
+    pipeline = 'device' if pixel_bytes <= DEVICE_MAX_BYTES else 'tfdata'
   if pipeline == 'device':
-    if jax.process_count() > 1:
-      raise DataError('dataset.pipeline device runs on one host only; use tfdata (or auto) '
-                      'with several hosts')
     return _device(cfg, to_arrays(cfg), batch_size, eval_batch_size, mesh, sliced=True,
                    with_index=with_index)
   return _tfdata(cfg, builder, shape, num_train, batch_size, eval_batch_size, with_index)
@@ -351,32 +349,54 @@ def _device(cfg, arrays, batch_size, eval_batch_size, mesh, sliced=False, with_i
 
 
 def _tfdata(cfg, builder, shape, num_train, batch_size, eval_batch_size, with_index=False):
-  """The tf.data pipeline: per-host shards, a shuffle buffer, augmentation in tf.data; with
-  `with_index`, each example's position in the split travels with it into 'index'."""
+  """The tf.data pipeline, the same global stream on any number of hosts: every host reads
+  the split in one seeded order (files shuffled with the seed, a seeded shuffle buffer),
+  numbers the examples of that stream, and keeps its own slice of each global batch
+  (positions `process_index * B / hosts` on); only those are augmented, seeded by their
+  number in the stream. So N hosts of D devices train the student one host of N x D
+  devices trains. With `with_index`, each example's position in the split travels with it
+  into 'index'."""
   stats = normalisation(cfg, builder)
+  num_test = num_examples(builder, cfg.test_split)
   info = DatasetInfo(cfg.name, builder.info.features['label'].num_classes, shape,
-                     num_train, num_examples(builder, cfg.test_split),
+                     num_train, num_test,
                      tuple(builder.info.features['label'].names), tuple(stats[0]),
                      tuple(stats[1]), split_record(builder))
-  per_host = batch_size // jax.process_count()
-  per_host_eval = eval_batch_size // jax.process_count()
-  shard = (jax.process_index(), jax.process_count())
+  hosts, me = jax.process_count(), jax.process_index()
+  per_host = batch_size // hosts
+  per_host_eval = eval_batch_size // hosts
+
+  def mine(size, part):
+    """Keeps this host's slice of every global batch of `size` in an enumerated stream."""
+    return lambda n, ex: tf.equal((n % size) // part, me)
 
   def train_batches(seed: int, skip: int = 0) -> Iterator[dict]:
     """This host's training batches for `seed`, deterministic, after skipping `skip` of them."""
-    ds = _read(builder, cfg.train_split, shard, shuffle_seed=seed, positions=with_index)
-    ds = ds.cache().repeat().shuffle(cfg.shuffle_buffer, seed=seed)
-    ds = ds.enumerate().map(_preprocess(cfg, stats, True, seed, with_index),
-                            num_parallel_calls=tf.data.AUTOTUNE)
+    ds = _read(builder, cfg.train_split, shuffle_seed=seed, positions=with_index)
+    ds = ds.cache().repeat().shuffle(cfg.shuffle_buffer, seed=seed).enumerate()
+    if hosts > 1:
+      ds = ds.filter(mine(batch_size, per_host))
+    ds = ds.map(_preprocess(cfg, stats, True, seed, with_index),
+                num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(per_host, drop_remainder=True).skip(skip).prefetch(tf.data.AUTOTUNE)
     return iter(tfds.as_numpy(ds))
 
-  eval_ds = _read(builder, cfg.test_split, shard).enumerate()
+  eval_ds = _read(builder, cfg.test_split).enumerate()
+  if hosts > 1:
+    eval_ds = eval_ds.filter(mine(eval_batch_size, per_host_eval))
   eval_ds = eval_ds.map(_preprocess(cfg, stats, False), num_parallel_calls=tf.data.AUTOTUNE).cache()
+  num_eval_batches = -(-num_test // eval_batch_size)
 
   def eval_fn() -> Iterator[dict]:
+    """This host's slice of every global eval batch; where the last global batch leaves it
+    nothing, an all-masked batch, so every host runs the same number of eval steps."""
+    made = 0
     for batch in tfds.as_numpy(eval_ds.batch(per_host_eval).prefetch(tf.data.AUTOTUNE)):
+      made += 1
       yield pad_batch(batch, per_host_eval)
+    for _ in range(num_eval_batches - made):
+      empty = {'image': np.zeros((0,) + tuple(shape), np.float32), 'label': np.zeros(0, np.int32)}
+      yield pad_batch(empty, per_host_eval)
   return info, train_batches, eval_fn
 
 
