@@ -24,8 +24,8 @@ kernel closes a killed process's socket at once, process 0 sees it, tells the ot
 process stopped, and every surviving process prints that and exits 3
 (`errors.EXIT_HOST_LOST`) within `GRACE_S` seconds. Checkpoints are committed atomically,
 so the last one every process finished is intact and the rerun resumes from it. A process
-that ends normally (or with an error of its own) says so first (`finish`), so its exit
-stops nobody that is finishing too.
+that ends on its own (done, or with an error it reported) says so first (`end`), so its
+exit stops nobody that is finishing too.
 """
 import dataclasses
 import os
@@ -112,7 +112,7 @@ def rendezvous(s: Settings, timeout: float) -> dict:
   return {0: _join(s, timeout)}
 
 
-def _host(s: Settings, timeout: float) -> None:
+def _host(s: Settings, timeout: float) -> dict:
   host, port = _split(s.coordinator_address)
   server = socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET, socket.SOCK_STREAM)
   server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -177,7 +177,7 @@ def _host(s: Settings, timeout: float) -> None:
     server.close()
 
 
-def _join(s: Settings, timeout: float) -> None:
+def _join(s: Settings, timeout: float) -> socket.socket:
   host, port = _split(s.coordinator_address)
   deadline, last = time.monotonic() + timeout, None
   while True:
