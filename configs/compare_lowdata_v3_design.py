@@ -40,6 +40,13 @@ configs/compare_lowdata_v2.py); every later candidate changes one thing of candi
    the first stage only);
 13. teacher forcing without the per-block discriminators (`gan.alpha_adv=0`,
    `gan.alpha_task=0`: the forced blocks regress the anchor's maps only, as LIT's sections do).
+14. blocks alongside end-to-end KD, LIT's joint form: no greedy block phase, every stage's
+   head phase adds each block's teacher-forced feature MSE at the block phases' weight
+   (`stages.block_stages=0; stages.forced_joint=1.0`: block k fed the anchor's block k-1
+   map, regressed onto its block k map, trained with the head's logit loss; Koratana et al.
+   ICML 2019);
+15. the joint form of 14 after the teacher-forced greedy block phases of 9
+   (`stages.teacher_forced=True; stages.forced_joint=1.0`).
 A later candidate is appended; a finished candidate keeps its number.
 Results: results/lowdata_v3_design/compare.{json,md}.
 """
@@ -77,5 +84,7 @@ def get_config(arg=None):
       'stages.stage_shares=(0.1, 0.1, 0.8); stages.teacher_forced=True',
       'stages.teacher_forced=True; stages.block_stages=-1',
       'stages.teacher_forced=True; gan.alpha_adv=0.0; gan.alpha_task=0.0',
+      'stages.block_stages=0; stages.forced_joint=1.0',
+      'stages.teacher_forced=True; stages.forced_joint=1.0',
   )
   return c

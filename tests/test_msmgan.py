@@ -126,7 +126,8 @@ def test_msmgans_groups_come_from_the_method_not_the_schema_module():
   for group in ('stages', 'msmgan', 'gan', 'disc', 'mutual'):
     assert registry.GROUPS[group].defaults.__module__ == 'msmgan_jax.methods.msmgan.config'
   assert set(config.defaults().stages) == {'greedy', 'phase_shares', 'block_stages',
-                                           'finetune_all', 'head_feat', 'teacher_forced'}
+                                           'finetune_all', 'head_feat', 'teacher_forced',
+                                           'forced_joint'}
   assert isinstance(config.defaults().anchors, ml_collections.ConfigDict)
   np.testing.assert_equal(whole_student('kd', ce.ce_loss, ANCHOR).signature,
                           whole_student('kd', ce.ce_loss, ANCHOR).signature)

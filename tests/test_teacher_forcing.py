@@ -1,6 +1,7 @@
-"""MS-MGANs v3's teacher-forced block phases (`stages.teacher_forced`, `Phase.teacher_forced`):
-student block k learns from the anchor's block k-1 map, so the student's own earlier blocks
-play no part in it; the config refuses pairs whose maps do not fit."""
+"""MS-MGANs v3's teacher forcing: the greedy block phases (`stages.teacher_forced`,
+`Phase.teacher_forced`), where student block k learns from the anchor's block k-1 map so the
+student's own earlier blocks play no part in it, and the joint form in the head phase
+(`stages.forced_joint`, `StepView.forced`); the config refuses pairs whose maps do not fit."""
 import types
 
 import jax
@@ -8,11 +9,11 @@ import numpy as np
 import pytest
 
 from msmgan_jax import config as config_lib
-from msmgan_jax.core import models
+from msmgan_jax.core import losses, models
 from msmgan_jax.core import phase as phase_lib
 from msmgan_jax.core.steps import PhaseSteps
 from msmgan_jax.core import sharding
-from support import host, make_distiller, synthetic_batches, tiny_cfg
+from support import host, make_distiller, run_phase_steps, synthetic_batches, tiny_cfg
 
 
 def _block_2_after_one_step(tmp_path, forced: bool, nudge: float):
@@ -67,3 +68,51 @@ def test_a_teacher_map_of_another_shape_is_refused_when_traced():
   for wrong in ((2, 14, 14, 16), (2, 7, 7, 32), (2, 28, 28, 32)):
     with pytest.raises(ValueError, match=r'block 2 gives \(14, 14, 32\)'):
       PhaseSteps._forced_input(fake, np.ones(wrong, np.float32), (2, 28, 28, 1), 2)
+
+
+def _head_loss_after_one_step(tmp_path, weight: float):
+  """(the head phase's logged loss on the first synthetic batch, the states before it, the
+  distiller) for a resnet8 -> resnet8 msmgan with stages.forced_joint = `weight` (the anchor
+  as the head's partner: mutual.enabled=False)."""
+  cfg = tiny_cfg(method='msmgan', **{'teacher.model': 'resnet8', 'student.model': 'resnet8',
+                                     'mutual.enabled': False, 'stages.forced_joint': weight})
+  d = make_distiller(cfg, tmp_path / str(weight))
+  head = d.phases[0][-1]
+  assert head.trains_connectors == (weight > 0)
+  before, _, metrics = run_phase_steps(d, head, n=1)
+  return float(metrics['loss']), before, d
+
+
+@pytest.mark.slow  # seconds: compiles two head steps.
+def test_the_joint_form_adds_each_blocks_mse_with_the_anchors_map_as_its_input(tmp_path):
+  """stages.forced_joint = w adds w x sum_k MSE(C_k(S_k(T_{k-1}(x))), T_k(x)) to the head
+  phase's loss (LIT's joint form): checked against the blocks, connectors and anchor applied
+  here one at a time, each student block fed the anchor's previous map."""
+  plain, before, _ = _head_loss_after_one_step(tmp_path, 0.0)
+  joint, before_joint, d = _head_loss_after_one_step(tmp_path, 0.5)
+  jax.tree.map(np.testing.assert_array_equal, before['g'].params, before_joint['g'].params)
+  x = next(synthetic_batches(0))['image']
+  _, t_maps = d.t_model.apply(d.anchors[0].variables, x, train=False)
+  g = before['g']
+  expected = 0.0
+  for k in range(d.student.num_blocks):
+    h = x if k == 0 else t_maps[k - 1]
+    (_, out), _ = d.student.apply({'params': g.params['student'],
+                                   'batch_stats': g.batch_stats['student']}, h, train=True,
+                                  start=k, stop=k + 1, with_head=False, mutable=['batch_stats'])
+    proj, _ = d.connectors.apply({'params': g.params['connectors'],
+                                  'batch_stats': g.batch_stats['connectors']}, out[0], k,
+                                 train=True, mutable=['batch_stats'])
+    expected += float(losses.feature_mse(proj, t_maps[k]))
+  assert expected > 0
+  assert joint - plain == pytest.approx(0.5 * expected, rel=1e-4)
+
+
+def test_the_joint_form_needs_maps_that_fit_and_the_blocks_training():
+  with pytest.raises(config_lib.ConfigError, match=r'stages\.forced_joint.*resnet8 gives'):
+    tiny_cfg(method='msmgan', **{'stages.forced_joint': 1.0})  # a cnn student.
+  with pytest.raises(config_lib.ConfigError, match=r'stages\.forced_joint.*finetune_all'):
+    tiny_cfg(method='msmgan', **{'student.model': 'resnet8', 'stages.forced_joint': 1.0,
+                                 'stages.finetune_all': False})
+  with pytest.raises(config_lib.ConfigError, match=r'stages\.forced_joint'):
+    tiny_cfg(method='msmgan', **{'student.model': 'resnet8', 'stages.forced_joint': -1.0})

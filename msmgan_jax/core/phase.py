@@ -167,7 +167,12 @@ class StepView:
   (training mode; the new BatchNorm statistics are kept) and returns the projected map,
   with the teacher's channels (the phase must set `trains_connectors` for them to learn).
   `t_head(f)` runs the stage's anchor's classifier head (frozen, inference mode) on a map
-  with its last block's channels: (B, C) logits. `step` is the student's step within the
+  with its last block's channels: (B, C) logits. `forced(k)` runs student block `k`
+  (0-based, k >= first) in training mode on the partner's block k - 1 map (the images for
+  k = 0) without gradient to that map, and returns its (B, H, W, C_S) map (teacher forcing,
+  LIT, Koratana et al. ICML 2019); its BatchNorm statistics are dropped (the running ones
+  follow the student's own path); ValueError (at trace time) where the partner's map is not
+  the shape the student's block k - 1 gives, or the phase has no partner features. `step` is the student's step within the
   phase (a traced int32) and `epoch` the epochs of images the phase has trained on before
   this step. `index` (B,) int32 is each example's position in the training split (None
   unless the method is registered with `needs_index`). With a `MethodState`, `params` are
@@ -190,6 +195,7 @@ class StepView:
   params: Any = None
   buffers: Any = None
   set_buffers: Optional[Callable] = None
+  forced: Optional[Callable] = None
 
   @property
   def epoch(self):

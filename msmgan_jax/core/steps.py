@@ -171,6 +171,18 @@ class PhaseSteps:
         c_stats[0] = _merge(c_stats[0], new_c['batch_stats'])
         return out
 
+      def forced(k):
+        if t_feats is None:
+          raise ValueError(f'phase {p.name!r}: teacher forcing needs the partner\'s block maps; '
+                           'this phase\'s partner gives none')
+        if k < first:
+          raise ValueError(f'phase {p.name!r}: block {k + 1} does not train in this phase')
+        h_in = x if k == 0 else self._forced_input(t_feats[k - 1], x.shape, k)
+        (_, out), _ = self.student.apply({'params': params['student'], 'batch_stats': s_stats},
+                                         h_in, train=True, start=k, stop=k + 1,
+                                         with_head=False, mutable=['batch_stats'])
+        return out[0]
+
       buffers = [None if m_state is None else m_state.buffers]
 
       def set_buffers(new):
@@ -185,7 +197,7 @@ class PhaseSteps:
                           anchor, f, train=False, start=self.num_blocks)[0]),
                       step=g_state.step, images_per_step_epoch=self.epoch_per_step,
                       index=batch.get('index'), params=m_params, buffers=buffers[0],
-                      set_buffers=None if m_state is None else set_buffers)
+                      set_buffers=None if m_state is None else set_buffers, forced=forced)
       s_loss = p.loss(view)
       return s_loss, (s_logits, s_new, c_stats[0], buffers[0])
 

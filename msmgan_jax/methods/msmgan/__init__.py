@@ -11,7 +11,9 @@ Per stage (one teacher anchor each, weakest first):
 - the head phase: CE + msmgan.beta tau^2 KL from the logits of a trainable copy of the
   anchor (`mutual.enabled`; `MutualCopy`), which learns CE + mutual.beta_t tau^2 KL towards
   the student (deep mutual learning, Zhang et al. 2018), plus stages.head_feat x the block
-  features' MSE and gan.head_task x the last block's task term where those are > 0.
+  features' MSE, stages.forced_joint x each block's MSE fed the anchor's previous map
+  (teacher forcing beside the logit loss, LIT's joint form) and gan.head_task x the last
+  block's task term where those are > 0.
 Ablations (`config.ABLATIONS`) switch one part off each.
 
 Its modules: `config` (its groups `stages`, `msmgan`, `gan`, `disc`, `mutual`, checks,
@@ -45,7 +47,8 @@ def _phases(cfg, num_blocks: int, stage: int) -> list:
   else:
     blocks = [Phase('blocks', sum(shares[:num_blocks]), tuple(range(num_blocks)),
                     critic=critic, weight=weight)]
-  feature_aux = (cfg.stages.head_feat > 0 or cfg.gan.head_task > 0) and cfg.stages.finetune_all
+  feature_aux = (cfg.stages.head_feat > 0 or cfg.gan.head_task > 0
+                 or cfg.stages.forced_joint > 0) and cfg.stages.finetune_all
   adv = adversarial.uses(cfg)
   head = Phase('head', shares[num_blocks],
                loss=head_loss_with_features if feature_aux else head_loss,

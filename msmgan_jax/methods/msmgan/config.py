@@ -19,6 +19,7 @@ def defaults_stages(c: ml_collections.ConfigDict) -> None:
   c.stages = s = ml_collections.ConfigDict()
   s.greedy = True                 # layer-wise greedy block phases (False = ablation end to end).
   s.teacher_forced = False        # greedy block phases: block k is fed the anchor's block k-1 map, not the student's (LIT's teacher forcing).
+  s.forced_joint = 0.0            # head phase (finetune_all): + this x every block's feature MSE with teacher forcing (LIT's joint form; 0 = off).
   s.phase_shares = (0.1, 0.1, 0.1, 0.7)  # stage budget split: block_1..block_K, head.
   s.block_stages = 1              # leading stages with block phases (-1 = all; later: head only).
   s.finetune_all = True           # head phase also trains every block (at student.finetune_lr_mult).
@@ -75,7 +76,7 @@ def defaults_mutual(c: ml_collections.ConfigDict) -> None:
 
 
 def check_stages(cfg) -> None:
-  check_finite(cfg, ('stages.head_feat',))
+  check_finite(cfg, ('stages.head_feat', 'stages.forced_joint'))
 
 
 HEAD_LOSSES = ('kd', 'dkd')
@@ -137,6 +138,10 @@ def check(cfg) -> None:
           'temperature: use one of them')
   if cfg.stages.teacher_forced:
     _check_teacher_forcing(cfg)
+  if cfg.stages.forced_joint > 0:
+    require(cfg.stages.finetune_all, 'stages.forced_joint',
+            'trains every block in the head phase: it needs stages.finetune_all=True')
+    _check_forced_maps(cfg, 'stages.forced_joint')
   require(cfg.disc.kind in DISC_KINDS, 'disc.kind',
           f'{cfg.disc.kind!r} is not one of {DISC_KINDS}')
   require(isinstance(cfg.disc.steps_per_g, int) and cfg.disc.steps_per_g >= 1,
@@ -154,13 +159,19 @@ def _check_teacher_forcing(cfg) -> None:
   require(cfg.stages.greedy, 'stages.teacher_forced',
           'feeds each block phase\'s block the anchor\'s map before it: it needs '
           'stages.greedy=True (one block per phase)')
+  _check_forced_maps(cfg, 'stages.teacher_forced')
+
+
+def _check_forced_maps(cfg, field: str) -> None:
+  """A built-in teacher whose block maps the student's blocks can take as inputs (the same
+  channels and downsampling before the last block), for teacher forcing by `field`."""
   if cfg.teacher.source != 'msmgan_jax':
     return  # an external teacher's maps are checked when its first block phase is traced.
   s = models.create_model(cfg.student.model, 10)
   t = models.create_model(cfg.teacher.model, 10)
   fits = (tuple(s.block_channels[:-1]) == tuple(t.block_channels[:-1])
           and tuple(s.block_strides[:-1]) == tuple(t.block_strides[:-1]))
-  require(fits, 'stages.teacher_forced',
+  require(fits, field,
           f'feeds student blocks the teacher\'s maps, but {cfg.teacher.model} gives '
           f'{tuple(t.block_channels[:-1])} channels at downsampling '
           f'{tuple(t.block_strides[:-1])} where {cfg.student.model} takes '
@@ -190,7 +201,7 @@ ADDED = {'stages.block_stages': -1, 'mutual.frozen_bn': False, 'msmgan.loss': 'k
          'msmgan.dkd_warmup_epochs': 1.25, 'msmgan.ctkd': False,
          'msmgan.head_disc': 0.0, 'msmgan.head_disc_lr': 1e-4, 'msmgan.head_disc_r1': 1.0,
          'msmgan.head_disc_ramp': 1.0, 'msmgan.target': 'anchor',
-         'stages.teacher_forced': False}
+         'stages.teacher_forced': False, 'stages.forced_joint': 0.0}
 
 
 def single_stage(cfg) -> dict:

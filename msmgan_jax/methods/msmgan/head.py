@@ -53,9 +53,18 @@ def head_loss_with_features(view):
   (the block phases' feature terms, kept while the head trains) + gan.head_task x the last
   block's task term: tau^2 KL(T || T_head(C_K(f_S^K))), the anchor's (frozen) head on the
   student's connected last map against the partner's logits (SRRL's idea, Yang et al.
-  ICLR 2021, as a KL; the last block's critic term kept while the head trains)."""
+  ICLR 2021, as a KL; the last block's critic term kept while the head trains)
+  + stages.forced_joint x sum_k MSE(C_k(S_k(T_{k-1}(x))), T_k(x)), every student block fed
+  the partner's previous block map (teacher forcing) and regressed onto its next one,
+  trained jointly with the head's logit loss (LIT's section loss beside end-to-end KD,
+  Koratana et al. ICML 2019, eq. 3; LIT weighs them 0.25 : 0.75)."""
   cfg = view.cfg
   s_loss = head_loss(view)
+  if cfg.stages.forced_joint > 0:
+    for k in range(view.first, view.first + len(view.s_feats)):
+      own = view.s_feats[k - view.first] if k == 0 else view.forced(k)  # block 1: the images.
+      s_loss += cfg.stages.forced_joint * losses.feature_mse(view.connect(k - view.first, own),
+                                                             view.t_feats[k])
   last = len(view.s_feats) - 1
   for i, f in enumerate(view.s_feats):
     if cfg.stages.head_feat <= 0 and i != last:
