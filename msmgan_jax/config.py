@@ -37,6 +37,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.eval_batch_size = 1000        # global eval batch size (the last batch is padded).
   c.log_every_steps = 50          # training metrics are logged every this many steps.
   c.checkpoint_every_steps = 500  # latest state is also saved every this many steps.
+  c.steps_per_dispatch = 1        # training steps per program the device runs (a scan over that many batches; the same results as 1). Pick one dividing log_every_steps.
 
   c.dataset = d = ml_collections.ConfigDict()
   d.name = 'fashion_mnist'        # a TFDS name, a prepared TFDS dataset dir or an image folder.
@@ -228,6 +229,7 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     _require(bool(_SPLIT.match(str(cfg.dataset[f]))), f'dataset.{f}',
              f'{cfg.dataset[f]!r} is not a TFDS split such as train or train[:10%]')
   for f in ('batch_size', 'eval_batch_size', 'log_every_steps', 'checkpoint_every_steps',
+            'steps_per_dispatch',
             'dataset.shuffle_buffer', 'teacher.epochs', 'student.epochs', 'anchors.num'):
     v = cfg[f] if '.' not in f else cfg[f.split('.')[0]][f.split('.')[1]]
     _require(isinstance(v, int) and v > 0, f, f'must be a positive integer, got {v!r}')

@@ -130,10 +130,13 @@ def evaluate(eval_step, variables, eval_batches, mesh) -> dict:
 
 def train_loop(states, step_fn, *, batches, start: int, stop: int, mesh, batch_size: int,
                log_every: int, log: Callable, after_step: Callable, save: Callable,
-               save_at: Callable, where: str, window=(), epoch_steps: int = 0):
-  """Runs `step_fn` for steps start..stop-1; returns (states, seconds of the first step).
+               save_at: Callable, where: str, window=(), epoch_steps: int = 0,
+               multi_step: Callable = None, steps_per_dispatch: int = 1,
+               event_at: Callable = None):
+  """Runs `step_fn` for steps start..stop-1; returns (states, seconds of the first dispatch,
+  the steps it ran).
 
-  The first step includes compilation, so it is timed apart (one device sync). Every
+  The first dispatch includes compilation, so it is timed apart (one device sync). Every
   `log_every` steps (and at the end) `log(step, means)` gets the mean metrics of the steps
   since the last log and the throughput. Then, steps counted from 1, `after_step(step,
   states)` evaluates (or not) and `save(step, states, window)` checkpoints where
@@ -141,57 +144,104 @@ def train_loop(states, step_fn, *, batches, start: int, stop: int, mesh, batch_s
   goes into the checkpoint, and a resumed run passes it back, so its logs are the ones an
   uninterrupted run writes.
 
+  Steps per dispatch: with `multi_step` ((states, batches stacked on a new leading axis of
+  c) -> (states, metrics stacked on that axis), c consecutive steps in one program, e.g.
+  `scanned`) and `steps_per_dispatch` k > 1, the loop hands the device up to k batches at a
+  time. A dispatch never runs past a step where anything happens (a log, `save_at`,
+  `event_at`, the end), so logs, evaluations and checkpoints are those of one step per
+  dispatch; a dispatch of one step uses `step_fn`. Choose k dividing `log_every` (and the
+  steps between evaluations) so that one program size serves every dispatch.
+
   A progress bar (a terminal only) counts the steps of `where`, one bar per epoch of
   `epoch_steps` steps when that is given, and shows the last logged loss.
 
   Faults: a NaN or inf metric raises `faults.NumericalError` naming `where`, the step and
   the metric; metrics are checked before anything is saved, so no checkpoint holds a
   diverged state. A SIGTERM / SIGINT (under `faults.graceful_stop`) saves at the next
-  step boundary and raises `faults.Interrupted`.
+  dispatch boundary and raises `faults.Interrupted`.
   """
-  done, pending, t0, first_step_s, timed = list(window), [], time.time(), 0.0, 0
+  done, pending, t0, first_step_s, first_steps, timed = list(window), [], time.time(), 0.0, 0, 0
+  k = steps_per_dispatch if multi_step is not None else 1
+
+  def boundary(s: int) -> bool:
+    """Something happens after step s (counted from 1): the dispatch ends there."""
+    return (s % log_every == 0 or s == stop or save_at(s) or bool(event_at and event_at(s))
+            or bool(epoch_steps and s % epoch_steps == 0))
+
   bar = None
+  step = start
   try:
-    for step in range(start, stop):
+    while step < stop:
       if bar is None:
         bar = _step_bar(where, step, stop, epoch_steps)
-      states, metrics = step_fn(states, sharding.shard_batch(next(batches), mesh))
-      bar.update()
-      faults.point('step')
+      c = 1
+      while c < k and not boundary(step + c):
+        c += 1
+      if c == 1:
+        states, metrics = step_fn(states, sharding.shard_batch(next(batches), mesh))
+      else:
+        placed = [sharding.shard_batch(next(batches), mesh) for _ in range(c)]
+        states, metrics = multi_step(states, jax.tree.map(lambda *b: jnp.stack(b), *placed))
+      bar.update(c)
+      for _ in range(c):
+        faults.point('step')
       if step == start:
         jax.block_until_ready(metrics)
-        first_step_s = time.time() - t0
-      pending.append(metrics)
-      timed += 1
-      logging_now = (step + 1) % log_every == 0 or step + 1 == stop
+        first_step_s, first_steps = time.time() - t0, c
+      pending.append((metrics, c))
+      timed += c
+      step += c
+      logging_now = step % log_every == 0 or step == stop
       signum = faults.stop_requested()
       if jax.process_count() > 1:  # every host must stop (and save) at the same step.
-        signum = _agreed(signum) if logging_now or save_at(step + 1) else None
-      saving = save_at(step + 1) or signum is not None
+        signum = _agreed(signum) if logging_now or save_at(step) else None
+      saving = save_at(step) or signum is not None
       if logging_now or saving:  # floats, or lists of one float per seed.
-        host = [{k: np.asarray(v, np.float64).tolist() for k, v in m.items()}
-                for m in jax.device_get(pending)]
-        _check_finite(host, step + 1 - len(host), where)
+        host = []
+        for m, n in jax.device_get(pending):
+          m = {key: np.asarray(v, np.float64) for key, v in m.items()}
+          host += ([{key: v.tolist() for key, v in m.items()}] if n == 1 else
+                   [{key: v[j].tolist() for key, v in m.items()} for j in range(n)])
+        _check_finite(host, step - len(host), where)
         done, pending = done + host, []
       if logging_now:
-        means = {k: np.mean([m[k] for m in done], axis=0).tolist() for k in done[0]}
+        means = {key: np.mean([m[key] for m in done], axis=0).tolist() for key in done[0]}
         means['images_per_s'] = timed * batch_size / (time.time() - t0)
-        log(step + 1, means)
-        bar.set_postfix({k: f'{np.mean(v):.4g}' for k, v in means.items()
-                         if k in ('loss', 'g_loss', 'accuracy')}, refresh=False)
+        log(step, means)
+        bar.set_postfix({key: f'{np.mean(v):.4g}' for key, v in means.items()
+                         if key in ('loss', 'g_loss', 'accuracy')}, refresh=False)
         done, t0, timed = [], time.time(), 0
-      if step + 1 == stop or (epoch_steps and (step + 1) % epoch_steps == 0):
+      if step == stop or (epoch_steps and step % epoch_steps == 0):
         bar.close()  # before after_step prints its evaluation line.
         bar = None
-      states = after_step(step + 1, states)
+      states = after_step(step, states)
       if saving:
-        save(step + 1, states, done)
+        save(step, states, done)
       if signum is not None:
-        raise faults.Interrupted(signum, f'{where} at step {step + 1}')
+        raise faults.Interrupted(signum, f'{where} at step {step}')
   finally:
     if bar is not None:
       bar.close()
-  return states, first_step_s
+  return states, first_step_s, first_steps
+
+
+def scanned(step_fn: Callable) -> Callable:
+  """c steps of `step_fn(states, batch, *args)` in one jitted program: (states, batches
+  stacked on a leading axis of c, *args) -> (states, metrics stacked on that axis), by
+  `jax.lax.scan`, so the device runs them without the host between steps (compiled once per
+  c). The states are donated; `args` (say, an anchor's variables) are arguments of the
+  program, never constants baked into it.
+
+  On CPU the scan is unrolled (c copies of the step in one program): XLA:CPU runs a
+  convolution inside a while loop about 16x slower than outside one (a resnet8 step at
+  batch 64 on this project's 2-core machine: 1.9 s rolled, 0.06-0.08 s unrolled, 0.1 s one
+  step per dispatch), at the price of a compile time that grows with c. On GPU and TPU the
+  loop stays rolled (one compiled step body whatever c)."""
+  unroll = True if jax.devices()[0].platform == 'cpu' else 1
+
+  def run(states, stacked, *args):
+    return jax.lax.scan(lambda s, b: step_fn(s, b, *args), states, stacked, unroll=unroll)
+  return jax.jit(run, donate_argnums=0)
 
 
 def _agreed(signum):

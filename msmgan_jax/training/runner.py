@@ -18,9 +18,11 @@ class PhaseRunner:
   `seeds` its `training.seeds.Seeds`; `step_fn(phase, anchor)` gives the step of a phase,
   `evaluate(g_state)` the test metrics, `batches(seed, skip=)` a training batch iterator."""
 
-  def __init__(self, cfg, wd, info, mesh, ckpt, states, seeds, step_fn, evaluate, batches):
+  def __init__(self, cfg, wd, info, mesh, ckpt, states, seeds, step_fn, evaluate, batches,
+               multi_step_fn=None):
     self.cfg, self.wd, self.info, self.mesh, self.ckpt = cfg, wd, info, mesh, ckpt
     self.states, self.seeds, self.step_fn = states, seeds, step_fn
+    self.multi_step_fn = multi_step_fn
     self.evaluate, self.batches = evaluate, batches
 
   def meta(self, position, records, t_start, phase_wall, states, log_window=(), watch=None,
@@ -84,25 +86,31 @@ class PhaseRunner:
 
     per = cfg.student.eval_every_epochs * self.info.num_train  # images between evaluations.
 
-    def after_step(step, states):
+    def evaluating(step) -> bool:
       """Within the phase, a test evaluation each time another `per` images are seen."""
       seen = images_before + step * cfg.batch_size
-      if per > 0 and step < n and seen // per > (seen - cfg.batch_size) // per:
+      return per > 0 and step < n and seen // per > (seen - cfg.batch_size) // per
+
+    def after_step(step, states):
+      if evaluating(step):
         t = time.time()
         log('test', step, {**self.evaluate(states['g']), 'wall_s': t - t_start})
         eval_s[0] += time.time() - t
       return states
     eval_s = [0.0]  # left out of the phase's images/s.
 
-    states, first_step_s = loop.train_loop(
+    k = cfg.steps_per_dispatch
+    states, first_step_s, first_steps = loop.train_loop(
         states, self.step_fn(phase, anchor),
         batches=self.seeds.batches(self.batches, states, start), start=start, stop=n,
         mesh=self.mesh, batch_size=cfg.batch_size, log_every=cfg.log_every_steps,
         log=log_train, after_step=after_step, save=save,
         save_at=lambda step: step % cfg.checkpoint_every_steps == 0 and step < n, where=where,
-        window=resume.get('log_window', ()) if resume else ())
+        window=resume.get('log_window', ()) if resume else (), event_at=evaluating,
+        multi_step=(self.multi_step_fn(phase, anchor) if k > 1 and self.multi_step_fn
+                    else None), steps_per_dispatch=k)
     wall = time.time() - t0
-    steady = n - start - 1
+    steady = n - start - first_steps
     result = None
     if cfg.student.eval_every_phase or i == len(self.states.phases[m]) - 1:
       result = self.evaluate(states['g'])

@@ -63,8 +63,9 @@ class Distiller:
     self.eval_step = self.seeds.eval_step(loop.make_eval_step(self.student))
     self.runner = PhaseRunner(cfg, wd, info, mesh, self.ckpt, self.states, self.seeds,
                               step_fn=lambda phase, anchor: self.step_fn(phase, anchor),
+                              multi_step_fn=lambda phase, anchor: self.multi_step_fn(phase, anchor),
                               evaluate=lambda g: self.evaluate(g), batches=batches)
-    self._steps, self._multi_steps = {}, {}
+    self._steps, self._multi_steps, self._scans = {}, {}, {}
 
   @property
   def phases(self) -> list:
@@ -116,6 +117,19 @@ class Distiller:
           self.seeds.over(one, in_axes=(0, 0, None)), donate_argnums=0)
     multi = self._multi_steps[phase.signature]
     return lambda states, batch: multi(states, batch, anchor_vars)
+
+  def multi_step_fn(self, phase, anchor):
+    """(states, batches stacked on a leading axis of c) -> (states, metrics stacked on it):
+    c consecutive updates of `phase` in one program (`loop.scanned`; every seed's, with
+    several), the steps of `step_fn` one after another; compiled once per phase signature
+    (and c), reused by every stage."""
+    anchor_vars = anchor.variables if anchor is not None else None
+    if phase.signature not in self._scans:
+      one = self._seed_step(phase)
+      self._scans[phase.signature] = loop.scanned(
+          self.seeds.over(one, in_axes=(0, 0, None)) if self.seeds.multi else one)
+    program = self._scans[phase.signature]
+    return lambda states, stacked: program(states, stacked, anchor_vars)
 
   def _seed_step(self, phase):
     """One seed's update: (states, batch, anchor variables) -> (states, metrics). The

@@ -428,12 +428,14 @@ def train_teacher(cfg, wd, info, batches, eval_batches, mesh) -> Teacher:
                               'metrics_offset': wd.metrics.offset(), 'log_window': log_window},
                 where=f'in the teacher by training step {step}')
 
-  loop.train_loop(state, loop.make_classifier_step(model),
-                   batches=batches(cfg.seed, skip=start), start=start, stop=total, mesh=mesh,
-                   batch_size=cfg.batch_size, log_every=cfg.log_every_steps,
-                   log=lambda step, m: log('train', step, m), after_step=after_step, save=save,
-                   save_at=lambda step: step % spe == 0 or step % cfg.checkpoint_every_steps == 0,
-                   where='the teacher', window=window, epoch_steps=spe)
+  train_step = loop.make_classifier_step(model)
+  loop.train_loop(state, train_step, multi_step=loop.scanned(train_step),
+                  steps_per_dispatch=cfg.steps_per_dispatch,
+                  batches=batches(cfg.seed, skip=start), start=start, stop=total, mesh=mesh,
+                  batch_size=cfg.batch_size, log_every=cfg.log_every_steps,
+                  log=lambda step, m: log('train', step, m), after_step=after_step, save=save,
+                  save_at=lambda step: step % spe == 0 or step % cfg.checkpoint_every_steps == 0,
+                  where='the teacher', window=window, epoch_steps=spe)
   return _finished(cfg, model, target, n_params, latest, anchor_ckpt, anchor_epochs)
 
 
