@@ -15,8 +15,13 @@ unfair or incomplete:
 - New baselines, tuned like the others: `ctkd` (KD with CTKD's adversarial temperature, Li
   et al. AAAI 2023), `kd_ls` and `dkd_ls` (kd and dkd with logit standardisation, Sun et al.
   CVPR 2024; candidate 0 at its base temperature 2). dkd's candidates include beta 2.
-- MS-MGANs v3: candidate 0 is the v3 design study's choice (configs/compare_lowdata_v3_design.py,
-  on its own slice `train[20%:60%]`), then the same 4-candidate pattern as every method.
+- MS-MGANs v3: candidate 0 is the v3 design study's choice among the candidates screened
+  when this comparison was planned, 0-13 (configs/compare_lowdata_v3_design.py, on its own
+  slice `train[20%:60%]`: teacher forcing in the greedy block phases), then the same
+  4-candidate pattern as every method.
+  Its ablations are v2's, less those that remove a part the chosen design does not have
+  (`methods.msmgan.config.inapplicable`: say, no_gan for a design without discriminators),
+  which would train msmgan itself again.
 - Tables: the seed-paired intervals beside their Holm-corrected ones over each table's
   family; the verdict reads the corrected ones.
 The teacher trained on all of the training split, the validation slice's images included;
@@ -33,6 +38,7 @@ import ml_collections
 from configs import compare_lowdata_v2, compare_lowdata_v3_design
 from msmgan_jax import config as config_lib
 from msmgan_jax.lab import compare
+from msmgan_jax.methods.msmgan import config as msmgan_config
 
 LR2 = compare_lowdata_v2.LR2
 DESIGN = pathlib.Path(__file__).resolve().parent.parent / 'results' / 'lowdata_v3_design'
@@ -40,25 +46,31 @@ DESIGN = pathlib.Path(__file__).resolve().parent.parent / 'results' / 'lowdata_v
 SAME_START = ('kd', 'dkd', 'ctkd', 'kd_ls', 'dkd_ls')
 
 
-def design_choice() -> str:
-  """MS-MGANs v3's defaults: v2's MS-MGANs plus the v3 design study's chosen candidate (read
-  from its compare.json). While candidates appended to the study still run, the best of
-  those finished (the highest mean validation accuracy, ties: the earlier), so the
-  comparison keeps its msmgan rows until a later candidate beats them (then its config
-  changes and `compare` runs those rows again); v2's MS-MGANs before any has finished."""
+# The design candidates screened when this comparison was planned (0-13); later ones
+# (14-, LIT's joint form) are compared in configs/compare_lowdata_v3b.py.
+PLANNED_CANDIDATES = 14
+
+
+def design_choice(candidates: int = PLANNED_CANDIDATES) -> str:
+  """MS-MGANs v3's defaults: v2's MS-MGANs plus the v3 design study's best of its first
+  `candidates` candidates (0 = all of them), read from its compare.json: the highest mean
+  validation accuracy among those finished (ties: the earlier), as the study chooses; v2's
+  MS-MGANs before any has finished."""
   v2 = compare_lowdata_v3_design.V2
   path = DESIGN / 'compare.json'
   chosen = None
   if path.exists():
     study = json.loads(path.read_text())
-    chosen = study['chosen'].get('msmgan')
-    done = [t for t in study['tuning'] if t['method'] == 'msmgan' and t['mean'] is not None]
-    if chosen is None and done:
+    done = [t for t in study['tuning'] if t['method'] == 'msmgan' and t['mean'] is not None
+            and (not candidates or t['candidate'] < candidates)]
+    if done:
       chosen = max(done, key=lambda t: (t['mean'], -t['candidate']))['setting']
   return '; '.join(s for s in (v2, chosen) if s)
 
 
-def get_config(arg=None):
+def get_config(arg=None, candidates: int = PLANNED_CANDIDATES):
+  """The v3 comparison; `candidates`: msmgan's design is the best of the design study's
+  first that many candidates (0: of all)."""
   if arg not in (None, ''):
     raise config_lib.ConfigError(f'unknown config argument {arg!r}: use nothing')
   c = compare_lowdata_v2.get_config()
@@ -70,7 +82,7 @@ def get_config(arg=None):
   c.methods = ('ce', 'kd', 'dkd', 'ctkd', 'kd_ls', 'dkd_ls', 'msmgan',
                'srrl', 'rco', 'fitnets', 'at', 'dml', 'skd')
   c.ablations_last = False
-  mine = design_choice()
+  mine = design_choice(candidates)
   start = compare.parse_setting(mine).get('student.init', 'random')
   own = f'student.init={start}' if start != 'random' else ''
   c.method_defaults = ml_collections.ConfigDict({
@@ -88,6 +100,11 @@ def get_config(arg=None):
       'title': '30 epochs of the slice (twice the budget); kd and dkd from msmgan\'s start',
       'setting': 'student.epochs=30',
       'methods': ('ce', 'kd', 'dkd', 'best_other', 'msmgan')})
+  # An ablation that removes a part the chosen design lacks would train msmgan itself again.
+  full = compare.apply(compare.copy_config(c.base),
+                       {'method': 'msmgan', **compare.parse_setting(mine)})
+  skip = msmgan_config.inapplicable(full)
+  c.ablations = tuple(a for a in c.ablations if a not in skip)
   if own:
     c.budgets.random_start = ml_collections.ConfigDict({
         'title': 'kd and dkd from a random start (what msmgan\'s start is worth to them)',

@@ -47,6 +47,9 @@ configs/compare_lowdata_v2.py); every later candidate changes one thing of candi
    ICML 2019);
 15. the joint form of 14 after the teacher-forced greedy block phases of 9
    (`stages.teacher_forced=True; stages.forced_joint=1.0`).
+16. the joint form of 14 (which has no block phase, so no per-block discriminator) with the
+   adversarial idea kept where it reads the whole student: the last-map discriminator of 6
+   in every head phase (`msmgan.head_disc=0.1`).
 A later candidate is appended; a finished candidate keeps its number.
 Results: results/lowdata_v3_design/compare.{json,md}.
 """
@@ -86,5 +89,6 @@ def get_config(arg=None):
       'stages.teacher_forced=True; gan.alpha_adv=0.0; gan.alpha_task=0.0',
       'stages.block_stages=0; stages.forced_joint=1.0',
       'stages.teacher_forced=True; stages.forced_joint=1.0',
+      'stages.block_stages=0; stages.forced_joint=1.0; msmgan.head_disc=0.1',
   )
   return c

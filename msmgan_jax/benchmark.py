@@ -22,7 +22,11 @@ machine where absolute numbers do not:
   brought in another form against the native teacher, the same network and weights: its
   Keras 3 twin (`lab/keras_resnet.py`, run by `stateless_call`) and the resnet20 inside a
   Flax module that is not a `Classifier` (run whole, features read by
-  `capture_intermediates`); `time_vs_kd` is its step time over the native kd step's.
+  `capture_intermediates`); `time_vs_kd` is its step time over the native kd step's;
+- with `--dispatch` (only these rows): the kd step at 1, 8 and 32 steps per dispatch
+  (`steps_per_dispatch`) and with 1, 4 and 16 students in one program (`seeds`), each
+  against one step of one student per dispatch, with TFLOP/s (and with `--peak-tflops`
+  the fraction of peak).
 
 Every JSON entry carries `case`, `jax_img_s`, `ref_img_s` and `ratio` (JAX over the
 reference: > 1 means JAX is faster). The steps are the library's own (`steps.PhaseSteps`
@@ -63,6 +67,9 @@ def main(argv=None) -> int:
   parser.add_argument('--teachers', action='store_true',
                       help='only the kd step with the teacher as a Keras 3 model and as a Flax '
                       'module against the native teacher (same network and weights)')
+  parser.add_argument('--dispatch', action='store_true',
+                      help='only the kd step at 1, 8 and 32 steps per dispatch and at 1, 4 '
+                      'and 16 students per program (seeds), against one step of one student')
   parser.add_argument('--recount', metavar='JSON',
                       help='measure nothing: count the FLOP columns of this saved result again '
                       '(its speeds kept) and write it to --json / --md')
@@ -88,8 +95,11 @@ def main(argv=None) -> int:
     if problem:
       print(f'error: --dataset {problem}', file=sys.stderr)
       return 2
-    result = benchmark.measure(args.quick, args.workdir, args.profile, args.runs, args.seeds,
-                               args.dataset, args.peak_tflops, args.teachers)
+    if args.dispatch:
+      result = benchmark.measure_dispatch(args.workdir, args.peak_tflops, args.quick)
+    else:
+      result = benchmark.measure(args.quick, args.workdir, args.profile, args.runs,
+                                 args.seeds, args.dataset, args.peak_tflops, args.teachers)
   table = benchmark.markdown(result)
   print(table)
   if args.json:

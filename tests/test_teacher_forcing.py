@@ -116,3 +116,29 @@ def test_the_joint_form_needs_maps_that_fit_and_the_blocks_training():
                                  'stages.finetune_all': False})
   with pytest.raises(config_lib.ConfigError, match=r'stages\.forced_joint'):
     tiny_cfg(method='msmgan', **{'student.model': 'resnet8', 'stages.forced_joint': -1.0})
+
+
+def test_the_ablations_of_the_joint_form_remove_what_it_has():
+  """For a design with the joint form and no block phase: end_to_end keeps the blocks'
+  terms at the same weight but on the student's own maps, no_blocks removes them, no_gan
+  removes the head's discriminator; an ablation removing a part the design lacks is named
+  by `inapplicable` (it would train the design itself), and `variant` names each."""
+  from msmgan_jax.methods import registry
+  from msmgan_jax.methods.msmgan import config as ms_config
+  base = {'student.model': 'resnet8', 'stages.block_stages': 0, 'stages.forced_joint': 0.5}
+  joint = tiny_cfg(method='msmgan', **base)
+  assert ms_config.inapplicable(joint) == ['no_gan'] and registry.variant(joint) == []
+  e2e = registry.ablation_overrides('msmgan', 'end_to_end', joint)
+  assert e2e['stages.forced_joint'] == 0.0 and e2e['stages.head_feat'] == 0.5
+  assert registry.variant(tiny_cfg(method='msmgan', **{**base, **e2e})) == ['end_to_end']
+  no_blocks = registry.ablation_overrides('msmgan', 'no_blocks', joint)
+  assert registry.variant(tiny_cfg(method='msmgan', **{**base, **no_blocks})) == ['no_blocks']
+  adv = tiny_cfg(method='msmgan', **base, **{'msmgan.head_disc': 0.1})
+  assert ms_config.inapplicable(adv) == []
+  no_gan = registry.ablation_overrides('msmgan', 'no_gan', adv)
+  assert ms_config.inapplicable(tiny_cfg(method='msmgan', **base, **no_gan)) == ['no_gan']
+  # Today's greedy design (forced_joint 0): its ablations are the overrides they always were.
+  greedy = tiny_cfg(method='msmgan')
+  assert ms_config.inapplicable(greedy) == []
+  assert registry.ablation_overrides('msmgan', 'end_to_end', greedy) == {
+      'stages.greedy': False, 'stages.teacher_forced': False}

@@ -43,7 +43,8 @@ SEEDS = 3  # seeds in one program for the seed rows.
 def _cfg(student_model='resnet8', teacher_model='resnet20'):
   cfg = config_lib.defaults()
   cfg.teacher.model, cfg.student.model = teacher_model, student_model
-  cfg.batch_size, cfg.anchors.num, cfg.student.epochs = BATCH, 1, 1
+  # 2 epochs of 60,000 images: over the budget floor, so no run-budget warning is printed.
+  cfg.batch_size, cfg.anchors.num, cfg.student.epochs = BATCH, 1, 2
   return cfg
 
 
@@ -147,6 +148,96 @@ class JaxCase:
     s, b = self.states, self.batches[0]
     fn = fns.feature_step if p.is_feature else fns.logit_step
     return _cost(fn, s['g'], s.get(p.state_name), self.anchor.variables, b)
+
+
+class DispatchCase(JaxCase):
+  """`JaxCase` with `k` student steps per dispatch (`Distiller.multi_step_fn`, the program
+  `steps_per_dispatch` runs): each call hands the device k batches already on it."""
+
+  def __init__(self, cfg, phase, workdir, k: int):
+    self.k = k
+    super().__init__(cfg, phase, workdir)
+
+  def _stacked(self, i):
+    return jax.tree.map(lambda *b: jax.numpy.stack(b), *[self.batches[(i + j) % 4]
+                                                        for j in range(self.k)])
+
+  def _first(self):
+    self.step = self.d.multi_step_fn(self.phase, self.anchor)
+    self.stacked = [self._stacked(i) for i in range(4)]
+    t0 = time.perf_counter()
+    self.states, m = self.step(self.states, self.stacked[0])
+    jax.block_until_ready(m)
+    self.compile_s = time.perf_counter() - t0
+
+  def run(self, n):
+    """Images/s over `n` steps (rounded up to whole dispatches of k)."""
+    if not hasattr(self, 'stacked'):
+      self._first()
+    calls = -(-n // self.k)
+    t0 = time.perf_counter()
+    for i in range(calls):
+      self.states, m = self.step(self.states, self.stacked[i % 4])
+    jax.block_until_ready((self.states['g'].params, m))
+    return calls * self.k * BATCH / (time.perf_counter() - t0)
+
+
+DISPATCH_KS = (1, 8, 32)      # steps per dispatch of the --dispatch rows.
+RUNS_PER_PROGRAM = (1, 4, 16)  # students in one program (seeds) of the --dispatch rows.
+
+
+def dispatch_cases(workdir: str) -> dict:
+  """name -> case of the --dispatch rows: the kd step (resnet20 -> resnet8) with k steps per
+  dispatch (`DISPATCH_KS`), and with R students in one program (`RUNS_PER_PROGRAM`, seeds:
+  the shapes tuning candidates share), one step per dispatch."""
+  cfg = _cfg()
+  kd = phases.METHODS['kd'].stage_phases(cfg, 3, 0)[0]
+  out = {}
+  for k in DISPATCH_KS:
+    path = os.path.join(workdir, f'dispatch_{k}')
+    out[f'kd_{k}_steps_per_dispatch'] = (JaxCase(cfg, kd, path) if k == 1
+                                         else DispatchCase(cfg, kd, path, k))
+  for r in RUNS_PER_PROGRAM[1:]:
+    many = _cfg()
+    many.seeds = r
+    out[f'kd_{r}_runs_per_program'] = JaxCase(many, kd, os.path.join(workdir, f'runs_{r}'))
+  return out
+
+
+def measure_dispatch(workdir: str, peak_tflops: float = 0.0, quick: bool = False) -> dict:
+  """The --dispatch rows, interleaved like `measure`'s: images/s (of every student, for the
+  runs rows), the ratio to one kd step per dispatch of one student, compile seconds, and
+  XLA's FLOPs of one kd step times the images/s as TFLOP/s (and of `peak_tflops`)."""
+  steps, repeats = (8, 2) if quick else (32, 3)
+  jax_cases = dispatch_cases(workdir)
+  for c in jax_cases.values():
+    c.run(2)
+  samples = {n: [] for n in jax_cases}
+  for _ in range(repeats):
+    for n, c in jax_cases.items():
+      runs = c.d.cfg.seeds
+      samples[n].append(c.run(steps) * runs)
+  base = jax_cases['kd_1_steps_per_dispatch']
+  kd_flops = base.flops()
+  one = statistics.median(samples['kd_1_steps_per_dispatch'])
+  rows = []
+  for n, c in jax_cases.items():
+    img_s = statistics.median(samples[n])
+    row = {'case': n, 'jax_img_s': round(img_s, 1), 'ref_img_s': round(one, 1),
+           'ratio': round(img_s / one, 3), 'compile_s': round(c.compile_s, 2),
+           'samples_img_s': [round(x, 1) for x in samples[n]],
+           'note': ('images/s of every student; ratio vs one student, one step per dispatch'
+                    if 'runs' in n else 'ratio vs one step per dispatch')}
+    if kd_flops:
+      _flop_columns(row, kd_flops, None, peak_tflops)
+    rows.append(row)
+  return {'machine': f'{platform.machine()}, {os.cpu_count()} CPU cores',
+          'device': jax.devices()[0].device_kind, 'jax': jax.__version__, 'torch': None,
+          'torch_device': None, 'peak_tflops': peak_tflops or None, 'batch': BATCH,
+          'image_shape': list(SHAPE), 'steps_per_sample': steps, 'repeats': repeats,
+          'quick': quick, 'mode': 'dispatch',
+          'peak_rss_mb': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+          'rows': rows}
 
 
 def _cost(fn, *args):
@@ -424,6 +515,15 @@ def markdown(result: dict) -> str:
                  f'{fmt(r["ratio"])} | {fmt(r.get("compile_s"))} | {fmt(r.get("time_vs_kd"))} '
                  f'| {fmt(r.get("gflops"))} | {fmt(r.get("flops_vs_kd"))} '
                  f'| {fmt(r.get("tflop_s"))} | {fmt(r.get("of_peak"))} |')
+  if result.get('mode') == 'dispatch':
+    return '\n'.join(lines + [
+        '', 'The kd step (resnet20 -> resnet8) as `steps_per_dispatch` runs it: k steps in '
+        'one program (`kd_<k>_steps_per_dispatch`; k = 1 is one step per dispatch), and R '
+        'students in one program (`kd_<R>_runs_per_program`: `seeds=R`, the shapes a '
+        "method's tuning candidates share), one step per dispatch. JAX img/s counts every "
+        "student's images; ratio: over one student at one step per dispatch (the reference "
+        'column). TFLOP/s: XLA\'s FLOPs of one kd step (on the lowered program) times the '
+        'steps per second; of peak: over the --peak-tflops given.', ''])
   lines += ['', 'ratio: JAX over the PyTorch reference (> 1: JAX faster); for the input '
             'pipelines, their images/s over the fastest training step; for the seed rows, '
             f'{SEEDS} seeds in one program (images of all seeds per second) over ce_resnet8 '

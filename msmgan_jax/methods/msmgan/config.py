@@ -220,30 +220,74 @@ def single_stage(cfg) -> dict:
           'stages.phase_shares': blocks + (round(1.0 - sum(blocks), 6),)}
 
 
+def end_to_end(cfg) -> dict:
+  """The blocks trained on the student's own maps instead of one at a time on the anchor's:
+  greedy block phases become one phase of every block; the joint form's teacher-forced
+  terms (`stages.forced_joint`) become the same weight of the blocks' own-path feature MSE
+  in the head phase (`stages.head_feat`)."""
+  out = {'stages.greedy': False, 'stages.teacher_forced': False}
+  if cfg.stages.forced_joint > 0:
+    out.update({'stages.forced_joint': 0.0,
+                'stages.head_feat': cfg.stages.head_feat + cfg.stages.forced_joint})
+  return out
+
+
 # The ablations of MS-MGANs (the README's "What the method does"): the overrides that make
-# each one (a function of the full method's config where a budget must stay the same).
+# each one (a function of the full method's config where a budget or a weight must stay).
 ABLATIONS = {
     'single_stage': single_stage,
     # Teacher forcing feeds one block at a time: blocks trained end to end have no such input.
-    'end_to_end': {'stages.greedy': False, 'stages.teacher_forced': False},
-    'no_gan': {'gan.alpha_adv': 0.0},
+    'end_to_end': end_to_end,
+    # Every discriminator: the per-block ones and the head phase's last-map one.
+    'no_gan': {'gan.alpha_adv': 0.0, 'msmgan.head_disc': 0.0},
     'no_mutual': {'mutual.enabled': False},
-    'no_blocks': {'stages.block_stages': 0},  # no greedy block phase (nor GAN) in any stage.
+    # No block training in any stage: no greedy block phase (nor its GAN), no joint term.
+    'no_blocks': {'stages.block_stages': 0, 'stages.forced_joint': 0.0},
 }
+
+
+def has_block_phases(cfg) -> bool:
+  return cfg.stages.block_stages != 0
+
+
+def has_gan(cfg) -> bool:
+  """Whether a discriminator trains: per-block ones (in block phases) or the head's."""
+  per_block = cfg.gan.alpha_adv > 0 or (cfg.disc.kind == 'task' and cfg.gan.alpha_task > 0)
+  return (has_block_phases(cfg) and per_block) or cfg.msmgan.head_disc > 0
+
+
+def inapplicable(cfg) -> list:
+  """The `ABLATIONS` that would train `cfg` itself (the full method lacks the part they
+  remove): a comparison leaves them out rather than train the same student twice."""
+  out = []
+  if cfg.anchors.num == 1:
+    out.append('single_stage')
+  if not has_block_phases(cfg) and cfg.stages.forced_joint == 0:
+    out += ['end_to_end', 'no_blocks']
+  elif not cfg.stages.greedy and cfg.stages.forced_joint == 0:
+    out.append('end_to_end')
+  if not has_gan(cfg):
+    out.append('no_gan')
+  if not cfg.mutual.enabled:
+    out.append('no_mutual')
+  return out
 
 
 def variant(cfg) -> list:
   """Which of `ABLATIONS` `cfg` is (empty for the full method)."""
   out = []
-  blocks = cfg.stages.block_stages != 0  # without block phases greedy and GAN do nothing.
+  blocks = has_block_phases(cfg)  # without block phases greedy and GAN do nothing.
+  # The joint form's end_to_end: no block phase, the blocks' own-path terms in the head.
+  joint_e2e = (not blocks and not cfg.stages.greedy and cfg.stages.forced_joint == 0
+               and cfg.stages.head_feat > 0)
   if cfg.anchors.num == 1:
     out.append('single_stage')
-  if not cfg.stages.greedy and blocks:
+  if (not cfg.stages.greedy and blocks) or joint_e2e:
     out.append('end_to_end')
   if cfg.gan.alpha_adv == 0 and blocks:
     out.append('no_gan')
   if not cfg.mutual.enabled:
     out.append('no_mutual')
-  if cfg.stages.block_stages == 0:
+  if not blocks and cfg.stages.forced_joint == 0 and not joint_e2e:
     out.append('no_blocks')
   return out
