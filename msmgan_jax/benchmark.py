@@ -26,7 +26,11 @@ machine where absolute numbers do not:
 - with `--dispatch` (only these rows): the kd step at 1, 8 and 32 steps per dispatch
   (`steps_per_dispatch`) and with 1, 4 and 16 students in one program (`seeds`), each
   against one step of one student per dispatch, with TFLOP/s (and with `--peak-tflops`
-  the fraction of peak).
+  the fraction of peak);
+- with `--accelerator` (the check to run whenever a GPU or TPU is at hand, a few minutes
+  there): the --dispatch rows, the Colab notebook run as shipped, and a whole 1-epoch kd
+  run at 1 and 10 steps per dispatch; a part that fails is recorded in the JSON, and the
+  others still run.
 
 Every JSON entry carries `case`, `jax_img_s`, `ref_img_s` and `ratio` (JAX over the
 reference: > 1 means JAX is faster). The steps are the library's own (`steps.PhaseSteps`
@@ -70,6 +74,10 @@ def main(argv=None) -> int:
   parser.add_argument('--dispatch', action='store_true',
                       help='only the kd step at 1, 8 and 32 steps per dispatch and at 1, 4 '
                       'and 16 students per program (seeds), against one step of one student')
+  parser.add_argument('--accelerator', action='store_true',
+                      help='the prepared check for a GPU or TPU at hand: the --dispatch rows, '
+                      'the Colab notebook as shipped, and a 1-epoch kd run at 1 and 10 steps '
+                      'per dispatch (with --quick: the notebook\'s tiny run)')
   parser.add_argument('--recount', metavar='JSON',
                       help='measure nothing: count the FLOP columns of this saved result again '
                       '(its speeds kept) and write it to --json / --md')
@@ -95,6 +103,16 @@ def main(argv=None) -> int:
     if problem:
       print(f'error: --dataset {problem}', file=sys.stderr)
       return 2
+    if args.accelerator:
+      result = benchmark.accelerator_check(args.workdir, args.dataset, args.peak_tflops,
+                                           args.quick)
+      table = benchmark.accelerator_markdown(result)
+      print(table)
+      if args.json:
+        io.write_json(args.json, result)
+      if args.md:
+        io.write_text(args.md, table)
+      return 0
     if args.dispatch:
       result = benchmark.measure_dispatch(args.workdir, args.peak_tflops, args.quick)
     else:

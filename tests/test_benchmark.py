@@ -140,3 +140,24 @@ def test_the_dispatch_rows_measure_k_steps_and_r_students_against_one(tmp_path, 
     assert r['of_peak'] == pytest.approx(r['tflop_s'], rel=1e-6)  # peak 1 TFLOP/s.
   table = benchmark.markdown(result)
   assert '| kd_2_runs_per_program |' in table and 'one step per dispatch' in table
+
+
+def test_the_accelerator_check_records_a_failing_part_and_runs_the_others(tmp_path, monkeypatch):
+  """A part of `--accelerator` that fails (no dataset on the lent machine, say) is written
+  into the result and the table, and the parts after it still run."""
+  def no_data(*args, **kwargs):
+    raise FileNotFoundError('fashion_mnist is not prepared')
+  ran = []
+  monkeypatch.setattr(benchmark, 'measure_dispatch', no_data)
+  monkeypatch.setattr(benchmark, 'run_notebook',
+                      lambda path, tiny: ran.append('notebook') or {'ok': False, 'wall_s': 1.0,
+                                                                    'error': 'no dataset'})
+  monkeypatch.setattr(benchmark, 'whole_runs', lambda *a: ran.append('kd') or [
+      {'case': 'run_kd', 'steps_per_dispatch': 1, 'wall_s': 2.0, 'student_wall_s': 1.5,
+       'test_accuracy': 0.5}])
+  result = benchmark.accelerator_check(str(tmp_path), quick=True)
+  assert ran == ['notebook', 'kd']
+  assert result['dispatch'] == {'error': 'FileNotFoundError: fashion_mnist is not prepared'}
+  table = benchmark.accelerator_markdown(result)
+  assert 'Dispatch rows failed: FileNotFoundError' in table and 'Failed: no dataset' in table
+  assert '| run_kd | 1 | 2.0 | 1.5 | 0.5 |' in table

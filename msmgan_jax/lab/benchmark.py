@@ -305,13 +305,15 @@ def input_pipeline_img_s(n_batches: int, pipeline: str, dataset: str = 'fashion_
   return n_batches * BATCH / (time.perf_counter() - t0)
 
 
-def whole_runs(workdir: str, epochs: int, dataset: str = 'fashion_mnist') -> list:
+def whole_runs(workdir: str, epochs: int, dataset: str = 'fashion_mnist',
+               run_methods=('kd', 'msmgan'), steps_per_dispatch=(1,)) -> list:
   """Wall time of whole `kd` and `msmgan` student runs at the same image budget.
 
   Full Fashion-MNIST (or `dataset`, its arrays file), `epochs` epochs of student images,
   resnet20 -> resnet8, 3 stages, evaluation after each stage; the three anchors are freshly initialised resnet20s (the
   student's speed does not depend on what the anchors know), so no teacher is trained.
-  Each run includes its compilations and evaluations, as a user's run does.
+  Each run includes its compilations and evaluations, as a user's run does; each method
+  runs once per value of `steps_per_dispatch` (rows `run_<method>`, `run_<method>_k<k>`).
   """
   model = models.create_model('resnet20', CLASSES)
   anchors = []
@@ -322,20 +324,108 @@ def whole_runs(workdir: str, epochs: int, dataset: str = 'fashion_mnist') -> lis
                                             'test_accuracy': 0.0})
     anchors.append(os.path.join(path, str(e + 1)))
   rows = []
-  for method in ('kd', 'msmgan'):
-    cfg = config_lib.defaults()
-    cfg.method, cfg.student.epochs, cfg.dataset.name = method, epochs, dataset
-    cfg.teacher.checkpoints, cfg.student.eval_every_phase = tuple(anchors), False
-    run_dir = os.path.join(workdir, f'run_{method}')
-    shutil.rmtree(run_dir, ignore_errors=True)
-    t0 = time.perf_counter()
-    summary = train.train_and_evaluate(cfg, run_dir)
-    rows.append({'case': f'run_{method}', 'wall_s': round(time.perf_counter() - t0, 1),
-                 'student_wall_s': summary['student']['wall_s'], 'epochs': epochs})
+  for method in run_methods:
+    for k in steps_per_dispatch:
+      cfg = config_lib.defaults()
+      cfg.method, cfg.student.epochs, cfg.dataset.name = method, epochs, dataset
+      cfg.teacher.checkpoints, cfg.student.eval_every_phase = tuple(anchors), False
+      cfg.steps_per_dispatch = k
+      name = f'run_{method}' + (f'_k{k}' if k > 1 else '')
+      run_dir = os.path.join(workdir, name)
+      shutil.rmtree(run_dir, ignore_errors=True)
+      t0 = time.perf_counter()
+      summary = train.train_and_evaluate(cfg, run_dir)
+      rows.append({'case': name, 'wall_s': round(time.perf_counter() - t0, 1),
+                   'student_wall_s': summary['student']['wall_s'], 'epochs': epochs,
+                   'steps_per_dispatch': k,
+                   'test_accuracy': summary['student']['test_accuracy']})
   kd = rows[0]['wall_s']
   for r in rows:
     r['time_vs_kd'] = round(r['wall_s'] / kd, 3)
   return rows
+
+
+ACCELERATOR_K = 10  # steps per dispatch of the check's second kd run: divides log_every_steps.
+
+
+def run_notebook(workdir: str, tiny: bool) -> dict:
+  """Executes the Colab notebook top to bottom (nbclient) in `workdir`, as shipped (`tiny`:
+  the test suite's small run); {'ok', 'wall_s', 'error' (its last line, when not ok)}."""
+  import nbclient  # pylint: disable=g-import-not-at-top
+  import nbformat  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  nb = nbformat.read(os.path.join(root, 'notebooks', 'msmgan_colab_tpu.ipynb'), as_version=4)
+  os.makedirs(workdir, exist_ok=True)
+  old = os.environ.pop('MSMGAN_JAX_NOTEBOOK_TINY', None)
+  if tiny:
+    os.environ['MSMGAN_JAX_NOTEBOOK_TINY'] = '1'  # the kernel inherits it.
+  t0 = time.perf_counter()
+  try:
+    nbclient.NotebookClient(nb, timeout=600, kernel_name='python3',
+                            resources={'metadata': {'path': workdir}}).execute()
+    out = {'ok': True}
+  except Exception as e:  # pylint: disable=broad-except  (recorded: the check goes on)
+    out = {'ok': False, 'error': str(e).strip().splitlines()[-1][:500]}
+  finally:
+    os.environ.pop('MSMGAN_JAX_NOTEBOOK_TINY', None)
+    if old is not None:
+      os.environ['MSMGAN_JAX_NOTEBOOK_TINY'] = old
+  nbformat.write(nb, os.path.join(workdir, 'executed.ipynb'))  # its outputs, for a look.
+  out['wall_s'] = round(time.perf_counter() - t0, 1)
+  return out
+
+
+def accelerator_check(workdir: str, dataset: str = 'fashion_mnist', peak_tflops: float = 0.0,
+                      quick: bool = False) -> dict:
+  """The prepared check for a GPU or TPU at hand (`--accelerator`, a few minutes there):
+  the --dispatch rows (kd at 1, 8, 32 steps per dispatch; 1, 4, 16 students per program),
+  the Colab notebook run as shipped, and a whole kd student run (1 epoch of `dataset`, fresh
+  anchors) at one and at `ACCELERATOR_K` steps per dispatch. `quick`: the notebook's tiny
+  run (what a CPU can do in minutes). Each part's failure is recorded, not raised."""
+  t0 = time.perf_counter()
+  out = {'device': jax.devices()[0].device_kind, 'platform': jax.devices()[0].platform,
+         'devices': jax.device_count(), 'jax': jax.__version__, 'dataset': dataset,
+         'machine': f'{platform.machine()}, {os.cpu_count()} CPU cores', 'quick': quick}
+  parts = {
+      'dispatch': lambda: measure_dispatch(os.path.join(workdir, 'dispatch'), peak_tflops,
+                                           quick=True),
+      'notebook': lambda: run_notebook(os.path.join(workdir, 'notebook'), tiny=quick),
+      'kd_run': lambda: whole_runs(os.path.join(workdir, 'runs'), 1, dataset, ('kd',),
+                                   (1, ACCELERATOR_K)),
+  }
+  for name, part in parts.items():
+    t = time.perf_counter()
+    try:
+      out[name] = part()
+    except Exception as e:  # pylint: disable=broad-except  (recorded: the check goes on)
+      out[name] = {'error': f'{type(e).__name__}: {str(e).strip()[:500]}'}
+    print(f'accelerator check: {name} done in {time.perf_counter() - t:.0f} s', flush=True)
+  out['wall_s'] = round(time.perf_counter() - t0, 1)
+  return out
+
+
+def accelerator_markdown(result: dict) -> str:
+  """The accelerator check's result as Markdown: the dispatch table, the notebook, kd runs."""
+  lines = [f'# Accelerator check: {result["device"]} ({result["platform"]}, '
+           f'{result["devices"]} device(s)), JAX {result["jax"]}', '',
+           f'`python -m msmgan_jax.benchmark --accelerator`, {result["wall_s"]} s in all.', '']
+  d = result.get('dispatch', {})
+  lines += (['## Steps per dispatch, students per program', '', markdown(d)] if 'rows' in d
+            else [f'Dispatch rows failed: {d.get("error")}', ''])
+  nb = result.get('notebook', {})
+  lines += ['## The Colab notebook', '',
+            (f'Ran top to bottom in {nb.get("wall_s")} s.' if nb.get('ok')
+             else f'Failed: {nb.get("error")}'), '']
+  runs = result.get('kd_run')
+  if isinstance(runs, list):
+    lines += ['## A whole kd run (1 epoch, fresh anchors)', '',
+              '| run | steps per dispatch | wall s | student s | test accuracy |',
+              '|---|---|---|---|---|']
+    lines += [f'| {r["case"]} | {r["steps_per_dispatch"]} | {r["wall_s"]} | '
+              f'{r["student_wall_s"]} | {r["test_accuracy"]} |' for r in runs]
+  else:
+    lines.append(f'kd runs failed: {(runs or {}).get("error")}')
+  return '\n'.join(lines) + '\n'
 
 
 def _defaults_config_file(workdir: str) -> str:
