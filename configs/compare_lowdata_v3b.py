@@ -11,11 +11,16 @@ every candidate may differ. This comparison is v3's protocol, runs and seeds wit
 choice for MS-MGANs (its tuning, finals, ablations and budget rows): every baseline's run is
 v3's very config, so v3's records are adopted (copy them in once:
 `cp -r results/lowdata_v3/runs results/lowdata_v3b/`), and kd, dkd and the logit baselines
-keep MS-MGANs' start (the same `student.init` in every candidate of the study).
+keep MS-MGANs' start (the same `student.init` in every candidate of the study). Where the
+chosen design has no discriminator, msmgan's candidate that weighed the adversarial term
+weighs the design's own term instead (a candidate that changes nothing would leave msmgan
+three candidates to the baselines' four).
 Results: results/lowdata_v3b/compare.{json,md} and the two plots.
 """
 from configs import compare_lowdata_v3
 from msmgan_jax import config as config_lib
+from msmgan_jax.lab import compare
+from msmgan_jax.methods.msmgan import config as msmgan_config
 
 
 def get_config(arg=None):
@@ -26,4 +31,13 @@ def get_config(arg=None):
              'design study chose it over all its candidates')
   c.config_path = 'configs/compare_lowdata_v3b.py'
   c.workdir, c.out = 'runs/compare_lowdata_v3b', 'results/lowdata_v3b'
+  # msmgan's candidates weigh its own terms (v2: the adversarial term at 0.3, the head's KL
+  # at 0.5). The chosen design has no discriminator, so gan.alpha_adv would change nothing:
+  # its place goes to the weight of the design's own term, the joint form's, at LIT's
+  # 1 : 3 ratio of section to KD loss (0.3 against 1.0).
+  design = compare.apply(compare.copy_config(c.base),
+                         {'method': 'msmgan', **compare.parse_setting(c.method_defaults.msmgan)})
+  if not msmgan_config.has_gan(design) and design.stages.forced_joint > 0:
+    c.tuning.msmgan = tuple(t.replace('gan.alpha_adv=0.3', 'stages.forced_joint=0.3')
+                            for t in c.tuning.msmgan)
   return c
