@@ -68,6 +68,12 @@ def design_choice(candidates: int = PLANNED_CANDIDATES) -> str:
   return '; '.join(s for s in (v2, chosen) if s)
 
 
+def msmgan_design(c):
+  """The full msmgan config comparison `c` trains: its base with msmgan's defaults."""
+  return compare.apply(compare.copy_config(c.base),
+                       {'method': 'msmgan', **compare.parse_setting(c.method_defaults.msmgan)})
+
+
 def get_config(arg=None, candidates: int = PLANNED_CANDIDATES):
   """The v3 comparison; `candidates`: msmgan's design is the best of the design study's
   first that many candidates (0: of all)."""
@@ -101,9 +107,7 @@ def get_config(arg=None, candidates: int = PLANNED_CANDIDATES):
       'setting': 'student.epochs=30',
       'methods': ('ce', 'kd', 'dkd', 'best_other', 'msmgan')})
   # An ablation that removes a part the chosen design lacks would train msmgan itself again.
-  full = compare.apply(compare.copy_config(c.base),
-                       {'method': 'msmgan', **compare.parse_setting(mine)})
-  skip = msmgan_config.inapplicable(full)
+  skip = msmgan_config.inapplicable(msmgan_design(c))
   c.ablations = tuple(a for a in c.ablations if a not in skip)
   if own:
     c.budgets.random_start = ml_collections.ConfigDict({

@@ -19,7 +19,6 @@ Results: results/lowdata_v3b/compare.{json,md} and the two plots.
 """
 from configs import compare_lowdata_v3
 from msmgan_jax import config as config_lib
-from msmgan_jax.lab import compare
 from msmgan_jax.methods.msmgan import config as msmgan_config
 
 
@@ -35,8 +34,7 @@ def get_config(arg=None):
   # at 0.5). The chosen design has no discriminator, so gan.alpha_adv would change nothing:
   # its place goes to the weight of the design's own term, the joint form's, at LIT's
   # 1 : 3 ratio of section to KD loss (0.3 against 1.0).
-  design = compare.apply(compare.copy_config(c.base),
-                         {'method': 'msmgan', **compare.parse_setting(c.method_defaults.msmgan)})
+  design = compare_lowdata_v3.msmgan_design(c)
   if not msmgan_config.has_gan(design) and design.stages.forced_joint > 0:
     c.tuning.msmgan = tuple(t.replace('gan.alpha_adv=0.3', 'stages.forced_joint=0.3')
                             for t in c.tuning.msmgan)

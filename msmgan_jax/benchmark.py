@@ -106,19 +106,13 @@ def main(argv=None) -> int:
     if args.accelerator:
       result = benchmark.accelerator_check(args.workdir, args.dataset, args.peak_tflops,
                                            args.quick)
-      table = benchmark.accelerator_markdown(result)
-      print(table)
-      if args.json:
-        io.write_json(args.json, result)
-      if args.md:
-        io.write_text(args.md, table)
-      return 0
-    if args.dispatch:
+    elif args.dispatch:
       result = benchmark.measure_dispatch(args.workdir, args.peak_tflops, args.quick)
     else:
       result = benchmark.measure(args.quick, args.workdir, args.profile, args.runs,
                                  args.seeds, args.dataset, args.peak_tflops, args.teachers)
-  table = benchmark.markdown(result)
+  render = benchmark.accelerator_markdown if args.accelerator else benchmark.markdown
+  table = render(result)
   print(table)
   if args.json:
     io.write_json(args.json, result)

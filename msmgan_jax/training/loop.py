@@ -233,10 +233,10 @@ def scanned(step_fn: Callable) -> Callable:
   program, never constants baked into it.
 
   On CPU the scan is unrolled (c copies of the step in one program): XLA:CPU runs a
-  convolution inside a while loop about 16x slower than outside one (a resnet8 step at
-  batch 64 on this project's 2-core machine: 1.9 s rolled, 0.06-0.08 s unrolled, 0.1 s one
-  step per dispatch), at the price of a compile time that grows with c. On GPU and TPU the
-  loop stays rolled (one compiled step body whatever c)."""
+  convolution inside a while loop many times slower than outside one (seen in a scratch
+  measurement on this project's machine, not a committed benchmark), so the unrolled form
+  is taken, at the price of a compile time that grows with c. On GPU and TPU the loop stays
+  rolled (one compiled step body whatever c)."""
   unroll = True if jax.devices()[0].platform == 'cpu' else 1
 
   def run(states, stacked, *args):

@@ -62,8 +62,8 @@ def head_loss_with_features(view):
   s_loss = head_loss(view)
   if cfg.stages.forced_joint > 0:
     for k in range(view.first, view.first + len(view.s_feats)):
-      own = view.s_feats[k - view.first] if k == 0 else view.forced(k)  # block 1: the images.
-      s_loss += cfg.stages.forced_joint * losses.feature_mse(view.connect(k - view.first, own),
+      fed = view.s_feats[k - view.first] if k == 0 else view.forced(k)  # block 1: the images.
+      s_loss += cfg.stages.forced_joint * losses.feature_mse(view.connect(k - view.first, fed),
                                                              view.t_feats[k])
   last = len(view.s_feats) - 1
   for i, f in enumerate(view.s_feats):
