@@ -5,6 +5,7 @@ Config files in `configs/` start from it and change a few fields; `finalize(cfg,
 arg)` applies a `:smoke` argument. `validate(cfg)` checks the whole config before
 any work starts and raises `ConfigError` naming the field and the fix.
 """
+import ast
 import math
 import os
 import re
@@ -37,6 +38,7 @@ def defaults() -> ml_collections.ConfigDict:
   c.eval_batch_size = 1000        # global eval batch size (the last batch is padded).
   c.log_every_steps = 50          # training metrics are logged every this many steps.
   c.checkpoint_every_steps = 500  # latest state is also saved every this many steps.
+  c.candidates = ()               # settings trained together in one program, every seed each ('student.lr=0.2; kd.tau=2.0', ...): they may differ only in student.lr and the method's run fields (core.runs).
   c.steps_per_dispatch = 1        # training steps per program the device runs (a scan over that many batches; the same results as 1). Pick one dividing log_every_steps.
 
   c.dataset = d = ml_collections.ConfigDict()
@@ -95,6 +97,50 @@ def defaults() -> ml_collections.ConfigDict:
   st.block_lr = 0.1               # peak SGD learning rate of feature (block) phases.
   st.finetune_lr_mult = 1.0       # a head phase that also trains the blocks does so at this multiple of student.lr.
   return c
+
+
+def parse_setting(text: str) -> dict:
+  """'kd.tau=2.0; kd.beta=0.5' -> {'kd.tau': 2.0, 'kd.beta': 0.5} ('' -> {})."""
+  out = {}
+  for part in (p.strip() for p in text.split(';')):
+    if not part:
+      continue
+    field, sep, value = part.partition('=')
+    if not sep:
+      raise ValueError(f'setting {part!r} is not field=value')
+    try:
+      out[field.strip()] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError):
+      out[field.strip()] = value.strip()  # a bare string, e.g. student.init=first_anchor.
+  return out
+
+
+def apply_setting(cfg, overrides: dict):
+  """`cfg` with `overrides` ({'group.field': value}) set, a field that has moved since a
+  setting was written set where it is now (`registry.current_fields`, for `cfg.method`);
+  unknown fields are ConfigErrors."""
+  for path, value in registry.current_fields(overrides, cfg.get('method')).items():
+    group, _, name = path.rpartition('.')
+    node = cfg
+    for part in filter(None, group.split('.')):
+      if part not in node:
+        raise ConfigError(f'setting {path}={value!r}: unknown config group {part!r}')
+      node = node[part]
+    if name not in node:
+      raise ConfigError(f'setting {path}={value!r}: unknown config field {path}')
+    if isinstance(node[name], tuple) or isinstance(value, (list, tuple)):
+      value = tuple(value)
+    elif isinstance(node[name], float) and isinstance(value, int):
+      value = float(value)
+    node[name] = value
+  return cfg
+
+
+def copy_config(cfg):
+  """An unlocked deep copy (tuples stay tuples, as the config schema has them)."""
+  out = cfg.copy_and_resolve_references()
+  out.unlock()
+  return out
 
 
 def smoke(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -289,6 +335,94 @@ def validate(cfg: ml_collections.ConfigDict) -> None:
     method = registry.METHODS[cfg.method]
     if method.check is not None:
       method.check(cfg)
+  if cfg.get('candidates'):
+    _check_candidates(cfg)
+
+
+def run_fields(method: str) -> tuple:
+  """The fields the candidates of one program of `method` may set apart (`core.runs`):
+  `student.lr`, the method's registered `run_fields`, and a field the method copied into
+  one of those (a `Moved` copy, say kd.beta -> msmgan.beta), which it no longer reads."""
+  from msmgan_jax.core import runs  # pylint: disable=g-import-not-at-top
+  own = runs.COMMON_FIELDS + registry.METHODS[method].run_fields
+  copied = tuple(m.old for m in registry.MOVED
+                 if m.copy and m.method == method and m.new in own)
+  return own + copied
+
+
+def candidate_configs(cfg) -> list:
+  """One config per entry of `cfg.candidates`: `cfg` with that setting applied and no
+  candidates (each is the config its own run would have). [] without candidates."""
+  out = []
+  for text in tuple(cfg.get('candidates', ())):
+    one = copy_config(cfg)
+    one.candidates = ()
+    out.append(apply_setting(one, parse_setting(text)))
+  return out
+
+
+def candidate_values(cfg) -> tuple:
+  """(the fields in which the candidates of `cfg` differ, sorted; per candidate, their
+  values as floats): what `core.runs` makes per-run inputs. ((), []) without candidates."""
+  cands = candidate_configs(cfg)
+  if not cands:
+    return (), []
+  flat = [_flat(c.to_dict()) for c in cands]
+  own = set(registry.METHODS[cfg.method].run_fields) | {'student.lr'}
+  fields = sorted(f for f in own if f in flat[0] and len({repr(x[f]) for x in flat}) > 1)
+  return tuple(fields), [{f: float(x[f]) for f in fields} for x in flat]
+
+
+def _flat(d: dict, prefix: str = '') -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f'{prefix}{k}.'))
+    else:
+      out[prefix + k] = v
+  return out
+
+
+def _check_candidates(cfg) -> None:
+  """`candidates`: settings of student runs, each a valid config, that differ only in
+  fields one program can take per run (`run_fields`), as numbers, and agree on which of
+  them are 0 (a term off) or negative (a program computes the same terms for every run)."""
+  texts = cfg.candidates
+  _require(isinstance(texts, tuple) and all(isinstance(t, str) for t in texts), 'candidates',
+           f'must be a tuple of settings such as \'student.lr=0.2; kd.tau=2.0\', got {texts!r}')
+  _require(cfg.method != 'teacher', 'candidates', 'candidates are student settings; a '
+           'teacher run trains one teacher (leave candidates empty)')
+  allowed = run_fields(cfg.method)
+  cands = []
+  for i, text in enumerate(texts):
+    try:
+      fields = parse_setting(text)
+    except ValueError as e:
+      raise ConfigError(f'config field candidates: candidate {i} {text!r}: {e}') from e
+    for f in ('candidates', 'seed', 'seeds', 'method'):
+      _require(f not in fields, 'candidates', f'candidate {i} {text!r} sets {f}; a candidate '
+               'sets hyperparameters of the run (set seeds and the method on the config)')
+    try:
+      one = candidate_configs(ml_collections.ConfigDict({**cfg.to_dict(), 'candidates': (text,)}))[0]
+      validate(one)
+    except ConfigError as e:
+      raise ConfigError(f'config field candidates: candidate {i} {text!r}: {e}') from e
+    cands.append(_flat(one.to_dict()))
+  first = cands[0] if cands else {}
+  for i, c in enumerate(cands[1:], 1):
+    differ = sorted(f for f in first if repr(first[f]) != repr(c.get(f)))
+    fixed = [f for f in differ if f not in allowed]
+    _require(not fixed, 'candidates', f'candidate {i} {texts[i]!r} changes {", ".join(fixed)} '
+             f'from candidate 0, which shapes the compiled program of {cfg.method}; the '
+             f'candidates of one program may differ only in {", ".join(allowed)}: train the '
+             'others as runs of their own')
+    for f in differ:
+      a, b = first[f], c[f]
+      _require(isinstance(b, (int, float)) and not isinstance(b, bool)
+               and (a > 0) == (b > 0) and (a == 0) == (b == 0), 'candidates',
+               f'candidate {i} sets {f}={b!r} where candidate 0 has {a!r}: in one program a '
+               'field is 0 (its term off), negative or positive in every candidate alike; '
+               'train this one as a run of its own')
 
 
 def _check_source(cfg):

@@ -780,3 +780,33 @@ def test_report_rebuilds_the_committed_tables_from_the_committed_runs(repo_root,
     assert (tmp_path / cc.out / f).read_text() == (out / f).read_text(), (
         f'{cc.out}/{f} is not what --report makes of the committed runs: rerun '
         f'python -m msmgan_jax.compare --config configs/{name}.py --report and commit it')
+
+
+@pytest.mark.slow
+def test_a_methods_candidates_train_in_one_program_and_record_as_their_own_runs(
+    repo_root, teacher_run, tmp_path, capsys):
+  """`candidates_per_program`: kd's candidates that differ only in per-run fields train in
+  one program; each gets the workdir its own run would have written (its planned config,
+  so a rerun adopts and skips it); candidates that shape the program train apart."""
+  cc = small(repo_root, teacher_run, tmp_path, ('kd', 'dkd'),
+             {'kd': ('', 'student.lr=0.2; kd.tau=2.0', 'kd.beta=0.5'),
+              'dkd': ('', 'dkd.warmup_epochs=0.0', 'dkd.beta=2.0')})
+  cc.tune_only, cc.tune_seeds, cc.candidates_per_program = True, 2, True
+  doc = compare.run_all(cc, cc.workdir)
+  out = capsys.readouterr().out
+  assert 'tune/kd/0, tune/kd/1, tune/kd/2 train in one program' in out
+  assert 'the candidates of dkd train apart' in out and 'dkd.warmup_epochs' in out
+  program = os.path.join(cc.workdir, 'program', 'kd_0_1_2')
+  whole = json.load(open(os.path.join(program, 'summary.json')))['student']
+  anchors = [a['path'] for a in teacher_run[2]['teacher']['anchors']]
+  for i in range(3):
+    run = compare.Run('tune', f'tune/kd/{i}', 'kd', candidate=i)
+    cfg, _ = compare._planned_config(cc, run, cc.workdir, anchors)
+    assert compare._config_diff(run.workdir(cc.workdir), cfg) == []  # its own run's config.
+    row = compare.result(cc, run, cc.workdir)
+    assert row['accuracies'] == whole['candidates'][i]['test_accuracies']
+    assert row['seeds'] == [cfg.seed, cfg.seed + 1] and len(row['curve']) >= 1
+  assert doc['chosen']['kd'] in cc.tuning.kd and doc['chosen']['dkd'] in cc.tuning.dkd
+  assert not os.path.exists(os.path.join(cc.workdir, 'program', 'dkd_0_1_2'))
+  compare.run_all(cc, cc.workdir)  # a rerun: every run finished, nothing trains again.
+  assert capsys.readouterr().out.count('finished, skipped') == 6

@@ -23,7 +23,7 @@ from typing import Any, Callable, Optional, Tuple
 
 import jax
 
-from msmgan_jax.core import optim
+from msmgan_jax.core import optim, runs
 
 # Fields that mean something on one kind of phase only; set on the other, `Phase` refuses.
 FEATURE_ONLY = ('hint', 'critic', 'weight', 'teacher_forced')
@@ -162,7 +162,10 @@ class StepView:
   training mode; `s_feats` the NHWC maps of the blocks this step computes, blocks
   `first`..K-1 (all K with `finetune_all`); `t_logits` (B, C) and `t_feats` (K maps) the
   partner's (the anchor's in inference mode, or a trained partner's; None without one;
-  a peer gives logits only); `labels` (B,) int32; `cfg` the run's config.
+  a peer gives logits only); `labels` (B,) int32; `cfg` the run's config (in a program of
+  several candidates, `core.runs`, a view whose per-run fields read as this run's traced
+  values: use them as numbers only); `static_cfg` the program's config, for deciding which
+  terms to compute (`if w > 0:`), the same for every run of the program.
   `connect(i, f)` puts student map `f` of block `first + i` through its connector
   (training mode; the new BatchNorm statistics are kept) and returns the projected map,
   with the teacher's channels (the phase must set `trains_connectors` for them to learn).
@@ -196,6 +199,7 @@ class StepView:
   buffers: Any = None
   set_buffers: Optional[Callable] = None
   forced: Optional[Callable] = None
+  static_cfg: Any = None
 
   @property
   def epoch(self):
@@ -342,6 +346,13 @@ class StateContext:
   student: Any = None
   num_train: int = 0
   anchors: tuple = ()
+  lr_per_run: bool = False  # `student.lr` is a per-run input of the program (`core.runs`).
+
+  def per_run(self, schedule: Callable) -> Callable:
+    """`schedule`, built at the program's `student_lr`, as the traced run's own rate where
+    `student.lr` is a per-run input (`core.runs.per_run_lr`); `schedule` itself otherwise.
+    An optimizer a hook builds at the student's rate must go through it."""
+    return runs.per_run_lr(schedule, self.cfg.student.lr) if self.lr_per_run else schedule
 
   def student_lr_fn(self) -> Callable:
     """The student's learning rate as a function of the optimizer's step count: the global
@@ -349,5 +360,5 @@ class StateContext:
     over this phase. A partner or method state that trains beside the student uses it."""
     if self.schedule is not None:
       sched, lr = self.schedule, self.student_lr
-      return lambda c: lr * sched(c)
-    return optim.lr_schedule(self.student_lr, self.n_steps, self.warmup_steps)
+      return self.per_run(lambda c: lr * sched(c))
+    return self.per_run(optim.lr_schedule(self.student_lr, self.n_steps, self.warmup_steps))

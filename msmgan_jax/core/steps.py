@@ -19,7 +19,7 @@ import collections
 import jax
 import jax.numpy as jnp
 
-from msmgan_jax.core import losses
+from msmgan_jax.core import losses, runs
 from msmgan_jax.core.phase import Phase, StepView
 
 TRACES = collections.Counter()
@@ -43,8 +43,13 @@ def sub_batch(x, size: int):
 class PhaseSteps:
   """The compiled step of one phase signature (see the module docstring)."""
 
-  def __init__(self, cfg, phase: Phase, student, teacher, connectors, num_train: int = 0):
-    self.cfg, self.phase = cfg, phase
+  def __init__(self, cfg, phase: Phase, student, teacher, connectors, num_train: int = 0,
+               run_fields: tuple = ()):
+    # With per-run fields (`core.runs`), what the step reads of the config, the losses'
+    # `view.cfg` included, is the traced run's value of those fields; `static_cfg` is the
+    # program's config, for what decides which terms the program computes.
+    self.static_cfg, self.phase = cfg, phase
+    self.cfg = runs.ConfigView(cfg) if run_fields else cfg
     self.epoch_per_step = cfg.batch_size / num_train if num_train else 0.0
     self.student, self.teacher, self.connectors = student, teacher, connectors
     self.num_blocks = student.num_blocks
@@ -58,9 +63,13 @@ class PhaseSteps:
 
   @staticmethod
   def _counted(fn, name):
-    def wrapped(*args):
+    """`fn` counted in TRACES, taking the run's per-run values (`core.runs`; None without
+    candidates) as a sixth argument, bound while it is traced: an argument, not a closure,
+    since a jitted function's trace is cached and reused for every run of the program."""
+    def wrapped(g_state, other, anchor, batch, owned=None, hp=None):
       TRACES[name] += 1
-      return fn(*args)
+      with runs.bound(hp):
+        return fn(g_state, other, anchor, batch, owned)
     return wrapped
 
   # Feature phases ------------------------------------------------------------------
@@ -192,7 +201,8 @@ class PhaseSteps:
         buffers[0] = jax.lax.stop_gradient(new)
 
       view = StepView(s_logits=s_logits, s_feats=s_feats, t_logits=t_logits, t_feats=t_feats,
-                      labels=y, cfg=cfg, first=first, connect=connect,
+                      labels=y, cfg=cfg, static_cfg=self.static_cfg, first=first,
+                      connect=connect,
                       t_head=(None if anchor is None else lambda f: self.teacher.apply(
                           anchor, f, train=False, start=self.num_blocks)[0]),
                       step=g_state.step, images_per_step_epoch=self.epoch_per_step,

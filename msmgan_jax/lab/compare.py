@@ -17,6 +17,10 @@ The protocol:
    least `min_validation_images`). The candidate with the best mean validation accuracy
    (ties: the earlier) is the method's setting; ablations take MS-MGANs'. The test split
    plays no part in any choice: a tuning run evaluated on another split is refused.
+   With `candidates_per_program` (for an accelerator), a method's candidates that differ
+   only in per-run fields (`config.run_fields`: student.lr and the method's loss weights)
+   train in one program (`run_program`, `core.runs`), each recorded in its own workdir as
+   its own run would have been; others train apart, which the console says.
 3. Final runs: every method and ablation with its setting, `seeds` students in one
    program, tested on the test split; the headline is the last-epoch test accuracy,
    mean +- sample std over the seeds, and the seed-paired difference to kd and to the best
@@ -37,7 +41,6 @@ compare.md (the tables), two plots: test accuracy against images seen and agains
 time, and runs/<name>/ with each finished run's config, summary and metrics. `--report` rewrites them from the finished runs without training anything (keeping
 the machine line of the host that ran them).
 """
-import ast
 import dataclasses
 import json
 import os
@@ -66,42 +69,15 @@ class Run:
 
 
 def parse_setting(text: str) -> dict:
-  """'kd.tau=2.0; kd.beta=0.5' -> {'kd.tau': 2.0, 'kd.beta': 0.5} ('' -> {})."""
-  out = {}
-  for part in (p.strip() for p in text.split(';')):
-    if not part:
-      continue
-    field, sep, value = part.partition('=')
-    if not sep:
-      raise ValueError(f'setting {part!r} is not field=value')
-    try:
-      out[field.strip()] = ast.literal_eval(value.strip())
-    except (ValueError, SyntaxError):
-      out[field.strip()] = value.strip()  # a bare string, e.g. student.init=first_anchor.
-  return out
+  """'kd.tau=2.0; kd.beta=0.5' -> {'kd.tau': 2.0, 'kd.beta': 0.5} (`config.parse_setting`)."""
+  from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.parse_setting(text)
 
 
 def apply(cfg, overrides: dict):
-  """`cfg` with `overrides` ({'group.field': value}) set, a field that has moved since a
-  setting was written set where it is now (`registry.current_fields`, for `cfg.method`);
-  unknown fields are ConfigErrors."""
+  """`cfg` with `overrides` set (`config.apply_setting`); unknown fields are ConfigErrors."""
   from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  from msmgan_jax.methods import registry  # pylint: disable=g-import-not-at-top
-  for path, value in registry.current_fields(overrides, cfg.get('method')).items():
-    group, _, name = path.rpartition('.')
-    node = cfg
-    for part in filter(None, group.split('.')):
-      if part not in node:
-        raise config_lib.ConfigError(f'setting {path}={value!r}: unknown config group {part!r}')
-      node = node[part]
-    if name not in node:
-      raise config_lib.ConfigError(f'setting {path}={value!r}: unknown config field {path}')
-    if isinstance(node[name], tuple) or isinstance(value, (list, tuple)):
-      value = tuple(value)
-    elif isinstance(node[name], float) and isinstance(value, int):
-      value = float(value)
-    node[name] = value
-  return cfg
+  return config_lib.apply_setting(cfg, overrides)
 
 
 BEST_OTHER = 'best_other'  # in a budget's methods: see `budget_methods`.
@@ -278,10 +254,9 @@ def setting_fields(text: str, method: str) -> dict:
 
 
 def copy_config(cfg):
-  """An unlocked deep copy (tuples stay tuples, as the config schema has them)."""
-  out = cfg.copy_and_resolve_references()
-  out.unlock()
-  return out
+  """An unlocked deep copy (`config.copy_config`)."""
+  from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  return config_lib.copy_config(cfg)
 
 
 TEACHER_RECORDS = os.path.join('results', 'teacher')  # committed teacher runs (README).
@@ -1007,9 +982,120 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
     print(f'compare [{n}/{len(runs)}] {run.name} ({cfg.seeds} seed{"s" * (cfg.seeds > 1)}, '
           f'{run.kind}): {status}  [{time.time() - t0:.0f}s]', flush=True)
     if status == 'running':
+      if run.kind == 'tune' and cc.get('candidates_per_program'):
+        members = program_members(cc, run, root, anchors)
+        if len(members) > 1 and run_program(cc, members, root):
+          write(cc, root, where)
+          continue
       train.train_and_evaluate(cfg, wd)
       write(cc, root, where)
   return write(cc, root, where)
+
+
+def program_members(cc, run: Run, root: str, anchors: list) -> list:
+  """[(Run, planned config)]: `run` and the other tuning runs of its method that have not
+  started (no workdir, nothing recorded to adopt), which `run_program` trains together."""
+  out = []
+  for i in range(len(cc.tuning[run.method])):
+    r = Run('tune', f'tune/{run.method}/{i}', run.method, candidate=i)
+    wd = r.workdir(root)
+    if r.name != run.name and os.path.exists(wd) and os.listdir(wd):
+      continue  # finished, adopted, or started apart: it resumes (or stays) as it is.
+    cfg, unchosen = _planned_config(cc, r, root, anchors)
+    if cfg is not None and not unchosen and _summary(wd) is None:
+      out.append((r, cfg))
+  return out
+
+
+def program_config(members: list):
+  """The config of one program that trains every member's run (`members`: [(Run, its
+  planned config)]): the first member's config with `candidates`, each member's fields that
+  differ from the first's written as its setting, so that `config.candidate_configs` gives
+  back exactly each member's planned config. ConfigError where the members differ in a
+  field one program cannot take per run (`config.run_fields`)."""
+  from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  first = config_lib._flat(json.loads(members[0][1].to_json()))  # pylint: disable=protected-access
+  texts = []
+  for _, cfg in members:
+    mine = config_lib._flat(json.loads(cfg.to_json()))  # pylint: disable=protected-access
+    texts.append('; '.join(f'{f}={mine[f]!r}' for f in sorted(mine)
+                           if mine[f] != first.get(f)))
+  prog = copy_config(members[0][1])
+  prog.candidates = tuple(texts)
+  config_lib.validate(prog)
+  for (run, cfg), back in zip(members, config_lib.candidate_configs(prog)):
+    if json.loads(back.to_json()) != json.loads(cfg.to_json()):  # never expected.
+      raise config_lib.ConfigError(f'{run.name}: its candidate setting does not give back its '
+                                   'planned config')
+  return prog
+
+
+def program_workdir(root: str, members: list) -> str:
+  """Where the program of `members` trains: program/<method>_<candidate indices>."""
+  m = members[0][0].method
+  return os.path.join(root, 'program', f'{m}_' + '_'.join(str(r.candidate) for r, _ in members))
+
+
+def run_program(cc, members: list, root: str) -> bool:
+  """Trains the tuning runs `members` of one method in one program (`candidates`,
+  `core.runs`) and writes each member's workdir as its own run would have (`split_program`);
+  False (nothing trained) where the members cannot share a program, which is then said."""
+  from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.training import train  # pylint: disable=g-import-not-at-top
+  try:
+    prog = program_config(members)
+  except config_lib.ConfigError as e:
+    print(f'compare: the candidates of {members[0][0].method} train apart: {e}', flush=True)
+    return False
+  wd = program_workdir(root, members)
+  print(f'compare: {", ".join(r.name for r, _ in members)} train in one program in {wd}',
+        flush=True)
+  train.train_and_evaluate(prog, wd)
+  split_program(wd, members)
+  return True
+
+
+def split_program(program_wd: str, members: list) -> None:
+  """Writes, for the k-th of `members` ([(Run-like, planned config)]), into its own workdir
+  (`Run.workdir` of the program's root) what its own run would have written: config.json
+  (its planned config), metrics.jsonl (its runs' lines, without `candidate`) and
+  summary.json (its runs' accuracies, seeds and per-phase lists; its share of the
+  program's wall time, runs/all runs, with `program` naming the program). With one seed,
+  single values, as a run of one seed records them."""
+  summary = io.read_json_or_refuse(os.path.join(program_wd, 'summary.json'),
+                                   'rerun the comparison to train the program again')
+  st = summary['student']
+  n_runs = len(st['run_candidates'])
+  lines = [json.loads(line) for line in open(os.path.join(program_wd, 'metrics.jsonl'))]
+  root = os.path.dirname(os.path.dirname(program_wd))
+  for k, (run, cfg) in enumerate(members):
+    mine = st['candidates'][k]
+    js, share = mine['runs'], len(mine['runs']) / n_runs
+    one = len(js) == 1
+    pick = lambda v, js=js, one=one: (v[js[0]] if one else [v[j] for j in js]) if (
+        isinstance(v, list) and len(v) == n_runs) else v
+    stages = [{**stage, 'phases': [{key: (round(v * share, 2) if key == 'wall_s' else pick(v))
+                                    for key, v in p.items()} for p in stage['phases']]}
+              for stage in st['stages']]
+    student = {key: v for key, v in st.items() if key not in (
+        'candidates', 'run_candidates', 'test_accuracies', 'seeds', 'test_accuracy_std')}
+    student.update(stages=stages, test_accuracy=mine['test_accuracy'],
+                   wall_s=round(st['wall_s'] * share, 2), checkpoint=mine['checkpoints'][0],
+                   program={'workdir': program_wd, 'candidate': k, 'runs': n_runs,
+                            'wall_s': st['wall_s'], 'setting': mine['setting']})
+    if not one:
+      student.update(test_accuracies=mine['test_accuracies'], seeds=mine['seeds'],
+                     test_accuracy_std=mine['test_accuracy_std'])
+    wd = run.workdir(root)
+    os.makedirs(wd, exist_ok=True)
+    with open(os.path.join(wd, 'metrics.jsonl'), 'w') as f:
+      for r in lines:
+        if r.get('candidate', k) != k:
+          continue
+        r = {key: v for key, v in r.items() if key != 'candidate' and not (one and key == 'seed')}
+        f.write(json.dumps(r) + '\n')
+    io.write_json(os.path.join(wd, 'config.json'), json.loads(cfg.to_json()))
+    io.write_json(os.path.join(wd, 'summary.json'), {**summary, 'student': student})
 
 
 def _adopt(cc, run: Run, wd: str, cfg) -> None:

@@ -81,7 +81,7 @@ def temperature(w, t_start: float, t_end: float, scale):
 def temperature_tx(ctx) -> optax.GradientTransformation:
   """SGD (momentum 0.9, no decay) at the student's peak rate on a cosine over the phase: the
   learnable temperature's optimizer."""
-  return optax.sgd(optim.lr_schedule(ctx.student_lr, ctx.n_steps, 0), momentum=0.9)
+  return optax.sgd(ctx.per_run(optim.lr_schedule(ctx.student_lr, ctx.n_steps, 0)), momentum=0.9)
 
 
 class Temperature(MethodState):

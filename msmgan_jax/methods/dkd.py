@@ -85,7 +85,9 @@ def dkd_ls_loss(view):
 PHASE = whole_student('dkd', dkd_loss, ANCHOR)
 register_group('dkd', defaults, check)
 register_history(added={'dkd.logit_std': False})
-register_method('dkd', lambda cfg, k: [PHASE], all_anchors=False)
+RUN_FIELDS = ('dkd.alpha', 'dkd.beta', 'dkd.tau')  # numbers only: may differ in a program.
+register_method('dkd', lambda cfg, k: [PHASE], all_anchors=False, run_fields=RUN_FIELDS)
 # dkd_ls: dkd with logit standardisation, a baseline of its own (tuned apart from dkd).
 LS_PHASE = whole_student('dkd_ls', dkd_ls_loss, ANCHOR)
-register_method('dkd_ls', lambda cfg, k: [LS_PHASE], all_anchors=False)
+register_method('dkd_ls', lambda cfg, k: [LS_PHASE], all_anchors=False,
+                run_fields=RUN_FIELDS)

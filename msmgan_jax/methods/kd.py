@@ -65,9 +65,10 @@ PHASE = kd_phase()
 
 register_group('kd', defaults, check)
 register_history(added={'kd.logit_std': False})
-register_method('kd', lambda cfg, k: [PHASE], all_anchors=False)
+RUN_FIELDS = ('kd.tau', 'kd.beta')  # read only as numbers: may differ within a program.
+register_method('kd', lambda cfg, k: [PHASE], all_anchors=False, run_fields=RUN_FIELDS)
 # kd_ls: kd with logit standardisation, a baseline of its own (its rows tune apart from kd's).
 LS_PHASE = whole_student('kd_ls', kd_ls_loss, ANCHOR)
-register_method('kd_ls', lambda cfg, k: [LS_PHASE], all_anchors=False)
+register_method('kd_ls', lambda cfg, k: [LS_PHASE], all_anchors=False, run_fields=RUN_FIELDS)
 # RCO: KD from every anchor in turn, weakest first (the route-constrained curriculum).
-register_method('rco', lambda cfg, k: [PHASE])
+register_method('rco', lambda cfg, k: [PHASE], run_fields=RUN_FIELDS)

@@ -46,6 +46,9 @@ class Method:
   needs_network: Optional[Callable] = None
   monitor: Optional[type] = None         # a `core.phase.Monitor` subclass, built per phase.
   needs_index: bool = False              # its training batches carry 'index' (StepView.index).
+  # Fields (dotted) its steps read only as numbers, which may differ between the runs of one
+  # program (`candidates`, `core.runs`); `student.lr` may for every method.
+  run_fields: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +83,8 @@ def register_method(name: str, stage_phases: Callable, uses_teacher: bool = True
                     check: Optional[Callable] = None, ablations: Optional[dict] = None,
                     variant: Optional[Callable] = None, needs_features: bool = False,
                     needs_network: Optional[Callable] = None,
-                    monitor: Optional[type] = None, needs_index: bool = False) -> Method:
+                    monitor: Optional[type] = None, needs_index: bool = False,
+                    run_fields: tuple = ()) -> Method:
   """Adds a method. `stage_phases(cfg, num_blocks)` returns the phases of one stage (with
   `per_stage`, `stage_phases(cfg, num_blocks, stage)`: stages may differ); with
   `all_anchors` False the final teacher alone guides a single stage; `needs_features`:
@@ -88,7 +92,10 @@ def register_method(name: str, stage_phases: Callable, uses_teacher: bool = True
   teacher's upper blocks or trains a copy of it ('' if not); `monitor`: a
   `core.phase.Monitor` subclass the trainer builds for each phase; `needs_index`: its
   training batches carry each example's index in the training split ('index', int32 (B,);
-  `core.phase.StepView.index`). Raises ValueError for a name that is not an identifier,
+  `core.phase.StepView.index`); `run_fields`: dotted config fields its steps read only as
+  numbers (never in a Python `if`, a shape or a phase's structure), which the candidates of
+  one program may set apart (`core.runs`; tests/test_candidates.py checks each against
+  separate runs). Raises ValueError for a name that is not an identifier,
   is 'teacher', or is taken."""
   if not name.isidentifier() or name == 'teacher':
     raise ValueError(f'method name {name!r} must be an identifier other than teacher')
@@ -97,7 +104,7 @@ def register_method(name: str, stage_phases: Callable, uses_teacher: bool = True
   phases = stage_phases if per_stage else (lambda cfg, k, stage: stage_phases(cfg, k))
   METHODS[name] = Method(name, phases, uses_teacher, all_anchors, check,
                          tuple((ablations or {}).items()), variant, needs_features,
-                         needs_network, monitor, needs_index)
+                         needs_network, monitor, needs_index, tuple(run_fields))
   return METHODS[name]
 
 

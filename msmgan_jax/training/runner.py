@@ -57,15 +57,18 @@ class PhaseRunner:
     images_before = sum(r['steps'] for r in records) * cfg.batch_size
 
     def log(split, step, metrics):
-      """One metrics.jsonl record; with several seeds, one per seed (with its `seed`)."""
+      """One metrics.jsonl record; with several runs, one per run (with its `seed`, and with
+      candidates its `candidate`)."""
       summary_lib.LOAD.sample()  # the machine's load while this run trains (summary.json).
       where = dict(step=step, epoch=(images_before + step * cfg.batch_size) / self.info.num_train,
                    stage=m + 1, phase=phase.name, split=split)
       if not self.seeds.multi:
         self.wd.metrics.write(**where, **metrics)
         return
+      cands = self.seeds.candidates
       for j, seed in enumerate(self.seeds.seeds):
-        self.wd.metrics.write(**where, seed=seed, **{
+        run = {'seed': seed} if cands is None else {'seed': seed, 'candidate': cands[j]}
+        self.wd.metrics.write(**where, **run, **{
             k: v[j] if isinstance(v, list) else v for k, v in metrics.items()})
     t0 = time.time()
 
@@ -116,7 +119,7 @@ class PhaseRunner:
       result = self.evaluate(states['g'])
       log('test', n, {**result, 'wall_s': time.time() - t_start})
     print(f'stage {m + 1} phase {phase.name}: {n} steps, {wall_before + wall:.1f}s' + (
-        f', student {eval_label(cfg)} {_fmt(result["accuracy"])}' if result else ''),
+        f', student {eval_label(cfg)} {_fmt(result["accuracy"], self.seeds.candidates)}' if result else ''),
           flush=True)
     record = {'name': phase.name, 'trainable_params': trainable, 'steps': n,
               'wall_s': round(wall_before + wall, 2), 'first_step_s': round(first_step_s, 2),
@@ -142,7 +145,16 @@ def eval_label(cfg) -> str:
   return 'test accuracy' if split.split('[')[0] == 'test' else f'accuracy on {split}'
 
 
-def _fmt(accuracy) -> str:
+def _fmt(accuracy, candidates=None) -> str:
+  """An accuracy for the console: with several runs their mean +- population std, with
+  candidates (`candidates[j]`, run j's) each candidate's mean."""
+  if isinstance(accuracy, list) and candidates is not None:
+    per = {}
+    for c, a in zip(candidates, accuracy):
+      per.setdefault(c, []).append(a)
+    n = len(next(iter(per.values())))
+    return ', '.join(f'candidate {c} {np.mean(v):.4f}' for c, v in per.items()) + (
+        f' (mean of {n} seeds each)' if n > 1 else '')
   if isinstance(accuracy, list):
     return f'{np.mean(accuracy):.4f} +- {np.std(accuracy):.4f} over {len(accuracy)} seeds'
   return f'{accuracy:.4f}'

@@ -1,8 +1,11 @@
-"""Several seeds' students in one program: stacking, mapping a step over the seed axis, and
-each seed's own data order.
+"""Several students in one program: stacking, mapping a step over the run axis, and each
+run's own data order.
 
-With `seeds` > 1 every state and batch carries a leading seed axis; a step runs over it
-with `jax.vmap`, or unrolled (one copy of the step per seed) where `seed_batching` says so.
+The runs of a program are its seeds, for every one of its `candidates` (`core.runs`):
+candidate by candidate, the seeds inside. With more than one run every state and batch
+carries a leading run axis; a step runs over it with `jax.vmap`, or unrolled (one copy of
+the step per run) where `seed_batching` says so. A run's states hold its candidate's
+per-run values under `hp` ({field: float32 scalar}), which its step binds (`core.runs`).
 """
 import jax
 import jax.numpy as jnp
@@ -16,12 +19,31 @@ def stack(trees: list):
 
 
 class Seeds:
-  """The seeds `cfg.seed` .. `cfg.seed + cfg.seeds - 1` of one run, on `mesh`."""
+  """The runs of one program on `mesh`: the seeds `cfg.seed` .. `cfg.seed + cfg.seeds - 1`,
+  for each candidate of `values` (per candidate, {field: value} of its per-run fields,
+  `config.candidate_values`; none: one candidate, the config itself). `seeds[j]` is run j's
+  seed and `candidates[j]` its candidate's index (None without candidates)."""
 
-  def __init__(self, cfg, mesh):
+  def __init__(self, cfg, mesh, values=(), settings=()):
     self.cfg, self.mesh = cfg, mesh
-    self.seeds = [cfg.seed + s for s in range(cfg.seeds)]
+    seeds = [cfg.seed + s for s in range(cfg.seeds)]
+    self.values, self.settings = list(values), tuple(settings)
+    n = max(len(self.values), 1)
+    self.seeds = seeds * n
+    self.candidates = [c for c in range(n) for _ in seeds] if self.values else None
     self.multi = len(self.seeds) > 1
+
+  def tag(self, j: int) -> str:
+    """Run j's name in file names: its seed, or 'c<candidate>_s<seed>' with candidates."""
+    if self.candidates is None:
+      return str(self.seeds[j])
+    return f'c{self.candidates[j]}_s{self.seeds[j]}'
+
+  def hp(self, j: int):
+    """Run j's per-run values, {field: float32 scalar} (None without candidates)."""
+    if self.candidates is None:
+      return None
+    return {f: jnp.asarray(v, jnp.float32) for f, v in self.values[self.candidates[j]].items()}
 
   def batching(self) -> str:
     """'vmap' or 'unroll': `seed_batching`, with `auto` unrolling on CPU."""
@@ -56,11 +78,17 @@ class Seeds:
     return jax.jit(over)
 
   def build(self, make, carry):
-    """`make(carry_of_one_seed, seed)` for every seed, stacked (one seed: as it is)."""
+    """`make(carry_of_one_run, seed)` for every run, with its per-run values under 'hp'
+    (with candidates), stacked (one run: as it is)."""
+    def one(c, j):
+      states = make(c, self.seeds[j])
+      if self.candidates is not None:
+        states['hp'] = self.hp(j)
+      return states
     if not self.multi:
-      return make(carry, self.seeds[0])
-    return stack([make(jax.tree.map(lambda x: x[j], carry), seed)
-                  for j, seed in enumerate(self.seeds)])
+      return one(carry, 0)
+    return stack([one(jax.tree.map(lambda x, j=j: x[j], carry), j)
+                  for j in range(len(self.seeds))])
 
   def first(self, states):
     """The states of the first seed (all of `states` with one seed)."""

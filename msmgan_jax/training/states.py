@@ -11,7 +11,7 @@ built as its own run would build them, then stacked (`training.seeds`).
 import jax
 import jax.numpy as jnp
 
-from msmgan_jax.core import models, optim
+from msmgan_jax.core import models, optim, runs
 from msmgan_jax.core.phase import StateContext
 from msmgan_jax.methods import registry
 
@@ -48,13 +48,14 @@ class StateBuilder:
   """
 
   def __init__(self, cfg, student, t_model, connectors, image_shape, phases, anchors,
-               steps_per_epoch, num_train, init_from=None):
+               steps_per_epoch, num_train, init_from=None, run_fields=()):
     self.cfg, self.student, self.t_model, self.connectors = cfg, student, t_model, connectors
     self.image_shape, self.phases, self.anchors = image_shape, phases, anchors
     self.spe, self.num_train = steps_per_epoch, num_train
     self.init_from = init_from  # `student.init`: the anchor whose weights are selected.
     self.init_record = None
     self._txs, self.cache = {}, {}
+    self.run_fields = run_fields  # fields that are per-run inputs (`core.runs`), if any.
 
   def init_carry(self, seed):
     """Fresh student + connector variables of `seed`: (params, batch_stats), each
@@ -110,8 +111,9 @@ class StateBuilder:
       peaks = ({'train': cfg.student.block_lr} if phase.is_feature else
                {'head': lr, 'blocks': lr * (1.0 if phase.standalone else
                                             cfg.student.finetune_lr_mult)})
-      transforms = {g: optim.sgd(lambda c, p=p: p * sched(c), cfg.student.momentum,
-                                 cfg.student.weight_decay) for g, p in peaks.items()}
+      transforms = {g: optim.sgd(self.lr_of(g, lambda c, p=p: p * sched(c)),
+                                 cfg.student.momentum, cfg.student.weight_decay)
+                    for g, p in peaks.items()}
       key = ('g', phase.signature, 'global', total)
     elif phase.is_feature:
       offset = 0
@@ -123,10 +125,10 @@ class StateBuilder:
       warm = int(cfg.student.warmup_epochs * self.spe) if phase.standalone else 0
       mult = 1.0 if phase.standalone else cfg.student.finetune_lr_mult
       transforms = {
-          'head': optim.sgd(optim.lr_schedule(lr, n_steps, warm), cfg.student.momentum,
-                            cfg.student.weight_decay),
-          'blocks': optim.sgd(optim.lr_schedule(lr * mult, n_steps, warm), cfg.student.momentum,
-                              cfg.student.weight_decay)}
+          'head': optim.sgd(self.lr_of('head', optim.lr_schedule(lr, n_steps, warm)),
+                            cfg.student.momentum, cfg.student.weight_decay),
+          'blocks': optim.sgd(self.lr_of('blocks', optim.lr_schedule(lr * mult, n_steps, warm)),
+                              cfg.student.momentum, cfg.student.weight_decay)}
       key = ('g', phase.signature, n_steps)
     transforms = {k: v for k, v in transforms.items() if k in groups}
     tx = self.tx(key, lambda: optim.masked(params, rules(groups), transforms))
@@ -139,10 +141,24 @@ class StateBuilder:
         student_lr=lr, warmup_steps=int(cfg.student.warmup_epochs * self.spe), tx=self.tx,
         cache=self.cache, start_at=optim.start_at, g_key=key,
         num_blocks=self.student.num_blocks, student=self.student, num_train=self.num_train,
-        anchors=tuple(self.anchors))
+        anchors=tuple(self.anchors), lr_per_run=self.lr_per_run)
     for name, hook in phase.states.items():
       states[name] = hook.init_state(ctx)
     return states
+
+  @property
+  def lr_per_run(self) -> bool:
+    """Whether `student.lr` is a per-run input of this program (its `candidates` differ in
+    it: `core.runs`)."""
+    return 'student.lr' in self.run_fields
+
+  def lr_of(self, group: str, schedule):
+    """The schedule of optimizer group `group`: per run (`core.runs.per_run_lr`) for the
+    groups that train at `student.lr` ('head', 'blocks') where it is a per-run input; the
+    feature phases' 'train' group runs at `student.block_lr`, a constant of the program."""
+    if self.lr_per_run and group in ('head', 'blocks'):
+      return runs.per_run_lr(schedule, self.cfg.student.lr)
+    return schedule
 
   def tx(self, key, make):
     """One optimizer object per key (see the class docstring)."""

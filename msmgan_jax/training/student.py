@@ -11,6 +11,7 @@ import time
 
 import jax
 
+from msmgan_jax import config as config_lib
 from msmgan_jax.core import models, sharding
 from msmgan_jax.core import steps as steps_lib
 from msmgan_jax.files import checkpoints, faults
@@ -33,8 +34,14 @@ class Distiller:
   """
 
   def __init__(self, cfg, wd, info, batches, eval_batches, mesh, teacher):
+    # With `candidates` the program is compiled from the first candidate's config; the
+    # fields in which the candidates differ are per-run inputs (`core.runs`).
+    self.run_fields, values = config_lib.candidate_values(cfg)
+    settings = tuple(cfg.get('candidates', ()))
+    if settings:
+      cfg = config_lib.candidate_configs(cfg)[0]
     self.cfg, self.wd, self.info, self.mesh = cfg, wd, info, mesh
-    self.seeds = Seeds(cfg, mesh)
+    self.seeds = Seeds(cfg, mesh, values, settings)
     self.batches, self.eval_batches, self.teacher = batches, eval_batches, teacher
     self.student = models.create_model(cfg.student.model, info.num_classes)
     self.t_model = (teacher.model if teacher is not None
@@ -58,7 +65,8 @@ class Distiller:
       init_from = teacher.anchors[0 if cfg.student.init == 'first_anchor' else -1]
     self.states = StateBuilder(cfg, self.student, self.t_model, self.connectors,
                                info.image_shape, phases, self.anchors,
-                               loop.steps_per_epoch(cfg, info), info.num_train, init_from)
+                               loop.steps_per_epoch(cfg, info), info.num_train, init_from,
+                               run_fields=self.run_fields)
     self.ckpt = checkpoints.Checkpoints(wd.file('checkpoints', 'student'), max_to_keep=2)
     self.eval_step = self.seeds.eval_step(loop.make_eval_step(self.student))
     self.runner = PhaseRunner(cfg, wd, info, mesh, self.ckpt, self.states, self.seeds,
@@ -102,7 +110,8 @@ class Distiller:
     """Compiled steps for `phase`, shared by every phase (any stage) of equal signature."""
     if phase.signature not in self._steps:  # stages differ only in (same-shaped) anchors.
       self._steps[phase.signature] = steps_lib.PhaseSteps(
-          self.cfg, phase, self.student, self.t_model, self.connectors, self.info.num_train)
+          self.cfg, phase, self.student, self.t_model, self.connectors, self.info.num_train,
+          run_fields=self.run_fields)
     return self._steps[phase.signature]
 
   def step_fn(self, phase, anchor):
@@ -132,9 +141,10 @@ class Distiller:
     return lambda states, stacked: program(states, stacked, anchor_vars)
 
   def _seed_step(self, phase):
-    """One seed's update: (states, batch, anchor variables) -> (states, metrics). The
+    """One run's update: (states, batch, anchor variables) -> (states, metrics). The
     phase's compiled step takes the student's state, its critic's or partner's and its
-    method state's (each None where the phase has none)."""
+    method state's (each None where the phase has none); it is traced with the run's
+    per-run values bound (`core.runs`; states['hp'], with candidates)."""
     fns = self.steps_for(phase)
     fn = fns.feature_step if phase.is_feature else fns.logit_step
     name = phase.state_name
@@ -142,7 +152,7 @@ class Distiller:
 
     def step(states, batch, anchor_vars):
       g, other, metrics, owned = fn(states['g'], states.get(name), anchor_vars, batch,
-                                    states.get(m_name))
+                                    states.get(m_name), states.get('hp'))
       out = {**states, 'g': g}
       out.update({n: v for n, v in ((name, other), (m_name, owned)) if n is not None})
       return out, metrics

@@ -43,14 +43,19 @@ def summary(cfg, wd, seeds, anchors, teacher, carry, records, wall) -> dict:
   """The student's summary. With several seeds: `test_accuracy` is their mean (with
   `test_accuracy_std` and the per-seed `test_accuracies`), per-phase accuracies are lists,
   and each seed's final student is saved (`student_final` the first, `student_final_<seed>`
-  the others). `machine`: the machine's load during the run (see `LoadWatch`; None where
-  it has no load average)."""
+  the others; with `candidates`, `student_final_c<candidate>_s<seed>`), and `candidates`
+  lists each candidate's setting, runs, seeds, accuracies (their mean and population std) and
+  final checkpoints (`run_candidates`: each run's candidate). `machine`: the machine's load
+  during the run (see `LoadWatch`; None where it has no load average)."""
   params, batch_stats = carry
   finals = [{'params': params['student'], 'batch_stats': batch_stats['student']}]
   finals = seeds.split(finals[0])
   for j, (seed, final) in enumerate(zip(seeds.seeds, finals)):
-    checkpoints.Checkpoints(wd.file('checkpoints', 'student_final' + (f'_{seed}' if j else ''))
-                      ).save(0, final, {'model': cfg.student.model, 'seed': seed})
+    meta = {'model': cfg.student.model, 'seed': seed}
+    if seeds.candidates is not None:
+      meta.update(candidate=seeds.candidates[j], setting=seeds.settings[seeds.candidates[j]])
+    checkpoints.Checkpoints(wd.file('checkpoints', 'student_final' + (
+        f'_{seeds.tag(j)}' if j else ''))).save(0, final, meta)
   n_params = optim.count_params(finals[0]['params'])
   stages = []
   for m, anchor in enumerate(anchors):
@@ -72,4 +77,16 @@ def summary(cfg, wd, seeds, anchors, teacher, carry, records, wall) -> dict:
     accs = out['test_accuracy']
     out.update({'test_accuracy': float(np.mean(accs)), 'test_accuracy_std': float(np.std(accs)),
                 'test_accuracies': accs, 'seeds': seeds.seeds})
+  if seeds.candidates is not None:
+    out['run_candidates'] = seeds.candidates
+    out['candidates'] = []
+    for c, setting in enumerate(seeds.settings):
+      js = [j for j, k in enumerate(seeds.candidates) if k == c]
+      mine = [accs[j] for j in js]
+      out['candidates'].append({
+          'setting': setting, 'runs': js, 'seeds': [seeds.seeds[j] for j in js],
+          'test_accuracies': mine, 'test_accuracy': float(np.mean(mine)),
+          'test_accuracy_std': float(np.std(mine)),
+          'checkpoints': [wd.file('checkpoints', 'student_final' + (
+              f'_{seeds.tag(j)}' if j else ''), '0') for j in js]})
   return out

@@ -90,4 +90,7 @@ registry.register_group('mutual', config.defaults_mutual, config.check_mutual)
 registry.register_history(config.MOVED, config.ADDED)
 registry.register_method('msmgan', _phases, per_stage=True, check=config.check,
                          ablations=config.ABLATIONS, variant=config.variant, needs_features=True,
-                         needs_network=needs_network, monitor=DiscWatch)
+                         needs_network=needs_network, monitor=DiscWatch,
+                         # read only as numbers (the head's KL weight and temperature, the
+                         # joint form's block-term weight): may differ within one program.
+                         run_fields=('msmgan.beta', 'msmgan.tau', 'stages.forced_joint'))

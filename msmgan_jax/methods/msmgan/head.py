@@ -58,21 +58,21 @@ def head_loss_with_features(view):
   the partner's previous block map (teacher forcing) and regressed onto its next one,
   trained jointly with the head's logit loss (LIT's section loss beside end-to-end KD,
   Koratana et al. ICML 2019, eq. 3; LIT weighs them 0.25 : 0.75)."""
-  cfg = view.cfg
+  cfg, static = view.cfg, view.static_cfg or view.cfg  # static: which terms are computed.
   s_loss = head_loss(view)
-  if cfg.stages.forced_joint > 0:
+  if static.stages.forced_joint > 0:
     for k in range(view.first, view.first + len(view.s_feats)):
       fed = view.s_feats[k - view.first] if k == 0 else view.forced(k)  # block 1: the images.
       s_loss += cfg.stages.forced_joint * losses.feature_mse(view.connect(k - view.first, fed),
                                                              view.t_feats[k])
   last = len(view.s_feats) - 1
   for i, f in enumerate(view.s_feats):
-    if cfg.stages.head_feat <= 0 and i != last:
+    if static.stages.head_feat <= 0 and i != last:
       continue
     out = view.connect(i, f)
-    if cfg.stages.head_feat > 0:
+    if static.stages.head_feat > 0:
       s_loss += cfg.stages.head_feat * losses.feature_mse(out, view.t_feats[view.first + i])
-    if i == last and cfg.gan.head_task > 0:
+    if i == last and static.gan.head_task > 0:
       s_loss += cfg.gan.head_task * losses.kd(view.t_head(out),
                                               jax.lax.stop_gradient(view.t_logits),
                                               cfg.msmgan.tau)
