@@ -127,19 +127,21 @@ def test_bad_recount_or_dataset_input_is_refused_before_measuring(tmp_path, caps
   assert not out.exists()
 
 
-@pytest.mark.slow  # a minute: compiles the kd step at 1 and 2 steps per dispatch and 2 seeds.
+@pytest.mark.slow  # a minute: compiles the kd step at 1 and 2 steps per dispatch, 2 seeds, 2 candidates.
 def test_the_dispatch_rows_measure_k_steps_and_r_students_against_one(tmp_path, monkeypatch):
   monkeypatch.setattr(benchmark, 'DISPATCH_KS', (1, 2))
   monkeypatch.setattr(benchmark, 'RUNS_PER_PROGRAM', (1, 2))
   result = benchmark.measure_dispatch(str(tmp_path), peak_tflops=1.0, quick=True)
   names = [r['case'] for r in result['rows']]
-  assert names == ['kd_1_steps_per_dispatch', 'kd_2_steps_per_dispatch', 'kd_2_runs_per_program']
+  assert names == ['kd_1_steps_per_dispatch', 'kd_2_steps_per_dispatch', 'kd_2_runs_per_program',
+                   'kd_2_candidates_per_program']
   for r in result['rows']:
     assert r['jax_img_s'] > 0 and r['ref_img_s'] == result['rows'][0]['jax_img_s']
     assert r['ratio'] == pytest.approx(r['jax_img_s'] / r['ref_img_s'], rel=1e-2)
     assert r['of_peak'] == pytest.approx(r['tflop_s'], rel=1e-6)  # peak 1 TFLOP/s.
   table = benchmark.markdown(result)
   assert '| kd_2_runs_per_program |' in table and 'one step per dispatch' in table
+  assert '| kd_2_candidates_per_program |' in table and 'per-run inputs' in table
 
 
 def test_the_accelerator_check_records_a_failing_part_and_runs_the_others(tmp_path, monkeypatch):

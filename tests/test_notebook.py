@@ -1,6 +1,7 @@
 """The Colab notebook runs top to bottom (on the CPU here, tiny), so it cannot rot."""
 import json
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -17,23 +18,36 @@ def test_notebook_runs_top_to_bottom(tfds_data_dir, tmp_path):
   del tfds_data_dir  # prepared Fashion-MNIST in the default TFDS data dir, read by the notebook.
   nb = nbformat.read(REPO_ROOT / 'notebooks' / 'msmgan_colab_tpu.ipynb', as_version=4)
   os.environ['MSMGAN_JAX_NOTEBOOK_TINY'] = '1'  # the kernel inherits it.
+  os.environ['MSMGAN_JAX_NOTEBOOK_FILL'] = '1'  # what it does on a TPU or GPU: seeds, k steps.
   try:
     nbclient.NotebookClient(nb, timeout=600, kernel_name='python3',
                             resources={'metadata': {'path': str(tmp_path)}}).execute()
   finally:
-    del os.environ['MSMGAN_JAX_NOTEBOOK_TINY']
+    del os.environ['MSMGAN_JAX_NOTEBOOK_TINY'], os.environ['MSMGAN_JAX_NOTEBOOK_FILL']
+    # Its outputs, kept: under $MSMGAN_JAX_ARTIFACTS where CI sets it, else beside the run.
+    out = pathlib.Path(os.environ.get('MSMGAN_JAX_ARTIFACTS', tmp_path))
+    out.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out / 'msmgan_colab_tpu.executed.ipynb')
   text = lambda cell: ''.join(o.get('text', '') + o.get('data', {}).get('text/markdown', '')
                              for o in cell.get('outputs', []))
   outputs = [text(c) for c in nb.cells if c.cell_type == 'code']
   assert 'x CPU (cpu)' in outputs[1]  # the accelerator it found.
   summary = json.loads((tmp_path / 'runs' / 'colab_smoke' / 'summary.json').read_text())
   assert f"student resnet8 {summary['student']['test_accuracy']}" in outputs[2]
+  assert '(mean of 3 seeds)' in outputs[2] and len(summary['student']['seeds']) == 3
+  config_json = json.loads((tmp_path / 'runs' / 'colab_smoke' / 'config.json').read_text())
+  assert config_json['steps_per_dispatch'] == 10
   assert '| 2 |' in outputs[3] and '| block_3 |' in outputs[3]  # the stage x phase table.
   images = [o for o in nb.cells[5].outputs if 'image/png' in o.get('data', {})]
   assert len(images) == 3  # phases, GAN, feature MSE.
   assert 'tensorboard --logdir runs/colab_smoke/tensorboard' in outputs[5]
   assert (tmp_path / 'exported_student' / 'saved_model.pb').exists()
-  lines = [l for l in outputs[6].splitlines() if l.startswith('test_')]
+  tuned = json.loads((tmp_path / 'runs' / 'colab_kd_candidates' / 'summary.json').read_text())
+  scores = [c['test_accuracy'] for c in tuned['student']['candidates']]
+  assert len(scores) == 4 and 'accuracy on train[95%:97%]' in outputs[6]
+  best = tuned['student']['candidates'][scores.index(max(scores))]['setting']
+  assert f"chosen: {best or '(defaults)'}" in outputs[6]
+  lines = [l for l in outputs[7].splitlines() if l.startswith('test_')]
   assert len(lines) == 4 and lines[0].startswith('test_0.png is a ')
 
 

@@ -121,11 +121,12 @@ class JaxCase:
     self.step = self.d.step_fn(phase, self.anchor)
     self.batches = [sharding.shard_batch(_batch(np.random.default_rng(i)), self.d.mesh)
                     for i in range(4)]
-    if cfg.seeds > 1:  # each seed its own batch, stacked as the trainer stacks them.
-      spec = ('data',) if cfg.seed_batching == 'unroll' else ()
+    runs = len(self.d.seeds.seeds)  # seeds x candidates.
+    if runs > 1:  # each run its own batch, stacked as the trainer stacks them.
+      spec = ('data',) if self.d.seeds.batching() == 'unroll' else ()
       placed = jax.sharding.NamedSharding(self.d.mesh, jax.sharding.PartitionSpec(None, *spec))
       self.batches = [{k: jax.device_put(np.stack([np.asarray(self.batches[(i + j) % 4][k])
-                                                   for j in range(cfg.seeds)]), placed)
+                                                   for j in range(runs)]), placed)
                        for k in self.batches[0]} for i in range(4)]
     t0 = time.perf_counter()
     self.states, m = self.step(self.states, self.batches[0])
@@ -184,12 +185,16 @@ class DispatchCase(JaxCase):
 
 DISPATCH_KS = (1, 8, 32)      # steps per dispatch of the --dispatch rows.
 RUNS_PER_PROGRAM = (1, 4, 16)  # students in one program (seeds) of the --dispatch rows.
+# Tuning candidates of the --dispatch rows: kd's learning rate and temperature set apart.
+CANDIDATES = tuple(f'student.lr={lr}; kd.tau={tau}' for lr in (0.05, 0.1, 0.2, 0.4)
+                   for tau in (1.0, 2.0, 4.0, 8.0))
 
 
 def dispatch_cases(workdir: str) -> dict:
   """name -> case of the --dispatch rows: the kd step (resnet20 -> resnet8) with k steps per
-  dispatch (`DISPATCH_KS`), and with R students in one program (`RUNS_PER_PROGRAM`, seeds:
-  the shapes tuning candidates share), one step per dispatch."""
+  dispatch (`DISPATCH_KS`), and with R students in one program (`RUNS_PER_PROGRAM`): R seeds,
+  and R tuning candidates (`CANDIDATES`, one seed each, their learning rate and temperature
+  per-run inputs, `core.runs`), one step per dispatch."""
   cfg = _cfg()
   kd = phases.METHODS['kd'].stage_phases(cfg, 3, 0)[0]
   out = {}
@@ -201,6 +206,11 @@ def dispatch_cases(workdir: str) -> dict:
     many = _cfg()
     many.seeds = r
     out[f'kd_{r}_runs_per_program'] = JaxCase(many, kd, os.path.join(workdir, f'runs_{r}'))
+  for r in RUNS_PER_PROGRAM[1:]:  # tuning candidates: learning rate and temperature per run.
+    many = _cfg()
+    many.candidates = CANDIDATES[:r]
+    out[f'kd_{r}_candidates_per_program'] = JaxCase(many, kd,
+                                                    os.path.join(workdir, f'candidates_{r}'))
   return out
 
 
@@ -215,8 +225,7 @@ def measure_dispatch(workdir: str, peak_tflops: float = 0.0, quick: bool = False
   samples = {n: [] for n in jax_cases}
   for _ in range(repeats):
     for n, c in jax_cases.items():
-      runs = c.d.cfg.seeds
-      samples[n].append(c.run(steps) * runs)
+      samples[n].append(c.run(steps) * len(c.d.seeds.seeds))
   base = jax_cases['kd_1_steps_per_dispatch']
   kd_flops = base.flops()
   one = statistics.median(samples['kd_1_steps_per_dispatch'])
@@ -227,7 +236,7 @@ def measure_dispatch(workdir: str, peak_tflops: float = 0.0, quick: bool = False
            'ratio': round(img_s / one, 3), 'compile_s': round(c.compile_s, 2),
            'samples_img_s': [round(x, 1) for x in samples[n]],
            'note': ('images/s of every student; ratio vs one student, one step per dispatch'
-                    if 'runs' in n else 'ratio vs one step per dispatch')}
+                    if 'per_program' in n else 'ratio vs one step per dispatch')}
     if kd_flops:
       _flop_columns(row, kd_flops, None, peak_tflops)
     rows.append(row)
@@ -609,8 +618,10 @@ def markdown(result: dict) -> str:
     return '\n'.join(lines + [
         '', 'The kd step (resnet20 -> resnet8) as `steps_per_dispatch` runs it: k steps in '
         'one program (`kd_<k>_steps_per_dispatch`; k = 1 is one step per dispatch), and R '
-        'students in one program (`kd_<R>_runs_per_program`: `seeds=R`, the shapes a '
-        "method's tuning candidates share), one step per dispatch. JAX img/s counts every "
+        'students in one program, one step per dispatch: R seeds (`kd_<R>_runs_per_program`: '
+        '`seeds=R`) and R tuning candidates of one seed each, their learning rate and '
+        'temperature per-run inputs of the program (`kd_<R>_candidates_per_program`: '
+        "`candidates`, core/runs.py). JAX img/s counts every "
         "student's images; ratio: over one student at one step per dispatch (the reference "
         'column). TFLOP/s: XLA\'s FLOPs of one kd step (on the lowered program) times the '
         'steps per second; of peak: over the --peak-tflops given.', ''])
