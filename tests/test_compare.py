@@ -810,3 +810,20 @@ def test_a_methods_candidates_train_in_one_program_and_record_as_their_own_runs(
   assert not os.path.exists(os.path.join(cc.workdir, 'program', 'dkd_0_1_2'))
   compare.run_all(cc, cc.workdir)  # a rerun: every run finished, nothing trains again.
   assert capsys.readouterr().out.count('finished, skipped') == 6
+
+
+def test_candidates_share_a_program_on_an_accelerator_unless_told(repo_root, monkeypatch):
+  cc = load_config(repo_root, 'compare_lowdata', None)
+  assert not compare.candidates_together(cc)  # 'auto' on this CPU.
+  import jax  # pylint: disable=g-import-not-at-top
+
+  class Gpu:
+    platform = 'gpu'
+  monkeypatch.setattr(jax, 'devices', lambda: [Gpu()])
+  assert compare.candidates_together(cc)
+  cc.candidates_per_program = False
+  assert not compare.candidates_together(cc)
+  del cc['candidates_per_program']
+  cc.candidates_per_program = 'yes'
+  with pytest.raises(config.ConfigError, match='candidates_per_program'):
+    compare.check(cc)

@@ -17,8 +17,8 @@ The protocol:
    least `min_validation_images`). The candidate with the best mean validation accuracy
    (ties: the earlier) is the method's setting; ablations take MS-MGANs'. The test split
    plays no part in any choice: a tuning run evaluated on another split is refused.
-   With `candidates_per_program` (for an accelerator), a method's candidates that differ
-   only in per-run fields (`config.run_fields`: student.lr and the method's loss weights)
+   With `candidates_per_program` (default 'auto': on a GPU or TPU), a method's candidates
+   that differ only in per-run fields (`config.run_fields`: student.lr and loss weights)
    train in one program (`run_program`, `core.runs`), each recorded in its own workdir as
    its own run would have been; others train apart, which the console says.
 3. Final runs: every method and ablation with its setting, `seeds` students in one
@@ -194,6 +194,9 @@ def check(cc) -> None:
       for i, text in enumerate(cc.tuning.get(m, ())):
         req(not set(parse_setting(text)) & set(fixed), f'tuning.{m}[{i}] changes a field of '
             f'budgets.{name}.setting, so {m}\'s main run may not run under it')
+  req(cc.get('candidates_per_program', 'auto') in (True, False, 'auto'),
+      f'candidates_per_program must be True, False or \'auto\', got '
+      f'{cc.get("candidates_per_program")!r}')
   req(cc.validation_split != cc.base.dataset.test_split,
       'validation_split must be a hold-out of the training data, not the test split')
   target = cc.get('target')
@@ -982,7 +985,7 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
     print(f'compare [{n}/{len(runs)}] {run.name} ({cfg.seeds} seed{"s" * (cfg.seeds > 1)}, '
           f'{run.kind}): {status}  [{time.time() - t0:.0f}s]', flush=True)
     if status == 'running':
-      if run.kind == 'tune' and cc.get('candidates_per_program'):
+      if run.kind == 'tune' and candidates_together(cc):
         members = program_members(cc, run, root, anchors)
         if len(members) > 1 and run_program(cc, members, root):
           write(cc, root, where)
@@ -990,6 +993,18 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
       train.train_and_evaluate(cfg, wd)
       write(cc, root, where)
   return write(cc, root, where)
+
+
+def candidates_together(cc) -> bool:
+  """Whether a method's tuning candidates train in one program: `candidates_per_program`
+  True or False, or 'auto' (its default): where the device is not a CPU (an accelerator
+  that one small student leaves idle; on a CPU a program of R students runs about as fast as
+  R runs, the benchmark's --dispatch rows)."""
+  how = cc.get('candidates_per_program', 'auto')
+  if how == 'auto':
+    import jax  # pylint: disable=g-import-not-at-top
+    return jax.devices()[0].platform != 'cpu'
+  return bool(how)
 
 
 def program_members(cc, run: Run, root: str, anchors: list) -> list:
