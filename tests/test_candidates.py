@@ -166,3 +166,14 @@ def test_every_methods_learning_rate_is_a_per_run_input(method, tmp_path):
     name = 'student_final' + (f'_c{c}_s0' if c else '')
     rel = _rel(_final(tmp_path / f'apart{c}', cfg), _final(tmp_path / 'together', cfg, name))
     assert rel < 1e-3, (text, rel)
+
+
+def test_candidates_at_several_steps_per_dispatch_train_the_same_students(tmp_path):
+  """The scanned program (`steps_per_dispatch`) carries each run's values with its states."""
+  fields = dict(method='kd', candidates=('', 'student.lr=0.2; kd.tau=2.0'),
+                **{'student.epochs': 2, 'log_every_steps': 4})
+  one = tiny_cfg(**fields)
+  make_distiller(one, tmp_path / 'one').run()
+  make_distiller(tiny_cfg(**fields, steps_per_dispatch=2), tmp_path / 'two').run()
+  for name in ('student_final', 'student_final_c1_s0'):
+    assert _rel(_final(tmp_path / 'one', one, name), _final(tmp_path / 'two', one, name)) < 1e-3
