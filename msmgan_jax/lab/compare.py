@@ -503,12 +503,13 @@ def result(cc, run: Run, root: str) -> Optional[dict]:
 
 def _setting_of(cc, cfg: dict, ablated: dict) -> str:
   """The tuning candidate a final run's config carries (by value): of the candidates whose
-  every field it has (but the fields its ablation sets), the one naming the most fields
-  ('' matches any config)."""
+  every field it has (but the fields its ablation sets), the one naming the most of those
+  it has ('' matches any config): a candidate that differs from another only in a field the
+  ablation sets is not the one the run carries."""
+  kept = lambda t: {k: v for k, v in setting_fields(t, cfg['method']).items() if k not in ablated}
   matches = [t for t in cc.tuning[cfg['method']] if all(
-      _get(cfg, k) == (list(v) if isinstance(v, tuple) else v)
-      for k, v in setting_fields(t, cfg['method']).items() if k not in ablated)]
-  return max(matches, key=lambda t: len(parse_setting(t))) if matches else '?'
+      _get(cfg, k) == (list(v) if isinstance(v, tuple) else v) for k, v in kept(t).items())]
+  return max(matches, key=lambda t: len(kept(t))) if matches else '?'
 
 
 def _get(cfg: dict, path: str):
