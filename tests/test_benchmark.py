@@ -163,3 +163,29 @@ def test_the_accelerator_check_records_a_failing_part_and_runs_the_others(tmp_pa
   table = benchmark.accelerator_markdown(result)
   assert 'Dispatch rows failed: FileNotFoundError' in table and 'Failed: no dataset' in table
   assert '| run_kd | 1 | 2.0 | 1.5 | 0.5 |' in table
+
+
+def test_torch_check_starts_a_student_where_our_trainer_starts_it(tmp_path):
+  """`student.init=first_anchor`: the PyTorch student starts from our very initial weights
+  (the trainer's random initialisation with the anchor's arrays selected), converted."""
+  pytest.importorskip('torch')
+  import torch  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.lab import torch_check  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.lab import torch_reference  # pylint: disable=g-import-not-at-top
+  from support import make_distiller, tiny_cfg  # pylint: disable=g-import-not-at-top
+  cfg = tiny_cfg(method='kd', seed=3, **{'teacher.model': 'resnet20', 'student.model': 'resnet8',
+                                         'student.init': 'first_anchor'})
+  d = make_distiller(cfg, tmp_path)
+  params, stats = d.init_carry()
+  start = torch_check.jax_start(cfg, 3, d.teacher.anchors[0].variables, (28, 28, 1), 10)
+  jax.tree.map(np.testing.assert_array_equal, start['params'], jax.device_get(params['student']))
+  jax.tree.map(np.testing.assert_array_equal, start['batch_stats'],
+               jax.device_get(stats['student']))
+  assert torch_check.start_anchor(cfg, ['a5', 'a10', 'a15']) == 'a5'
+  net = torch_reference.ResNet(8, 1, 10).eval()
+  torch_check.flax_to_torch(start, net)
+  x = np.random.default_rng(0).normal(size=(4, 28, 28, 1)).astype(np.float32)
+  with torch.no_grad():
+    ours = net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
+  logits = d.student.apply(start, x, train=False)[0]
+  np.testing.assert_allclose(ours, logits, atol=1e-4, rtol=1e-4)

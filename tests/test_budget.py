@@ -108,9 +108,15 @@ def test_a_pytorch_check_of_one_method_keeps_the_others_rows():
   kd = {'method': 'kd', 'setting': 'kd.tau=2.0', 'seeds': [0], 'accuracies': [0.85]}
   earlier = {'teacher_anchor': 'anchors/15', 'rows': [ce, kd]}
   kept, before = torch_check.carried_over(earlier, 'anchors/15', ['kd'])
-  assert kept == [ce] and before == {('kd', 'kd.tau=2.0'): kd}
+  assert kept == [ce] and before == {('kd', 'kd.tau=2.0', 'random'): kd}
   kept, before = torch_check.carried_over(earlier, 'anchors/15', ['ce', 'kd'])
-  assert kept == [] and set(before) == {('ce', 'student.lr=0.2'), ('kd', 'kd.tau=2.0')}
+  assert kept == [] and set(before) == {('ce', 'student.lr=0.2', 'random'),
+                                        ('kd', 'kd.tau=2.0', 'random')}
+  # A row from another start (the anchor start) is not the random start's, nor the reverse.
+  kd_anchor = {**kd, 'init': 'first_anchor:anchors/5'}
+  _, before = torch_check.carried_over({'teacher_anchor': 'anchors/15', 'rows': [kd_anchor]},
+                                       'anchors/15', ['kd'])
+  assert set(before) == {('kd', 'kd.tau=2.0', 'first_anchor:anchors/5')}
   assert torch_check.carried_over(earlier, 'other/15', ['kd']) == ([], {})
   assert torch_check.carried_over({}, 'anchors/15', ['kd']) == ([], {})
   rows = torch_check.ordered([kd, {'method': 'x'}, ce], ('ce', 'kd', 'dkd'))

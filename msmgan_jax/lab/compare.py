@@ -697,6 +697,26 @@ def verdict(cc, rows: list) -> list:
   return lines
 
 
+def _same_start(torch_row: dict, rows: list) -> Optional[dict]:
+  """Our final run (no ablation) of the PyTorch row's method from its start (`init`:
+  'random', or '<init>:anchors/<epoch>'), preferring the main budget; None without one."""
+  from msmgan_jax.training import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  want = torch_row.get('init', 'random')
+  for r in sorted((r for r in rows if r['method'] == torch_row['method'] and not r['ablation']
+                   and r['kind'] == 'final'), key=lambda r: r.get('budget') is not None):
+    cfg = workdir_lib.Workdir(r['workdir']).read_config()
+    st = cfg['student']
+    if st['init'] == 'random':
+      start = 'random'
+    else:
+      path = st.get('init_checkpoint') or (cfg['teacher']['checkpoints'][
+          0 if st['init'] == 'first_anchor' else -1] if cfg['teacher']['checkpoints'] else '')
+      start = f'{st["init"]}:anchors/{os.path.basename(os.path.normpath(path))}'
+    if start == want:
+      return r
+  return None
+
+
 def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machine: str,
              teacher: Optional[dict] = None) -> str:
   """compare.md: the final table of each budget (mean +- std, the paired differences to kd
@@ -766,12 +786,16 @@ def markdown(cc, rows: list, tuning: list, chosen: dict, torch_rows: list, machi
               'difference: ours minus PyTorch, in points, with Welch\'s 95% interval (unpaired: '
               'the two frameworks draw different random numbers from the same seed); an '
               'interval that holds zero is an agreement the seeds cannot tell apart.', '',
-              '| method | test accuracy | per seed | ours (JAX) | difference: 95% CI |',
-              '|---|---|---|---|---|']
+              'Each PyTorch row is set against our final run of that method from the same '
+              'start (`student.init`: random, or the anchor named, whose selected weights '
+              'both frameworks start from).', '',
+              '| method | start | test accuracy | per seed | ours (JAX) | difference: 95% CI |',
+              '|---|---|---|---|---|---|']
     for t in torch_rows:
-      ours = finals.get(t['method'])
+      ours = _same_start(t, rows)
       d = unpaired_difference(ours, t) if ours else None
-      lines.append(f'| {t["method"]} | {t["mean"]:.4f} +- {sample_std(t["accuracies"]):.4f} | '
+      lines.append(f'| {t["method"]} | {t.get("init", "random")} | '
+                   f'{t["mean"]:.4f} +- {sample_std(t["accuracies"]):.4f} | '
                    f'{", ".join(f"{a:.4f}" for a in t["accuracies"])} | '
                    + (f'{ours["mean"]:.4f} +- {ours["std"]:.4f} | '
                       + (f'{d["mean"]:+.2f} [{d["low"]:+.2f}, {d["high"]:+.2f}]' if d else

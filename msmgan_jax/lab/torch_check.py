@@ -6,8 +6,9 @@ Trains the comparison's student network with PyTorch's own convolutions, BatchNo
 SGD (`torch_reference.ResNet`, parameter counts equal to ours) on the same training
 slice, with the same recipe: batch size, Nesterov SGD with L2 on kernels, warmup + cosine
 per step, random crop after zero padding + horizontal flip, the dataset's normalisation,
-the epoch-exact example order, and the comparison's chosen settings of `ce` and `kd`
-(from its compare.json; it refuses, exit 2, until their tuning has finished). `kd` distils from our
+the epoch-exact example order, the same start (a student that starts from a teacher
+anchor, `student.init`, starts from our very initial weights, converted), and the
+comparison's chosen settings of `ce` and `kd` (from its compare.json; it refuses, exit 2, until their tuning has finished). `kd` distils from our
 final teacher anchor, its weights converted to PyTorch; the conversion is checked by
 comparing both networks' logits on test images (the largest difference is recorded).
 Only the implementation differs, so the accuracies should agree within the seeds' spread.
@@ -110,8 +111,35 @@ class Batches:
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)), self.y[idx]
 
 
-def train_one(method, arrays, cfg, teacher, seed, threads):
-  """One student of `method` ('ce' or 'kd'); returns (test accuracy, seconds)."""
+def jax_start(cfg, seed: int, anchor_variables, image_shape, num_classes: int) -> dict:
+  """The variables our trainer starts `cfg`'s student of `seed` from with `student.init`
+  first_anchor or last_anchor: its random initialisation (`StateBuilder.init_carry`'s key)
+  with every array the anchor has by name selected from `anchor_variables`
+  (`models.select_weights`); {'params', 'batch_stats'} on the host."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.core import models, optim  # pylint: disable=g-import-not-at-top
+  student = models.create_model(cfg.student.model, num_classes)
+  s_rng, _ = jax.random.split(jax.random.key(seed + 1))
+  v = optim.init_variables(student, s_rng, tuple(image_shape))
+  v, _, _ = models.select_weights(v, anchor_variables)
+  return jax.device_get({'params': v['params'], 'batch_stats': v['batch_stats']})
+
+
+def start_anchor(cfg, anchors: list):
+  """The teacher anchor (a path from the teacher's summary, weakest first) `cfg`'s student
+  starts from: `student.init_checkpoint`, else the first or last anchor; None for a random
+  start."""
+  if cfg.student.init_checkpoint:
+    return cfg.student.init_checkpoint
+  if cfg.student.init == 'random':
+    return None
+  return anchors[0] if cfg.student.init == 'first_anchor' else anchors[-1]
+
+
+def train_one(method, arrays, cfg, teacher, seed, threads, start=None):
+  """One student of `method` ('ce' or 'kd'); returns (test accuracy, seconds). `start`: the
+  variables our student starts from (`jax_start`), copied into the PyTorch network (a
+  random PyTorch initialisation without)."""
   import torch  # pylint: disable=g-import-not-at-top
   import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
   from msmgan_jax.lab import torch_reference as ref  # pylint: disable=g-import-not-at-top
@@ -120,6 +148,8 @@ def train_one(method, arrays, cfg, teacher, seed, threads):
   depth = int(cfg.student.model.replace('resnet', ''))
   h, w, c = arrays['train_images'].shape[1:]
   net = ref.ResNet(depth, c, int(arrays['num_classes']))
+  if start is not None:
+    flax_to_torch(start, net)
   decay = [p for p in net.parameters() if p.dim() > 1]
   rest = [p for p in net.parameters() if p.dim() <= 1]
   opt = torch.optim.SGD([{'params': decay, 'weight_decay': cfg.student.weight_decay},
@@ -170,13 +200,15 @@ def carried_over(earlier: dict, anchor_path: str, methods: list) -> tuple:
 
   Returns (kept, before): `kept`, the rows of every method this call does not check again
   (a call with `--methods kd` leaves ce's row as it was); `before`, {(method, setting):
-  row} of the methods it checks, whose finished seeds a rerun takes instead of training
+  row} of the methods it checks (with the start, `init`: a row from another start
+  is not carried), whose finished seeds a rerun takes instead of training
   them again (a check stopped part-way resumes). Rows measured against another teacher
   anchor than `anchor_path` are dropped from both: they no longer check this comparison.
   """
   rows = earlier.get('rows', []) if earlier.get('teacher_anchor') == anchor_path else []
   kept = [r for r in rows if r['method'] not in methods]
-  before = {(r['method'], r['setting']): r for r in rows if r['method'] in methods}
+  before = {(r['method'], r['setting'], r.get('init', 'random')): r for r in rows
+            if r['method'] in methods}
   return kept, before
 
 
@@ -256,15 +288,28 @@ def main(argv=None) -> int:
     cfg = compare.apply(compare.copy_config(cc.base), compare.parse_setting(
         (cc.get('method_defaults') or {}).get(method, '')))
     cfg = compare.apply(cfg, compare.parse_setting(setting))
-    old = before.get((method, setting), {})
-    row = {'method': method, 'setting': setting, 'seeds': [], 'accuracies': [], 'wall_s': []}
+    start_path = start_anchor(cfg, [a['path'] for a in t_sum['teacher']['anchors']])
+    start_vars = None
+    if start_path is not None:  # the student starts where ours does (weights selected).
+      start_vars = jax.device_get(teacher_lib.load_anchor(
+          start_path, target, cc.teacher.teacher.model).variables)
+    init = cfg.student.init if start_path is None else (  # the anchor's place in its run.
+        f'{cfg.student.init}:anchors/{os.path.basename(os.path.normpath(start_path))}')
+    old = before.get((method, setting, init), {})
+    # The same method and setting measured from another start (kd from random, say, beside
+    # kd from the anchor) stays: it checks another row of the comparison.
+    kept += [r for (m, st, i), r in before.items() if m == method and st == setting and i != init]
+    row = {'method': method, 'setting': setting, 'init': init, 'seeds': [], 'accuracies': [],
+           'wall_s': []}
     rows.append(row)
     for seed in range(cc.base.seed, cc.base.seed + args.seeds):
       if seed in old.get('seeds', []):
         j = old['seeds'].index(seed)
         acc, wall = old['accuracies'][j], old['wall_s'][j]
       else:
-        acc, wall = train_one(method, arrays, cfg, teacher, seed, args.threads)
+        start = None if start_vars is None else jax_start(
+            cfg, seed, start_vars, info_shape, int(arrays['num_classes']))
+        acc, wall = train_one(method, arrays, cfg, teacher, seed, args.threads, start)
       print(f'pytorch {method} seed {seed}: test accuracy {acc:.4f} ({wall:.0f}s)', flush=True)
       row['seeds'].append(seed)
       row['accuracies'].append(acc)
