@@ -177,3 +177,10 @@ def test_candidates_at_several_steps_per_dispatch_train_the_same_students(tmp_pa
   make_distiller(tiny_cfg(**fields, steps_per_dispatch=2), tmp_path / 'two').run()
   for name in ('student_final', 'student_final_c1_s0'):
     assert _rel(_final(tmp_path / 'one', one, name), _final(tmp_path / 'two', one, name)) < 1e-3
+
+
+def test_one_candidate_of_one_seed_is_a_program_of_one_run(tmp_path):
+  cfg = tiny_cfg(method='kd', candidates=('kd.tau=2.0',), **{'student.epochs': 1})
+  out = make_distiller(cfg, tmp_path).run()
+  assert out['candidates'][0]['test_accuracies'] == [out['test_accuracy']]
+  assert out['candidates'][0]['seeds'] == [0] and out['run_candidates'] == [0]

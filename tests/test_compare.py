@@ -795,8 +795,12 @@ def test_a_methods_candidates_train_in_one_program_and_record_as_their_own_runs(
   doc = compare.run_all(cc, cc.workdir)
   out = capsys.readouterr().out
   assert 'tune/kd/0, tune/kd/1, tune/kd/2 train in one program' in out
-  assert 'the candidates of dkd train apart' in out and 'dkd.warmup_epochs' in out
-  program = os.path.join(cc.workdir, 'program', 'kd_0_1_2')
+  # dkd's candidate 1 changes the program (its warm-up's Python `if`): it alone trains apart.
+  assert 'tune/dkd/1 trains apart from tune/dkd/0' in out and 'dkd.warmup_epochs' in out
+  assert 'tune/dkd/0, tune/dkd/2 train in one program' in out
+  programs = sorted(os.listdir(os.path.join(cc.workdir, 'program')))
+  assert [p.rsplit('_', 1)[0] for p in programs] == ['dkd_0_2', 'kd_0_1_2']
+  program = os.path.join(cc.workdir, 'program', programs[1])
   whole = json.load(open(os.path.join(program, 'summary.json')))['student']
   anchors = [a['path'] for a in teacher_run[2]['teacher']['anchors']]
   for i in range(3):
@@ -807,7 +811,9 @@ def test_a_methods_candidates_train_in_one_program_and_record_as_their_own_runs(
     assert row['accuracies'] == whole['candidates'][i]['test_accuracies']
     assert row['seeds'] == [cfg.seed, cfg.seed + 1] and len(row['curve']) >= 1
   assert doc['chosen']['kd'] in cc.tuning.kd and doc['chosen']['dkd'] in cc.tuning.dkd
-  assert not os.path.exists(os.path.join(cc.workdir, 'program', 'dkd_0_1_2'))
+  # Each member's wall time is its share of the program's, in its summary and its log.
+  mine = json.load(open(os.path.join(cc.workdir, 'tune', 'kd', '1', 'summary.json')))
+  assert mine['student']['wall_s'] == pytest.approx(whole['wall_s'] / 3, abs=0.02)
   compare.run_all(cc, cc.workdir)  # a rerun: every run finished, nothing trains again.
   assert capsys.readouterr().out.count('finished, skipped') == 6
 

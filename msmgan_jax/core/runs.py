@@ -14,9 +14,11 @@ step is traced (`bound`; with vmap the bound values are batched tracers). Inside
   method trains beside the student at its rate (`core.phase.StateContext.student_lr_fn`).
 
 Only the fields a method registers as `run_fields` (`methods.registry.register_method`),
-plus `student.lr`, may differ: those its losses read only as numbers (no Python `if` on
-them, no shapes). A weight that switches a term off (0) in one candidate must be 0 in all
-of them, since whether a term is computed is part of the program (`check`). Each run
+plus `student.lr` (and an old name a method copied into one of them, such as kd.beta for
+msmgan, which it no longer reads: `config.run_fields`), may differ: those its losses read
+only as numbers, or by their sign alone (no shapes). A weight that switches a term off (0)
+in one candidate must be 0 in all of them, since whether a term is computed is part of
+the program (`config._check_candidates`). Each run
 trains as its own run of that candidate and seed would, up to float rounding: the values
 enter the program as data instead of constants (the tests compare them,
 tests/test_candidates.py).

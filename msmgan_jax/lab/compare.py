@@ -20,7 +20,8 @@ The protocol:
    With `candidates_per_program` (default 'auto': on a GPU or TPU), a method's candidates
    that differ only in per-run fields (`config.run_fields`: student.lr and loss weights)
    train in one program (`run_program`, `core.runs`), each recorded in its own workdir as
-   its own run would have been; others train apart, which the console says.
+   its own run would have been; a candidate that cannot share the first's program trains
+   apart, which the console says.
 3. Final runs: every method and ablation with its setting, `seeds` students in one
    program, tested on the test split; the headline is the last-epoch test accuracy,
    mean +- sample std over the seeds, and the seed-paired difference to kd and to the best
@@ -1034,7 +1035,12 @@ def candidates_together(cc) -> bool:
 
 def program_members(cc, run: Run, root: str, anchors: list) -> list:
   """[(Run, planned config)]: `run` and the other tuning runs of its method that have not
-  started (no workdir, nothing recorded to adopt), which `run_program` trains together."""
+  started (no workdir, nothing recorded to adopt) and can share one program with it (they
+  differ from it only in per-run fields, `program_config`), which `run_program` trains
+  together; [] where `run` itself has started apart (it resumes as it is)."""
+  from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  if os.path.exists(run.workdir(root)) and os.listdir(run.workdir(root)):
+    return []
   out = []
   for i in range(len(cc.tuning[run.method])):
     r = Run('tune', f'tune/{run.method}/{i}', run.method, candidate=i)
@@ -1042,8 +1048,15 @@ def program_members(cc, run: Run, root: str, anchors: list) -> list:
     if r.name != run.name and os.path.exists(wd) and os.listdir(wd):
       continue  # finished, adopted, or started apart: it resumes (or stays) as it is.
     cfg, unchosen = _planned_config(cc, r, root, anchors)
-    if cfg is not None and not unchosen and _summary(wd) is None:
-      out.append((r, cfg))
+    if cfg is None or unchosen or _summary(wd) is not None:
+      continue
+    if out:  # `run` is the first: a member must share a program with it.
+      try:
+        program_config([out[0], (r, cfg)])
+      except config_lib.ConfigError as e:
+        print(f'compare: {r.name} trains apart from {run.name}: {e}', flush=True)
+        continue
+    out.append((r, cfg))
   return out
 
 
@@ -1070,10 +1083,15 @@ def program_config(members: list):
   return prog
 
 
-def program_workdir(root: str, members: list) -> str:
-  """Where the program of `members` trains: program/<method>_<candidate indices>."""
+def program_workdir(root: str, members: list, prog) -> str:
+  """Where the program of `members` (config `prog`) trains:
+  program/<method>_<candidate indices>_<8 hex digits of its config's hash>, so an edited
+  candidate list trains a program of its own instead of meeting another's workdir."""
+  import hashlib  # pylint: disable=g-import-not-at-top
   m = members[0][0].method
-  return os.path.join(root, 'program', f'{m}_' + '_'.join(str(r.candidate) for r, _ in members))
+  digest = hashlib.sha256(prog.to_json(sort_keys=True).encode()).hexdigest()[:8]
+  return os.path.join(root, 'program', f'{m}_' + '_'.join(str(r.candidate) for r, _ in members)
+                      + f'_{digest}')
 
 
 def run_program(cc, members: list, root: str) -> bool:
@@ -1087,7 +1105,7 @@ def run_program(cc, members: list, root: str) -> bool:
   except config_lib.ConfigError as e:
     print(f'compare: the candidates of {members[0][0].method} train apart: {e}', flush=True)
     return False
-  wd = program_workdir(root, members)
+  wd = program_workdir(root, members, prog)
   print(f'compare: {", ".join(r.name for r, _ in members)} train in one program in {wd}',
         flush=True)
   train.train_and_evaluate(prog, wd)
@@ -1099,8 +1117,9 @@ def split_program(program_wd: str, members: list) -> None:
   """Writes, for the k-th of `members` ([(Run-like, planned config)]), into its own workdir
   (`Run.workdir` of the program's root) what its own run would have written: config.json
   (its planned config), metrics.jsonl (its runs' lines, without `candidate`) and
-  summary.json (its runs' accuracies, seeds and per-phase lists; its share of the
-  program's wall time, runs/all runs, with `program` naming the program). With one seed,
+  summary.json (its runs' accuracies, seeds and per-phase accuracies; its share of the
+  program's wall time, runs/all runs, there and in the log's `wall_s`, with `program`
+  naming the program). With one seed,
   single values, as a run of one seed records them."""
   summary = io.read_json_or_refuse(os.path.join(program_wd, 'summary.json'),
                                    'rerun the comparison to train the program again')
@@ -1112,9 +1131,11 @@ def split_program(program_wd: str, members: list) -> None:
     mine = st['candidates'][k]
     js, share = mine['runs'], len(mine['runs']) / n_runs
     one = len(js) == 1
-    pick = lambda v, js=js, one=one: (v[js[0]] if one else [v[j] for j in js]) if (
-        isinstance(v, list) and len(v) == n_runs) else v
-    stages = [{**stage, 'phases': [{key: (round(v * share, 2) if key == 'wall_s' else pick(v))
+    pick = lambda v, js=js, one=one: v[js[0]] if one else [v[j] for j in js]
+    per_run = ('test_accuracy',)  # the phase record's one value per run (the runner's).
+    stages = [{**stage, 'phases': [{key: (round(v * share, 2) if key == 'wall_s' else
+                                          pick(v) if key in per_run and isinstance(v, list)
+                                          else v)
                                     for key, v in p.items()} for p in stage['phases']]}
               for stage in st['stages']]
     student = {key: v for key, v in st.items() if key not in (
@@ -1132,10 +1153,12 @@ def split_program(program_wd: str, members: list) -> None:
       for r in lines:
         if r.get('candidate', k) != k:
           continue
-        r = {key: v for key, v in r.items() if key != 'candidate' and not (one and key == 'seed')}
+        r = {key: (round(v * share, 2) if key == 'wall_s' else v) for key, v in r.items()
+             if key != 'candidate' and not (one and key == 'seed')}
         f.write(json.dumps(r) + '\n')
     io.write_json(os.path.join(wd, 'config.json'), json.loads(cfg.to_json()))
-    io.write_json(os.path.join(wd, 'summary.json'), {**summary, 'student': student})
+    io.write_json(os.path.join(wd, 'summary.json'), {
+        **summary, 'student': student, 'wall_s': round(summary['wall_s'] * share, 2)})
 
 
 def _adopt(cc, run: Run, wd: str, cfg) -> None:

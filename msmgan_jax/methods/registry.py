@@ -93,9 +93,10 @@ def register_method(name: str, stage_phases: Callable, uses_teacher: bool = True
   `core.phase.Monitor` subclass the trainer builds for each phase; `needs_index`: its
   training batches carry each example's index in the training split ('index', int32 (B,);
   `core.phase.StepView.index`); `run_fields`: dotted config fields its steps read only as
-  numbers (never in a Python `if`, a shape or a phase's structure), which the candidates of
-  one program may set apart (`core.runs`; tests/test_candidates.py checks each against
-  separate runs). Raises ValueError for a name that is not an identifier,
+  numbers, or by their sign alone (a term on or off: `config._check_candidates` makes the
+  candidates of one program share it), never in a shape, which the candidates of one program
+  may set apart (`core.runs`; tests/test_candidates.py checks them against separate runs).
+  Raises ValueError for a name that is not an identifier,
   is 'teacher', or is taken."""
   if not name.isidentifier() or name == 'teacher':
     raise ValueError(f'method name {name!r} must be an identifier other than teacher')

@@ -78,6 +78,7 @@ def summary(cfg, wd, seeds, anchors, teacher, carry, records, wall) -> dict:
     out.update({'test_accuracy': float(np.mean(accs)), 'test_accuracy_std': float(np.std(accs)),
                 'test_accuracies': accs, 'seeds': seeds.seeds})
   if seeds.candidates is not None:
+    accs = out['test_accuracies'] if seeds.multi else [out['test_accuracy']]
     out['run_candidates'] = seeds.candidates
     out['candidates'] = []
     for c, setting in enumerate(seeds.settings):
