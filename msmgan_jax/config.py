@@ -367,17 +367,20 @@ def candidate_values(cfg) -> tuple:
   cands = candidate_configs(cfg)
   if not cands:
     return (), []
-  flat = [_flat(c.to_dict()) for c in cands]
+  flat = [flat_fields(c.to_dict()) for c in cands]
   own = set(registry.METHODS[cfg.method].run_fields) | {'student.lr'}
   fields = sorted(f for f in own if f in flat[0] and len({repr(x[f]) for x in flat}) > 1)
   return tuple(fields), [{f: float(x[f]) for f in fields} for x in flat]
 
 
-def _flat(d: dict, prefix: str = '') -> dict:
+def flat_fields(d: dict, prefix: str = '') -> dict:
+  """A nested dict (a config's `to_dict()` or its JSON) as {'dotted.field': value}: the
+  names `--config.x.y=` and candidate settings use. Leaves that are not dicts (tuples,
+  lists, scalars) stay whole."""
   out = {}
   for k, v in d.items():
     if isinstance(v, dict):
-      out.update(_flat(v, f'{prefix}{k}.'))
+      out.update(flat_fields(v, f'{prefix}{k}.'))
     else:
       out[prefix + k] = v
   return out
@@ -407,7 +410,7 @@ def _check_candidates(cfg) -> None:
       validate(one)
     except ConfigError as e:
       raise ConfigError(f'config field candidates: candidate {i} {text!r}: {e}') from e
-    cands.append(_flat(one.to_dict()))
+    cands.append(flat_fields(one.to_dict()))
   first = cands[0] if cands else {}
   for i, c in enumerate(cands[1:], 1):
     differ = sorted(f for f in first if repr(first[f]) != repr(c.get(f)))

@@ -118,7 +118,7 @@ def test_the_per_run_fields_are_the_ones_the_candidates_set_apart():
   assert 'kd.beta' in config.run_fields('msmgan')
   for name, method in registry.METHODS.items():  # every method may tune its learning rate.
     assert 'student.lr' in config.run_fields(name), name
-    assert set(method.run_fields) <= set(config._flat(config.defaults().to_dict())), name
+    assert set(method.run_fields) <= set(config.flat_fields(config.defaults().to_dict())), name
 
 
 def test_a_config_view_reads_the_bound_runs_values_and_nothing_else():

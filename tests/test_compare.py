@@ -212,12 +212,20 @@ def test_ours_against_pytorch_is_welchs_interval_not_a_seed_pairing():
   assert compare.unpaired_difference({'accuracies': [0.8]}, {'accuracies': theirs}) is None
 
 
-def test_the_table_gives_paired_differences_to_kd_and_the_best_baseline(repo_root):
+def test_the_table_gives_paired_differences_to_kd_and_the_best_baseline(repo_root, tmp_path):
   cc = load_config(repo_root, 'compare_lowdata', None)
   rows = [_row('ce', [0.80, 0.82]), _row('kd', [0.83, 0.83]), _row('at', [0.84, 0.86]),
           _row('msmgan', [0.85, 0.86])]
-  md = compare.markdown(cc, rows, [], {}, [{'method': 'ce', 'mean': 0.805, 'std': 0.005,
-                                            'accuracies': [0.80, 0.81]}], 'here')
+  for r in rows:  # each final run's record: the PyTorch table reads its start from there.
+    cfg = config.defaults()
+    cfg.method = r['method']
+    (tmp_path / r['name']).mkdir()
+    (tmp_path / r['name'] / 'config.json').write_text(cfg.to_json())
+    r.update(kind='final', workdir=str(tmp_path / r['name']))
+  md = compare.markdown(cc, rows, [], {}, [
+      {'method': 'ce', 'mean': 0.805, 'std': 0.005, 'accuracies': [0.80, 0.81]},
+      {'method': 'kd', 'init': 'first_anchor:anchors/5', 'mean': 0.83, 'std': 0.0,
+       'accuracies': [0.83, 0.83]}], 'here')
   # Two pairs: differences 2 and 3 points to kd, 1 and 0 to at (t_1 = 12.706). Beside each,
   # Holm over the table's 5 distinct comparisons (ce-kd, ce-at, kd-at, msmgan-kd, msmgan-at):
   # ce-at (-4, -4: no spread, p = 0) is rejected at 1 - 0.05 / 5; the next is not, so it and
@@ -237,7 +245,10 @@ def test_the_table_gives_paired_differences_to_kd_and_the_best_baseline(repo_roo
   assert '| kd | kd | defaults | 0.8300 +- 0.0100 | 0.8300, 0.8300 | +2.00 | - | -2.00 ' in md
   assert "corrected over this table's 5 distinct seed-paired comparisons" in md
   # Ours against PyTorch: unpaired (Welch), below; its std the sample std of its seeds.
-  assert '| ce | 0.8050 +- 0.0071 | 0.8000, 0.8100 | 0.8100 +- 0.0100 | +0.50 [-6.42, +7.42] |' in md
+  assert ('| ce | random | 0.8050 +- 0.0071 | 0.8000, 0.8100 | 0.8100 +- 0.0100 | +0.50 '
+          '[-6.42, +7.42] |') in md
+  # A PyTorch row from a start none of our final runs took is set against none of them.
+  assert '| kd | first_anchor:anchors/5 | 0.8300 +- 0.0000 | 0.8300, 0.8300 | - | - |' in md
   assert 'Not run yet: rco, fitnets, dml, skd, msmgan_single_stage' in md
 
 

@@ -1067,10 +1067,10 @@ def program_config(members: list):
   back exactly each member's planned config. ConfigError where the members differ in a
   field one program cannot take per run (`config.run_fields`)."""
   from msmgan_jax import config as config_lib  # pylint: disable=g-import-not-at-top
-  first = config_lib._flat(json.loads(members[0][1].to_json()))  # pylint: disable=protected-access
+  first = config_lib.flat_fields(json.loads(members[0][1].to_json()))
   texts = []
   for _, cfg in members:
-    mine = config_lib._flat(json.loads(cfg.to_json()))  # pylint: disable=protected-access
+    mine = config_lib.flat_fields(json.loads(cfg.to_json()))
     texts.append('; '.join(f'{f}={mine[f]!r}' for f in sorted(mine)
                            if mine[f] != first.get(f)))
   prog = copy_config(members[0][1])
