@@ -520,6 +520,25 @@ def test_v2_gives_kd_and_dkd_msmgans_start_right_after_msmgan(monkeypatch):
   assert not compare_full_v2.get_config().budgets
 
 
+def test_full_v3_gives_every_logit_baseline_msmgans_start_and_tunes_nothing(repo_root):
+  """Full v3 (issue 36): lowdata v3b's settings, nothing tuned again; kd, dkd and dkd_ls
+  start where msmgan starts, ce at random, kd and dkd at random as a budget; every run
+  sees the whole training split."""
+  cc = load_config(repo_root, 'compare_full_v3', None)
+  compare.check(cc)
+  assert cc.settings_from == 'results/lowdata_v3b/compare.json'
+  start = compare.parse_setting(cc.method_defaults.msmgan)['student.init']
+  assert start != 'random'
+  for m in ('kd', 'dkd', 'dkd_ls'):
+    assert compare.parse_setting(cc.method_defaults[m])['student.init'] == start, m
+  assert 'ce' not in cc.method_defaults
+  runs = compare.plan(cc)
+  assert not [r for r in runs if r.kind != 'final'], 'nothing is tuned at full scale'
+  assert [r.name for r in runs] == ['ce', 'kd', 'dkd', 'msmgan', 'dkd_ls', 'kd@random_start',
+                                    'dkd@random_start']
+  assert cc.base.dataset.train_split == 'train' and cc.seeds == 3
+
+
 @pytest.mark.slow
 def test_the_choice_is_mechanical_and_reads_validation_numbers_only(repo_root, teacher_run,
                                                                     tmp_path):

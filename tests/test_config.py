@@ -78,7 +78,8 @@ def test_the_v2_config_is_what_full_v2_ran_for_msmgan():
 
 def test_comparison_configs_and_every_run_they_plan_validate():
   from msmgan_jax.lab import compare  # pylint: disable=g-import-not-at-top
-  assert COMPARE_FILES == ['compare_full', 'compare_full_v2', 'compare_lowdata',
+  assert COMPARE_FILES == ['compare_full', 'compare_full_v2', 'compare_full_v3',
+                           'compare_lowdata',
                            'compare_lowdata_design', 'compare_lowdata_v2',
                            'compare_lowdata_v2_design', 'compare_lowdata_v3',
                            'compare_lowdata_v3_design', 'compare_lowdata_v3b']
