@@ -1,5 +1,8 @@
 """The benchmark's references are the same networks (parameter counts), and its table says
 what it measured. Speed itself is measured by `python -m msmgan_jax.benchmark`, not here."""
+import os
+import shutil
+
 import jax
 import numpy as np
 import pytest
@@ -189,3 +192,38 @@ def test_torch_check_starts_a_student_where_our_trainer_starts_it(tmp_path):
     ours = net(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy()
   logits = d.student.apply(start, x, train=False)[0]
   np.testing.assert_allclose(ours, logits, atol=1e-4, rtol=1e-4)
+
+
+def test_torch_check_on_a_fresh_checkout_restores_the_committed_teacher(tmp_path, monkeypatch,
+                                                                        repo_root):
+  """As compare does, the check distils from the comparison's teacher restored from its
+  committed record when runs/ has none (a fresh clone), not an error asking to run the
+  comparison first; it reads the anchors from the restored copy."""
+  pytest.importorskip('torch')
+  from msmgan_jax.data import datasets as data  # pylint: disable=g-import-not-at-top
+  from msmgan_jax.lab import torch_check  # pylint: disable=g-import-not-at-top
+  shutil.copytree(repo_root / 'results' / 'teacher', tmp_path / 'results' / 'teacher')
+  (tmp_path / 'results' / 'lowdata_v3').mkdir()
+  shutil.copyfile(repo_root / 'results' / 'lowdata_v3' / 'compare.json',
+                  tmp_path / 'results' / 'lowdata_v3' / 'compare.json')
+  monkeypatch.chdir(tmp_path)
+
+  class Reached(Exception):
+    pass
+
+  def stop(*_, **__):  # the first step after the teacher is found: reading the data.
+    raise Reached
+  monkeypatch.setattr(data, 'to_arrays', stop)
+  with pytest.raises(Reached):
+    torch_check.main(['--config', str(repo_root / 'configs' / 'compare_lowdata_v3.py'),
+                      '--methods', 'kd', '--seeds', '1'])
+  restored = tmp_path / 'runs' / 'teacher_fmnist'
+  assert (restored / 'summary.json').read_bytes() == (
+      repo_root / 'results' / 'teacher' / 'teacher_fmnist' / 'summary.json').read_bytes()
+  assert sorted(os.listdir(restored / 'checkpoints' / 'anchors')) == ['10', '15', '5']
+  # Without a record to restore, the error says what to do, and nothing is written.
+  shutil.rmtree(tmp_path / 'runs')
+  shutil.rmtree(tmp_path / 'results' / 'teacher')
+  assert torch_check.main(['--config', str(repo_root / 'configs' / 'compare_lowdata_v3.py'),
+                           '--methods', 'kd', '--seeds', '1']) == 2
+  assert not (tmp_path / 'runs').exists()

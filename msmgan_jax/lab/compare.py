@@ -266,7 +266,7 @@ def copy_config(cfg):
 TEACHER_RECORDS = os.path.join('results', 'teacher')  # committed teacher runs (README).
 
 
-def _restore_teacher(cc) -> Optional[str]:
+def restore_teacher(cc) -> Optional[str]:
   """A fresh checkout: where `teacher_workdir` is missing or empty and the shared teacher's
   committed record (TEACHER_RECORDS/<its name>: config, summary, anchors) trained this very
   teacher config, the record is copied there, so that neither a run nor --report trains the
@@ -968,7 +968,7 @@ def run_all(cc, root: str, report_only: bool = False) -> dict:
                                  'move it away and rerun --report to write it anew')
     where = (doc or {}).get('machine') or where
     recorded = (doc or {}).get('config')
-  note = _restore_teacher(cc)
+  note = restore_teacher(cc)
   t_sum = _summary(cc.teacher_workdir)
   if cc.get('settings_from') and os.path.exists(cc.settings_from):  # missing: named later.
     check_with_main_settings(cc, choose(cc, root))

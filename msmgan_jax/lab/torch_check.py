@@ -252,10 +252,12 @@ def main(argv=None) -> int:
                      f'python -m msmgan_jax.compare --config {args.config} until their tuning '
                      'has finished, then this check', cli.EXIT_BAD_INPUT)
   t_file = os.path.join(cc.teacher_workdir, 'summary.json')
+  # A fresh checkout: the comparison's teacher comes from its committed record, as compare's.
+  why = compare.restore_teacher(cc) if not os.path.exists(t_file) else None
   if not os.path.exists(t_file):
     return cli.error(f'{t_file} not found: the check distils from the comparison\'s '
-                           'teacher; run the comparison first (or copy its teacher run there)',
-                           cli.EXIT_BAD_INPUT)
+                     'teacher; run the comparison first (or copy its teacher run there)'
+                     + (f'; {why}' if why else ''), cli.EXIT_BAD_INPUT)
   t_sum = json.load(open(t_file))
   anchor_path = t_sum['teacher']['anchors'][-1]['path']
   arrays = data.to_arrays(cc.base.dataset)
