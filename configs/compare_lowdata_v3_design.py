@@ -50,6 +50,12 @@ configs/compare_lowdata_v2.py); every later candidate changes one thing of candi
 16. the joint form of 14 (which has no block phase, so no per-block discriminator) with the
    adversarial idea kept where it reads the whole student: the last-map discriminator of 6
    in every head phase (`msmgan.head_disc=0.1`).
+17. the joint form of 14 without mutual learning (`mutual.enabled=False`: the head distils
+   from the frozen anchor), the best MS-MGANs variant of v3b's ablations (its no_mutual).
+18. the joint form of 14 with the head's logit loss DKD on standardised logits
+   (`msmgan.loss=dkd; msmgan.logit_std=True; msmgan.tau=2.0`), dkd_ls's loss, v3's best
+   baseline at 15 epochs.
+Candidates 0-16 are the ones configs/compare_lowdata_v3b.py chooses from.
 A later candidate is appended; a finished candidate keeps its number.
 Results: results/lowdata_v3_design/compare.{json,md}.
 """
@@ -90,5 +96,8 @@ def get_config(arg=None):
       'stages.block_stages=0; stages.forced_joint=1.0',
       'stages.teacher_forced=True; stages.forced_joint=1.0',
       'stages.block_stages=0; stages.forced_joint=1.0; msmgan.head_disc=0.1',
+      'stages.block_stages=0; stages.forced_joint=1.0; mutual.enabled=False',
+      ('stages.block_stages=0; stages.forced_joint=1.0; msmgan.loss=dkd; msmgan.logit_std=True; '
+       'msmgan.tau=2.0'),
   )
   return c
