@@ -318,6 +318,8 @@ def main(argv=None) -> int:
       row['wall_s'].append(wall)
       row.update(mean=float(np.mean(row['accuracies'])),  # std: sample std, as compare's.
                  std=compare.sample_std(row['accuracies']))
+      for r in kept:  # rows carried from an older file: their std as compare shows it.
+        r['std'] = compare.sample_std(r['accuracies'])
       io.write_json(out, {  # after every seed: a stopped check keeps what it measured.
           'torch': torch.__version__, 'threads': args.threads, 'teacher_anchor': anchor_path,
           'teacher_conversion_max_abs_logit_diff': conversion,
