@@ -16,18 +16,25 @@ from configs import compare_lowdata_v2
 from msmgan_jax import config as config_lib
 
 
-def get_config(arg=None):
-  c = compare_lowdata_v2.get_config()
-  c.title = 'full (v2 protocol): resnet20 -> resnet8 on all of Fashion-MNIST'
+def full_data(c, version: str, methods: tuple, note: str = ''):
+  """Lowdata comparison `c` (its protocol `version`, 'v2') moved onto the whole training
+  split: configs/compare_full_<version>.py, runs/ and results/full_<version>/, `methods`
+  x 3 seeds, no ablations, an evaluation each epoch; `note` ends the description."""
+  c.title = f'full ({version} protocol): resnet20 -> resnet8 on all of Fashion-MNIST'
   c.description = (
       'The full-data resnet20 teacher (15 epochs, anchors at epochs 5/10/15) guides a resnet8 '
       'student that trains on the whole training split for 15 epochs (900,000 images, the '
-      'same budget for every method), tested on the full test split.')
-  c.config_path = 'configs/compare_full_v2.py'
-  c.workdir, c.out = 'runs/compare_full_v2', 'results/full_v2'
+      'same budget for every method), tested on the full test split' + (note or '') + '.')
+  c.config_path = f'configs/compare_full_{version}.py'
+  c.workdir, c.out = f'runs/compare_full_{version}', f'results/full_{version}'
   c.base.dataset.train_split = 'train'
   c.base.student.eval_every_epochs = 1.0
-  c.methods, c.ablations, c.seeds = ('ce', 'kd', 'dkd', 'msmgan'), (), 3
+  c.methods, c.ablations, c.seeds = methods, (), 3
+  return c
+
+
+def get_config(arg=None):
+  c = full_data(compare_lowdata_v2.get_config(), 'v2', ('ce', 'kd', 'dkd', 'msmgan'))
   # Only the like-with-like budget, if lowdata's msmgan starts from an anchor: kd and dkd
   # with that start, beside msmgan's main run (3 seeds, like the main runs).
   c.budgets = {k: v for k, v in c.budgets.items() if k == 'init'}

@@ -6,7 +6,7 @@ Run:  python -m msmgan_jax.compare --config configs/compare_full_v3.py
       (resumable: stop it and rerun the same command; --report rewrites the tables)
 Settings: the ones chosen on the validation hold-out by configs/compare_lowdata_v3b.py (its
 results/lowdata_v3b/compare.json: v3's protocol with MS-MGANs as the v3 design study chose
-it over all its candidates); nothing is tuned again at full scale, for any method.
+it over its candidates 0-16); nothing is tuned again at full scale, for any method.
 Starts, as in v3: kd, dkd and dkd_ls start where MS-MGANs starts (`student.init`, the
 teacher's first anchor), ce at random; kd and dkd from a random start are the budget
 `random_start`. dkd_ls is here because it is v3's best lowdata student.
@@ -18,26 +18,17 @@ Results: results/full_v3/compare.{json,md} and the plots.
 """
 import ml_collections
 
-from configs import compare_lowdata_v3b
+from configs import compare_full_v2, compare_lowdata_v3b
 from msmgan_jax import config as config_lib
 
 
 def get_config(arg=None):
   if arg not in (None, ''):
     raise config_lib.ConfigError(f'unknown config argument {arg!r}: use nothing')
-  c = compare_lowdata_v3b.get_config()
-  c.title = 'full (v3 protocol): resnet20 -> resnet8 on all of Fashion-MNIST'
-  c.description = (
-      'The full-data resnet20 teacher (15 epochs, anchors at epochs 5/10/15) guides a resnet8 '
-      'student that trains on the whole training split for 15 epochs (900,000 images, the '
-      'same budget for every method), tested on the full test split; kd, dkd and dkd_ls start '
-      'where MS-MGANs starts.')
-  c.config_path = 'configs/compare_full_v3.py'
-  c.workdir, c.out = 'runs/compare_full_v3', 'results/full_v3'
-  c.base.dataset.train_split = 'train'
-  c.base.student.eval_every_epochs = 1.0
   # msmgan before dkd_ls: the verdict's run first; kd's and dkd's are v2's (adopted).
-  c.methods, c.ablations, c.seeds = ('ce', 'kd', 'dkd', 'msmgan', 'dkd_ls'), (), 3
+  c = compare_full_v2.full_data(compare_lowdata_v3b.get_config(), 'v3',
+                                ('ce', 'kd', 'dkd', 'msmgan', 'dkd_ls'),
+                                '; kd, dkd and dkd_ls start where MS-MGANs starts')
   c.method_defaults = ml_collections.ConfigDict(
       {m: v for m, v in c.method_defaults.items() if m in c.methods})
   c.budgets = {k: v for k, v in c.budgets.items() if k == 'random_start'}

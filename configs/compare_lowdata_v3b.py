@@ -32,7 +32,7 @@ def get_config(arg=None):
     raise config_lib.ConfigError(f'unknown config argument {arg!r}: use nothing')
   c = compare_lowdata_v3.get_config(candidates=SCREENED)
   c.title = ('lowdata (v3b): resnet20 -> resnet8 on 10% of Fashion-MNIST, MS-MGANs as the v3 '
-             'design study chose it over all its candidates')
+             'design study chose it over its candidates 0-16')
   c.config_path = 'configs/compare_lowdata_v3b.py'
   c.workdir, c.out = 'runs/compare_lowdata_v3b', 'results/lowdata_v3b'
   # msmgan's candidates weigh its own terms (v2: the adversarial term at 0.3, the head's KL

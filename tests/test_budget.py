@@ -104,11 +104,13 @@ def test_a_pytorch_check_of_one_method_keeps_the_others_rows():
   now the rows of methods not checked again stay, a rerun of kd takes its finished seeds,
   and rows measured against another teacher anchor are dropped, not mixed in."""
   from msmgan_jax.lab import torch_check  # pylint: disable=g-import-not-at-top
-  ce = {'method': 'ce', 'setting': 'student.lr=0.2', 'seeds': [0, 1], 'accuracies': [0.8, 0.9]}
-  kd = {'method': 'kd', 'setting': 'kd.tau=2.0', 'seeds': [0], 'accuracies': [0.85]}
+  ce = {'method': 'ce', 'setting': 'student.lr=0.2', 'seeds': [0, 1], 'accuracies': [0.8, 0.9],
+        'std': 0.05}  # the population std an older file held; carried, the sample std:
+  kd = {'method': 'kd', 'setting': 'kd.tau=2.0', 'seeds': [0], 'accuracies': [0.85], 'std': 0.0}
   earlier = {'teacher_anchor': 'anchors/15', 'rows': [ce, kd]}
   kept, before = torch_check.carried_over(earlier, 'anchors/15', ['kd'])
-  assert kept == [ce] and before == {('kd', 'kd.tau=2.0', 'random'): kd}
+  assert kept == [{**ce, 'std': pytest.approx(0.0707107)}]  # 0.1 / sqrt(2), n - 1 divisor.
+  assert before == {('kd', 'kd.tau=2.0', 'random'): kd}
   kept, before = torch_check.carried_over(earlier, 'anchors/15', ['ce', 'kd'])
   assert kept == [] and set(before) == {('ce', 'student.lr=0.2', 'random'),
                                         ('kd', 'kd.tau=2.0', 'random')}

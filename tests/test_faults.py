@@ -24,9 +24,10 @@ ARGS = ['--config', 'configs/default.py:smoke', '--config.dataset.train_split=tr
         '--config.dataset.test_split=test[:10%]', '--config.teacher.model=resnet8',
         '--config.batch_size=64', '--config.eval_batch_size=500',
         '--config.log_every_steps=5', '--config.checkpoint_every_steps=5']
+# `loop.PlainProgress`'s lines: 'stage 1 phase block_2: 1/1 step (100%), 1.13 step/s, ...',
+# 'evaluating: 8 batch, 0.85 batch/s'.
+PROGRESS_LINE = re.compile(r'^[\w /]+: \d+(/\d+)? \w+( \(\d+%\))?(,|$)')
 # Times that change from run to run; everything else must be equal.
-# `loop.PlainProgress`'s line: 'stage 1 phase block_2: 1/1 step (100%), 1.13 step/s, ...'.
-PROGRESS_LINE = re.compile(r'^[\w /]+: \d+(/\d+)? \w+( \(\d+%\))?(,|$)')  # or 'evaluating: 8 batch, ...'.
 VOLATILE = {'wall_s', 'first_step_s', 'images_per_s', 'time', 'path', 'checkpoint', 'machine'}
 
 

@@ -204,8 +204,12 @@ def carried_over(earlier: dict, anchor_path: str, methods: list) -> tuple:
   is not carried), whose finished seeds a rerun takes instead of training
   them again (a check stopped part-way resumes). Rows measured against another teacher
   anchor than `anchor_path` are dropped from both: they no longer check this comparison.
+  Every carried row's `std` is the sample std of its accuracies, as compare shows it (files
+  written before torch_check wrote the sample std held the population std).
   """
+  from msmgan_jax.lab import compare  # pylint: disable=g-import-not-at-top
   rows = earlier.get('rows', []) if earlier.get('teacher_anchor') == anchor_path else []
+  rows = [{**r, 'std': compare.sample_std(r['accuracies'])} for r in rows]
   kept = [r for r in rows if r['method'] not in methods]
   before = {(r['method'], r['setting'], r.get('init', 'random')): r for r in rows
             if r['method'] in methods}
@@ -318,8 +322,6 @@ def main(argv=None) -> int:
       row['wall_s'].append(wall)
       row.update(mean=float(np.mean(row['accuracies'])),  # std: sample std, as compare's.
                  std=compare.sample_std(row['accuracies']))
-      for r in kept:  # rows carried from an older file: their std as compare shows it.
-        r['std'] = compare.sample_std(r['accuracies'])
       io.write_json(out, {  # after every seed: a stopped check keeps what it measured.
           'torch': torch.__version__, 'threads': args.threads, 'teacher_anchor': anchor_path,
           'teacher_conversion_max_abs_logit_diff': conversion,
