@@ -55,6 +55,8 @@ configs/compare_lowdata_v2.py); every later candidate changes one thing of candi
 18. the joint form of 14 with the head's logit loss DKD on standardised logits
    (`msmgan.loss=dkd; msmgan.logit_std=True; msmgan.tau=2.0`), dkd_ls's loss, v3's best
    baseline at 15 epochs.
+   17 and 18 were proposed from v3b's test-split rows; they are scored here, on the design
+   slice, like every other candidate, but where the idea came from is the test split.
 Candidates 0-16 are the ones configs/compare_lowdata_v3b.py chooses from.
 A later candidate is appended; a finished candidate keeps its number.
 Results: results/lowdata_v3_design/compare.{json,md}.
