@@ -35,12 +35,21 @@ def get_config(arg=None):
              'design study chose it over its candidates 0-16')
   c.config_path = 'configs/compare_lowdata_v3b.py'
   c.workdir, c.out = 'runs/compare_lowdata_v3b', 'results/lowdata_v3b'
-  # msmgan's candidates weigh its own terms (v2: the adversarial term at 0.3, the head's KL
-  # at 0.5). The chosen design has no discriminator, so gan.alpha_adv would change nothing:
-  # its place goes to the weight of the design's own term, the joint form's, at LIT's
-  # 1 : 3 ratio of section to KD loss (0.3 against 1.0).
+  weigh_the_joint_term(c)
+  return c
+
+
+def weigh_the_joint_term(c) -> None:
+  """Gives msmgan's candidate that weighs the adversarial term to the joint term instead,
+  where the chosen design has no discriminator but the joint form.
+
+  msmgan's candidates weigh its own terms (v2: the adversarial term at 0.3, the head's KL
+  at 0.5). Without a discriminator gan.alpha_adv would change nothing (the candidate would
+  train the lr-only candidate's student again): its place goes to the weight of the
+  design's own term, the joint form's, at LIT's 1 : 3 ratio of section to KD loss (0.3
+  against 1.0; Koratana et al. ICML 2019). Changes `c.tuning.msmgan` in place.
+  """
   design = compare_lowdata_v3.msmgan_design(c)
   if not msmgan_config.has_gan(design) and design.stages.forced_joint > 0:
     c.tuning.msmgan = tuple(t.replace('gan.alpha_adv=0.3', 'stages.forced_joint=0.3')
                             for t in c.tuning.msmgan)
-  return c

@@ -19,6 +19,7 @@ from msmgan_jax import config
 from msmgan_jax.files import io
 from msmgan_jax.core import models
 from msmgan_jax.methods import registry
+from msmgan_jax.methods.msmgan import config as msmgan_config
 from msmgan_jax.training import runner
 
 
@@ -537,6 +538,37 @@ def test_full_v3_gives_every_logit_baseline_msmgans_start_and_tunes_nothing(repo
   assert [r.name for r in runs] == ['ce', 'kd', 'dkd', 'msmgan', 'dkd_ls', 'kd@random_start',
                                     'dkd@random_start']
   assert cc.base.dataset.train_split == 'train' and cc.seeds == 3
+
+
+def test_v3c_runs_the_design_studys_choice_over_all_its_candidates_and_v3s_baselines(
+    repo_root):
+  """Lowdata v3c (issue 36): msmgan's defaults are the design study's best over every
+  candidate it screened (read from its committed compare.json); every baseline run is the
+  very config v3 ran, so v3's records are adopted, not trained again; msmgan's four
+  candidates train four different students, and no ablation trains msmgan itself again."""
+  v3, v3c = (load_config(repo_root, n, None) for n in ('compare_lowdata_v3', 'compare_lowdata_v3c'))
+  compare.check(v3c)
+  study = json.loads((repo_root / 'results' / 'lowdata_v3_design' / 'compare.json').read_text())
+  done = [t for t in study['tuning'] if t['method'] == 'msmgan' and t['mean'] is not None]
+  from configs import compare_lowdata_v3c  # pylint: disable=g-import-not-at-top
+  assert len(done) == compare_lowdata_v3c.SCREENED, 'every candidate screened has its score'
+  best = max(done, key=lambda t: (t['mean'], -t['candidate']))
+  assert v3c.method_defaults.msmgan.endswith('; ' + best['setting'])
+  design = compare.apply(compare.copy_config(v3c.base), {
+      'method': 'msmgan', **compare.parse_setting(v3c.method_defaults.msmgan)})
+  assert set(v3c.ablations) == set(v3.ablations) - set(msmgan_config.inapplicable(design))
+  anchors = [f'/t/anchors/{e}' for e in (5, 10, 15)]
+  as_json = lambda cc, run, chosen: compare.student_config(cc, run, anchors, chosen).to_json()
+  own = [r for r in compare.plan(v3c) if r.method != 'msmgan']
+  assert own and {r.name for r in own} <= {r.name for r in compare.plan(v3)}
+  for run in own:
+    for setting in v3c.tuning[run.method]:  # whichever candidate v3's tuning chose.
+      chosen = {run.method: setting}
+      assert as_json(v3c, run, chosen) == as_json(v3, run, chosen), run.name
+  students = {as_json(v3c, compare.Run('tune', f'tune/msmgan/{i}', 'msmgan', candidate=i), {})
+              for i in range(len(v3c.tuning.msmgan))}
+  assert len(students) == len(v3c.tuning.msmgan) == 4
+  assert 'stages.forced_joint=0.3' in ' '.join(v3c.tuning.msmgan)
 
 
 @pytest.mark.slow

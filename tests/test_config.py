@@ -82,7 +82,8 @@ def test_comparison_configs_and_every_run_they_plan_validate():
                            'compare_lowdata',
                            'compare_lowdata_design', 'compare_lowdata_v2',
                            'compare_lowdata_v2_design', 'compare_lowdata_v3',
-                           'compare_lowdata_v3_design', 'compare_lowdata_v3b']
+                           'compare_lowdata_v3_design', 'compare_lowdata_v3b',
+                           'compare_lowdata_v3c']
   for name, arg in [(n, None) for n in COMPARE_FILES] + [('compare_lowdata', 'smoke'),
                                                           ('compare_lowdata_v2', 'smoke')]:
     cc = load_config_file(name, arg)
