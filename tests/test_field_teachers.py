@@ -173,6 +173,67 @@ def test_score_findings(accuracy, predicted, labels, words):
   assert len(found) == len(words) and all(w in f for w, f in zip(words, found))
 
 
+def _confusion(accuracy, classes, moves=(), per_class=100):
+  """A (C, C) confusion of a teacher right on `accuracy` of every class's images (the rest
+  spread over the others), then for each (a, b) in `moves` class a's rows sent to b."""
+  conf = np.full((classes, classes), per_class * (1 - accuracy) / (classes - 1))
+  np.fill_diagonal(conf, per_class * accuracy)
+  out = conf.copy()
+  for a, b in moves:
+    out[:, b] = conf[:, a]  # the teacher's output b is the data's class a.
+  return out
+
+
+def test_order_findings_name_a_swapped_or_cycled_class_order_and_not_mere_confusion():
+  names = [f'c{k}' for k in range(10)]
+  # Two classes swapped: found, both named with their shares and the data's order.
+  found = diagnosis.order_findings(_confusion(0.95, 10, [(1, 9), (9, 1)]), names)
+  assert len(found) == 1 and 'another order' in found[0]
+  assert 'class 1 (c1) as 9 (c9) (95%)' in found[0] and 'class 9 (c9) as 1 (c1)' in found[0]
+  assert 'in order: 0 (c0), 1 (c1), 2 (c2)' in found[0]
+  # A longer cycle, as folders '1', '10', '2' sorted one way and numbers the other.
+  found = diagnosis.order_findings(_confusion(0.9, 10, [(0, 5), (5, 7), (7, 0)]))
+  assert 'class 0 as 5' in found[0] and 'class 5 as 7' in found[0] and 'class 7 as 0' in found[0]
+  # A weak teacher confusing one class with another, one way only: not an order.
+  conf = _confusion(0.8, 10)
+  conf[2, 2], conf[2, 4] = 20, 60 + conf[2, 4]
+  assert diagnosis.order_findings(conf, names) == []
+  # Both ways but neither a majority (45% each): confusion, not an order.
+  conf = _confusion(0.5, 3, per_class=20)
+  conf[0] = [9, 9, 2]
+  conf[1] = [9, 9, 2]
+  assert diagnosis.order_findings(conf) == []
+  # Too few images of a class to read its row (fewer than ORDER_MIN_IMAGES).
+  conf = np.diag([50.0, 50.0, 1.0, 1.0])
+  conf[2], conf[3] = [0, 0, 0, 1], [0, 0, 1, 0]
+  assert diagnosis.order_findings(conf) == []
+  conf = np.diag([50.0, 50.0, 3.0, 3.0])
+  conf[2], conf[3] = [0, 0, 0, 3], [0, 0, 3, 0]
+  assert 'class 2 as 3 (100%)' in diagnosis.order_findings(conf)[0]
+  assert diagnosis.order_findings(np.diag([10.0] * 5)) == []
+
+
+@pytest.mark.slow
+def test_a_teacher_with_its_classes_in_another_order_is_refused(loaded, twin, native,
+                                                                  tmp_path):
+  """The native teacher with a last layer that sends its logits to other outputs (classes
+  1 and 9 swapped, as a teacher trained with another folder order): its accuracy alone
+  would pass; the order check stops the run naming the swapped classes."""
+  import keras
+
+  def saved(name, order):
+    mix = keras.layers.Dense(10, use_bias=False, trainable=False, name='reorder')
+    model = wrapped(twin, after=[mix])
+    mix.set_weights([np.eye(10, dtype=np.float32)[:, order]])
+    return keras_file(model, tmp_path / name)
+  with pytest.raises(CheckpointError, match='another order') as e:
+    loaded(source='keras', checkpoints=(saved('swapped.keras', [0, 9, 2, 3, 4, 5, 6, 7, 8, 1]),))
+  assert 'class 1 (Trouser) as 9 (Ankle boot)' in str(e.value)
+  assert 'class 9 (Ankle boot) as 1 (Trouser)' in str(e.value)
+  t = loaded(source='keras', checkpoints=(saved('same.keras', list(range(10))),))
+  assert t.test_accuracy == pytest.approx(native[1], abs=1e-6) and t.checks['warnings'] == []
+
+
 # Models as users build them ----------------------------------------------------------------
 @pytest.mark.slow
 def test_keras_sequential_nested_and_subclassed_models_give_block_features(

@@ -270,6 +270,8 @@ def _score_step(model):
     return {'correct': jnp.sum((jnp.argmax(logits, -1) == batch['label']) * m),
             'count': jnp.sum(m), 'predicted': jnp.sum(onehot(jnp.argmax(logits, -1)), 0),
             'labels': jnp.sum(onehot(batch['label']), 0),
+            'confusion': onehot(batch['label']).T @ jax.nn.one_hot(jnp.argmax(logits, -1),
+                                                                   classes),
             'min': jnp.min(jnp.where(keep, raw, jnp.inf)),
             'max': jnp.max(jnp.where(keep, raw, -jnp.inf)),
             'sum_dev': jnp.max(jnp.where(m > 0, jnp.abs(sums - 1), 0.0)),
@@ -279,8 +281,8 @@ def _score_step(model):
 
 
 def score(model, variables, eval_batches, mesh, limit: int = 0) -> dict:
-  """{'accuracy', 'count', 'predicted' (C,), 'labels' (C,), 'min', 'max', 'sum_dev',
-  'sum_min', 'sum_max'} of `model` with `variables` over the whole eval split (with
+  """{'accuracy', 'count', 'predicted' (C,), 'labels' (C,), 'confusion' (C, C: row the
+  label, column the prediction), 'min', 'max', 'sum_dev', 'sum_min', 'sum_max'} of `model` with `variables` over the whole eval split (with
   `limit`, over its first batches holding at least `limit` examples)."""
   step, out = _score_step(model), None
   for batch in eval_batches():
@@ -290,7 +292,7 @@ def score(model, variables, eval_batches, mesh, limit: int = 0) -> dict:
     if out is None:
       out = r
       continue
-    for k in ('correct', 'count', 'predicted', 'labels'):
+    for k in ('correct', 'count', 'predicted', 'labels', 'confusion'):
       out[k] = out[k] + r[k]
     for k, f in (('min', min), ('max', max), ('sum_dev', max), ('sum_min', min),
                  ('sum_max', max)):
@@ -303,7 +305,8 @@ def score(model, variables, eval_batches, mesh, limit: int = 0) -> dict:
 def diagnose(cfg, model, variables, seen: dict, info, name: str, eval_batches, mesh) -> dict:
   """Checks a teacher from elsewhere before it teaches (`core.teachers.diagnosis`): its
   outputs read as `teacher.outputs`, its test accuracy against chance, one class for every
-  image; for an External teacher, every `teacher.inputs` is scored on a sample of the test
+  image, a class order other than the data's (`diagnosis.order_findings`); for an External
+  teacher, every `teacher.inputs` is scored on a sample of the test
   split, to catch (and name) another pixel scale that fits it better. Returns the record for
   summary.json ({'accuracy', 'chance', 'outputs', 'inputs', 'warnings'}). Raises errors.CheckpointError (exit 2, nothing
   written) naming what was seen and the field to change, unless `teacher.allow_weak`, when
@@ -311,7 +314,8 @@ def diagnose(cfg, model, variables, seen: dict, info, name: str, eval_batches, m
   kind = cfg.teacher.outputs if isinstance(model, teachers.External) else 'logits'
   chance = diagnosis.chance_of(seen['labels'])
   found = diagnosis.output_findings(seen, kind) + diagnosis.score_findings(
-      seen['accuracy'], seen['predicted'], seen['labels'], info.class_names)
+      seen['accuracy'], seen['predicted'], seen['labels'], info.class_names) + (
+          diagnosis.order_findings(seen['confusion'], info.class_names))
   if isinstance(model, teachers.External) and model.input_dtype != 'uint8':
     sample = {m: score(model.with_inputs(m), variables, eval_batches, mesh,
                        limit=diagnosis.INPUTS_SAMPLE) for m in teachers.INPUTS}

@@ -12,7 +12,11 @@ MIN_LIFT x (1 - chance)`, chance being the share of the test split's most common
 (the best constant guess; 1/C when balanced); a prediction is constant when one class
 takes at least `CONSTANT_SHARE` of the images while the labels are more varied; another
 pixel scale (`teacher.inputs`) fits when, on the first `INPUTS_SAMPLE` test images, it
-scores more than `INPUTS_MARGIN` (and two standard errors) above the configured one.
+scores more than `INPUTS_MARGIN` (and two standard errors) above the configured one; the
+classes are in another order when the data's classes, each sent to the class the teacher
+predicts for most of its test images (more than half of them, at least `ORDER_MIN_IMAGES`),
+close a cycle (class a mostly predicted as b, b as a, or longer): a teacher that merely
+confuses two classes leaves one of them predicted as itself, a swapped order does not.
 """
 from typing import Optional, Sequence
 
@@ -23,6 +27,7 @@ MIN_LIFT = 0.1
 CONSTANT_SHARE = 0.95
 INPUTS_MARGIN = 0.05
 INPUTS_SAMPLE = 2048
+ORDER_MIN_IMAGES = 3
 
 
 def output_findings(seen: dict, outputs: str) -> list:
@@ -73,6 +78,40 @@ def score_findings(accuracy: float, predicted: Sequence[float], labels: Sequence
     out.append(f'it predicts class {top}{name} for {share:.0%} of {int(counts.sum())} test '
                'images')
   return out
+
+
+def order_findings(confusion, class_names: Sequence[str] = ()) -> list:
+  """What says the teacher's classes are in another order than the data's, from
+  `confusion` ((C, C) counts of test images: row the data's label, column the teacher's
+  prediction). A list of at most one message, empty when every cycle of "most images of
+  class a are predicted as b" is a class predicted as itself (see the module docstring)."""
+  conf = np.asarray(confusion, np.float64)
+  rows = conf.sum(1)
+  top = conf.argmax(1)
+  share = conf[np.arange(len(conf)), top] / np.maximum(rows, 1)
+  moved = {k: int(top[k]) for k in range(len(conf))
+           if top[k] != k and rows[k] >= ORDER_MIN_IMAGES and share[k] > 0.5}
+  cycles, visited = [], set()
+  for start in sorted(moved):
+    path, k = [], start
+    while k in moved and k not in path and k not in visited:
+      path.append(k)
+      k = moved[k]
+    if k in path:
+      cycles.append(path[path.index(k):])
+    visited.update(path)
+  if not cycles:
+    return []
+  name = lambda k: f'{k} ({class_names[k]})' if k < len(class_names) else f'{k}'
+  shown = '; '.join(', '.join(f'class {name(a)} as {name(moved[a])} ({share[a]:.0%})'
+                              for a in cycle) for cycle in cycles[:3])
+  more = f' and {len(cycles) - 3} more cycle(s)' if len(cycles) > 3 else ''
+  order = ', '.join(name(k) for k in range(min(len(conf), 20))) + (
+      ', ...' if len(conf) > 20 else '')
+  return [f'its classes look to be in another order than the data\'s: it predicts most test '
+          f'images of {shown}{more}. Its output i must be the data\'s class i (here, in '
+          f'order: {order}; an image folder\'s classes sort by folder name): give a teacher '
+          'trained with this class order, or one whose outputs are reordered to it']
 
 
 def inputs_finding(current: str, scores: dict, count: int) -> Optional[str]:
