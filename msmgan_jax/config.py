@@ -67,11 +67,11 @@ def defaults() -> ml_collections.ConfigDict:
   t.source = 'msmgan_jax'         # msmgan_jax (teacher.model) | flax | keras | saved_model: what teacher.checkpoints hold.
   t.module = ''                   # source flax: 'package.module:name' of the Linen module (or a function returning one).
   t.feature_layers = ()           # source flax/keras: one layer path per student block ('backbone/conv4'), its output the block's features; `python -m msmgan_jax.teachers --config ...` lists them.
-  t.inputs = 'normalised'         # what an external teacher expects: normalised (as the student) | unit ([0, 1]) | raw (0..255).
+  t.inputs = 'normalised'         # what an external teacher expects: normalised (as the student) | unit ([0, 1]) | raw (0..255) | signed ([-1, 1]) | caffe, torch (ImageNet models: Keras preprocess_input's modes).
   t.outputs = 'logits'            # what an external teacher returns: logits | probabilities (softmax; its log is used).
   t.output = ''                   # which of an external teacher's several outputs holds the class scores: a name or an index ('' = its only one, or the one named logits).
   t.train_kwarg = ''              # source flax: the __call__ keyword that turns training off, 'is_train' (given False) or 'deterministic=True' ('' = found by name).
-  t.allow_weak = False            # go on (with a recorded warning) when the teacher looks wrong at load: near chance, one class for all, probabilities read as logits.
+  t.allow_weak = False            # go on (with a recorded warning) when the teacher looks wrong at load: near chance, one class for all, probabilities or sigmoid scores read as logits, classes in another order.
 
   c.anchors = a = ml_collections.ConfigDict()
   a.num = 3                       # M, the number of teacher anchors (= stages of a method that takes each in turn).
@@ -442,6 +442,10 @@ def _check_source(cfg):
       isinstance(n, str) and n for n in t.feature_layers), 'teacher.feature_layers',
       f'{t.feature_layers!r} must be a tuple of layer names')
   if t.source == 'msmgan_jax':
+    _require((t.inputs, t.outputs) == ('normalised', 'logits'), 'teacher.inputs',
+             f'teacher.inputs={t.inputs!r} and teacher.outputs={t.outputs!r} would be ignored: '
+             'a teacher of this library reads normalised images and returns logits; leave '
+             'them at normalised and logits')
     return
   _require(cfg.method != 'teacher', 'teacher.source',
            f'{t.source}: method teacher trains a teacher here; a teacher from elsewhere is '

@@ -117,6 +117,33 @@ def test_saved_arrays_equal_the_tfds_splits_and_bad_files_are_refused(tfds_data_
     arrays.read(str(tmp_path / 'other.npz'))
 
 
+@pytest.mark.parametrize('change,words', [
+    (lambda a: {'train_labels': np.eye(10, dtype=np.int32)[a['train_labels']]}, 'look one-hot'),
+    (lambda a: {'train_labels': a['train_labels'] % 10 + 1}, 'look 1-based: subtract 1'),
+    (lambda a: {'test_labels': a['test_labels'] - 1}, r'run from -1 to 5, outside 0\.\.9'),
+    (lambda a: {'train_images': a['train_images'].transpose(0, 3, 1, 2)},
+     'look channels-first, NCHW'),
+    (lambda a: {'train_images': a['train_images'].astype(np.float32)},
+     r'divide by 255, or store uint8'),
+    (lambda a: {'mean': np.zeros(3, np.float32)}, r'as many as mean \(3,\)'),
+    (lambda a: {'std': np.zeros(1, np.float32)}, 'must be above 0'),
+])
+def test_arrays_files_in_another_convention_are_refused_naming_it(tmp_path, change, words):
+  """An arrays file made by hand (one-hot or 1-based labels, NCHW images, float pixels in
+  0..255, stats for other channels) is refused on reading, naming the convention and the
+  fix: each would train wrong silently, or fail later naming none of it."""
+  good = index_arrays()
+  arrays.save(str(tmp_path / 'good.npz'), good)
+  assert arrays.read(str(tmp_path / 'good.npz'))['train_images'].shape == (N, H, H, 1)
+  floats = {**good, 'train_images': good['train_images'].astype(np.float32) / 255}
+  arrays.save(str(tmp_path / 'floats.npz'), floats)  # floats in [0, 1]: fine.
+  assert arrays.read(str(tmp_path / 'floats.npz'))['train_images'].dtype == np.float32
+  path = str(tmp_path / 'bad.npz')
+  arrays.save(path, {**good, **change(good)})
+  with pytest.raises(arrays.ArrayError, match=words):
+    arrays.read(path)
+
+
 def test_device_and_tfdata_pipelines_normalise_alike(tfds_data_dir):
   """Without augmentation, a batch of the device pipeline holds the same normalised images
   as tf.data's for the same examples."""

@@ -154,6 +154,18 @@ def test_a_teacher_at_chance_stops_the_run_or_goes_on_recorded_with_allow_weak(
     ({'min': -3.0, 'max': 5.0, 'sum_min': -1.0, 'sum_max': 4.0, 'sum_dev': 3.0}, 'logits', None),
     ({'min': 0.0, 'max': 1.0, 'sum_min': 1.0, 'sum_max': 1.0, 'sum_dev': 0.0}, 'probabilities',
      None),
+    # A bfloat16 softmax (Keras mixed_bfloat16): rows sum to 1 only within its precision.
+    ({'min': 0.0, 'max': 0.99, 'sum_min': 0.9947, 'sum_max': 1.004, 'sum_dev': 5.3e-3,
+      'eps': 2 ** -7}, 'logits', 'look like probabilities'),
+    ({'min': 0.0, 'max': 0.99, 'sum_min': 0.9947, 'sum_max': 1.004, 'sum_dev': 5.3e-3,
+      'eps': 2 ** -7}, 'probabilities', None),
+    # A final sigmoid: every output in [0, 1], rows summing anywhere.
+    ({'min': 0.01, 'max': 0.99, 'sum_min': 0.5, 'sum_max': 3.2, 'sum_dev': 2.2}, 'logits',
+     'final sigmoid'),
+    ({'min': 0.0, 'max': 0.99, 'sum_min': 0.9947, 'sum_max': 1.004, 'sum_dev': 5.3e-3,
+      'eps': 2 ** -23}, 'logits', 'final sigmoid'),  # not rows of a float32 softmax.
+    ({'min': -0.01, 'max': 0.99, 'sum_min': 0.5, 'sum_max': 3.2, 'sum_dev': 2.2}, 'logits',
+     None),
 ])
 def test_output_findings(seen, outputs, words):
   found = diagnosis.output_findings({**seen, 'count': 100}, outputs)
@@ -232,6 +244,125 @@ def test_a_teacher_with_its_classes_in_another_order_is_refused(loaded, twin, na
   assert 'class 9 (Ankle boot) as 1 (Trouser)' in str(e.value)
   t = loaded(source='keras', checkpoints=(saved('same.keras', list(range(10))),))
   assert t.test_accuracy == pytest.approx(native[1], abs=1e-6) and t.checks['warnings'] == []
+
+
+class _Info:
+  """The data fields a teacher's build reads, for images of `shape` (H, W, C)."""
+
+  def __init__(self, shape):
+    self.image_shape, self.mean, self.std = shape, (0.5,) * shape[2], (0.25,) * shape[2]
+
+
+def _keras_cnn(shape, head=None, dtype=None):
+  import keras
+  x = inputs = keras.Input(shape)
+  h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, dtype=dtype)(x))
+  out = keras.layers.Dense(10, activation=head, dtype=dtype,
+                           kernel_initializer=keras.initializers.RandomNormal(stddev=1.0))(h)
+  return keras.Model(inputs, out)
+
+
+def test_a_keras_teacher_declaring_another_image_shape_is_refused_naming_the_fix():
+  """A fully convolutional Keras teacher built with `Input((32, 32, 3))` runs on 28x28
+  images without a word from Keras (no dimension is fixed inside): the declared shape is
+  compared with the data's, and the fix named. A free size (`Input((None, None, 3))`) is
+  taken as it is."""
+  given = teachers.keras_teacher(_keras_cnn((32, 32, 3)))
+  with pytest.raises(CheckpointError, match=r'declares images of shape \(32, 32, 3\).*Set '
+                     r'dataset.image_size=32'):
+    given.build(_Info((28, 28, 3)))
+  with pytest.raises(CheckpointError, match='Give a teacher for 1-channel images'):
+    given.build(_Info((32, 32, 1)))
+  assert given.build(_Info((32, 32, 3))).num_classes == 10
+  free = teachers.keras_teacher(_keras_cnn((None, None, 3)))
+  assert free.build(_Info((28, 28, 3))).num_classes == 10
+
+
+def test_a_bfloat16_softmax_is_read_as_probabilities_at_its_own_precision():
+  """Keras's mixed_bfloat16 policy computes the softmax in bfloat16: its rows sum to 1
+  only within about 0.005, five times float32's tolerance. The scorer reads the dtype the
+  network computes in, so the softmax is still found; in float32 a sigmoid head is named."""
+  from msmgan_jax.training import teacher as teacher_lib
+  x = np.random.default_rng(0).normal(size=(64, 8, 8, 3)).astype(np.float32)
+  batch = {'image': x, 'label': np.arange(64) % 10, 'mask': np.ones(64, np.float32)}
+  found = {}
+  for name, head, dtype in (('bf16', 'softmax', 'mixed_bfloat16'), ('sigmoid', 'sigmoid', None)):
+    model = teachers.keras_teacher(_keras_cnn((8, 8, 3), head, dtype)).build(_Info((8, 8, 3)))
+    seen = jax.device_get(teacher_lib._score_step(model)(model._sample, batch))  # pylint: disable=protected-access
+    seen = {k: np.asarray(v).item() if np.size(v) == 1 else v for k, v in seen.items()}
+    found[name] = diagnosis.output_findings(seen, 'logits')
+  assert 'look like probabilities' in found['bf16'][0], found
+  assert 'final sigmoid' in found['sigmoid'][0], found
+
+
+def test_a_classifier_teacher_refuses_pixel_scale_and_output_fields_it_would_ignore():
+  """A msmgan_jax Classifier runs as the students do (normalised images, logits): the
+  fields that convert another network's pixels or outputs are refused, not dropped."""
+  net = models.create_model('cnn', 10)
+  variables = net.init(jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32), train=False)
+  for fields in ({'inputs': 'unit'}, {'outputs': 'probabilities'}):
+    with pytest.raises(ConfigError, match='would be ignored'):
+      teachers.flax_teacher(net, variables, **fields).build(_Info((8, 8, 3)))
+  assert teachers.flax_teacher(net, variables).build(_Info((8, 8, 3))) is net
+
+
+@pytest.mark.parametrize('inputs,mode', [('signed', 'tf'), ('caffe', 'caffe'),
+                                         ('torch', 'torch'), ('raw', None), ('unit', None)])
+def test_imagenet_pixel_conventions_match_keras_preprocess_input(inputs, mode):
+  """A teacher from keras.applications (or torchvision) takes its images as Keras's
+  `preprocess_input` makes them: `teacher.inputs` gives it the very same pixels from the
+  students' normalised images (the three modes to 1e-4, raw and unit as 0..255 / 255)."""
+  from keras.applications import imagenet_utils
+  rng = np.random.default_rng(0)
+  pixels = rng.integers(0, 256, (4, 8, 8, 3)).astype(np.float32)  # RGB 0..255.
+  info = _Info((8, 8, 3))
+  mean, std = np.asarray(info.mean, np.float32), np.asarray(info.std, np.float32)
+  normalised = (pixels / 255.0 - mean) / std
+  model = teachers.keras_teacher(_keras_cnn((8, 8, 3)), inputs=inputs).build(info)
+  got = np.asarray(model.to_inputs(normalised))
+  want = (imagenet_utils.preprocess_input(pixels.copy(), mode=mode) if mode
+          else pixels if inputs == 'raw' else pixels / 255.0)
+  np.testing.assert_allclose(got, np.asarray(want), atol=1e-3 if inputs in ('raw', 'caffe')
+                             else 1e-5)
+  if mode in ('caffe', 'torch'):
+    with pytest.raises(ConfigError, match=f'{inputs} .*takes RGB images'):
+      teachers.keras_teacher(_keras_cnn((8, 8, 1)), inputs=inputs).build(_Info((8, 8, 1)))
+
+
+def test_a_flax_teacher_in_training_mode_or_with_bare_params_is_told_the_real_cause():
+  """Flax modules as users write them: dropout and BatchNorm switched by a module field (not
+  a __call__ keyword) fail in training mode, and params saved without their 'params'
+  wrapper fail to fit; each message names that cause and its fix, not the image shape."""
+  import flax.linen as nn
+
+  class DropField(nn.Module):
+    deterministic: bool = False
+
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dropout(0.5, deterministic=self.deterministic)(
+          nn.Dense(10)(x.reshape(x.shape[0], -1)))
+
+  class BNField(nn.Module):
+    train: bool = True
+
+    @nn.compact
+    def __call__(self, x):
+      return nn.Dense(10)(nn.BatchNorm(use_running_average=not self.train)(
+          x.reshape(x.shape[0], -1)))
+  x = np.zeros((1, 8, 8, 1), np.float32)
+  info = _Info((8, 8, 1))
+  drop = DropField(deterministic=True).init(jax.random.key(0), x)
+  with pytest.raises(CheckpointError, match=r'asked for a random key.*ran in training mode.*'
+                     r'give teacher.module as a function returning the module in inference'):
+    teachers.flax_teacher(DropField(), drop).build(info)
+  bn = BNField(train=False).init(jax.random.key(0), x)
+  with pytest.raises(CheckpointError, match=r'tried to update its variables.*training mode'):
+    teachers.flax_teacher(BNField(), bn).build(info)
+  with pytest.raises(CheckpointError, match=r"do not fit the module.*They hold \['BatchNorm_0', "
+                     r"'Dense_0'\].*not the params alone"):
+    teachers.flax_teacher(BNField(train=False), dict(bn['params'])).build(info)
+  assert teachers.flax_teacher(BNField(train=False), bn).build(info).num_classes == 10
 
 
 # Models as users build them ----------------------------------------------------------------
@@ -432,5 +563,6 @@ def test_a_mixed_precision_keras_teacher_with_batchnorm_and_dropout_gives_its_in
 @pytest.mark.slow
 def test_a_grayscale_teacher_on_rgb_data_exits_2_naming_the_shape(twin):
   info = data.DatasetInfo('rgb', 10, (28, 28, 3), 1, 1, mean=(0.5,) * 3, std=(0.25,) * 3)
-  with pytest.raises(CheckpointError, match=r"does not run on this data's images \(28, 28, 3\)"):
+  with pytest.raises(CheckpointError, match=r"declares images of shape \(28, 28, 1\).*this "
+                     r"data's are \(28, 28, 3\).*Give a teacher for 3-channel images"):
     teachers.keras_teacher(twin).build(info)

@@ -2,6 +2,8 @@
 import json
 import os
 import re
+import shutil
+import unicodedata
 
 import jax
 import numpy as np
@@ -310,6 +312,47 @@ def test_hidden_and_system_entries_are_neither_classes_nor_images(tmp_path, caps
   err = capsys.readouterr().err
   assert "skipped the hidden or system folder(s) ['.ipynb_checkpoints', '__MACOSX']" in err
   assert 'train/ant/: skipped 2 hidden or system file(s)' in err
+
+
+def test_what_is_not_read_and_test_images_that_are_training_images_are_said(tmp_path, capsys):
+  """Where a user's own folder would give other numbers than the tools it came from, a note
+  says so: images in a folder inside a class folder (torchvision's ImageFolder and Keras
+  read them), files of other kinds, and test images byte-identical to training images
+  (they inflate every test accuracy); a folder without any of them gets none of these."""
+  root = make_folder(tmp_path / 'images')
+  builder = data.builder_for(own_cfg(root, tmp_path / 'tfds'))
+  assert 'note:' not in capsys.readouterr().err
+  (root / 'train' / 'ant' / 'more').mkdir()
+  Image.new('RGB', (20, 20)).save(root / 'train' / 'ant' / 'more' / 'x.png')
+  (root / 'train' / 'bee' / 'b.webp').write_bytes(b'RIFF')
+  (root / 'train' / 'bee' / 'notes.txt').write_text('labels')
+  shutil.copyfile(root / 'train' / 'cat' / '1.png', root / 'test' / 'cat' / 'leak.png')
+  builder = data.builder_for(own_cfg(root, tmp_path / 'tfds'))
+  assert builder.info.splits['train'].num_examples == 3 * PER_CLASS['train']
+  err = capsys.readouterr().err
+  assert 'train/ant/: skipped 1 sub-folder(s) (more): images in folders inside a class ' \
+         'folder are not read' in err, err
+  assert "train/bee/: skipped 2 file(s) that are not .png, .jpg or .jpeg (b.webp, notes.txt)" \
+      in err, err
+  assert ('1 image(s) of test/ are byte-identical copies of images in train/ (e.g. '
+          'test/cat/leak.png = train/cat/1.png): test scores pictures the students train on, '
+          'so its accuracy is inflated') in err, err
+  data.builder_for(own_cfg(root, tmp_path / 'tfds'))  # from the cache: said again.
+  assert 'byte-identical copies of images in train/' in capsys.readouterr().err
+
+
+def test_class_names_in_nfd_that_sort_otherwise_say_the_order_used(tmp_path, capsys):
+  """A folder copied from macOS (NFD names) whose classes sort otherwise as written: the
+  classes are numbered by their NFC names, and a note gives both orders, since a teacher
+  trained by a tool sorting the raw names has them in the other one."""
+  classes = ('éa', 'f', 'g')
+  root = make_folder(tmp_path / 'images',
+                     classes=tuple(unicodedata.normalize('NFD', c) for c in classes))
+  builder = data.builder_for(own_cfg(root, tmp_path / 'tfds'))
+  assert builder.info.features['label'].names == ['f', 'g', 'éa']
+  err = capsys.readouterr().err
+  assert ('numbered in the order of their NFC names: 0 f, 1 g, 2 éa; a tool that sorts the '
+          'names as written (Keras, torchvision) numbers them éa, f, g') in err, err
 
 
 def test_any_file_name_the_os_accepts_is_read(tmp_path):

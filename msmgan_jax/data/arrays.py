@@ -88,7 +88,49 @@ def read(path: str) -> dict:
     if images.ndim != 4 or len(images) != len(labels) or not len(images):
       raise ArrayError(f'{path}: {split} images {images.shape} and labels {labels.shape} do not '
                        'match; write the file again')
+    _check_split(path, split, images, labels, out)
   return out
+
+
+def _check_split(path: str, split: str, images, labels, out: dict) -> None:
+  """ArrayError unless a split of an arrays file holds what training reads: labels (N,)
+  integer class indices in [0, num_classes), images NHWC with as many channels (1 or 3)
+  as `mean` and `std` give, uint8 or floats in [0, 1]. A file made by hand in another
+  convention (one-hot or 1-based labels, NCHW images, float pixels in 0..255) would train
+  wrong without a word, or stop later with a cause that names none of it."""
+  classes = int(out['num_classes'])
+  where = f'{path}: {split}_labels'
+  if labels.ndim == 2 and labels.shape[1] == classes:
+    raise ArrayError(f'{where} {labels.shape} look one-hot; give class indices of shape '
+                     f'({len(labels)},) (labels.argmax(-1)) and write the file again')
+  if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+    raise ArrayError(f'{where} are {labels.dtype} of shape {labels.shape}; give integer class '
+                     f'indices of shape ({len(labels)},)')
+  low, high = int(labels.min()), int(labels.max())
+  if low < 0 or high >= classes:
+    hint = ' (they look 1-based: subtract 1)' if (low, high) == (1, classes) else ''
+    raise ArrayError(f'{where} run from {low} to {high}, outside 0..{classes - 1} '
+                     f'(num_classes {classes}){hint}; write the file again')
+  channels = images.shape[-1]
+  mean, std = np.ravel(out['mean']), np.ravel(out['std'])
+  if channels not in (1, 3) or len(mean) != channels or len(std) != channels:
+    nchw = ' (they look channels-first, NCHW: transpose to NHWC)' if images.shape[1] in (1, 3) \
+        else ''
+    raise ArrayError(f'{path}: {split}_images {images.shape} must be NHWC with 1 or 3 channels, '
+                     f'as many as mean {mean.shape} and std {std.shape} give{nchw}; write the '
+                     'file again')
+  if not np.all(std > 0):
+    raise ArrayError(f'{path}: std {std.tolist()} must be above 0 in every channel')
+  if images.dtype == np.uint8:
+    return
+  if not np.issubdtype(images.dtype, np.floating):
+    raise ArrayError(f'{path}: {split}_images are {images.dtype}; give uint8 (0..255) or '
+                     'floats in [0, 1]')
+  low, high = float(images.min()), float(images.max())
+  if low < 0 or high > 1:
+    hint = ' (0..255 as floats: divide by 255, or store uint8)' if high > 1 and low >= 0 else ''
+    raise ArrayError(f'{path}: {split}_images are floats in [{low:.4g}, {high:.4g}]; float '
+                     f'pixels must lie in [0, 1]{hint}')
 
 
 def slice_split(n: int, spec: str) -> slice:

@@ -257,6 +257,9 @@ def external(cfg, info):
 def _score_step(model):
   """A jitted pass over a masked batch summing what `diagnose` reads: correct predictions,
   examples, predicted and true class counts, and the raw outputs' range and row sums."""
+  dtype = getattr(model, 'output_dtype', jnp.dtype(jnp.float32))  # as the network computes.
+  eps = float(jnp.finfo(dtype).eps) if jnp.issubdtype(dtype, jnp.floating) else 0.0
+
   def step(variables, batch):
     if isinstance(model, teachers.External):
       raw, _ = model.raw(variables, batch['image'])
@@ -265,7 +268,7 @@ def _score_step(model):
       raw = logits = model.apply(variables, batch['image'], train=False)[0]
     m, classes = batch['mask'], raw.shape[-1]
     keep = m[:, None] > 0
-    sums = jnp.sum(raw, -1)
+    sums = jnp.sum(raw.astype(jnp.float32), -1)  # a 16-bit row's sum, not rounded again.
     onehot = lambda i: jax.nn.one_hot(i, classes) * m[:, None]
     return {'correct': jnp.sum((jnp.argmax(logits, -1) == batch['label']) * m),
             'count': jnp.sum(m), 'predicted': jnp.sum(onehot(jnp.argmax(logits, -1)), 0),
@@ -276,27 +279,34 @@ def _score_step(model):
             'max': jnp.max(jnp.where(keep, raw, -jnp.inf)),
             'sum_dev': jnp.max(jnp.where(m > 0, jnp.abs(sums - 1), 0.0)),
             'sum_min': jnp.min(jnp.where(m > 0, sums, jnp.inf)),
-            'sum_max': jnp.max(jnp.where(m > 0, sums, -jnp.inf))}
+            'sum_max': jnp.max(jnp.where(m > 0, sums, -jnp.inf)),
+            'eps': jnp.float32(eps)}
   return jax.jit(step)
 
 
 def score(model, variables, eval_batches, mesh, limit: int = 0) -> dict:
   """{'accuracy', 'count', 'predicted' (C,), 'labels' (C,), 'confusion' (C, C: row the
-  label, column the prediction), 'min', 'max', 'sum_dev', 'sum_min', 'sum_max'} of `model` with `variables` over the whole eval split (with
+  label, column the prediction), 'min', 'max', 'sum_dev', 'sum_min', 'sum_max', 'eps'
+  (the outputs' float precision)} of `model` with `variables` over the whole eval split (with
   `limit`, over its first batches holding at least `limit` examples)."""
-  step, out = _score_step(model), None
+  step, out, confusion = _score_step(model), None, None
   for batch in eval_batches():
     if limit and out is not None and out['count'] >= limit:
       break
-    r = jax.device_get(step(variables, sharding.shard_batch(batch, mesh)))
+    r = step(variables, sharding.shard_batch(batch, mesh))
+    # (C, C) stays on the device until the end: 4 MB a batch for 1,000 classes.
+    c = r.pop('confusion')
+    confusion = c if confusion is None else confusion + c
+    r = jax.device_get(r)
     if out is None:
       out = r
       continue
-    for k in ('correct', 'count', 'predicted', 'labels', 'confusion'):
+    for k in ('correct', 'count', 'predicted', 'labels'):
       out[k] = out[k] + r[k]
     for k, f in (('min', min), ('max', max), ('sum_dev', max), ('sum_min', min),
-                 ('sum_max', max)):
+                 ('sum_max', max), ('eps', max)):
       out[k] = f(out[k], r[k])
+  out['confusion'] = jax.device_get(confusion)
   out = {k: np.asarray(v).tolist() for k, v in out.items()}
   out['accuracy'] = out['correct'] / max(out['count'], 1)
   return out
@@ -318,7 +328,7 @@ def diagnose(cfg, model, variables, seen: dict, info, name: str, eval_batches, m
           diagnosis.order_findings(seen['confusion'], info.class_names))
   if isinstance(model, teachers.External) and model.input_dtype != 'uint8':
     sample = {m: score(model.with_inputs(m), variables, eval_batches, mesh,
-                       limit=diagnosis.INPUTS_SAMPLE) for m in teachers.INPUTS}
+                       limit=diagnosis.INPUTS_SAMPLE) for m in teachers.INPUTS if model.takes(m)}
     tried = {m: r['accuracy'] for m, r in sample.items()}
     scale = diagnosis.inputs_finding(model.inputs, tried, sample[model.inputs]['count'])
     found += [scale] if scale else []

@@ -26,8 +26,9 @@ a value of `teacher.source` (docs/extending.md shows one). `check(teacher_config
 ConfigError for a teacher field the source cannot take (`config.validate` calls it).
 
 Inputs: the data pipeline gives images standardised by the dataset's mean and std;
-`teacher.inputs` converts them back for a teacher trained on [0, 1] (`unit`) or 0..255
-(`raw`) pixels. Outputs: `teacher.outputs = 'probabilities'` takes the log of a softmax
+`teacher.inputs` converts them back for a teacher trained on [0, 1] (`unit`), 0..255
+(`raw`) or [-1, 1] (`signed`) pixels, or as ImageNet models take them (`caffe`, `torch`:
+Keras's `preprocess_input` modes; RGB only). Outputs: `teacher.outputs = 'probabilities'` takes the log of a softmax
 output, which gives the same softmax (and so the same KD target) as its logits would;
 `teacher.output` picks which of several outputs. Before a teacher teaches, `diagnosis`
 checks what it gives on the data (probabilities read as logits, an accuracy near chance,

@@ -7,7 +7,10 @@ at the outputs on a batch of test images and the accuracy on the test split and 
 what looks wrong, with the config field that fixes it.
 
 Thresholds (module constants): rows are probabilities when every output is >= -1e-6 and
-every row sums to 1 within `ROW_SUM_TOL`; an accuracy is near chance below `chance +
+every row sums to 1 within `ROW_SUM_TOL`, or within `EPS_ROWS` units of the outputs' float
+precision where that is coarser (a bfloat16 softmax: its rows sum to 1 only within about
+0.005); outputs read as logits are scores of a sigmoid when every one of them lies in
+[0, 1]; an accuracy is near chance below `chance +
 MIN_LIFT x (1 - chance)`, chance being the share of the test split's most common class
 (the best constant guess; 1/C when balanced); a prediction is constant when one class
 takes at least `CONSTANT_SHARE` of the images while the labels are more varied; another
@@ -23,6 +26,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 ROW_SUM_TOL = 1e-3
+EPS_ROWS = 4
 MIN_LIFT = 0.1
 CONSTANT_SHARE = 0.95
 INPUTS_MARGIN = 0.05
@@ -33,15 +37,21 @@ ORDER_MIN_IMAGES = 3
 def output_findings(seen: dict, outputs: str) -> list:
   """What is wrong with a teacher's outputs read as `outputs` ('logits' | 'probabilities'),
   from `seen`: {'min', 'max' (over every output), 'sum_min', 'sum_max' (of the rows),
-  'sum_dev' (the largest |row sum - 1|), 'count' (rows)}, as the network returns them. A
+  'sum_dev' (the largest |row sum - 1|), 'count' (rows), optionally 'eps' (the machine
+  epsilon of the outputs' dtype: 0.0078 for bfloat16)}, as the network returns them. A
   list of messages, empty when fine."""
-  probs = seen['min'] >= -1e-6 and seen['sum_dev'] <= ROW_SUM_TOL
+  tol = max(ROW_SUM_TOL, EPS_ROWS * float(seen.get('eps', 0.0)))
+  probs = seen['min'] >= -1e-6 and seen['sum_dev'] <= tol
   what = (f'outputs in [{seen["min"]:.3g}, {seen["max"]:.3g}], row sums '
           f'{seen["sum_min"]:.4g} to {seen["sum_max"]:.4g} over {int(seen["count"])} images')
   if outputs == 'logits' and probs:
     return [f'its outputs look like probabilities, not logits ({what}): a softmax read as '
             'logits gives a near-uniform KD target. Set teacher.outputs=probabilities (or '
             'give the model without its final softmax)']
+  if outputs == 'logits' and seen['min'] >= -1e-6 and seen['max'] <= 1 + 1e-6:
+    return [f'its outputs all lie in [0, 1] ({what}): scores of a final sigmoid, not logits; '
+            'read as logits they give a near-uniform KD target. Give the model without its '
+            'final sigmoid (its pre-activation outputs are the logits)']
   if outputs == 'probabilities' and not probs:
     return [f'its outputs are not probabilities ({what}): logits read as probabilities give '
             'one-hot KD targets. Set teacher.outputs=logits']

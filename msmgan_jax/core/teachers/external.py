@@ -12,7 +12,16 @@ import numpy as np
 
 from msmgan_jax.errors import CheckpointError, ConfigError
 
-INPUTS = ('normalised', 'unit', 'raw')
+# The pixel conventions a teacher may expect (`teacher.inputs`): the students' normalised
+# images, [0, 1], 0..255, and the three of Keras's `imagenet_utils.preprocess_input` modes
+# that ImageNet models use: 'tf' ([-1, 1], here `signed`), 'caffe' (BGR 0..255 less the
+# ImageNet mean) and 'torch' ([0, 1] standardised by the ImageNet mean and std). The last
+# two take RGB images (`rgb_only`).
+INPUTS = ('normalised', 'unit', 'raw', 'signed', 'caffe', 'torch')
+RGB_ONLY = ('caffe', 'torch')
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, [0, 1] (torchvision; Keras 'torch' mode).
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # Keras 'caffe' mode, 0..255, BGR order.
 OUTPUTS = ('logits', 'probabilities')
 
 
@@ -54,6 +63,13 @@ class Given:
       if self.feature_layers:
         raise ConfigError('config field teacher.feature_layers: a Classifier teacher gives '
                           "its blocks' features; leave it empty")
+      if (self.inputs, self.outputs) != ('normalised', 'logits'):
+        raise ConfigError(
+            f'config fields teacher.inputs={self.inputs!r}, teacher.outputs={self.outputs!r}: '
+            'a msmgan_jax Classifier teacher runs as the students do, on normalised images, '
+            'and returns logits, so these fields would be ignored; leave them at normalised '
+            'and logits (a network of another pixel scale or output: give it as a plain '
+            'Flax module, which reads them)')
       return self.network
     forward = self.make_forward(self.network, self.feature_layers, self.output,
                                 self.train_kwarg)
@@ -116,10 +132,13 @@ class External:
   `forward(variables, x) -> (logits (B, C), [maps (B, H_k, W_k, C_k)])` on images `x`
   (B, H, W, C) float32 as the teacher expects them (`inputs`: normalised, unit [0, 1] or
   raw 0..255). `layers(variables, image_shape) -> [(path, shape)]` (optional, a function
-  attribute of `forward`) lists the network's layers for messages. Shapes are read once
-  with `jax.eval_shape` on `sample_variables` and `image_shape`; a network that cannot run
-  on the images, or a feature output that is not an NHWC map dividing the image size,
+  attribute of `forward`) lists the network's layers for messages; `input_shape` (optional,
+  another attribute: (H, W, C), None where free) is the image shape the network declares,
+  and another shape than the data's is a CheckpointError naming the fix. Shapes are read
+  once with `jax.eval_shape` on `sample_variables` and `image_shape`; a network that cannot
+  run on the images, or a feature output that is not an NHWC map dividing the image size,
   raises CheckpointError (the message names the cause: shape, training mode, layers).
+  `output_dtype` is the dtype the network computes its outputs in (`raw` returns float32).
   """
   splittable = False
 
@@ -133,6 +152,10 @@ class External:
     self._mean = np.asarray(mean or (0.0,), np.float32)
     self._std = np.asarray(std or (1.0,), np.float32)
     self._sample = sample_variables
+    if not self.takes(inputs):
+      raise ConfigError(f'config field teacher.inputs: {inputs} (an ImageNet convention) takes '
+                        f'RGB images, and this data\'s have {self.image_shape[-1]} channel(s)')
+    self._check_declared(getattr(forward, 'input_shape', None))
     x = jax.ShapeDtypeStruct((1,) + self.image_shape, jnp.float32)
     try:
       logits, feats = jax.eval_shape(self.raw, sample_variables, x)
@@ -143,6 +166,10 @@ class External:
     if len(logits.shape) != 2:
       raise CheckpointError(f'{description} returns an output of shape {logits.shape}; a '
                             'teacher must return logits of shape (batch, classes)')
+    # The dtype the network computes its outputs in (`raw` gives them as float32): a
+    # bfloat16 softmax's rows sum to 1 only within its precision (`diagnosis`).
+    native = jax.eval_shape(lambda v, y: self._forward(v, y)[0], sample_variables, x)
+    self.output_dtype = jnp.dtype(getattr(native, 'dtype', jnp.float32))
     self.num_classes = int(logits.shape[-1])
     for name, f in zip(self.feature_layers, feats):
       if len(f.shape) != 4 or f.shape[1] == 0 or self.image_shape[0] % f.shape[1]:
@@ -153,14 +180,51 @@ class External:
     self.block_channels = tuple(int(f.shape[-1]) for f in feats)
     self.block_strides = tuple(int(self.image_shape[0] // f.shape[1]) for f in feats)
 
+  def _check_declared(self, declared) -> None:
+    """CheckpointError when the network declares an input shape ((H, W, C), None where
+    free) that this data's images do not have: a fully convolutional network would run on
+    them anyway, on images of another size than it learnt, and teach from them."""
+    if not declared or len(declared) != 3:
+      return
+    wrong = [i for i, (want, have) in enumerate(zip(declared, self.image_shape))
+             if want is not None and int(want) != int(have)]
+    if not wrong:
+      return
+    shown = tuple('any' if d is None else int(d) for d in declared)
+    if wrong == [2]:
+      fix = (f'give a teacher for {self.image_shape[2]}-channel images (this data\'s), or '
+             f'data with {declared[2]} channels')
+    else:
+      fix = (f'set dataset.image_size={declared[0]} (the images are resized to the size it '
+             'was trained on)' if declared[0] is not None and declared[0] == declared[1]
+             else 'give a teacher for images of this shape')
+    raise CheckpointError(
+        f'{self.description} declares images of shape {shown} (height, width, channels) '
+        f'and this data\'s are {self.image_shape}: it would run on images unlike those it '
+        f'learnt from. {fix[0].upper() + fix[1:]}')
+
   def _why_not(self, e: Exception) -> str:
     """The message for a network that failed to run on one image: a Flax module that tried
     to update its statistics ran in training mode; anything else is the images' shape."""
     text = f'{type(e).__name__}: {str(e)[:300]}'
-    if 'immutable' in str(e) or 'mutable' in type(e).__name__.lower():
+    kind = type(e).__name__
+    eval_module = ("teacher.train_kwarg to the keyword of its __call__ that turns training "
+                   "off (say 'is_train', or 'deterministic=True'); where a module field "
+                   'switches it (nn.Dropout(deterministic=self.deterministic)), give '
+                   'teacher.module as a function returning the module in inference mode '
+                   '(mynets:make_eval_teacher)')
+    if 'immutable' in str(e) or 'mutable' in kind.lower():
       return (f'{self.description} tried to update its variables ({text}): it ran in '
-              'training mode. Set teacher.train_kwarg to the keyword of its __call__ that '
-              "turns training off (say 'is_train', or 'deterministic=True')")
+              f'training mode. Set {eval_module}')
+    if kind == 'InvalidRngError' or 'rng' in kind.lower():
+      return (f'{self.description} asked for a random key ({text}): a Dropout (or another '
+              f'random layer) ran in training mode. Set {eval_module}')
+    if kind.startswith('Scope') and ('NotFound' in kind or 'Collection' in kind):
+      top = list(self._sample) if isinstance(self._sample, dict) else []
+      return (f'{self.description}: its variables do not fit the module ({text}). They '
+              f'hold {top[:8]} at their top level; a Flax variables dict holds the '
+              "collections there ('params', and 'batch_stats' with BatchNorm): save "
+              "module.init(...) or {'params': params, ...}, not the params alone")
     return (f'{self.description} does not run on this data\'s images {self.image_shape} '
             f'(NHWC, float32): {text}. Give a teacher for images of this shape, or set '
             'dataset.image_size to the size it was trained on.')
@@ -177,6 +241,10 @@ class External:
   def input_dtype(self) -> str:
     """The dtype the network takes its images in (a SavedModel's signature may ask uint8)."""
     return getattr(self._forward, 'input_dtype', 'float32')
+
+  def takes(self, inputs: str) -> bool:
+    """Whether `inputs` can convert this data's images (the ImageNet modes need RGB)."""
+    return inputs not in RGB_ONLY or self.image_shape[-1] == 3
 
   def with_inputs(self, inputs: str) -> 'External':
     """The same teacher reading its images as `inputs` (for the load-time diagnosis)."""
@@ -197,14 +265,28 @@ class External:
 
   def raw(self, variables, x):
     """(outputs as the network returns them, before `outputs=probabilities` takes their
-    log; [block maps]) for normalised images `x` (B, H, W, C)."""
-    x = x.astype(jnp.float32)
-    if self.inputs != 'normalised':
-      x = x * self._std + self._mean
-      if self.inputs == 'raw':
-        x = x * 255.0
-    logits, feats = self._forward(variables, x)
+    log; [block maps]) for normalised images `x` (B, H, W, C), converted to `inputs`."""
+    logits, feats = self._forward(variables, self.to_inputs(x))
     return jnp.asarray(logits, jnp.float32), [jnp.asarray(f, jnp.float32) for f in feats]
+
+  def to_inputs(self, x):
+    """Normalised images `x` (B, H, W, C) as the teacher takes them (`inputs`, see
+    `INPUTS`): 'caffe' and 'torch' as Keras's `preprocess_input` modes of those names
+    make them of RGB 0..255 pixels."""
+    x = x.astype(jnp.float32)
+    if self.inputs == 'normalised':
+      return x
+    unit = x * self._std + self._mean
+    if self.inputs == 'raw':
+      return unit * 255.0
+    if self.inputs == 'signed':
+      return unit * 2.0 - 1.0
+    if self.inputs == 'caffe':
+      return unit[..., ::-1] * 255.0 - jnp.asarray(CAFFE_MEAN_BGR, jnp.float32)
+    if self.inputs == 'torch':
+      return (unit - jnp.asarray(IMAGENET_MEAN, jnp.float32)) / jnp.asarray(IMAGENET_STD,
+                                                                          jnp.float32)
+    return unit
 
   def to_logits(self, raw):
     """The logits (B, C) the trainer uses of outputs `raw` as `raw` gives them: their log

@@ -153,7 +153,21 @@ def keras_forward(model, feature_layers: Sequence[str], output: str = '',
     return [(p, np.shape(shapes[p])) for p in dict.fromkeys(order)
             if hasattr(shapes.get(p), 'shape')]
   forward.layers = layers
+  forward.input_shape = declared_input(model)
   return forward
+
+
+def declared_input(model):
+  """The image shape (H, W, C) a Keras model declares for its one input (`keras.Input`;
+  None for a dimension left free), or None where it declares none (a subclassed model) or
+  has several inputs."""
+  try:
+    inputs = model.inputs
+  except (AttributeError, ValueError):
+    return None
+  if not inputs or len(inputs) != 1 or len(inputs[0].shape) != 4:
+    return None
+  return tuple(inputs[0].shape[1:])
 
 
 class _Ordered(dict):

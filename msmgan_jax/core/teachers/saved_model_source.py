@@ -105,8 +105,8 @@ def saved_model_forward(path: str, output: str = '') -> Callable:
 
 def load(t, info):
   """(External, [variables], name) of the `teacher` config group `t` with source
-  saved_model: one anchor. ConfigError for several paths, or `teacher.inputs=unit` with a
-  signature taking uint8 (0..255) images."""
+  saved_model: one anchor. ConfigError for several paths, or a `teacher.inputs` other than
+  normalised or raw with a signature taking uint8 (0..255) images."""
   if len(t.checkpoints) != 1:
     raise ConfigError(f'config field teacher.checkpoints: gives {len(t.checkpoints)} '
                       'SavedModels; a SavedModel teacher is one anchor (anchors.num=1)')
@@ -114,10 +114,10 @@ def load(t, info):
   forward = saved_model_forward(t.checkpoints[0], t.output)
   inputs = t.inputs
   if forward.input_dtype == 'uint8':
-    if inputs == 'unit':
-      raise ConfigError('config field teacher.inputs: unit, but the SavedModel takes uint8 '
-                        'images, which hold 0..255 pixels: leave teacher.inputs at normalised '
-                        'or set it to raw')
+    if inputs not in ('normalised', 'raw'):
+      raise ConfigError(f'config field teacher.inputs: {inputs}, but the SavedModel takes '
+                        'uint8 images, which hold 0..255 pixels: leave teacher.inputs at '
+                        'normalised or set it to raw')
     inputs = 'raw'
     print(f'teacher: {name} takes uint8 images: fed 0..255 pixels', flush=True)
   model = External(forward, {}, info.image_shape, (), inputs, t.outputs, info.mean, info.std,

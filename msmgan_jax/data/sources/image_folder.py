@@ -116,7 +116,36 @@ def _class_files(where: str, rel: str, notes: Optional[list]) -> dict:
     hidden = [f for f in names if _ignored(f)]
     if notes is not None and hidden:
       notes.append(f'{rel}{c}/: skipped {len(hidden)} hidden or system file(s)')
+    if notes is not None:
+      notes.extend(_unread_notes(os.path.join(where, c), f'{rel}{c}/', names))
+  if notes is not None and [_nfc(c) for c in folders] != sorted(files):
+    notes.append(
+        f'{rel}: ' * bool(rel) + 'some class folder names are in Unicode NFD (as macOS '
+        'writes them), and the classes are numbered in the order of their NFC names: '
+        f'{", ".join(f"{i} {c}" for i, c in enumerate(sorted(files)))}; a tool that sorts '
+        f'the names as written (Keras, torchvision) numbers them {", ".join(map(_nfc, folders))}'
+        ', so a teacher trained that way has its classes in another order')
   return dict(sorted(files.items()))
+
+
+def _unread_notes(where: str, rel: str, names: list) -> list:
+  """Notes on the entries of class folder `where` (`names`, listed) that are neither images
+  nor hidden or system entries: sub-folders (torchvision's ImageFolder and Keras read the
+  images in them; this reader does not) and files of other kinds (.webp, .bmp, .txt)."""
+  def listed(items):
+    return ', '.join(items[:3]) + (f' and {len(items) - 3} more' if len(items) > 3 else '')
+  odd = [n for n in names if not _ignored(n) and not n.lower().endswith(IMAGE_EXTENSIONS)]
+  nested = [n for n in odd if os.path.isdir(os.path.join(where, n))]
+  other = [n for n in odd if n not in nested]
+  out = []
+  if nested:
+    out.append(f'{rel}: skipped {len(nested)} sub-folder(s) ({listed(nested)}): images in '
+               'folders inside a class folder are not read (torchvision and Keras would '
+               'read them); move them up into the class folder to use them')
+  if other:
+    out.append(f'{rel}: skipped {len(other)} file(s) that are not .png, .jpg or .jpeg '
+               f'({listed(other)})')
+  return out
 
 
 def _nfc(name: str) -> str:
@@ -305,13 +334,7 @@ def _split_folder(cfg, folder: str, notes: Optional[list] = None) -> tuple:
 def _split_classes(folder: str, classes: dict, seed: int, fractions: tuple) -> dict:
   """{'files', 'record', 'notes'} of the split of `classes` ({class: [paths]}) of the
   unsplit image folder `folder` (see `_split_folder`)."""
-  contents = {}
-  for path in (p for paths in classes.values() for p in paths):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-      for chunk in iter(functools.partial(f.read, 1 << 20), b''):
-        digest.update(chunk)
-    contents[path] = digest.hexdigest()
+  contents = {p: _sha256(p) for paths in classes.values() for p in paths}
   groups = {c: _groups(seed, c, paths, contents) for c, paths in classes.items()}
   needed = sum(f > 0 for f in fractions)
   parts = [p for p, f in zip(SPLIT_PARTS, fractions) if f > 0]
@@ -362,6 +385,35 @@ def _split_classes(folder: str, classes: dict, seed: int, fractions: tuple) -> d
       f'{said[c]}, so {" and ".join(gaps[c])} measure{"s" * (len(gaps[c]) == 1)} the other '
       'classes only' for c in said]
   return {'files': files, 'record': record, 'notes': notes}
+
+
+def _sha256(path: str) -> str:
+  """The SHA-256 of the file at `path`'s bytes (hex)."""
+  digest = hashlib.sha256()
+  with open(path, 'rb') as f:
+    for chunk in iter(functools.partial(f.read, 1 << 20), b''):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def _copies_across_splits(files: dict) -> dict:
+  """{'notes': [...]} on images of a split folder (`files`: {split: {class: [paths]}}, the
+  training split first) byte-identical to an image of an earlier split: a test image that
+  is also a training image inflates the test accuracy, by the teacher's and the
+  students' alike. Every file is read once for its SHA-256."""
+  first, shared = {}, {}
+  for split, classes in files.items():
+    for c, paths in classes.items():
+      for path in paths:
+        name = f'{split}/{_image_name(c, path)}'
+        seen = first.setdefault(_sha256(path), (split, name))
+        if seen[0] != split:
+          shared.setdefault((split, seen[0]), []).append(f'{name} = {seen[1]}')
+  return {'notes': [
+      f'{len(pairs)} image(s) of {later}/ are byte-identical copies of images in {earlier}/ '
+      f'(e.g. {pairs[0]}): {later} scores pictures the students train on, so its accuracy is '
+      f'inflated; remove the copies from one of the two' for (later, earlier), pairs in
+      shared.items()]}
 
 
 def _groups(seed: int, label: str, paths: list, contents: dict) -> list:
@@ -512,8 +564,10 @@ def _image_folder(cfg, folder: str) -> tfds.folder_dataset.ImageFolder:
 
   Every image is decoded once first (cached while the files stay the same): a file that
   does not decode, or (with dataset.image_size 0) images of different sizes, are DataErrors,
-  and then nothing is left behind. What was skipped (hidden folders and files) or is
-  missing (a test class without images) is said on stderr. A file or folder that cannot be
+  and then nothing is left behind. What was skipped (hidden folders and files, sub-folders
+  of a class folder, files of other kinds) or is missing (a test class without images) is
+  said on stderr, and so are test images byte-identical to training images (a split
+  folder's files are read once for their SHA-256, cached). A file or folder that cannot be
   read, or vanishes while it is read, is a DataError naming it (`_read_fault`), and so is a
   view that cannot be written (`_view_fault`); no temporary folder is left behind.
   """
@@ -538,6 +592,12 @@ def _image_folder(cfg, folder: str) -> tfds.folder_dataset.ImageFolder:
     view, origin, place = _clean_view(cfg, folder, files, named)
   try:
     scan = cached(cfg, 'scan', key, lambda: _scan_images(folder, view, origin, cfg.image_size))
+    if not split and len(files) > 1:  # once every image decodes (a bad folder writes nothing).
+      with _os_errors_as(_read_fault(folder)):
+        copies = cached(cfg, 'copies', {'folder': folder, 'files': key['files']},
+                        lambda: _copies_across_splits(files))
+      for note in copies['notes']:
+        sys.stderr.write(f'note: {folder}: {note}\n')
   except BaseException:
     if place:
       shutil.rmtree(view, ignore_errors=True)
