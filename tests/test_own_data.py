@@ -353,6 +353,7 @@ def test_class_names_in_nfd_that_sort_otherwise_say_the_order_used(tmp_path, cap
   err = capsys.readouterr().err
   assert ('numbered in the order of their NFC names: 0 f, 1 g, 2 éa; a tool that sorts the '
           'names as written (Keras, torchvision) numbers them éa, f, g') in err, err
+  assert err.count('numbered in the order of their NFC names') == 1, err  # once, not per split.
 
 
 def test_any_file_name_the_os_accepts_is_read(tmp_path):

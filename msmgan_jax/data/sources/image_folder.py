@@ -69,7 +69,7 @@ def _image_files(folder: str, splits: tuple, notes: Optional[list] = None) -> di
                       f'sub-folder). An image folder holds {" and ".join(f"{s}/" for s in splits)}'
                       ', each with one sub-folder of images (.png, .jpg, .jpeg) per class, or '
                       'only the class sub-folders (then it is split by dataset.split_fractions).')
-    files[split] = _class_files(split_dir, f'{split}/', notes)
+    files[split] = _class_files(split_dir, f'{split}/', notes, order_note=split == splits[0])
     empty = [c for c, paths in files[split].items() if not paths]
     if empty and split == splits[0]:
       raise DataError(f'the class folder(s) {empty} of {split_dir} hold no image (.png, .jpg, '
@@ -85,12 +85,13 @@ def _image_files(folder: str, splits: tuple, notes: Optional[list] = None) -> di
   return files
 
 
-def _class_files(where: str, rel: str, notes: Optional[list]) -> dict:
+def _class_files(where: str, rel: str, notes: Optional[list], order_note: bool = True) -> dict:
   """{class: [image paths]} of the class sub-folders of `where` (`rel`: how notes name it,
   'train/' or '' for an unsplit folder), classes named in Unicode NFC (`_nfc`); DataError
   when it holds fewer than 2 classes, two folders whose names are one class in NFC, or an
   entry named like an image that is not a file (`_not_a_file`). Hidden and system entries
-  are skipped (and noted, see `_image_files`)."""
+  are skipped (and noted, see `_image_files`); with `order_note`, NFD class names whose
+  order differs from the names as written are noted with both orders."""
   entries = sorted(os.listdir(where))
   skipped = [c for c in entries if _ignored(c) and os.path.isdir(os.path.join(where, c))]
   folders = [c for c in entries if not _ignored(c) and os.path.isdir(os.path.join(where, c))]
@@ -118,7 +119,7 @@ def _class_files(where: str, rel: str, notes: Optional[list]) -> dict:
       notes.append(f'{rel}{c}/: skipped {len(hidden)} hidden or system file(s)')
     if notes is not None:
       notes.extend(_unread_notes(os.path.join(where, c), f'{rel}{c}/', names))
-  if notes is not None and [_nfc(c) for c in folders] != sorted(files):
+  if notes is not None and order_note and [_nfc(c) for c in folders] != sorted(files):
     notes.append(
         f'{rel}: ' * bool(rel) + 'some class folder names are in Unicode NFD (as macOS '
         'writes them), and the classes are numbered in the order of their NFC names: '
