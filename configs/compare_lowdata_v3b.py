@@ -28,13 +28,20 @@ SCREENED = 17
 
 
 def get_config(arg=None):
+  return pinned(arg, SCREENED, 'v3b', 'its candidates 0-16')
+
+
+def pinned(arg, screened: int, version: str, over: str):
+  """v3's comparison with MS-MGANs the design study's choice over its first `screened`
+  candidates (`over` says which, in the title), named `version` (its config file, workdir
+  and results folder follow the name); ConfigError for a config argument."""
   if arg not in (None, ''):
     raise config_lib.ConfigError(f'unknown config argument {arg!r}: use nothing')
-  c = compare_lowdata_v3.get_config(candidates=SCREENED)
-  c.title = ('lowdata (v3b): resnet20 -> resnet8 on 10% of Fashion-MNIST, MS-MGANs as the v3 '
-             'design study chose it over its candidates 0-16')
-  c.config_path = 'configs/compare_lowdata_v3b.py'
-  c.workdir, c.out = 'runs/compare_lowdata_v3b', 'results/lowdata_v3b'
+  c = compare_lowdata_v3.get_config(candidates=screened)
+  c.title = (f'lowdata ({version}): resnet20 -> resnet8 on 10% of Fashion-MNIST, MS-MGANs as '
+             f'the v3 design study chose it over {over}')
+  c.config_path = f'configs/compare_lowdata_{version}.py'
+  c.workdir, c.out = f'runs/compare_lowdata_{version}', f'results/lowdata_{version}'
   weigh_the_joint_term(c)
   return c
 

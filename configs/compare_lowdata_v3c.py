@@ -18,9 +18,7 @@ v3b, msmgan's candidate that weighed the adversarial term weighs the joint term 
 Its ablations leave out no_gan and no_mutual (the design has neither part to remove).
 Results: results/lowdata_v3c/compare.{json,md} and the two plots.
 """
-from configs import compare_lowdata_v3
 from configs import compare_lowdata_v3b
-from msmgan_jax import config as config_lib
 
 # The design candidates screened when this comparison was planned (0-18): its MS-MGANs is
 # their best on the design slice; later ones would choose another, for a comparison of
@@ -29,12 +27,4 @@ SCREENED = 19
 
 
 def get_config(arg=None):
-  if arg not in (None, ''):
-    raise config_lib.ConfigError(f'unknown config argument {arg!r}: use nothing')
-  c = compare_lowdata_v3.get_config(candidates=SCREENED)
-  c.title = ('lowdata (v3c): resnet20 -> resnet8 on 10% of Fashion-MNIST, MS-MGANs as the v3 '
-             'design study chose it over all its candidates 0-18')
-  c.config_path = 'configs/compare_lowdata_v3c.py'
-  c.workdir, c.out = 'runs/compare_lowdata_v3c', 'results/lowdata_v3c'
-  compare_lowdata_v3b.weigh_the_joint_term(c)
-  return c
+  return compare_lowdata_v3b.pinned(arg, SCREENED, 'v3c', 'all its candidates 0-18')

@@ -16,7 +16,7 @@ from msmgan_jax.errors import CheckpointError, ConfigError
 # images, [0, 1], 0..255, and the three of Keras's `imagenet_utils.preprocess_input` modes
 # that ImageNet models use: 'tf' ([-1, 1], here `signed`), 'caffe' (BGR 0..255 less the
 # ImageNet mean) and 'torch' ([0, 1] standardised by the ImageNet mean and std). The last
-# two take RGB images (`rgb_only`).
+# two take RGB images (`RGB_ONLY`).
 INPUTS = ('normalised', 'unit', 'raw', 'signed', 'caffe', 'torch')
 RGB_ONLY = ('caffe', 'torch')
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, [0, 1] (torchvision; Keras 'torch' mode).
@@ -157,8 +157,9 @@ class External:
                         f'RGB images, and this data\'s have {self.image_shape[-1]} channel(s)')
     self._check_declared(getattr(forward, 'input_shape', None))
     x = jax.ShapeDtypeStruct((1,) + self.image_shape, jnp.float32)
-    try:
-      logits, feats = jax.eval_shape(self.raw, sample_variables, x)
+    try:  # as the network computes them (`raw` casts to float32): one trace for both.
+      logits, feats = jax.eval_shape(
+          lambda v, y: self._forward(v, self.to_inputs(y)), sample_variables, x)
     except (CheckpointError, ConfigError):
       raise
     except Exception as e:  # the user's network cannot run on this data's images.
@@ -166,10 +167,8 @@ class External:
     if len(logits.shape) != 2:
       raise CheckpointError(f'{description} returns an output of shape {logits.shape}; a '
                             'teacher must return logits of shape (batch, classes)')
-    # The dtype the network computes its outputs in (`raw` gives them as float32): a
-    # bfloat16 softmax's rows sum to 1 only within its precision (`diagnosis`).
-    native = jax.eval_shape(lambda v, y: self._forward(v, y)[0], sample_variables, x)
-    self.output_dtype = jnp.dtype(getattr(native, 'dtype', jnp.float32))
+    # A bfloat16 softmax's rows sum to 1 only within its precision (`diagnosis`).
+    self.output_dtype = jnp.dtype(getattr(logits, 'dtype', jnp.float32))
     self.num_classes = int(logits.shape[-1])
     for name, f in zip(self.feature_layers, feats):
       if len(f.shape) != 4 or f.shape[1] == 0 or self.image_shape[0] % f.shape[1]:
@@ -205,7 +204,9 @@ class External:
 
   def _why_not(self, e: Exception) -> str:
     """The message for a network that failed to run on one image: a Flax module that tried
-    to update its statistics ran in training mode; anything else is the images' shape."""
+    to update its statistics, or asked for a random key, ran in training mode; one that
+    found no variables where it looked was given another variables layout (params without
+    their 'params' wrapper); anything else is the images' shape."""
     text = f'{type(e).__name__}: {str(e)[:300]}'
     kind = type(e).__name__
     eval_module = ("teacher.train_kwarg to the keyword of its __call__ that turns training "
@@ -286,7 +287,7 @@ class External:
     if self.inputs == 'torch':
       return (unit - jnp.asarray(IMAGENET_MEAN, jnp.float32)) / jnp.asarray(IMAGENET_STD,
                                                                           jnp.float32)
-    return unit
+    return unit  # 'unit'.
 
   def to_logits(self, raw):
     """The logits (B, C) the trainer uses of outputs `raw` as `raw` gives them: their log
