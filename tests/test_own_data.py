@@ -339,6 +339,11 @@ def test_what_is_not_read_and_test_images_that_are_training_images_are_said(tmp_
           'so its accuracy is inflated') in err, err
   data.builder_for(own_cfg(root, tmp_path / 'tfds'))  # from the cache: said again.
   assert 'byte-identical copies of images in train/' in capsys.readouterr().err
+  data.load(own_cfg(root, tmp_path / 'tfds'), batch_size=2, eval_batch_size=2)  # device pipeline.
+  err = capsys.readouterr().err
+  for note in ('byte-identical copies of images in train/', 'skipped 1 sub-folder(s)',
+               'skipped 2 file(s) that are not'):
+    assert err.count(note) == 1, err  # once per load, not once per read of the folder.
 
 
 def test_class_names_in_nfd_that_sort_otherwise_say_the_order_used(tmp_path, capsys):

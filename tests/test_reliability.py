@@ -65,15 +65,15 @@ def world(teacher_run, tmp_path_factory):
     for split in ('train', 'test'):
       for c in classes:
         (root / folder / split / c).mkdir(parents=True)
-        for i in range(2):
-          PIL.Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(
+        for i in range(2):  # test images differ from training ones (no copies note).
+          PIL.Image.fromarray(np.full((20, 20, 3), 40 * i + (split == 'test'), np.uint8)).save(
               root / folder / split / c / f'{i}.png')
   (root / 'bad_image' / 'train' / 'b' / '1.png').write_bytes(b'\x89PNG\r\n\x1a\n truncated')
   for split in ('train', 'test'):  # 3 RGB classes: not what the Fashion-MNIST teacher knows.
     for c in ('cat', 'dog', 'fox'):
       (root / 'rgb3' / split / c).mkdir(parents=True)
       for i in range(2):
-        PIL.Image.fromarray(np.full((20, 20, 3), 40 * i, np.uint8)).save(
+        PIL.Image.fromarray(np.full((20, 20, 3), 40 * i + (split == 'test'), np.uint8)).save(
             root / 'rgb3' / split / c / f'{i}.png')
   shutil.copytree(root / 'one_class', root / 'hidden_class')  # 'a' and a hidden folder.
   for split in ('train', 'test'):

@@ -258,12 +258,15 @@ def _compute_stats(cfg, builder) -> dict:
   return {'mean': mean.tolist(), 'std': np.maximum(std, 1 / 255).tolist()}
 
 
-def to_arrays(cfg) -> dict:
+def to_arrays(cfg, builder: Optional[tfds.core.DatasetBuilder] = None) -> dict:
   """Both splits of `cfg` as NumPy arrays, in file order, with their normalisation, laid
   out as an arrays file holds them (`arrays.KEYS`, and `split`, the record of an unsplit
   image folder's split, where there is one). Images stay uint8 unless `image_size`
-  resizes them (then float32 on [0, 1], as the tf.data pipeline sees them)."""
-  builder = builder_for(cfg)
+  resizes them (then float32 on [0, 1], as the tf.data pipeline sees them).
+
+  `builder`: `builder_for(cfg)` where the caller already has it (then the source's notes on
+  stderr, an image folder's skipped files and copies, are said once, not twice)."""
+  builder = builder if builder is not None else builder_for(cfg)
   image_shape(cfg, builder)  # DataError when the data is not fixed-size image classification.
   mean, std = normalisation(cfg, builder)
 
@@ -321,7 +324,7 @@ def load(cfg, *, batch_size: int, eval_batch_size: int, mesh=None, with_index: b
     pixel_bytes = num_train * int(np.prod(shape)) * (4 if cfg.image_size else 1)
     pipeline = 'device' if pixel_bytes <= DEVICE_MAX_BYTES else 'tfdata'
   if pipeline == 'device':
-    return _device(cfg, to_arrays(cfg), batch_size, eval_batch_size, mesh, sliced=True,
+    return _device(cfg, to_arrays(cfg, builder), batch_size, eval_batch_size, mesh, sliced=True,
                    with_index=with_index)
   return _tfdata(cfg, builder, shape, num_train, batch_size, eval_batch_size, with_index)
 
