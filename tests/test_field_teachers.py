@@ -288,8 +288,8 @@ def test_a_bfloat16_softmax_is_read_as_probabilities_at_its_own_precision():
   found = {}
   for name, head, dtype in (('bf16', 'softmax', 'mixed_bfloat16'), ('sigmoid', 'sigmoid', None)):
     model = teachers.keras_teacher(_keras_cnn((8, 8, 3), head, dtype)).build(_Info((8, 8, 3)))
-    seen = jax.device_get(teacher_lib._score_step(model)(model._sample, batch))  # pylint: disable=protected-access
-    seen = {k: np.asarray(v).item() if np.size(v) == 1 else v for k, v in seen.items()}
+    seen = teacher_lib.score(model, model._sample, lambda: iter([batch]), sharding.mesh())  # pylint: disable=protected-access
+    assert seen['eps'] == (2 ** -7 if name == 'bf16' else 2 ** -23), seen['eps']
     found[name] = diagnosis.output_findings(seen, 'logits')
   assert 'look like probabilities' in found['bf16'][0], found
   assert 'final sigmoid' in found['sigmoid'][0], found

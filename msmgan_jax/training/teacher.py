@@ -257,9 +257,6 @@ def external(cfg, info):
 def _score_step(model):
   """A jitted pass over a masked batch summing what `diagnose` reads: correct predictions,
   examples, predicted and true class counts, and the raw outputs' range and row sums."""
-  dtype = getattr(model, 'output_dtype', jnp.dtype(jnp.float32))  # as the network computes.
-  eps = float(jnp.finfo(dtype).eps) if jnp.issubdtype(dtype, jnp.floating) else 0.0
-
   def step(variables, batch):
     if isinstance(model, teachers.External):
       raw, _ = model.raw(variables, batch['image'])
@@ -279,8 +276,7 @@ def _score_step(model):
             'max': jnp.max(jnp.where(keep, raw, -jnp.inf)),
             'sum_dev': jnp.max(jnp.where(m > 0, jnp.abs(sums - 1), 0.0)),
             'sum_min': jnp.min(jnp.where(m > 0, sums, jnp.inf)),
-            'sum_max': jnp.max(jnp.where(m > 0, sums, -jnp.inf)),
-            'eps': jnp.float32(eps)}
+            'sum_max': jnp.max(jnp.where(m > 0, sums, -jnp.inf))}
   return jax.jit(step)
 
 
@@ -304,9 +300,11 @@ def score(model, variables, eval_batches, mesh, limit: int = 0) -> dict:
     for k in ('correct', 'count', 'predicted', 'labels'):
       out[k] = out[k] + r[k]
     for k, f in (('min', min), ('max', max), ('sum_dev', max), ('sum_min', min),
-                 ('sum_max', max), ('eps', max)):
+                 ('sum_max', max)):
       out[k] = f(out[k], r[k])
   out['confusion'] = jax.device_get(confusion)
+  dtype = getattr(model, 'output_dtype', jnp.dtype(jnp.float32))  # as the network computes.
+  out['eps'] = float(jnp.finfo(dtype).eps) if jnp.issubdtype(dtype, jnp.floating) else 0.0
   out = {k: np.asarray(v).tolist() for k, v in out.items()}
   out['accuracy'] = out['correct'] / max(out['count'], 1)
   return out
